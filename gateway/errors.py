@@ -28,7 +28,11 @@ class GatewayError(Exception):
 
 
 class ImageRejected(GatewayError):
-    """An uploaded image was refused: ``INVALID_IMAGE`` (not an image, corrupt, bomb) or ``IMAGE_TOO_LARGE``."""
+    """An uploaded image was refused.
+
+    ``INVALID_IMAGE``: not an image, corrupt, truncated. ``IMAGE_TOO_LARGE``: bytes or pixels over the
+    limits, including decompression bombs.
+    """
 
     default_code = FailureCode.INVALID_IMAGE
 
