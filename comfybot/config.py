@@ -295,7 +295,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | str 
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise _to_config_error(exc, from_env, path) from None
+        raise _to_config_error(exc, from_env, env, path) from None
     _check(settings, from_env, path)
     return settings
 
@@ -333,11 +333,14 @@ def _name(loc: tuple[str | int, ...], from_env: Mapping[tuple[str, str], str], p
 
 
 def _to_config_error(
-    exc: ValidationError, from_env: Mapping[tuple[str, str], str], path: Path | None
+    exc: ValidationError, from_env: Mapping[tuple[str, str], str], env: Mapping[str, str], path: Path | None
 ) -> ConfigError:
     err = exc.errors(include_url=False)[0]
     loc = tuple(err["loc"])
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    var = from_env.get((str(loc[0]), str(loc[1]) if len(loc) > 1 else ""))
+    if var is not None:
+        value = env[var]  # what the operator typed, not the value after unit parsing
     shown = repr(value.get_secret_value() if isinstance(value, SecretStr) else value)
     if kind == "value_error":
         problem = str(ctx.get("error", err["msg"]))
@@ -353,6 +356,7 @@ def _to_config_error(
         problem = f"{shown} is not one of {ctx.get('expected')}"
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = next(iter(ctx.values()), "?")
+        bound = f"{bound:g}" if isinstance(bound, float) else bound
         words = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
         problem = f"{shown} must be {words[kind]} {bound}"
     else:
