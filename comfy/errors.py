@@ -103,7 +103,7 @@ def _error_text(err: Mapping[str, Any]) -> str:
     # ComfyUI's `details` often repeats the input name ("steps", "upscale_method: 'x' not in [...]");
     # strip it so the line reads "input: message: rest" once.
     if input_name:
-        for sep in (": ", ", "):
+        for sep in (": ", ", ", " - "):
             if details.startswith(input_name + sep):
                 details = details[len(input_name) + len(sep) :]
                 break
