@@ -1,0 +1,106 @@
+"""Platform-neutral rendering of job events."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.i18n import I18n
+from bot.parsing import ParseError
+from bot.render import JobView, Renderer, format_duration, progress_bar, truncate
+from gateway.models import Failed, FailureCode, Progress, Queued
+
+
+@pytest.fixture(scope="module")
+def r() -> Renderer:
+    return Renderer(I18n.load())
+
+
+VIEW = JobView(
+    prompt="a lighthouse at dusk", workflow="txt2img", request_id="0123456789abcdef", started_at=100.0
+)
+
+
+@pytest.mark.parametrize(
+    ("pct", "bar"),
+    [
+        (0, "▱" * 10),
+        (0.5, "▰" + "▱" * 9),
+        (42, "▰" * 4 + "▱" * 6),
+        (100, "▰" * 10),
+        (150, "▰" * 10),
+        (-3, "▱" * 10),
+    ],
+)
+def test_progress_bar(pct: float, bar: str) -> None:
+    assert progress_bar(pct) == bar
+
+
+@pytest.mark.parametrize(
+    ("s", "text"), [(0, "0:00"), (7.4, "0:07"), (65, "1:05"), (3723, "1:02:03"), (None, "–")]
+)
+def test_format_duration(s: float | None, text: str) -> None:
+    assert format_duration(s) == text
+
+
+def test_truncate() -> None:
+    assert truncate("abc", 5) == "abc"
+    assert truncate("abcdef", 4) == "abc…"
+
+
+def test_queued_and_progress(r: Renderer) -> None:
+    q = r.queued("en", VIEW, Queued(job_id="j", request_id="r", position=3, depth=5, eta_s=40))
+    assert "position 3 of 5" in q and "0:40" in q and "a lighthouse" in q
+    p = r.progress(
+        "ru",
+        VIEW,
+        Progress(
+            job_id="j",
+            request_id="r",
+            node_label="Sampling",
+            done_nodes=3,
+            total_nodes=7,
+            value=12,
+            max=20,
+            percent=60.0,
+            eta_s=8,
+        ),
+        now=112.0,
+    )
+    assert "Генерация [3/7]" in p
+    assert "Шаг 12/20" in p
+    assert "▰▰▰▰▰▰▱▱▱▱ 60%" in p
+    assert "0:12" in p and "0:08" in p
+
+
+def test_unknown_step_label_is_shown_as_is(r: Renderer) -> None:
+    assert r.step_label("ko", "My Custom Node") == "My Custom Node"
+    assert r.step_label("ko", "Loading model") == "모델 불러오는 중"
+
+
+def test_failure_shows_short_request_id(r: Renderer) -> None:
+    text = r.failed("en", None, Failed(job_id="j", request_id="0123456789abcdef", code=FailureCode.TIMEOUT))
+    assert "01234567" in text and "0123456789" not in text
+    assert "01234567" not in r.failure("en", FailureCode.QUEUE_FULL, request_id="0123456789abcdef")
+    assert "12 s" in r.failure("en", "rate_limited", retry_after_s=11.2)
+    assert r.failure("en", "no_such_code") == r.failure("en", FailureCode.INTERNAL)
+
+
+def test_param_errors_name_field_and_range(r: Renderer) -> None:
+    assert r.param_error("en", "steps", "too_large", {"min": 1, "max": 100}) == (
+        "⚠️ Steps (--steps): must be between 1 and 100."
+    )
+    text = r.param_error("ru", "ar", "bad_aspect", {"min_ratio": "1:4", "max_ratio": "4:1"})
+    assert "Соотношение сторон" in text and "1:4" in text and "4:1" in text
+    assert "2000" in r.param_error("en", "prompt", "too_long", {"max_length": 2000, "length": 5000})
+    assert "mystery" in r.param_error("en", "mystery", "weird")
+
+
+def test_parse_error_text(r: Renderer) -> None:
+    text = r.parse_error("en", ParseError("unknown_flag", "--size"))
+    assert "--size" in text and "--ar" in text
+
+
+def test_caption_fits_telegram_limit(r: Renderer) -> None:
+    view = JobView(prompt="x" * 5000, workflow="txt2img", request_id="r")
+    cap = r.result_caption("en", view, seed=42, duration_ms=14_000, count=2)
+    assert len(cap) <= 1024 and "42" in cap and "0:14" in cap and "×2" in cap
