@@ -1,0 +1,182 @@
+"""The one small interface every queue backend implements (aiogram's ``BaseStorage`` shape).
+
+Two implementations: :class:`~gateway.memory.MemoryBackend` (embedded, the default, nothing to install)
+and :class:`~gateway.redis_backend.RedisBackend` (Redis Streams with a consumer group; jobs survive a
+restart and any number of processes on any machines share it). ``tests/gateway/test_backend_contract.py``
+holds both to the same behaviour.
+
+Semantics shared by both:
+
+* **Queue** — ``enqueue`` stores the record and appends the job; ``take`` hands the oldest waiting job to
+  one consumer under a *lease*; the consumer ``renew``\\ s its leases while it works and ``ack``\\ s when
+  done. A lease not renewed for ``min_idle_s`` can be taken over with ``claim_stale`` (the worker died).
+  ``remove_queued`` and ``take`` race safely: exactly one of them wins a waiting job.
+* **Outcome** — ``finish`` writes the terminal record and publishes the terminal event *once* per job,
+  whoever calls it and however often; a ``save`` after that is ignored.
+* **Events** — ``publish(platform, ev)`` appends to that platform's durable, ordered channel;
+  ``subscribe(platform)`` reads it. Events published while no subscriber runs are kept (bounded) and
+  delivered when one starts; subscribers of one platform share the channel (each event goes to one).
+* **Cancel requests** reach every worker (``cancel_requests``) and are also kept as a flag
+  (``cancel_requested``) for a worker that missed the broadcast.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from gateway.models import JobEvent
+from gateway.records import JobRecord
+
+RECENT_MAX = 50  # per-user recent jobs kept
+DURATIONS_MAX = 20  # per-workflow run times kept for the ETA
+EVENTS_MAX = 100_000  # per-platform events kept for subscribers that are away
+RECORD_TTL_S = 7 * 24 * 3600  # finished records and delivery markers live a week
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """Where ``enqueue`` put a job: ``position`` 1 is next to run; ``depth`` counts waiting jobs."""
+
+    position: int
+    depth: int
+
+
+class SettingsStore:
+    """Per-user settings (a JSON object per key), persisted by the backend: ``get``/``set``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def get(self, user_key: str) -> dict[str, Any]:
+        return await self._backend.get_settings(user_key)
+
+    async def set(self, user_key: str, values: dict[str, Any]) -> None:
+        await self._backend.set_settings(user_key, values)
+
+
+class Backend(abc.ABC):
+    """Queue, job records, event fan-out and per-user state behind one interface."""
+
+    name: str = "backend"
+
+    def __init__(self) -> None:
+        self.settings = SettingsStore(self)
+
+    async def start(self) -> None:  # noqa: B027  # optional hook: the memory backend opens nothing
+        """Open connections / create groups. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027  # optional hook, see start
+        """Release what ``start`` opened."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- records --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save(self, record: JobRecord) -> bool:
+        """Store a non-terminal update of a record. False (and nothing written) once it finished."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    # --- queue ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue(self, record: JobRecord, *, max_depth: int | None = None) -> Enqueued | None:
+        """Store and append a job; ``None`` when ``max_depth`` jobs already wait. Idempotent per job_id."""
+
+    @abc.abstractmethod
+    async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
+        """The oldest waiting job, leased to ``consumer``; ``None`` if none came within ``timeout_s``."""
+
+    @abc.abstractmethod
+    async def ack(self, job_id: str) -> None:
+        """Drop the job from the queue for good (its lease ends)."""
+
+    @abc.abstractmethod
+    async def renew(self, consumer: str, job_ids: Collection[str]) -> None:
+        """Refresh the leases ``consumer`` holds on these jobs."""
+
+    @abc.abstractmethod
+    async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:
+        """Take over jobs whose lease was not renewed for ``min_idle_s`` (finished ones are just acked)."""
+
+    @abc.abstractmethod
+    async def remove_queued(self, job_id: str) -> bool:
+        """Remove a job that still waits; False if a worker already took it (or it is unknown)."""
+
+    @abc.abstractmethod
+    async def position(self, job_id: str) -> int | None:
+        """1-based position among waiting jobs; ``None`` if it no longer waits."""
+
+    @abc.abstractmethod
+    async def depth(self) -> int: ...
+
+    @abc.abstractmethod
+    async def waiting(self, limit: int) -> list[str]:
+        """The first ``limit`` waiting job ids, next to run first."""
+
+    # --- outcome and events ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def finish(self, record: JobRecord, event: JobEvent) -> bool:
+        """Write the terminal record and publish ``event`` to its platform — once. True the first time."""
+
+    @abc.abstractmethod
+    async def publish(self, platform: str, event: JobEvent) -> None: ...
+
+    @abc.abstractmethod
+    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+        """Events of one platform in publish order; close it with ``contextlib.aclosing``."""
+
+    # --- cancel ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def request_cancel(self, job_id: str, by: str) -> None: ...
+
+    @abc.abstractmethod
+    async def cancel_requested(self, job_id: str) -> str | None:
+        """Who asked to cancel this job, if anyone."""
+
+    @abc.abstractmethod
+    def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
+        """Every cancel request from now on, as ``(job_id, by)``, to every listener."""
+
+    # --- per user and per workflow --------------------------------------------------------------
+    @abc.abstractmethod
+    async def pending_count(self, user_id: str) -> int:
+        """Jobs of this user that are queued or running."""
+
+    @abc.abstractmethod
+    async def pending_jobs(self, user_id: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def recent(self, user_id: str, limit: int) -> list[JobRecord]:
+        """This user's most recent jobs, newest first."""
+
+    @abc.abstractmethod
+    async def get_settings(self, user_key: str) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def set_settings(self, user_key: str, values: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def mark_delivered(self, job_id: str) -> bool:
+        """True exactly once per job: the front end that gets True sends the result."""
+
+    @abc.abstractmethod
+    async def add_duration(self, workflow: str, run_ms: int) -> None: ...
+
+    @abc.abstractmethod
+    async def durations(self, workflow: str) -> list[int]:
+        """Recent run times of this workflow in ms, newest first."""
+
+
+__all__ = ["Backend", "Enqueued", "SettingsStore"]

@@ -1,0 +1,224 @@
+"""The embedded backend: everything in this process's memory, nothing to install (the default).
+
+Records are kept as JSON bytes, exactly like the Redis backend keeps them, so a caller that mutates a
+record it got back never changes the stored one behind the backend's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+import orjson
+
+from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, Backend, Enqueued
+from gateway.models import JobEvent, event_from_json, event_to_json
+from gateway.records import JobRecord
+
+
+class _Channel:
+    """A bounded, ordered buffer of events that one or more readers drain (each event to one reader)."""
+
+    def __init__(self) -> None:
+        self.items: deque[bytes] = deque(maxlen=EVENTS_MAX)
+        self.ready = asyncio.Event()
+
+    def put(self, item: bytes) -> None:
+        self.items.append(item)
+        self.ready.set()
+
+
+class MemoryBackend(Backend):
+    """In-process queue, records and event channels. Leases work as in Redis, within this process."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[str, bytes] = {}
+        self._finished: set[str] = set()
+        self._waiting: OrderedDict[str, None] = OrderedDict()
+        self._has_waiting = asyncio.Condition()
+        self._leases: dict[str, tuple[str, float]] = {}  # job_id -> (consumer, last renewal, monotonic)
+        self._channels: dict[str, _Channel] = {}
+        self._cancels: dict[str, str] = {}
+        self._cancel_listeners: set[asyncio.Queue[tuple[str, str]]] = set()
+        self._pending: dict[str, set[str]] = {}
+        self._recent: dict[str, deque[str]] = {}
+        self._settings: dict[str, bytes] = {}
+        self._delivered: set[str] = set()
+        self._durations: dict[str, deque[int]] = {}
+
+    # --- records --------------------------------------------------------------------------------
+    async def save(self, record: JobRecord) -> bool:
+        if record.job_id in self._finished:
+            return False
+        self._records[record.job_id] = record.to_json()
+        return True
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = self._records.get(job_id)
+        return None if raw is None else JobRecord.from_json(raw)
+
+    # --- queue ----------------------------------------------------------------------------------
+    async def enqueue(self, record: JobRecord, *, max_depth: int | None = None) -> Enqueued | None:
+        job_id = record.job_id
+        if job_id not in self._records:
+            if max_depth is not None and len(self._waiting) >= max_depth:
+                return None
+            self._records[job_id] = record.to_json()
+            self._pending.setdefault(record.user_id, set()).add(job_id)
+            recent = self._recent.setdefault(record.user_id, deque(maxlen=RECENT_MAX))
+            recent.appendleft(job_id)
+            async with self._has_waiting:
+                self._waiting[job_id] = None
+                self._has_waiting.notify()
+        return Enqueued(position=await self.position(job_id) or 0, depth=len(self._waiting))
+
+    async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
+        async with self._has_waiting:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._has_waiting.wait_for(lambda: bool(self._waiting))
+            except TimeoutError:
+                return None
+            job_id, _ = self._waiting.popitem(last=False)
+        self._leases[job_id] = (consumer, time.monotonic())
+        return await self.get(job_id)
+
+    async def ack(self, job_id: str) -> None:
+        self._leases.pop(job_id, None)
+
+    async def renew(self, consumer: str, job_ids: Collection[str]) -> None:
+        now = time.monotonic()
+        for job_id in job_ids:
+            lease = self._leases.get(job_id)
+            if lease is not None and lease[0] == consumer:
+                self._leases[job_id] = (consumer, now)
+
+    async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:
+        now = time.monotonic()
+        claimed: list[JobRecord] = []
+        for job_id, (_, renewed) in list(self._leases.items()):
+            if now - renewed < min_idle_s:
+                continue
+            if job_id in self._finished:
+                del self._leases[job_id]
+                continue
+            self._leases[job_id] = (consumer, now)
+            record = await self.get(job_id)
+            if record is not None:
+                claimed.append(record)
+        return claimed
+
+    async def remove_queued(self, job_id: str) -> bool:
+        if job_id not in self._waiting:
+            return False
+        del self._waiting[job_id]
+        return True
+
+    async def position(self, job_id: str) -> int | None:
+        if job_id not in self._waiting:
+            return None
+        # O(depth), and depth is bounded by the global queue cap: fine for the embedded backend.
+        for index, waiting_id in enumerate(self._waiting):
+            if waiting_id == job_id:
+                return index + 1
+        return None
+
+    async def depth(self) -> int:
+        return len(self._waiting)
+
+    async def waiting(self, limit: int) -> list[str]:
+        out: list[str] = []
+        for job_id in self._waiting:
+            if len(out) >= limit:
+                break
+            out.append(job_id)
+        return out
+
+    # --- outcome and events ---------------------------------------------------------------------
+    async def finish(self, record: JobRecord, event: JobEvent) -> bool:
+        if record.job_id in self._finished:
+            return False
+        self._finished.add(record.job_id)
+        self._records[record.job_id] = record.to_json()
+        self._waiting.pop(record.job_id, None)
+        self._pending.get(record.user_id, set()).discard(record.job_id)
+        await self.publish(record.platform, event)
+        return True
+
+    async def publish(self, platform: str, event: JobEvent) -> None:
+        self._channel(platform).put(event_to_json(event))
+
+    def _channel(self, platform: str) -> _Channel:
+        channel = self._channels.get(platform)
+        if channel is None:
+            channel = self._channels[platform] = _Channel()
+        return channel
+
+    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+        channel = self._channel(platform)
+        while True:
+            while channel.items:
+                yield event_from_json(channel.items.popleft())
+            channel.ready.clear()
+            await channel.ready.wait()
+
+    # --- cancel ---------------------------------------------------------------------------------
+    async def request_cancel(self, job_id: str, by: str) -> None:
+        self._cancels[job_id] = by
+        for listener in self._cancel_listeners:
+            listener.put_nowait((job_id, by))
+
+    async def cancel_requested(self, job_id: str) -> str | None:
+        return self._cancels.get(job_id)
+
+    async def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
+        listener: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._cancel_listeners.add(listener)
+        try:
+            while True:
+                yield await listener.get()
+        finally:
+            self._cancel_listeners.discard(listener)
+
+    # --- per user and per workflow --------------------------------------------------------------
+    async def pending_count(self, user_id: str) -> int:
+        return len(self._pending.get(user_id, ()))
+
+    async def pending_jobs(self, user_id: str) -> list[str]:
+        return sorted(self._pending.get(user_id, ()))
+
+    async def recent(self, user_id: str, limit: int) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        for job_id in list(self._recent.get(user_id, ()))[:limit]:
+            record = await self.get(job_id)
+            if record is not None:
+                out.append(record)
+        return out
+
+    async def get_settings(self, user_key: str) -> dict[str, Any]:
+        raw = self._settings.get(user_key)
+        return {} if raw is None else dict(orjson.loads(raw))
+
+    async def set_settings(self, user_key: str, values: dict[str, Any]) -> None:
+        self._settings[user_key] = orjson.dumps(values)
+
+    async def mark_delivered(self, job_id: str) -> bool:
+        if job_id in self._delivered:
+            return False
+        self._delivered.add(job_id)
+        return True
+
+    async def add_duration(self, workflow: str, run_ms: int) -> None:
+        self._durations.setdefault(workflow, deque(maxlen=DURATIONS_MAX)).appendleft(run_ms)
+
+    async def durations(self, workflow: str) -> list[int]:
+        return list(self._durations.get(workflow, ()))
+
+
+__all__ = ["MemoryBackend"]

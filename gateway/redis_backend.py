@@ -1,0 +1,372 @@
+"""The shared backend: Redis Streams with consumer groups (``REDIS_URL`` set).
+
+Keys (under ``prefix``, default ``comfybot:``):
+
+* ``queue`` — stream of ``{job: <id>}``, consumer group ``workers``. ``XREADGROUP`` takes, the pending
+  entries list (PEL) is the lease table: a live worker ``XCLAIM``\\ s its own entries to reset their
+  idle time, ``XAUTOCLAIM`` with ``min_idle`` hands a dead worker's entries to another, ``XACK`` +
+  ``XDEL`` end them.
+* ``waiting`` — sorted set job id → enqueue sequence: ``ZRANK`` is the queue position, ``ZCARD`` the depth,
+  both O(log n). ``ZREM`` is the arbiter between a worker taking a job and a user cancelling it.
+* ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id), ``done`` (set once, by ``finish``).
+* ``events:<platform>`` — stream per platform, consumer group ``frontends``. One durable ordered channel for
+  every event, progress included: the order queued → started → progress → succeeded holds by construction
+  (pub/sub for progress plus a stream for terminal events could deliver a progress after the result), and a
+  front end that restarts resumes from its pending entries. ``MAXLEN ~`` bounds it; stale progress is
+  skipped on catch-up (``max_age_s``).
+* ``cancel:<id>`` + pub/sub channel ``cancels`` — cancel requests: broadcast to every worker, with the
+  flag as the fallback for a worker that missed the broadcast.
+* ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (SET NX),
+  ``durations:<workflow>`` (list).
+
+Every call survives Redis going away: connection errors are retried with backoff for ``retry_for_s``
+(logged ``redis_unavailable``), so a Redis restart pauses the gateway instead of losing jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway import redis_scripts
+from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, RECORD_TTL_S, Backend, Enqueued
+from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
+from gateway.records import JobRecord
+
+log = structlog.get_logger(component="gateway")
+T = TypeVar("T")
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBackend(Backend):
+    """Queue and state in Redis; open with ``async with RedisBackend(url) as backend``."""
+
+    name = "redis"
+
+    def __init__(
+        self, url: str, *, prefix: str = "comfybot:", retry_for_s: float = 60.0, max_age_s: float = 60.0
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.prefix = prefix
+        self.retry_for_s = retry_for_s
+        self.max_age_s = max_age_s  # non-terminal events older than this are skipped on catch-up
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._entries: dict[str, bytes] = {}  # job_id -> stream entry id, for leases this process holds
+        self._stream = f"{prefix}queue"
+        self._waiting_key = f"{prefix}waiting"
+
+    @property
+    def redis(self) -> Any:
+        """The client, typed ``Any`` on purpose: redis-py types every reply as a union of RESP2/RESP3
+        shapes; this module decodes each reply explicitly instead."""
+        if self._redis is None:
+            raise RuntimeError("RedisBackend used before start()")
+        return self._redis
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def start(self) -> None:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.url, decode_responses=False)
+            for name in ("ENQUEUE", "SAVE", "FINISH"):
+                self._scripts[name] = self._redis.register_script(getattr(redis_scripts, name))
+        await self._retry(lambda: self._ensure_group(self._stream, "workers"), "start")
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _ensure_group(self, stream: str, group: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _retry(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``op``, retrying connection errors with backoff for ``retry_for_s``."""
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 0.05
+        while True:
+            try:
+                return await op()
+            except _RETRYABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("redis_unavailable", op=what, error=repr(exc), retry_in_s=delay)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group vanished (Redis lost its data): recreate and go on.
+                log.warning("redis_group_recreated", op=what)
+                await self._ensure_group(self._stream, "workers")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # --- records --------------------------------------------------------------------------------
+    async def save(self, record: JobRecord) -> bool:
+        raw = record.to_json()
+        keys = [self._key("job", record.job_id)]
+        done = await self._retry(lambda: self._scripts["SAVE"](keys=keys, args=[raw]), "save")
+        return bool(done)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self._retry(lambda: self.redis.hget(self._key("job", job_id), "rec"), "get")
+        return None if raw is None else JobRecord.from_json(raw)
+
+    # --- queue ----------------------------------------------------------------------------------
+    async def enqueue(self, record: JobRecord, *, max_depth: int | None = None) -> Enqueued | None:
+        keys = [
+            self._key("job", record.job_id), self._waiting_key, self._stream, self._key("seq"),
+            self._key("user", record.user_id, "pending"), self._key("user", record.user_id, "recent"),
+        ]
+        args: list[bytes | str | int] = [record.job_id, record.to_json(), max_depth or 0, RECENT_MAX]
+        position, depth = await self._retry(
+            lambda: self._scripts["ENQUEUE"](keys=keys, args=args), "enqueue"
+        )
+        return None if position < 0 else Enqueued(position=int(position), depth=int(depth))
+
+    async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
+        block_ms = max(1, int(timeout_s * 1000))
+        reply = await self._retry(
+            lambda: self.redis.xreadgroup(
+                "workers", consumer, {self._stream: ">"}, count=1, block=block_ms
+            ),
+            "take",
+        )
+        if not reply:
+            return None
+        entry_id, fields = reply[0][1][0]
+        job_id = _text(fields[b"job"])
+        removed = await self._retry(lambda: self.redis.zrem(self._waiting_key, job_id), "take")
+        if not removed:  # cancelled while it waited: the canceller already finished it
+            await self._ack_entry(entry_id)
+            return None
+        record = await self.get(job_id)
+        if record is None:
+            await self._ack_entry(entry_id)
+            return None
+        self._entries[job_id] = entry_id
+        return record
+
+    async def _ack_entry(self, entry_id: bytes) -> None:
+        async def op() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xack(self._stream, "workers", entry_id)
+                pipe.xdel(self._stream, entry_id)
+                await pipe.execute()
+
+        await self._retry(op, "ack")
+
+    async def _entry_of(self, job_id: str) -> bytes | None:
+        entry = self._entries.get(job_id)
+        if entry is None:
+            entry = await self._retry(lambda: self.redis.hget(self._key("job", job_id), "entry"), "entry")
+        return entry
+
+    async def ack(self, job_id: str) -> None:
+        entry = await self._entry_of(job_id)
+        self._entries.pop(job_id, None)
+        if entry is not None:
+            await self._ack_entry(entry)
+
+    async def renew(self, consumer: str, job_ids: Collection[str]) -> None:
+        entries = [self._entries[j] for j in job_ids if j in self._entries]
+        if entries:
+            await self._retry(
+                lambda: self.redis.xclaim(
+                    self._stream, "workers", consumer, min_idle_time=0, message_ids=entries, justid=True
+                ),
+                "renew",
+            )
+
+    async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:
+        claimed: list[JobRecord] = []
+        start: bytes | str = "0-0"
+        while True:
+            reply = await self._retry(
+                partial(
+                    self.redis.xautoclaim,
+                    self._stream, "workers", consumer, int(min_idle_s * 1000), start_id=start, count=100,
+                ),
+                "claim_stale",
+            )
+            start, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                if not fields:
+                    continue
+                job_id = _text(fields[b"job"])
+                await self._retry(partial(self.redis.zrem, self._waiting_key, job_id), "claim_stale")
+                record = await self.get(job_id)
+                if record is None or record.state.terminal:
+                    await self._ack_entry(entry_id)
+                    continue
+                self._entries[job_id] = entry_id
+                claimed.append(record)
+            if start in (b"0-0", "0-0"):
+                return claimed
+
+    async def remove_queued(self, job_id: str) -> bool:
+        removed = await self._retry(lambda: self.redis.zrem(self._waiting_key, job_id), "remove_queued")
+        return bool(removed)
+
+    async def position(self, job_id: str) -> int | None:
+        rank = await self._retry(lambda: self.redis.zrank(self._waiting_key, job_id), "position")
+        return None if rank is None else int(rank) + 1
+
+    async def depth(self) -> int:
+        return int(await self._retry(lambda: self.redis.zcard(self._waiting_key), "depth"))
+
+    async def waiting(self, limit: int) -> list[str]:
+        ids = await self._retry(lambda: self.redis.zrange(self._waiting_key, 0, limit - 1), "waiting")
+        return [_text(i) for i in ids]
+
+    # --- outcome and events ---------------------------------------------------------------------
+    async def finish(self, record: JobRecord, event: JobEvent) -> bool:
+        keys = [
+            self._key("job", record.job_id), self._key("user", record.user_id, "pending"),
+            self._waiting_key, self._key("events", record.platform),
+        ]
+        args: list[bytes | str | int] = [
+            record.job_id, record.to_json(), event_to_json(event), RECORD_TTL_S, EVENTS_MAX
+        ]
+        first = await self._retry(lambda: self._scripts["FINISH"](keys=keys, args=args), "finish")
+        return bool(first)
+
+    async def publish(self, platform: str, event: JobEvent) -> None:
+        stream = self._key("events", platform)
+        raw = event_to_json(event)
+        await self._retry(
+            lambda: self.redis.xadd(stream, {"ev": raw}, maxlen=EVENTS_MAX, approximate=True), "publish"
+        )
+
+    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+        stream = self._key("events", platform)
+        await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
+        cursor = "0"  # first our own unacknowledged events (a restart), then new ones
+        handling: bytes | None = None  # acked once the consumer comes back for more, or stops cleanly
+        try:
+            while True:
+                reply = await self._retry(
+                    partial(
+                        self.redis.xreadgroup, "frontends", consumer, {stream: cursor}, count=100, block=1000
+                    ),
+                    "subscribe",
+                )
+                entries = reply[0][1] if reply else []
+                if not entries and cursor == "0":
+                    cursor = ">"
+                for entry_id, fields in entries:
+                    event = event_from_json(fields[b"ev"])
+                    fresh = time.time() - event.at <= self.max_age_s
+                    if fresh or isinstance(event, TERMINAL_EVENTS):
+                        handling = entry_id
+                        yield event
+                        handling = None
+                    await self._retry(partial(self.redis.xack, stream, "frontends", entry_id), "subscribe")
+        finally:
+            # A process killed while handling never gets here: that event is delivered again on restart.
+            if handling is not None and self._redis is not None:
+                with contextlib.suppress(*_RETRYABLE):
+                    async with asyncio.timeout(2):
+                        await self.redis.xack(stream, "frontends", handling)
+
+    # --- cancel ---------------------------------------------------------------------------------
+    async def request_cancel(self, job_id: str, by: str) -> None:
+        async def op() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("cancel", job_id), by, ex=RECORD_TTL_S)
+                pipe.publish(self._key("cancels"), orjson.dumps([job_id, by]))
+                await pipe.execute()
+
+        await self._retry(op, "request_cancel")
+
+    async def cancel_requested(self, job_id: str) -> str | None:
+        by = await self._retry(lambda: self.redis.get(self._key("cancel", job_id)), "cancel_requested")
+        return None if by is None else _text(by)
+
+    async def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
+        channel = self._key("cancels")
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        job_id, by = orjson.loads(message["data"])
+                        yield str(job_id), str(by)
+            except _RETRYABLE as exc:
+                # Missed requests are caught by the workers' periodic cancel_requested check.
+                log.warning("redis_unavailable", op="cancel_requests", error=repr(exc))
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()
+
+    # --- per user and per workflow --------------------------------------------------------------
+    async def pending_count(self, user_id: str) -> int:
+        key = self._key("user", user_id, "pending")
+        return int(await self._retry(lambda: self.redis.scard(key), "pending_count"))
+
+    async def pending_jobs(self, user_id: str) -> list[str]:
+        key = self._key("user", user_id, "pending")
+        ids = await self._retry(lambda: self.redis.smembers(key), "pending_jobs")
+        return sorted(_text(i) for i in ids)
+
+    async def recent(self, user_id: str, limit: int) -> list[JobRecord]:
+        key = self._key("user", user_id, "recent")
+        ids = await self._retry(lambda: self.redis.lrange(key, 0, limit - 1), "recent")
+        records = [await self.get(_text(i)) for i in ids]
+        return [r for r in records if r is not None]
+
+    async def get_settings(self, user_key: str) -> dict[str, Any]:
+        raw = await self._retry(lambda: self.redis.get(self._key("settings", user_key)), "get_settings")
+        return {} if raw is None else dict(orjson.loads(raw))
+
+    async def set_settings(self, user_key: str, values: dict[str, Any]) -> None:
+        raw = orjson.dumps(values)
+        await self._retry(lambda: self.redis.set(self._key("settings", user_key), raw), "set_settings")
+
+    async def mark_delivered(self, job_id: str) -> bool:
+        key = self._key("delivered", job_id)
+        first = await self._retry(lambda: self.redis.set(key, 1, nx=True, ex=RECORD_TTL_S), "mark_delivered")
+        return bool(first)
+
+    async def add_duration(self, workflow: str, run_ms: int) -> None:
+        key = self._key("durations", workflow)
+
+        async def op() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, run_ms)
+                pipe.ltrim(key, 0, DURATIONS_MAX - 1)
+                await pipe.execute()
+
+        await self._retry(op, "add_duration")
+
+    async def durations(self, workflow: str) -> list[int]:
+        key = self._key("durations", workflow)
+        raw = await self._retry(lambda: self.redis.lrange(key, 0, -1), "durations")
+        return [int(v) for v in raw]
+
+
+__all__ = ["RedisBackend"]

@@ -1,0 +1,58 @@
+"""Lua sources of the Redis backend's steps that must be atomic (and idempotent when retried).
+
+``RedisBackend.start`` registers them with ``register_script``: that runs ``EVALSHA`` and reloads a script
+after a Redis restart emptied the script cache.
+"""
+
+from __future__ import annotations
+
+ENQUEUE = """
+-- KEYS: job hash, waiting zset, queue stream, seq, user pending set, user recent list
+-- ARGV: job_id, record json, max_depth (0 = no cap), recent_max
+-- A retry after a lost reply finds the job already there and only reports its position.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+  if rank then rank = rank + 1 else rank = 0 end
+  return {rank, redis.call('ZCARD', KEYS[2])}
+end
+local depth = redis.call('ZCARD', KEYS[2])
+local cap = tonumber(ARGV[3])
+if cap > 0 and depth >= cap then
+  return {-1, depth}
+end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+local entry = redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'entry', entry)
+redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('LREM', KEYS[6], 0, ARGV[1])
+redis.call('LPUSH', KEYS[6], ARGV[1])
+redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[4]) - 1)
+return {redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, depth + 1}
+"""
+
+SAVE = """
+-- KEYS: job hash ; ARGV: record json. Refuses to overwrite a finished record.
+if redis.call('HEXISTS', KEYS[1], 'done') == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'rec', ARGV[1])
+return 1
+"""
+
+FINISH = """
+-- KEYS: job hash, user pending set, waiting zset, platform events stream
+-- ARGV: job_id, record json, event json, ttl_s, events_max
+if redis.call('HSETNX', KEYS[1], 'done', '1') == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'rec', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'ev', ARGV[3])
+return 1
+"""
+
+
+__all__ = ["ENQUEUE", "FINISH", "SAVE"]

@@ -1,0 +1,242 @@
+"""One contract, every backend: the memory and Redis queues are held to the same behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.backend import Backend
+from gateway.memory import MemoryBackend
+from gateway.models import Cancelled, JobRequest, JobState, Progress, Queued, Succeeded
+from gateway.records import JobRecord
+from gateway.redis_backend import RedisBackend
+
+
+def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "txt2img") -> JobRecord:
+    req = JobRequest(platform=platform, user_id=user, chat_id="c1", workflow=workflow,  # type: ignore[arg-type]
+                     params={"prompt": "a lighthouse"})
+    return JobRecord(request=req, values={"prompt": "a lighthouse", "seed": 42})
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        async with MemoryBackend() as mem:
+            yield mem
+    else:
+        srv = request.getfixturevalue("redis_server")
+        async with RedisBackend(srv.url, retry_for_s=10) as red:
+            yield red
+
+
+async def next_event(it: AsyncIterator[object]) -> object:
+    async with asyncio.timeout(5):
+        return await anext(it)
+
+
+class TestBackendContract:
+    async def test_enqueue_reports_position_and_depth(self, backend: Backend) -> None:
+        a, b = make_record(), make_record()
+        first = await backend.enqueue(a)
+        second = await backend.enqueue(b)
+        assert first is not None and (first.position, first.depth) == (1, 1)
+        assert second is not None and (second.position, second.depth) == (2, 2)
+        assert await backend.position(b.job_id) == 2
+        assert await backend.depth() == 2
+        assert await backend.waiting(10) == [a.job_id, b.job_id]
+
+    async def test_enqueue_is_idempotent_per_job(self, backend: Backend) -> None:
+        rec = make_record()
+        await backend.enqueue(rec)
+        again = await backend.enqueue(rec)
+        assert again is not None and again.depth == 1
+        assert await backend.pending_count("u1") == 1
+
+    async def test_queue_cap_refuses(self, backend: Backend) -> None:
+        assert await backend.enqueue(make_record(), max_depth=1) is not None
+        assert await backend.enqueue(make_record(), max_depth=1) is None
+        assert await backend.depth() == 1
+
+    async def test_take_is_fifo_and_updates_positions(self, backend: Backend) -> None:
+        a, b = make_record(), make_record()
+        await backend.enqueue(a)
+        await backend.enqueue(b)
+        taken = await backend.take("w1", 1.0)
+        assert taken is not None and taken.job_id == a.job_id
+        assert taken.request == a.request
+        assert await backend.position(a.job_id) is None
+        assert await backend.position(b.job_id) == 1
+
+    async def test_take_times_out_empty(self, backend: Backend) -> None:
+        assert await backend.take("w1", 0.05) is None
+
+    async def test_take_wakes_when_a_job_arrives(self, backend: Backend) -> None:
+        waiter = asyncio.create_task(backend.take("w1", 5.0))
+        await asyncio.sleep(0)  # let the taker block first
+        rec = make_record()
+        await backend.enqueue(rec)
+        taken = await waiter
+        assert taken is not None and taken.job_id == rec.job_id
+
+    async def test_removed_job_is_never_taken(self, backend: Backend) -> None:
+        a, b = make_record(), make_record()
+        await backend.enqueue(a)
+        await backend.enqueue(b)
+        assert await backend.remove_queued(a.job_id)
+        assert not await backend.remove_queued(a.job_id)
+        taken = await backend.take("w1", 1.0)
+        # Redis may hand out the removed entry's slot as None first; the next take gets b.
+        if taken is None:
+            taken = await backend.take("w1", 1.0)
+        assert taken is not None and taken.job_id == b.job_id
+        assert not await backend.remove_queued(b.job_id)  # already taken: cancel must interrupt instead
+
+    async def test_save_and_get_roundtrip(self, backend: Backend) -> None:
+        rec = make_record()
+        await backend.enqueue(rec)
+        rec.state = JobState.SUBMITTED
+        rec.prompt_id = "p-1"
+        rec.backend = "A"
+        assert await backend.save(rec)
+        got = await backend.get(rec.job_id)
+        assert got is not None and got.prompt_id == "p-1" and got.state is JobState.SUBMITTED
+        assert await backend.get("nope") is None
+
+    async def test_finish_publishes_once_and_freezes_record(self, backend: Backend) -> None:
+        rec = make_record()
+        await backend.enqueue(rec)
+        await backend.take("w1", 1.0)
+        rec.state = JobState.SUCCEEDED
+        event = Succeeded(job_id=rec.job_id, request_id=rec.request.request_id, images=[], duration_ms=5)
+        assert await backend.finish(rec, event)
+        assert not await backend.finish(rec, event)
+        rec.state = JobState.RUNNING
+        assert not await backend.save(rec)
+        got = await backend.get(rec.job_id)
+        assert got is not None and got.state is JobState.SUCCEEDED
+        assert await backend.pending_count("u1") == 0
+        async with contextlib.aclosing(backend.subscribe("telegram")) as events:
+            assert await next_event(events) == event
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await anext(events)
+
+    async def test_events_are_per_platform_and_ordered(self, backend: Backend) -> None:
+        sent = [
+            Queued(job_id="j", request_id="r", position=2, depth=2),
+            Queued(job_id="j", request_id="r", position=1, depth=1),
+            Progress(job_id="j", request_id="r", node_label="Sampling", done_nodes=1, total_nodes=3),
+        ]
+        for ev in sent:
+            await backend.publish("telegram", ev)
+        other = Cancelled(job_id="k", request_id="r2", by="u")
+        await backend.publish("discord", other)
+        async with contextlib.aclosing(backend.subscribe("telegram")) as events:
+            got = [await next_event(events) for _ in sent]
+        assert got == sent
+        async with contextlib.aclosing(backend.subscribe("discord")) as events:
+            assert await next_event(events) == other
+
+    async def test_events_published_before_subscribing_are_kept(self, backend: Backend) -> None:
+        ev = Cancelled(job_id="j", request_id="r", by="admin")
+        await backend.publish("telegram", ev)
+        async with contextlib.aclosing(backend.subscribe("telegram")) as events:
+            assert await next_event(events) == ev
+        # A subscriber that comes back later gets only what it has not seen.
+        later = Cancelled(job_id="j2", request_id="r2", by="admin")
+        await backend.publish("telegram", later)
+        async with contextlib.aclosing(backend.subscribe("telegram")) as events:
+            assert await next_event(events) == later
+
+    async def test_stale_lease_is_claimed_by_another_consumer(self, backend: Backend) -> None:
+        rec = make_record()
+        await backend.enqueue(rec)
+        assert await backend.take("dead", 1.0) is not None
+        assert await backend.claim_stale("w2", 30.0) == []  # still fresh
+        await asyncio.sleep(0.15)
+        claimed = await backend.claim_stale("w2", 0.1)
+        assert [r.job_id for r in claimed] == [rec.job_id]
+        assert await backend.claim_stale("w3", 30.0) == []  # the claim refreshed the lease
+
+    async def test_renewed_lease_is_not_claimed(self, backend: Backend) -> None:
+        rec = make_record()
+        await backend.enqueue(rec)
+        await backend.take("w1", 1.0)
+        await asyncio.sleep(0.15)
+        await backend.renew("w1", [rec.job_id])
+        assert await backend.claim_stale("w2", 0.1) == []
+
+    async def test_acked_or_finished_jobs_are_not_claimed(self, backend: Backend) -> None:
+        a, b = make_record(), make_record()
+        await backend.enqueue(a)
+        await backend.enqueue(b)
+        await backend.take("w1", 1.0)
+        await backend.take("w1", 1.0)
+        await backend.ack(a.job_id)
+        b.state = JobState.CANCELLED
+        await backend.finish(b, Cancelled(job_id=b.job_id, request_id="r", by="u1"))
+        await asyncio.sleep(0.15)
+        assert await backend.claim_stale("w2", 0.1) == []
+
+    async def test_cancel_requests_reach_listeners_and_flag(self, backend: Backend) -> None:
+        async with contextlib.aclosing(backend.cancel_requests()) as requests:
+            listen = asyncio.create_task(next_event(requests))
+            await asyncio.sleep(0.2)  # subscribed (Redis pub/sub needs the SUBSCRIBE to land)
+            await backend.request_cancel("j1", "u1")
+            assert await listen == ("j1", "u1")
+        assert await backend.cancel_requested("j1") == "u1"
+        assert await backend.cancel_requested("j2") is None
+
+    async def test_per_user_pending_and_recent(self, backend: Backend) -> None:
+        recs = [make_record("alice") for _ in range(3)] + [make_record("bob")]
+        for rec in recs:
+            await backend.enqueue(rec)
+        assert await backend.pending_count("alice") == 3
+        assert sorted(await backend.pending_jobs("alice")) == sorted(r.job_id for r in recs[:3])
+        recent = await backend.recent("alice", 2)
+        assert [r.job_id for r in recent] == [recs[2].job_id, recs[1].job_id]
+        assert await backend.recent("nobody", 5) == []
+
+    async def test_settings_roundtrip(self, backend: Backend) -> None:
+        assert await backend.settings.get("telegram:1") == {}
+        await backend.settings.set("telegram:1", {"steps": 30, "ar": "16:9"})
+        assert await backend.settings.get("telegram:1") == {"steps": 30, "ar": "16:9"}
+
+    async def test_mark_delivered_is_true_once(self, backend: Backend) -> None:
+        assert await backend.mark_delivered("j1")
+        assert not await backend.mark_delivered("j1")
+        assert await backend.mark_delivered("j2")
+
+    async def test_durations_newest_first_bounded(self, backend: Backend) -> None:
+        for ms in range(30):
+            await backend.add_duration("txt2img", ms)
+        got = await backend.durations("txt2img")
+        assert got[0] == 29 and len(got) == 20
+        assert await backend.durations("other") == []
+
+
+async def test_redis_jobs_survive_a_restart(redis_server) -> None:
+    """AOF on: a queued job and its record are still there after redis-server restarts."""
+    rec = make_record()
+    async with RedisBackend(redis_server.url, retry_for_s=10) as red:
+        await red.enqueue(rec)
+    redis_server.restart()
+    async with RedisBackend(redis_server.url, retry_for_s=10) as red:
+        assert await red.position(rec.job_id) == 1
+        taken = await red.take("w1", 1.0)
+        assert taken is not None and taken.job_id == rec.job_id
+
+
+async def test_redis_calls_ride_out_a_restart(redis_server) -> None:
+    """A call made while Redis is down is retried until it is back, not raised."""
+    async with RedisBackend(redis_server.url, retry_for_s=20) as red:
+        await red.enqueue(make_record())
+        redis_server.stop()
+        depth = asyncio.create_task(red.depth())
+        await asyncio.sleep(0.3)
+        assert not depth.done()
+        await asyncio.to_thread(redis_server.start)
+        assert await depth == 1
