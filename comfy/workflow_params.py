@@ -285,8 +285,11 @@ class AspectParam(_Param):
             raise ValueError(f"max_side {self.max_side} is below multiple {self.multiple}")
         try:
             self.resolve("default", self.default)
-        except ParamError as exc:
-            raise ValueError(f"default {self.default!r} is not an allowed ratio: {exc}") from None
+        except ParamError:
+            raise ValueError(
+                f"default {self.default!r} is not an allowed ratio "
+                f"(1:{self.max_ratio:g} .. {self.max_ratio:g}:1)"
+            ) from None
         return self
 
     def all_targets(self) -> list[str]:
@@ -340,7 +343,10 @@ class ModelParam(_Param):
 
     @model_validator(mode="after")
     def _default_ok(self) -> Self:
-        check_model_name("default", self.default)
+        try:
+            check_model_name("default", self.default)
+        except ParamError:
+            raise ValueError(f"default {self.default!r} is not a plain relative file name") from None
         if self.options is not None and self.default not in self.options:
             raise ValueError(f"default {self.default!r} is not one of the options {self.options}")
         return self

@@ -44,6 +44,7 @@ from comfy.workflow_params import (
 from workflows import SHIPPED_DIR
 
 MANIFEST_SUFFIX = ".manifest.json"
+_PARAM_TAGS = {"text", "int", "float", "seed", "choice", "bool", "aspect", "model"}
 
 
 class Workflow:
@@ -216,7 +217,10 @@ def _read_json(path: Path) -> Any:
 def _pydantic_problem(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
+        path = list(err["loc"])
+        if len(path) > 2 and path[0] == "params" and path[2] in _PARAM_TAGS:
+            del path[2]  # the discriminator tag pydantic adds: "params.steps.int.default"
+        loc = ".".join(str(p) for p in path)
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
