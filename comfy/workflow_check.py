@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from comfy.workflow_params import ChoiceParam, ModelParam, parse_target
 
 if TYPE_CHECKING:
-    from comfy.workflows import Workflow
+    from comfy.workflow_template import Workflow
 
 #: Literal loader inputs → model folder, by input name (any node class).
 MODEL_INPUTS: dict[str, str] = {
@@ -103,40 +103,72 @@ def _has(options: list[str]) -> str:
     return f"has: {shown}" + (f", … {more} more" if more > 0 else "")
 
 
+def _node_key(node_id: str) -> tuple[int, int, str]:
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _required_inputs(object_info: Mapping[str, Any], class_type: str) -> list[str]:
+    node = object_info.get(class_type)
+    inputs = node.get("input") if isinstance(node, Mapping) else None
+    required = inputs.get("required") if isinstance(inputs, Mapping) else None
+    return list(required) if isinstance(required, Mapping) else []
+
+
 def check_object_info(
     workflow: Workflow, object_info: Mapping[str, Any], values: Mapping[str, Any] | None = None
 ) -> list[str]:
     """Human-readable problems running ``workflow`` on a server with this ``/object_info``; empty if none.
 
-    Checks node class types, model files (model params' values or defaults and literal loader inputs) and the
-    options of choice params (e.g. a sampler the server does not have).
+    Checks, node by node: the class type is installed; its required inputs are all in the graph (a server
+    newer than the export may require more); model files (model params' values or defaults, literal loader
+    inputs) are among the server's options; every option a choice param offers and every other literal combo
+    value is accepted. ``values`` (optional, validated) selects the model names to check.
     """
     problems: list[str] = []
     graph = workflow.graph
-    missing = sorted(
-        (node_id, node["class_type"])
-        for node_id, node in graph.items()
-        if node["class_type"] not in object_info
-    )
-    problems.extend(f"node {nid} ({ct}): node type not installed on server" for nid, ct in missing)
+    checked: set[tuple[str, str]] = {(spec.node, "image") for spec in workflow.images.values()}
+    for node_id in sorted(graph, key=_node_key):
+        class_type = graph[node_id]["class_type"]
+        if class_type not in object_info:
+            problems.append(f"node {node_id} ({class_type}): node type not installed on server")
+            continue
+        if absent := [
+            i for i in _required_inputs(object_info, class_type) if i not in graph[node_id]["inputs"]
+        ]:
+            problems.append(
+                f"node {node_id} ({class_type}): server requires input(s) {', '.join(map(repr, absent))} "
+                "that the graph lacks (export it again from this server's ComfyUI)"
+            )
     for use in model_inputs(workflow, values):
+        checked.add((use.node_id, use.input_name))
         options = combo_options(object_info, use.class_type, use.input_name)
         if options is not None and use.name not in options:
             problems.append(
                 f"node {use.node_id} ({use.class_type}): model {use.name!r} not on server ({_has(options)})"
             )
     for pname, param in workflow.params.items():
-        if not isinstance(param, ChoiceParam):
-            continue
-        for target in param.targets:
-            node_id, input_name = parse_target(target)
-            class_type = graph[node_id]["class_type"]
-            options = combo_options(object_info, class_type, input_name)
-            if options is None:
+        if isinstance(param, ChoiceParam):
+            for target in param.targets:
+                node_id, input_name = parse_target(target)
+                checked.add((node_id, input_name))
+                class_type = graph[node_id]["class_type"]
+                options = combo_options(object_info, class_type, input_name)
+                if options is not None and (bad := [o for o in param.options if o not in options]):
+                    problems.append(
+                        f"node {node_id} ({class_type}): param {pname!r} offers {', '.join(map(repr, bad))} "
+                        f"for {input_name!r}, not accepted by server ({_has(options)})"
+                    )
+        else:
+            checked.update(parse_target(t) for t in param.all_targets())
+    for node_id in sorted(graph, key=_node_key):
+        class_type = graph[node_id]["class_type"]
+        for input_name, value in graph[node_id]["inputs"].items():
+            if (node_id, input_name) in checked or not isinstance(value, str):
                 continue
-            if bad := [o for o in param.options if o not in options]:
+            options = combo_options(object_info, class_type, input_name)
+            if options is not None and value not in options:
                 problems.append(
-                    f"node {node_id} ({class_type}): param {pname!r} offers {', '.join(map(repr, bad))} "
-                    f"for {input_name!r}, not accepted by server ({_has(options)})"
+                    f"node {node_id} ({class_type}): {input_name} {value!r} not accepted by server "
+                    f"({_has(options)})"
                 )
     return problems

@@ -146,9 +146,9 @@ def test_missing_node_types(registry) -> None:
     del info["LatentUpscaleBy"], info["KSampler"]
     problems = check_object_info(registry.get("hires"), info)
     assert problems == [
+        "node 3 (KSampler): node type not installed on server",
         "node 10 (LatentUpscaleBy): node type not installed on server",
         "node 11 (KSampler): node type not installed on server",
-        "node 3 (KSampler): node type not installed on server",
     ]
 
 
@@ -182,3 +182,28 @@ def test_recorded_input_config_shape() -> None:
     recorded = [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}]
     info = {"ImageScale": {"input": {"required": {"upscale_method": recorded}}}}
     assert combo_options(info, "ImageScale", "upscale_method") == recorded[0]
+
+
+def test_required_input_the_graph_lacks(registry) -> None:
+    info = copy.deepcopy(GOOD)
+    info["EmptyLatentImage"]["input"]["required"]["color"] = ["INT", {"default": 0}]
+    assert check_object_info(registry.get("txt2img"), info) == [
+        "node 5 (EmptyLatentImage): server requires input(s) 'color' that the graph lacks "
+        "(export it again from this server's ComfyUI)"
+    ]
+
+
+def test_other_literal_combo_values_are_checked(registry) -> None:
+    info = copy.deepcopy(GOOD)
+    info["LatentUpscaleBy"]["input"]["required"]["upscale_method"] = [["bilinear", "area"], {}]
+    assert check_object_info(registry.get("hires"), info) == [
+        "node 10 (LatentUpscaleBy): upscale_method 'nearest-exact' not accepted by server "
+        "(has: bilinear, area)"
+    ]
+
+
+def test_load_image_placeholder_is_not_checked(registry) -> None:
+    info = copy.deepcopy(GOOD)
+    info["LoadImage"]["input"]["required"]["image"] = [[], {"image_upload": True}]
+    assert check_object_info(registry.get("img2img"), info) == []
+    assert check_object_info(registry.get("upscale"), info) == []

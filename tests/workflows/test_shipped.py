@@ -138,3 +138,22 @@ def test_shipped_files_come_in_pairs() -> None:
     graphs = {p.name.removesuffix(".json") for p in SHIPPED_DIR.glob("*.json") if ".manifest." not in p.name}
     manifests = {p.name.removesuffix(".manifest.json") for p in SHIPPED_DIR.glob("*.manifest.json")}
     assert graphs == manifests == set(SHIPPED)
+
+
+def test_reseed_for_reroll_and_variations(registry) -> None:
+    wf = registry.get("txt2img")
+    values = wf.validate({"prompt": "x", "seed": 1, "steps": 9})
+    assert wf.reseed(values, 77) == {**values, "seed": 77}
+    fresh = wf.reseed(values)
+    assert fresh["steps"] == 9 and 0 <= fresh["seed"] < 2**63
+    with pytest.raises(ParamError) as err:
+        registry.get("upscale").reseed({})
+    assert err.value.reason == "unknown_param"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_info_is_json_without_graph_internals(registry, name: str) -> None:
+    info = registry.get(name).info()
+    text = json.dumps(info)
+    assert info["name"] == name and "targets" not in text and "inputs." not in text
+    assert set(info["params"]) == set(registry.get(name).params)
