@@ -33,7 +33,7 @@ from gateway.models import FailureCode
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # same defaults as comfybot.config.LimitSettings
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 2048
 #: Formats we are willing to parse. Pillow knows dozens (EPS runs Ghostscript, TIFF has a long CVE
@@ -159,6 +159,8 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
         high = float(extrema[1]) if isinstance(extrema[1], int | float) else 255.0
         top = 65535.0 if high > 255.0 else 255.0
         img = gray.point(lambda v: v * (255.0 / top)).convert("L").convert("RGB")
+    elif mode in ("1", "L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")  # a tRNS colour key: keep it as real alpha
     elif mode not in ("RGB", "RGBA"):
         img = img.convert("RGB")  # 1, L, CMYK without profile, YCbCr, LAB, HSV
     if img.mode == "RGBA":

@@ -356,7 +356,8 @@ class RedisRateLimiter(RateLimiter):
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The limits the gateway applies on submit. Plain values; the startup module builds them from
-    ``LimitSettings``. Admins skip the per-user rate and pending limits when ``admins_exempt``."""
+    ``comfybot.config.LimitSettings`` (same field names; ``rate_per_user`` becomes ``rate_count`` and
+    ``rate_window_s``). Admins skip the per-user rate and pending limits when ``admins_exempt``."""
 
     max_pending_per_user: int = 3
     rate_count: int = 10
@@ -365,7 +366,7 @@ class Limits:
     prompt_filter: PromptFilter = field(default_factory=PromptFilter)
     max_image_bytes: int = DEFAULT_MAX_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
-    max_image_side: int = DEFAULT_MAX_SIDE
+    max_input_side: int = DEFAULT_MAX_SIDE
     admins_exempt: bool = True
 
     @staticmethod

@@ -143,7 +143,8 @@ class ImageStore:
     def save_output_sync(self, job_id: str, index: int, data: bytes, mime: str | None = None) -> ImageRef:
         """Blocking :meth:`save_output`."""
         width, height, probed = probe(data)
-        mime = mime or probed
+        # The bytes decide the extension; a caller's mime (from a filename) is only a fallback.
+        mime = probed if probed in _EXTENSIONS else (mime or probed)
         digest = hashlib.sha256(data).hexdigest()
         rel = f"outputs/{self._day()}/{digest}.{_ext_for(mime)}"
         self._store(rel, data, dedupe=True)
@@ -158,11 +159,12 @@ class ImageStore:
         )
         return ImageRef(path=rel, width=width, height=height, bytes=len(data), mime=mime)
 
-    def save_preview_sync(self, job_id: str, data: bytes, mime: str = "image/jpeg") -> ImageRef:
+    def save_preview_sync(self, job_id: str, data: bytes, mime: str | None = None) -> ImageRef:
         """Blocking :meth:`save_preview`."""
         if not _JOB_ID_RE.fullmatch(job_id):
             raise StorageError(f"bad job id {job_id[:80]!r}", code=FailureCode.INVALID_INPUT)
-        width, height, _ = probe(data)
+        width, height, probed = probe(data)
+        mime = probed if probed in _EXTENSIONS else (mime or probed)
         rel = f"previews/{job_id}.{_ext_for(mime)}"
         self._store(rel, data, dedupe=False)
         log.debug(
@@ -236,12 +238,14 @@ class ImageStore:
 
     async def save_output(self, job_id: str, index: int, data: bytes, mime: str | None = None) -> ImageRef:
         """Store a job result under ``outputs/YYYYMMDD/<sha256>``. Width and height come from the
-        header (:func:`gateway.images.probe`); ``mime`` defaults to the detected one. Raises
-        :class:`~gateway.errors.ImageRejected` when ``data`` is not an image."""
+        header (:func:`gateway.images.probe`), and so does the mime (``mime`` is a fallback). Raises
+        :class:`~gateway.errors.ImageRejected` when ``data`` is not an image and
+        :class:`~gateway.errors.StorageError` for formats other than PNG, JPEG, WebP and GIF."""
         return await asyncio.to_thread(self.save_output_sync, job_id, index, data, mime)
 
-    async def save_preview(self, job_id: str, data: bytes, mime: str = "image/jpeg") -> ImageRef:
-        """Store (overwrite) the live preview of ``job_id`` at ``previews/<job_id>.jpg``."""
+    async def save_preview(self, job_id: str, data: bytes, mime: str | None = None) -> ImageRef:
+        """Store (overwrite) the live preview of ``job_id`` at ``previews/<job_id>.<ext>`` (``.jpg`` for
+        the JPEG previews ComfyUI usually sends); ``job_id`` must be ``[A-Za-z0-9_-]{1,64}``."""
         return await asyncio.to_thread(self.save_preview_sync, job_id, data, mime)
 
     async def read(self, ref: ImageRef | str) -> bytes:

@@ -106,7 +106,7 @@ def test_png_with_bad_crc_is_invalid() -> None:
 
 def test_file_over_max_bytes_is_refused_before_decoding() -> None:
     data = encode(gradient((8, 8))) + b"\x00" * (12 * 1024 * 1024)
-    events = rejected(data, FailureCode.IMAGE_TOO_LARGE)
+    events = rejected(data, FailureCode.IMAGE_TOO_LARGE, max_bytes=10 * 1024 * 1024)
     assert events[0]["reason"] == "too_many_bytes"
 
 
@@ -246,6 +246,24 @@ def test_palette_with_transparency_becomes_rgba_without_warning() -> None:
     assert out.mode == "RGBA"
     assert out.getpixel((0, 0))[3] == 0  # type: ignore[index]
     assert out.getpixel((8, 8)) == (255, 0, 0, 255)
+
+
+def test_rgb_colour_key_becomes_alpha() -> None:
+    img = Image.new("RGB", (8, 8), (0, 255, 0))
+    img.putpixel((0, 0), (1, 2, 3))
+    out = opened(inspect_and_clean(encode(img, "PNG", transparency=(1, 2, 3))))
+    assert out.mode == "RGBA"
+    assert out.getpixel((0, 0))[3] == 0  # type: ignore[index]
+    assert out.getpixel((4, 4)) == (0, 255, 0, 255)
+
+
+def test_rgba_with_icc_profile_keeps_alpha() -> None:
+    img = gradient(mode="RGBA")
+    img.putpixel((3, 3), (200, 100, 50, 64))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = opened(inspect_and_clean(encode(img, "PNG", icc_profile=icc)))
+    assert out.mode == "RGBA" and "icc_profile" not in out.info
+    assert out.getpixel((3, 3))[3] == 64  # type: ignore[index]
 
 
 def test_la_becomes_rgba() -> None:

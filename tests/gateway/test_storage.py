@@ -30,10 +30,14 @@ class FakeClock:
         return self.now
 
 
-def png(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (8, 6)) -> bytes:
+def png(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (8, 6), fmt: str = "PNG") -> bytes:
     out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, format="PNG")
+    Image.new("RGB", size, color).save(out, format=fmt)
     return out.getvalue()
+
+
+def jpeg(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (8, 6)) -> bytes:
+    return png(color, size, "JPEG")
 
 
 @pytest.fixture
@@ -87,17 +91,25 @@ async def test_output_that_is_not_an_image_is_refused(store: ImageStore) -> None
         await store.save_output("job1", 0, b"<html>not an image</html>")
 
 
-async def test_unknown_mime_is_refused(store: ImageStore) -> None:
+async def test_output_format_comes_from_the_bytes(store: ImageStore) -> None:
+    ref = await store.save_output("job1", 0, png(), mime="image/jpeg")
+    assert ref.mime == "image/png" and ref.path.endswith(".png")
+
+
+async def test_unsupported_output_format_is_refused(store: ImageStore) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(out, format="TIFF")
     with pytest.raises(StorageError):
-        await store.save_output("job1", 0, png(), mime="video/mp4")
+        await store.save_output("job1", 0, out.getvalue())
 
 
 async def test_preview_is_overwritten_per_job(store: ImageStore) -> None:
-    first = await store.save_preview("job-1", png((255, 0, 0)))
-    second = await store.save_preview("job-1", png((0, 255, 0), size=(4, 4)))
+    first = await store.save_preview("job-1", jpeg((255, 0, 0)))
+    second = await store.save_preview("job-1", jpeg((0, 255, 0), size=(4, 4)))
     assert first.path == second.path == "previews/job-1.jpg"
-    assert await store.read(second) == png((0, 255, 0), size=(4, 4))
-    assert second.width == 4
+    assert await store.read(second) == jpeg((0, 255, 0), size=(4, 4))
+    assert (second.width, second.mime) == (4, "image/jpeg")
+    assert (await store.save_preview("job-1", png())).path == "previews/job-1.png"
 
 
 async def test_preview_refuses_a_job_id_that_is_a_path(store: ImageStore) -> None:
