@@ -11,7 +11,7 @@ from typing import Any
 from comfy.workflow_check import model_inputs
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflow_manifest import ImageInput, Manifest, default_seed_param
-from comfy.workflow_params import AspectParam, Param, SeedParam, check_model_name, parse_target
+from comfy.workflow_params import AspectParam, Param, SeedParam, TextParam, check_model_name, parse_target
 
 
 class Workflow:
@@ -26,7 +26,10 @@ class Workflow:
         self.path = path
         self._graph = graph
         self.seed_param = default_seed_param(manifest)
-        self.prompt_param = manifest.prompt_param
+        #: The text param a chat command's free text fills: the manifest's, else a text param named "prompt".
+        self.prompt_param = manifest.prompt_param or (
+            "prompt" if isinstance(manifest.params.get("prompt"), TextParam) else None
+        )
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, kind={self.kind!r}, path={str(self.path)!r})"

@@ -183,3 +183,11 @@ def test_required_models_include_literal_loaders(tmp_path: Path, graph, manifest
     }
     assert wf.required_models({"checkpoint": "picked.safetensors"})["checkpoints"] == {"picked.safetensors"}
     assert "LoraLoader" in wf.required_nodes()
+
+
+def test_prompt_param_defaults_to_a_text_param_named_prompt(tmp_path: Path, manifest) -> None:
+    wf = load_workflow(write_workflow(tmp_path, "wf", manifest=manifest))
+    assert wf.prompt_param == "prompt"
+    manifest["params"]["text"] = manifest["params"].pop("prompt")
+    wf = load_workflow(write_workflow(tmp_path, "wf2", manifest=manifest))
+    assert wf.prompt_param is None
