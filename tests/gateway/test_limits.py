@@ -344,3 +344,27 @@ def test_limits_defaults_are_plain_values() -> None:
     kwargs: dict[str, Any] = {"max_pending_per_user": 3, "rate_count": 10, "queue_cap": 100}
     assert all(getattr(limits, k) == v for k, v in kwargs.items())
     assert isinstance(limits.prompt_filter, PromptFilter)
+
+
+# --- the error hierarchy these raise -----------------------------------------------------------------
+
+
+def test_errors_carry_stable_codes_and_structured_fields() -> None:
+    from gateway.errors import GatewayError, ImageRejected, StorageError, UnknownWorkflowError
+
+    assert GatewayError().code is FailureCode.INTERNAL
+    rejected = ImageRejected("too big", code=FailureCode.IMAGE_TOO_LARGE)
+    assert isinstance(rejected, GatewayError) and rejected.detail == "too big"
+    assert str(rejected) == "image_too_large: too big"
+    assert repr(rejected) == "ImageRejected(code='image_too_large', detail='too big')"
+    assert ImageRejected().code is FailureCode.INVALID_IMAGE
+    assert LimitExceeded(retry_after_s=3.0).retry_after_s == 3.0
+    invalid = InputInvalid("steps", "out_of_range")
+    assert (invalid.code, invalid.field, invalid.reason, invalid.detail) == (
+        FailureCode.INVALID_INPUT,
+        "steps",
+        "out_of_range",
+        "steps: out_of_range",
+    )
+    assert UnknownWorkflowError("nope").code is FailureCode.UNKNOWN_WORKFLOW
+    assert StorageError("x").code is FailureCode.INTERNAL
