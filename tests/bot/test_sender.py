@@ -1,0 +1,288 @@
+"""TelegramSender against the fake Bot API with the real aiogram client.
+
+Rate-limit tests share one virtual clock between the sender and the fake, so minutes of limits run
+at once and nothing asserts on wall-clock time: they count calls and 429s instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import io
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+from aiogram import Bot
+from aiogram.exceptions import TelegramEntityTooLarge
+from aiogram.types import BufferedInputFile, InputMediaPhoto
+from PIL import Image
+from structlog.testing import capture_logs
+
+from bot.telegram.sender import (
+    EditOutcome,
+    MessageGone,
+    Priority,
+    SenderClosed,
+    SenderLimits,
+    TelegramSender,
+)
+from tests.fakes.telegram import FakeTelegram, RateLimits
+
+
+class VirtualClock:
+    """Time that moves only when told: ``auto`` jumps to a sleeper's deadline, else ``advance()``."""
+
+    def __init__(self, *, auto: bool) -> None:
+        self.now = 1000.0
+        self.auto = auto
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        if self.auto:
+            self.now += max(0.0, delay)
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + delay, next(self._seq), fut))
+        await fut
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self.now:
+            _, _, fut = heapq.heappop(self._sleepers)
+            if not fut.done():
+                fut.set_result(None)
+
+
+def png(width: int = 32, height: int = 32, color: str = "red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let the scheduler and in-flight requests run (no time passes on a virtual clock)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def auto_clock() -> VirtualClock:
+    return VirtualClock(auto=True)
+
+
+@pytest.fixture
+async def fake(auto_clock: VirtualClock) -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(clock=auto_clock, limits=RateLimits(slack=0.0)) as f:
+        yield f
+
+
+@pytest.fixture
+def bot(fake: FakeTelegram) -> Bot:
+    return fake.make_bot()
+
+
+@pytest.fixture
+async def sender(bot: Bot, auto_clock: VirtualClock) -> AsyncIterator[TelegramSender]:
+    async with TelegramSender(bot, clock=auto_clock, sleep=auto_clock.sleep) as s:
+        yield s
+
+
+async def test_retry_after_is_waited_out_and_the_same_send_retried_once(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender, auto_clock: VirtualClock
+) -> None:
+    fake.inject_429("sendMessage", times=2, retry_after=5)
+    start = auto_clock.now
+    with capture_logs() as logs:
+        msg = await sender.send(10, lambda: bot.send_message(10, "result"))
+    assert msg.text == "result"
+    assert fake.count_429 == 2  # an early retry would have hit the fake's block and counted more
+    assert len(fake.calls_of("sendMessage")) == 3
+    assert [m.text for m in fake.bot_messages(10)] == ["result"]  # no duplicate
+    assert auto_clock.now - start >= 10  # waited 5 s twice (virtual time)
+    retry_logs = [e for e in logs if e["event"] == "telegram_retry_after"]
+    assert [(e["method"], e["retry_after"], e["chat_id"]) for e in retry_logs] == [("sendMessage", 5, 10)] * 2
+
+
+async def test_retry_after_on_an_edit_never_falls_back_to_a_new_message(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    msg = await sender.send(11, lambda: bot.send_message(11, "Queued #1"))
+    fake.inject_429("editMessageText", times=3, retry_after=51)
+    outcome = await sender.edit(11, msg.message_id,
+                                lambda: bot.edit_message_text("Done", chat_id=11, message_id=msg.message_id),
+                                final=True)
+    assert outcome is EditOutcome.EDITED
+    assert fake.count_429 == 3
+    assert len(fake.calls_of("sendMessage")) == 1
+    [stored] = fake.bot_messages(11)
+    assert stored.text == "Done" and len(stored.edits) == 1
+
+
+async def test_fifty_rapid_progress_edits_are_coalesced_and_the_last_state_wins() -> None:
+    clock = VirtualClock(auto=False)
+    async with FakeTelegram(clock=clock, limits=RateLimits(slack=0.0)) as fake:
+        bot = fake.make_bot()
+        async with TelegramSender(bot, clock=clock, sleep=clock.sleep) as sender:
+            msg = await sender.send(12, lambda: bot.send_message(12, "Queued"))
+            futures = []
+            for i in range(50):
+                futures.append(sender.submit_edit(
+                    12, msg.message_id,
+                    lambda i=i: bot.edit_message_text(f"Sampling {i * 2}%", chat_id=12,
+                                                      message_id=msg.message_id)))
+                await asyncio.sleep(0)
+                if i % 10 == 9:
+                    clock.advance(0.3)  # 50 edits over 1.5 s of virtual time
+                    await settle()
+            clock.advance(1.0)
+            outcomes = await asyncio.gather(*futures)
+            assert set(outcomes) == {EditOutcome.EDITED}
+            edits = fake.calls_of("editMessageText")
+            assert 1 <= len(edits) <= 3  # one per second of the chat's budget, not 50
+            assert fake.bot_messages(12)[0].text == "Sampling 98%"
+            assert fake.count_429 == 0
+
+
+async def test_two_hundred_chats_at_once_get_zero_429s_with_the_real_clock() -> None:
+    # Real clock and the fake's default tolerance: the sender must stay under 30/s on its own.
+    async with FakeTelegram() as fake:
+        bot = fake.make_bot()
+        async with TelegramSender(bot) as sender:
+            sent = await asyncio.gather(*(
+                sender.send(chat, lambda chat=chat: bot.send_message(chat, f"result {chat}"))
+                for chat in range(1, 201)
+            ))
+        assert len(sent) == 200
+        assert fake.count_429 == 0
+        assert all(len(fake.bot_messages(chat)) == 1 for chat in range(1, 201))
+
+
+async def test_a_group_chat_stays_within_twenty_a_minute(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender, auto_clock: VirtualClock
+) -> None:
+    start = auto_clock.now
+    await asyncio.gather(*(sender.send(-100, lambda i=i: bot.send_message(-100, f"m{i}")) for i in range(45)))
+    assert fake.count_429 == 0
+    times = [c.at for c in fake.calls_of("sendMessage", -100)]
+    assert len(times) == 45
+    assert max(sum(1 for t in times if w <= t < w + 60) for w in times) <= 20
+    assert auto_clock.now - start >= 120  # 45 messages need three windows (virtual time)
+    assert [m.text for m in fake.bot_messages(-100)] == [f"m{i}" for i in range(45)]  # order kept
+
+
+async def test_per_chat_and_global_limits_hold_under_mixed_sends_and_edits(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    msgs = await asyncio.gather(*(sender.send(c, lambda c=c: bot.send_message(c, "Queued"))
+                                  for c in range(1, 61)))
+    for step in range(5):
+        for c, m in zip(range(1, 61), msgs, strict=True):
+            sender.submit_edit(c, m.message_id,
+                               lambda c=c, m=m, step=step: bot.edit_message_text(
+                                   f"step {step}", chat_id=c, message_id=m.message_id))
+        await settle(2)
+    await asyncio.gather(*(sender.edit(c, m.message_id,
+                                       lambda c=c, m=m: bot.edit_message_text(
+                                           "final", chat_id=c, message_id=m.message_id), final=True)
+                           for c, m in zip(range(1, 61), msgs, strict=True)))
+    assert fake.count_429 == 0
+    assert all(fake.bot_messages(c)[0].text == "final" for c in range(1, 61))
+
+
+async def test_not_modified_is_success(fake: FakeTelegram, bot: Bot, sender: TelegramSender) -> None:
+    msg = await sender.send(13, lambda: bot.send_message(13, "same"))
+    outcome = await sender.edit(13, msg.message_id,
+                                lambda: bot.edit_message_text("same", chat_id=13, message_id=msg.message_id))
+    assert outcome is EditOutcome.NOT_MODIFIED
+    assert fake.calls_of("editMessageText")[0].status == 400
+
+
+async def test_deleted_message_reports_message_gone_and_caller_sends_anew(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    msg = await sender.send(14, lambda: bot.send_message(14, "Sampling 40%"))
+    fake.delete_message(14, msg.message_id)
+    with pytest.raises(MessageGone) as err:
+        await sender.edit(14, msg.message_id,
+                          lambda: bot.edit_message_text("Done", chat_id=14, message_id=msg.message_id),
+                          final=True)
+    assert err.value.message_id == msg.message_id and "not found" in err.value.description
+    await sender.send(14, lambda: bot.send_message(14, "Done"))
+    assert [m.text for m in fake.bot_messages(14)] == ["Done"]
+    assert len(fake.calls_of("editMessageText")) == 1  # not retried
+
+
+async def test_entity_too_large_reaches_the_caller_for_its_document_fallback(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    big = b"\xff" * (10 * 1024 * 1024 + 1)
+    with pytest.raises(TelegramEntityTooLarge):
+        await sender.send(15, lambda: bot.send_photo(15, BufferedInputFile(big, "big.jpg")))
+    doc = await sender.send(15, lambda: bot.send_document(15, BufferedInputFile(big, "big.jpg")))
+    assert doc.document is not None
+    assert [m.kind for m in fake.bot_messages(15)] == ["document"]
+
+
+async def test_final_edit_wins_over_later_progress_and_media_edit_round_trips(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    preview = await sender.send(16, lambda: bot.send_photo(16, BufferedInputFile(png(), "p.png"),
+                                                           caption="preview"))
+    final = png(64, 64, "green")
+    done = sender.submit_edit(16, preview.message_id, lambda: bot.edit_message_media(
+        InputMediaPhoto(media=BufferedInputFile(final, "r.png"), caption="seed 42"),
+        chat_id=16, message_id=preview.message_id), final=True)
+    late = await sender.edit(16, preview.message_id, lambda: bot.edit_message_caption(
+        chat_id=16, message_id=preview.message_id, caption="Sampling 99%"))
+    assert late is EditOutcome.SUPERSEDED
+    assert await done is EditOutcome.EDITED
+    again = await sender.edit(16, preview.message_id, lambda: bot.edit_message_caption(
+        chat_id=16, message_id=preview.message_id, caption="Sampling 99%"))
+    assert again is EditOutcome.SUPERSEDED  # remembered after it was applied, too
+    [msg] = fake.bot_messages(16)
+    assert msg.file_data == final and msg.caption == "seed 42"
+    assert [c.method for c in fake.calls if c.chat_id == 16] == ["sendPhoto", "editMessageMedia"]
+
+
+async def test_results_go_before_progress_edits_when_the_budget_is_tight() -> None:
+    clock = VirtualClock(auto=False)
+    async with FakeTelegram(clock=clock, rate_limits_enabled=False) as fake:
+        bot = fake.make_bot()
+        limits = SenderLimits(global_max=1, global_window_s=1.0)
+        async with TelegramSender(bot, clock=clock, sleep=clock.sleep, limits=limits) as sender:
+            msgs = []
+            for c in range(1, 4):
+                clock.advance(1.0)
+                msgs.append(await sender.send(c, lambda c=c: bot.send_message(c, "Queued")))
+            clock.advance(1.0)
+            progress = [sender.submit_edit(c, m.message_id, lambda c=c, m=m: bot.edit_message_text(
+                "50%", chat_id=c, message_id=m.message_id)) for c, m in zip((1, 2, 3), msgs, strict=True)]
+            result = asyncio.ensure_future(sender.send(9, lambda: bot.send_message(9, "result"),
+                                                       kind=Priority.RESULT))
+            for _ in range(4):
+                await settle()
+                clock.advance(1.0)
+            await result
+            await asyncio.gather(*progress)
+            order = [c.method for c in fake.calls if c.method != "getMe"][3:]
+            # the first progress edit was already due; the result overtakes the other two
+            assert order == ["editMessageText", "sendMessage", "editMessageText", "editMessageText"]
+
+
+async def test_sends_keep_order_per_chat_and_close_refuses_new_work(fake: FakeTelegram, bot: Bot,
+                                                                    auto_clock: VirtualClock) -> None:
+    sender = TelegramSender(bot, clock=auto_clock, sleep=auto_clock.sleep)
+    await sender.start()
+    results = await asyncio.gather(*(sender.send(17, lambda i=i: bot.send_message(17, f"{i}"))
+                                     for i in range(8)))
+    assert [m.text for m in results] == [str(i) for i in range(8)]
+    assert [m.text for m in fake.bot_messages(17)] == [str(i) for i in range(8)]
+    await sender.close()
+    with pytest.raises(SenderClosed):
+        await sender.send(17, lambda: bot.send_message(17, "late"))
