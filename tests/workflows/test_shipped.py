@@ -157,3 +157,24 @@ def test_info_is_json_without_graph_internals(registry, name: str) -> None:
     text = json.dumps(info)
     assert info["name"] == name and "targets" not in text and "inputs." not in text
     assert set(info["params"]) == set(registry.get(name).params)
+
+
+STEP_LABELS = {
+    "Loading model",
+    "Loading image",
+    "Encoding prompt",
+    "Encoding image",
+    "Preparing",
+    "Sampling",
+    "Decoding",
+    "Upscaling",
+    "Saving",
+}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_node_has_a_known_step_label(registry, name: str) -> None:
+    """Front ends translate these labels (locales' step.* keys); a new label needs a new text."""
+    wf = registry.get(name)
+    assert set(wf.labels) == set(wf.graph)
+    assert set(wf.labels.values()) <= STEP_LABELS
