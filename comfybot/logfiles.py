@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,15 @@ def timestamp(record: dict[str, Any]) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value)
+        ts = datetime.fromisoformat(value)
     except ValueError:
         return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)  # ours are UTC; others' naive ones too
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def sort_key(record: dict[str, Any]) -> datetime:
+    """Order records by time; lines without a usable timestamp go first."""
+    return timestamp(record) or _EPOCH

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from comfybot.logfiles import parse, read_records, timestamp
+from comfybot.logfiles import parse, read_records, sort_key, timestamp
 
 RESET = "\x1b[0m"
 RED = "\x1b[31m"
@@ -115,7 +115,7 @@ def render_line(line: str, colour: bool = True) -> str:
 def show_files(paths: Iterable[Path], out: IO[str], colour: bool = True) -> int:
     """Render every record of ``paths`` merged in timestamp order; returns how many were shown."""
     records = list(read_records(paths))
-    records.sort(key=lambda r: str(r.get("timestamp", "")))
+    records.sort(key=sort_key)
     for record in records:
         out.write(render(record, colour) + "\n")
     return len(records)
@@ -173,7 +173,7 @@ def follow(
     ``discover`` (e.g. a glob of LOG_DIR) is called on every poll so files created later are followed too.
     """
     if backlog:
-        records = sorted(read_records(paths), key=lambda r: str(r.get("timestamp", "")))
+        records = sorted(read_records(paths), key=sort_key)
         for record in records[-backlog:]:
             out.write(render(record, colour) + "\n")
         out.flush()

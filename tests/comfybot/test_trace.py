@@ -1,0 +1,121 @@
+"""``comfybot trace``: selection by request id, timeline order, stage and per-node durations."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from comfybot.logfiles import log_files, read_records
+from comfybot.trace import AmbiguousRequestId, nodes, render, select, stages
+
+from .samples import OTHER, RID, rec, write, write_request
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "logs"
+    write_request(d)
+    return d
+
+
+def test_select_by_full_and_short_id(log_dir: Path) -> None:
+    full = select(read_records(log_files(log_dir)), RID)
+    short = select(read_records(log_files(log_dir)), RID[:8])
+    assert [e.record for e in full] == [e.record for e in short]
+    events = [e.record["event"] for e in full]
+    assert events[0] == "command_received" and events[-1] == "response_sent"
+    assert all(e.record.get("request_id", RID) == RID for e in full)
+    assert "worker_heartbeat" in events  # a job_id-only line of the same job
+    offsets = [e.offset_s for e in full]
+    assert offsets == sorted(offsets) and offsets[0] == 0 and offsets[-1] == pytest.approx(20.0)
+
+
+def test_ambiguous_prefix(log_dir: Path) -> None:
+    write(log_dir / "bot.log", [rec(30, "command_received", "telegram", request_id=RID[:8] + "ffffffff")])
+    with pytest.raises(AmbiguousRequestId, match="matches 2 requests"):
+        select(read_records(log_files(log_dir)), RID[:8])
+    assert select(read_records(log_files(log_dir)), RID)  # the full id is never ambiguous
+
+
+def test_stages_and_nodes(log_dir: Path) -> None:
+    entries = select(read_records(log_files(log_dir)), RID)
+    assert stages(entries) == [
+        ("received → enqueued (accept)", pytest.approx(0.010)),
+        ("enqueued → dequeued (queue wait)", pytest.approx(1.5)),
+        ("dequeued → prompt sent (prepare)", pytest.approx(0.29)),
+        ("prompt sent → finished (generate)", pytest.approx(16.7)),
+        ("finished → response sent (deliver)", pytest.approx(1.5)),
+    ]
+    assert nodes(entries) == [
+        ("[ 1/16] Loading model (CheckpointLoaderSimple)", pytest.approx(2.5)),
+        ("[ 9/16] Sampling (KSampler)", pytest.approx(12.4)),
+        ("[12/16] Decoding (VAEDecode)", pytest.approx(1.6)),
+    ]
+
+
+def test_render_prints_stages_in_order_with_durations(log_dir: Path) -> None:
+    text = render(select(read_records(log_files(log_dir)), RID[:8]), RID[:8], colour=False)
+    assert "\x1b[" not in text
+    assert text.startswith(f"request {RID}")
+    assert "+0.000s  telegram command_received" in text
+    assert "+1.800s  comfy    comfyui_prompt_sent" in text
+    assert "[ 9/16] Sampling (KSampler)  12.4 s" in text
+    assert "+20.000s  telegram response_sent" in text
+    order = [
+        "command_received", "job_enqueued", "job_dequeued", "workflow_rendered", "image_uploaded",
+        "comfyui_prompt_sent", "Loading model", "Sampling", "Decoding", "image_retrieved", "job_succeeded",
+        "response_sent", "queue wait", "generate", "deliver", "total 20.000 s",
+    ]
+    positions = [text.index(word) for word in order]
+    assert positions == sorted(positions)
+    assert re.search(r"queue wait\)\s+1\.5 s", text)
+    assert re.search(r"generate\)\s+16\.7 s", text)
+    assert OTHER not in text and "job-2" not in text
+    # progress lines of one node are folded into one row carrying the node's time
+    assert text.count("Sampling (KSampler)") == 2  # timeline row + nodes section
+
+
+def test_render_colours(log_dir: Path) -> None:
+    text = render(select(read_records(log_files(log_dir)), RID), RID, colour=True)
+    assert "\x1b[32mtotal 20.000 s  (job_succeeded)\x1b[0m" in text
+
+
+def test_failed_request(tmp_path: Path) -> None:
+    records = [
+        rec(0, "command_received", "telegram", request_id=RID),
+        rec(0.1, "job_enqueued", "gateway", request_id=RID, job_id="j"),
+        rec(0.2, "job_dequeued", "gateway", request_id=RID, job_id="j"),
+        rec(0.3, "comfyui_prompt_sent", "comfy", request_id=RID, job_id="j"),
+        rec(3.3, "comfyui_execution_error", "comfy", "error", request_id=RID, job_id="j", node_id="3"),
+        rec(3.4, "job_failed", "gateway", "error", request_id=RID, job_id="j", code="comfy_execution_error"),
+    ]
+    entries = select(records, RID)
+    assert stages(entries)[-1] == ("prompt sent → finished (generate)", pytest.approx(3.1))
+    text = render(entries, RID, colour=True)
+    assert "\x1b[31mtotal 3.400 s  (job_failed)\x1b[0m" in text
+
+
+def test_unknown_request(log_dir: Path) -> None:
+    assert select(read_records(log_files(log_dir)), "deadbeef") == []
+    assert render([], "deadbeef") == "no log lines for request deadbeef\n"
+
+
+def test_rotated_files_are_read(tmp_path: Path) -> None:
+    d = tmp_path / "logs"
+    write(d / "gateway.log.1", [rec(0, "job_enqueued", "gateway", request_id=RID)])
+    write(d / "gateway.log", [rec(1, "job_succeeded", "gateway", request_id=RID)])
+    (d / "notes.txt").write_text("not a log")
+    assert [p.name for p in log_files(d)] == ["gateway.log.1", "gateway.log"]
+    events = [e.record["event"] for e in select(read_records(log_files(d)), RID)]
+    assert events == ["job_enqueued", "job_succeeded"]
+
+
+def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    write(path, [rec(0, "job_enqueued", "gateway", request_id=RID)])
+    with path.open("a") as f:
+        f.write("Traceback (most recent call last):\n{not json\n[1, 2]\n\n")
+    write(path, [rec(1, "job_succeeded", "gateway", request_id=RID)])
+    assert len(select(read_records([path]), RID)) == 2
