@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from collections.abc import MutableMapping
@@ -340,3 +341,23 @@ def test_preview_is_small_jpeg_flattened_on_white() -> None:
 async def test_preview_async() -> None:
     data = await make_preview_jpeg_async(encode(gradient((640, 480)), "JPEG"), max_side=320)
     assert Image.open(io.BytesIO(data)).size == (320, 240)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_mutated_files_only_ever_raise_image_rejected(fmt: str) -> None:
+    # Deterministic fuzz: flipped bytes and cut tails must end in a clean image or a refusal with a code,
+    # never another exception type or a leaked warning (filterwarnings=error would turn it into one).
+    rng = random.Random(fmt)
+    original = encode(gradient((48, 32)), fmt)
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del data[rng.randrange(8, len(data)) :]
+        try:
+            clean = inspect_and_clean(bytes(data))
+        except ImageRejected as exc:
+            assert exc.code in (FailureCode.INVALID_IMAGE, FailureCode.IMAGE_TOO_LARGE)
+        else:
+            assert clean.width >= 1 and clean.mime in ("image/png", "image/jpeg")
