@@ -26,6 +26,7 @@ from comfybot.logfiles import log_files, read_records
 from comfybot.logs import configure_logging
 
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -122,9 +123,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from comfybot import trace
 
+    if not args.request_id.strip():
+        sys.stderr.write("comfybot trace: give a request id (or its first 8 characters)\n")
+        return EXIT_USAGE
     paths = [Path(f) for f in args.files] if args.files else log_files(_log_dir(args))
     try:
-        entries = trace.select(read_records(paths), args.request_id)
+        entries = trace.select(read_records(paths), args.request_id.strip())
     except trace.AmbiguousRequestId as exc:
         sys.stderr.write(f"comfybot trace: {exc}\n")
         return 1

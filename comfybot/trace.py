@@ -55,7 +55,9 @@ class Entry:
 def select(records: Iterable[dict[str, Any]], request_id: str) -> list[Entry]:
     """The lines of one request (exact id or unique prefix), de-duplicated, sorted by timestamp."""
     pool = [(ts, r) for r in records if (ts := timestamp(r)) is not None]
-    ids = {str(r["request_id"]) for _, r in pool if str(r.get("request_id", "")).startswith(request_id)}
+    if not request_id:
+        raise ValueError("request_id must not be empty")
+    ids = {rid for _, r in pool if (rid := str(r.get("request_id") or "")) and rid.startswith(request_id)}
     if request_id in ids:
         ids = {request_id}
     if len(ids) > 1:
