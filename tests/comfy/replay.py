@@ -41,10 +41,10 @@ def load_segment(trace: str, index: int = 0) -> tuple[str, list[dict[str, Any]]]
 def build_frame(rec: dict[str, Any], old: str, new: str) -> str | bytes:
     if rec["kind"] == "json":
         return json.dumps({"type": rec["type"], "data": rec["data"]}).replace(old, new)
-    event, total = rec["event"], rec["len"]
+    event, total = int(rec["event"]), int(rec["len"])
     if event == 3:
-        node = rec["node_id"].encode()
-        return struct.pack(">II", 3, len(node)) + node + rec["text"].encode()
+        node, text = str(rec["node_id"]).encode(), str(rec["text"]).encode()
+        return struct.pack(">II", 3, len(node)) + node + text
     if event == 1:
         head = struct.pack(">II", 1, rec["image_format"])
     else:

@@ -52,12 +52,12 @@ def load_trace(path: Path) -> list[dict[str, Any]]:
 
 def frame_from_record(rec: dict[str, Any]) -> bytes:
     """Rebuild the binary frame the server sent from the decoded header the trace stored."""
-    event, total = rec["event"], rec["len"]
+    event, total = int(rec["event"]), int(rec["len"])
     if event == 1:
         head = struct.pack(">II", 1, rec["image_format"])
     elif event == 3:
-        node = rec["node_id"].encode()
-        frame = struct.pack(">II", 3, len(node)) + node + rec["text"].encode()
+        node, text = str(rec["node_id"]).encode(), str(rec["text"]).encode()
+        frame = struct.pack(">II", 3, len(node)) + node + text
         assert len(frame) == total, "trace len is the whole frame"
         return frame
     elif event == 4:
