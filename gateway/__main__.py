@@ -1,0 +1,58 @@
+"""``python -m gateway``: a gateway worker process (jobs from the queue to the ComfyUI servers).
+
+With ``REDIS_URL`` set, run as many as you like on any machines; front ends in other processes submit
+through the same Redis. Without it the queue is in memory and only this process's own HTTP API (when
+enabled) can submit. SIGTERM/SIGINT stop it; a job it was running is recovered by another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import aiohttp
+import structlog
+
+from comfybot.config import ConfigError, Settings, load_settings
+from comfybot.logs import configure_logging
+from gateway.app import WorkerOptions, open_gateway
+
+log = structlog.get_logger(component="gateway")
+
+
+async def serve(settings: Settings, options: WorkerOptions | None = None) -> None:
+    """Run the gateway (and its HTTP API when enabled) until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # not on every platform
+            loop.add_signal_handler(sig, stop.set)
+    async with aiohttp.ClientSession() as session, open_gateway(settings, session, options=options) as gw:
+        log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None)
+        await stop.wait()
+    log.info("gateway_exit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load settings, configure logging, serve. Returns the exit status."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"comfybot gateway: bad configuration: {exc}\n")
+        return 2
+    configure_logging(
+        "gateway", settings.paths.log_dir, settings.logging.level, int(settings.logging.max_bytes),
+        settings.logging.backups, secrets=settings.secrets(),
+    )
+    options = WorkerOptions()
+    args = argv if argv is not None else sys.argv[1:]
+    if "--lease-s" in args:  # for tests and operators who want faster recovery
+        options = WorkerOptions(lease_s=float(args[args.index("--lease-s") + 1]))
+    asyncio.run(serve(settings, options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

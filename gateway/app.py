@@ -1,0 +1,166 @@
+"""Assembling a gateway from settings: backend, ComfyUI clients, pool, workers, cleanup.
+
+Used by ``python -m gateway`` and by ``comfybot run``; both open the aiohttp session themselves and
+pass it in (whoever opens a resource closes it)::
+
+    async with aiohttp.ClientSession() as session, open_gateway(settings, session) as gateway:
+        result = await gateway.submit(request)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from comfy import ComfyClient
+from comfy.workflows import WorkflowRegistry, load_workflows
+from comfybot.config import LimitSettings, Settings
+from gateway.backend import Backend
+from gateway.execution import Executor
+from gateway.limits import (
+    AccessPolicy,
+    Limits,
+    MemoryRateLimiter,
+    PromptFilter,
+    RateLimiter,
+    RedisRateLimiter,
+)
+from gateway.memory import MemoryBackend
+from gateway.redis_backend import RedisBackend
+from gateway.servers import ServerPool
+from gateway.service import Gateway
+from gateway.storage import ImageStore, Retention
+from gateway.worker import Worker
+
+log = structlog.get_logger(component="gateway")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Knobs of the worker side that are not user-facing settings (tests shorten them)."""
+
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    retry_backoff_s: float = 0.5
+    health_interval_s: float = 5.0
+    cleanup_interval_s: float = 600.0
+    consumer: str | None = None
+
+
+def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
+    """The gateway's limits and access policy from the ``limits`` settings section."""
+    limits = Limits(
+        max_pending_per_user=settings.max_pending_per_user,
+        rate_count=settings.rate_per_user.count,
+        rate_window_s=settings.rate_per_user.per_s,
+        queue_cap=settings.queue_cap,
+        prompt_filter=PromptFilter(
+            settings.blocklist_words, settings.blocklist_patterns, max_length=settings.max_prompt_length
+        ),
+        max_image_bytes=int(settings.max_image_bytes),
+        max_image_pixels=settings.max_image_pixels,
+        max_input_side=settings.max_input_side,
+    )
+    access = AccessPolicy(
+        settings.access, allowed_users=settings.allowed_users, allowed_chats=settings.allowed_chats,
+        admins=settings.admins, banned=settings.banned,
+    )
+    return limits, access
+
+
+def backend_from(settings: Settings) -> Backend:
+    """Embedded memory backend, or Redis when ``REDIS_URL`` is set."""
+    if settings.redis is None:
+        return MemoryBackend()
+    return RedisBackend(settings.redis.url())
+
+
+@asynccontextmanager
+async def run_gateway(
+    backend: Backend,
+    registry: WorkflowRegistry,
+    store: ImageStore,
+    clients: list[ComfyClient],
+    *,
+    capacity: int = 2,
+    limits: Limits | None = None,
+    access: AccessPolicy | None = None,
+    rate_limiter: RateLimiter | None = None,
+    workers: bool = True,
+    options: WorkerOptions | None = None,
+) -> AsyncIterator[Gateway]:
+    """A :class:`Gateway` over opened resources, with a worker running while the block runs.
+
+    ``workers=False`` makes a front-end-only gateway (jobs run in other processes sharing Redis).
+    """
+    options = options or WorkerOptions()
+    pool = ServerPool(clients, capacity=capacity, health_interval_s=options.health_interval_s)
+    gateway = Gateway(backend, registry, store, limits=limits, access=access, rate_limiter=rate_limiter,
+                      pool=pool)
+    tasks: list[asyncio.Task[None]] = []
+    if workers and clients:
+        await pool.check_all()
+        executor = Executor(backend, store)
+        worker = Worker(backend, pool, registry, executor, consumer=options.consumer, lease_s=options.lease_s,
+                        max_attempts=options.max_attempts, retry_backoff_s=options.retry_backoff_s)
+        gateway.worker = worker
+        tasks = [
+            asyncio.create_task(worker.run(), name="gateway-worker"),
+            asyncio.create_task(pool.run_health_checks(), name="gateway-health"),
+            asyncio.create_task(
+                store.run_cleanup_forever(options.cleanup_interval_s), name="gateway-cleanup"
+            ),
+        ]
+    try:
+        yield gateway
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    *,
+    workers: bool = True,
+    options: WorkerOptions | None = None,
+) -> AsyncIterator[Gateway]:
+    """Everything the gateway needs, opened from ``settings`` and closed on exit."""
+    dirs = [settings.paths.workflows_dir] if settings.paths.workflows_dir is not None else []
+    registry = load_workflows(dirs, settings.models)
+    retention = Retention(inputs_s=settings.retention.inputs_s, outputs_s=settings.retention.outputs_s)
+    store = ImageStore(settings.paths.data_dir, retention=retention)
+    limits, access = limits_from(settings.limits)
+    comfy = settings.comfy
+    async with AsyncExitStack() as stack:
+        backend = await stack.enter_async_context(backend_from(settings))
+        rate_limiter: RateLimiter = (
+            RedisRateLimiter(backend.redis) if isinstance(backend, RedisBackend) else MemoryRateLimiter()
+        )
+        clients = [
+            await stack.enter_async_context(
+                ComfyClient(url, session, ws_stall_timeout_s=comfy.ws_stall_timeout_s,
+                            request_timeout_s=comfy.request_timeout_s)
+            )
+            for url in comfy.urls
+        ]
+        log.info("gateway_starting", backend=backend.name, servers=[c.name for c in clients],
+                 workflows=registry.names(), workers=workers)
+        gateway = await stack.enter_async_context(
+            run_gateway(backend, registry, store, clients, capacity=comfy.capacity, limits=limits,
+                        access=access, rate_limiter=rate_limiter, workers=workers, options=options)
+        )
+        yield gateway
+
+
+__all__ = ["WorkerOptions", "backend_from", "limits_from", "open_gateway", "run_gateway"]

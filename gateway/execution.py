@@ -1,0 +1,211 @@
+"""One attempt of one job on one ComfyUI server: upload, render, submit, follow, collect.
+
+The worker (``gateway/worker.py``) decides *where* and *whether again*; this module does the work
+on the server it was given and reports the outcome by returning the stored images or raising a
+``comfy.errors`` error, :class:`JobTimeout`, or ``CancelledError`` (the worker's cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import structlog
+
+from comfy import ComfyError, ComfyPromptLost, PromptResult
+from comfy import events as ce
+from comfy.workflows import Workflow
+from gateway.backend import Backend
+from gateway.models import ImageRef, JobState, Preview, Started
+from gateway.progress import ProgressModel
+from gateway.records import JobRecord
+from gateway.servers import ComfyServer
+from gateway.storage import ImageStore
+
+log = structlog.get_logger(component="gateway")
+
+
+class JobTimeout(Exception):
+    """The workflow's ``timeout_s`` ran out; the prompt was stopped in ComfyUI."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__(f"timed out after {after_s:g} s")
+        self.after_s = after_s
+
+
+@dataclass(eq=False)
+class JobRun:
+    """A job this worker holds: its record, workflow, and where its prompt is right now."""
+
+    record: JobRecord
+    workflow: Workflow
+    server: ComfyServer | None = None
+    started: bool = False  # execution began in ComfyUI (else it waits in ComfyUI's queue)
+    cancel_by: str | None = None
+    finishing: bool = False
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
+
+
+class Executor:
+    """Runs attempts; publishes started/progress/preview events on the way."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: ImageStore,
+        *,
+        preview_interval_s: float = 1.0,
+        progress_interval_s: float = 0.25,
+        poll_interval_s: float = 0.5,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.preview_interval_s = preview_interval_s
+        self.progress_interval_s = progress_interval_s
+        self.poll_interval_s = poll_interval_s
+
+    async def run(self, job: JobRun, server: ComfyServer) -> list[ImageRef]:
+        """A fresh attempt: new prompt id, inputs uploaded, graph rendered and posted, then followed."""
+        rec, client = job.record, server.client
+        images: dict[str, str] = {}
+        for name, ref in rec.request.inputs.items():
+            data = await self.store.read(ref)
+            images[name] = await client.upload_image(data, PurePosixPath(ref.path).name)
+        graph = job.workflow.render(rec.values, images)
+        log.info("workflow_rendered", workflow=job.workflow.name, nodes=len(graph))
+        prompt_id = str(uuid.uuid4())
+        rec.prompt_id, rec.backend, rec.state = prompt_id, server.name, JobState.SUBMITTED
+        rec.attempts += 1
+        rec.submitted_at = time.time()
+        job.server, job.started = server, False
+        # Saved BEFORE the POST: a worker that dies right after it leaves the prompt id to its successor,
+        # which then finds the prompt in ComfyUI instead of running it twice.
+        await self.backend.save(rec)
+        structlog.contextvars.bind_contextvars(prompt_id=prompt_id, backend=server.name)
+        extra = {"request_id": rec.request.request_id, "job_id": rec.job_id}
+        async with client.track(prompt_id) as tracker:
+            await client.submit(graph, prompt_id=prompt_id, extra_data=extra)
+            result = await self._follow(job, server, graph, tracker)
+        return await self.collect(job, server, result)
+
+    async def resume(self, job: JobRun, server: ComfyServer) -> list[ImageRef]:
+        """Follow a prompt another worker posted (it died): poll ``/history`` until it finished."""
+        rec = job.record
+        assert rec.prompt_id is not None
+        job.server = server
+        structlog.contextvars.bind_contextvars(prompt_id=rec.prompt_id, backend=server.name)
+        deadline = asyncio.get_running_loop().time() + job.workflow.timeout_s
+        while True:
+            result = await server.client.history(rec.prompt_id)
+            if result is not None:
+                return await self.collect(job, server, result)
+            queue = await server.client.queue()
+            if rec.prompt_id not in queue:
+                result = await server.client.history(rec.prompt_id)  # it may just have finished
+                if result is None:
+                    raise ComfyPromptLost(backend=server.name, prompt_id=rec.prompt_id)
+                return await self.collect(job, server, result)
+            if queue.position(rec.prompt_id) == 0 and not job.started:
+                await self._mark_started(job, server)
+            if asyncio.get_running_loop().time() > deadline:
+                await self.stop_in_comfy(job)
+                raise JobTimeout(job.workflow.timeout_s)
+            await asyncio.sleep(self.poll_interval_s)  # no websocket events reach us for their prompt
+
+    async def _follow(
+        self, job: JobRun, server: ComfyServer, graph: dict[str, Any], tracker: Any
+    ) -> PromptResult:
+        rec = job.record
+        timeout_s = job.workflow.timeout_s
+        progress = ProgressModel(
+            job.workflow, graph, job_id=rec.job_id, request_id=rec.request.request_id,
+            recent_ms=await self.backend.durations(job.workflow.name),
+        )
+        last_progress = last_preview = 0.0
+        last_label = ""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s) as scope:
+                async for event in tracker:
+                    if isinstance(event, ce.ExecutionStart):
+                        # The clock runs from the start of execution, not from the wait in ComfyUI's queue.
+                        scope.reschedule(loop.time() + timeout_s)
+                        await self._mark_started(job, server)
+                    if isinstance(event, ce.PreviewImage):
+                        now = loop.time()
+                        if now - last_preview >= self.preview_interval_s:
+                            last_preview = now
+                            await self._preview(job, event)
+                        continue
+                    update = progress.feed(event)
+                    if update is None:
+                        continue
+                    now = loop.time()
+                    if update.node_label != last_label or now - last_progress >= self.progress_interval_s:
+                        last_label, last_progress = update.node_label, now
+                        await self.backend.publish(rec.platform, update)
+        except TimeoutError:
+            await self.stop_in_comfy(job)
+            raise JobTimeout(timeout_s) from None
+        assert tracker.result is not None
+        result: PromptResult = tracker.result
+        return result
+
+    async def _mark_started(self, job: JobRun, server: ComfyServer) -> None:
+        rec = job.record
+        job.started = True
+        rec.state, rec.started_at = JobState.RUNNING, time.time()
+        await self.backend.save(rec)
+        await self.backend.publish(
+            rec.platform, Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name)
+        )
+
+    async def _preview(self, job: JobRun, event: ce.PreviewImage) -> None:
+        rec = job.record
+        try:
+            ref = await self.store.save_preview(rec.job_id, event.data, event.mime)
+        except Exception as exc:  # a bad preview frame must never fail the job
+            log.warning("preview_dropped", error=repr(exc))
+            return
+        await self.backend.publish(
+            rec.platform, Preview(job_id=rec.job_id, request_id=rec.request.request_id, image=ref)
+        )
+
+    async def collect(self, job: JobRun, server: ComfyServer, result: PromptResult) -> list[ImageRef]:
+        """Raise the prompt's failure, else download its output images and store them."""
+        failure = result.failure(server.name)
+        if failure is not None:
+            raise failure
+        rec = job.record
+        if rec.started_at is None:  # the start was missed (history-only path)
+            rec.started_at = rec.submitted_at or time.time()
+        outputs = result.images_of(job.workflow.outputs) or [
+            i for i in result.images if i.type == "output"
+        ]
+        stored: list[ImageRef] = []
+        for index, image in enumerate(outputs):
+            data = await server.client.view(image)
+            stored.append(await self.store.save_output(rec.job_id, index, data))
+        return stored
+
+    async def stop_in_comfy(self, job: JobRun) -> None:
+        """Stop the job's prompt: interrupt it if running, delete it if it still waits in ComfyUI's queue."""
+        server, prompt_id = job.server, job.record.prompt_id
+        if server is None or prompt_id is None:
+            return
+        try:
+            async with asyncio.timeout(10):
+                queue = await server.client.queue()
+                if prompt_id in queue.pending:
+                    await server.client.delete_queued([prompt_id])
+                else:
+                    await server.client.interrupt(prompt_id)
+        except (ComfyError, TimeoutError) as exc:
+            log.warning("comfyui_stop_failed", prompt_id=prompt_id, error=repr(exc))
+
+
+__all__ = ["Executor", "JobRun", "JobTimeout"]

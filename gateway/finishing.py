@@ -1,0 +1,93 @@
+"""The end of a job: the terminal record, the one terminal event, the log line, the ack.
+
+``Backend.finish`` publishes the terminal event at most once per job, so two workers that both
+believe they own a job (a recovery racing a worker that was only slow) still produce one result.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from gateway.backend import Backend
+from gateway.models import (
+    Cancelled,
+    Failed,
+    FailureCode,
+    ImageRef,
+    JobEvent,
+    JobState,
+    Succeeded,
+    TimedOut,
+)
+from gateway.records import JobRecord
+
+log = structlog.get_logger(component="gateway")
+
+# Failures of the servers are errors an operator must look at; the rest are the user's or expected.
+_ERROR_CODES = frozenset({
+    FailureCode.COMFY_UNREACHABLE, FailureCode.COMFY_EXECUTION_ERROR, FailureCode.COMFY_LOST_PROMPT,
+    FailureCode.NO_BACKEND, FailureCode.INTERNAL, FailureCode.COMFY_REJECTED,
+})
+
+
+class Finisher:
+    """Writes outcomes through ``backend``; each method returns True if this call ended the job."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def _end(self, record: JobRecord, state: JobState, event: JobEvent) -> bool:
+        record.state = state
+        record.finished_at = record.finished_at or time.time()
+        first = await self.backend.finish(record, event)
+        await self.backend.ack(record.job_id)
+        if not first:
+            log.warning("job_already_finished", state=state.value)
+        return first
+
+    async def succeeded(self, record: JobRecord, images: list[ImageRef], seed: int | None) -> bool:
+        record.images, record.seed = images, seed
+        record.finished_at = time.time()
+        event = Succeeded(
+            job_id=record.job_id, request_id=record.request.request_id, images=images, seed=seed,
+            duration_ms=record.duration_ms, wait_ms=record.wait_ms, run_ms=record.run_ms,
+            backend=record.backend or "",
+        )
+        first = await self._end(record, JobState.SUCCEEDED, event)
+        if first:
+            await self.backend.add_duration(record.request.workflow, record.run_ms)
+            log.info("job_succeeded", duration_ms=record.duration_ms, wait_ms=record.wait_ms,
+                     run_ms=record.run_ms, images=len(images), attempts=record.attempts,
+                     backend=record.backend, workflow=record.request.workflow)
+        return first
+
+    async def failed(self, record: JobRecord, code: FailureCode, detail: str) -> bool:
+        record.failure, record.detail = code, detail
+        event = Failed(job_id=record.job_id, request_id=record.request.request_id, code=code, detail=detail)
+        first = await self._end(record, JobState.FAILED, event)
+        if first:
+            level = log.error if code in _ERROR_CODES else log.warning
+            level("job_failed", code=code.value, detail=detail, attempts=record.attempts,
+                  duration_ms=record.duration_ms)
+        return first
+
+    async def cancelled(self, record: JobRecord, by: str) -> bool:
+        record.cancelled_by = by
+        event = Cancelled(job_id=record.job_id, request_id=record.request.request_id, by=by)
+        first = await self._end(record, JobState.CANCELLED, event)
+        if first:
+            log.info("job_cancelled", by=by, was=("running" if record.prompt_id else "queued"))
+        return first
+
+    async def timed_out(self, record: JobRecord, after_s: float) -> bool:
+        record.failure, record.detail = FailureCode.TIMEOUT, f"timed out after {after_s:g} s"
+        event = TimedOut(job_id=record.job_id, request_id=record.request.request_id, after_s=after_s)
+        first = await self._end(record, JobState.TIMED_OUT, event)
+        if first:
+            log.warning("job_timeout", after_s=after_s, duration_ms=record.duration_ms)
+        return first
+
+
+__all__ = ["Finisher"]

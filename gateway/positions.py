@@ -1,0 +1,88 @@
+"""Queue position updates: ``Queued(position)`` for waiting jobs whose position changed.
+
+Runs in every worker. Woken when this worker took a job, and every ``interval_s`` regardless, to see
+changes made elsewhere (another worker took a job, a user cancelled one). Only the first ``window``
+waiting jobs get updates; the ones behind them learn their position when they move into the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from gateway.backend import Backend
+from gateway.models import Queued
+from gateway.servers import ServerPool
+
+log = structlog.get_logger(component="gateway")
+
+
+async def estimate_wait_s(backend: Backend, pool: ServerPool, workflow: str, position: int) -> float | None:
+    """Rough wait: jobs ahead × recent mean run time of this workflow ÷ healthy servers."""
+    recent = await backend.durations(workflow)
+    if not recent:
+        return None
+    servers = max(1, sum(1 for s in pool.servers if s.healthy))
+    return round(position * (sum(recent) / len(recent) / 1000) / servers, 1)
+
+
+class PositionNotifier:
+    """Publishes position changes of waiting jobs to their platforms."""
+
+    def __init__(
+        self, backend: Backend, pool: ServerPool, *, interval_s: float = 2.0, window: int = 100
+    ) -> None:
+        self.backend = backend
+        self.pool = pool
+        self.interval_s = interval_s
+        self.window = window
+        self._wake = asyncio.Event()
+        self._sent: dict[str, int] = {}  # job_id -> last position published by this process
+        self._meta: dict[str, tuple[str, str, str]] = {}  # job_id -> (platform, request_id, workflow)
+
+    def changed(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.publish_changes()
+            except Exception as exc:
+                log.warning("queue_positions_failed", error=repr(exc))
+
+    async def publish_changes(self) -> int:
+        """Publish for every waiting job (within the window) whose position changed; returns how many."""
+        waiting = await self.backend.waiting(self.window)
+        depth = await self.backend.depth()
+        published = 0
+        for index, job_id in enumerate(waiting):
+            position = index + 1
+            if self._sent.get(job_id) == position:
+                continue
+            meta = self._meta.get(job_id)
+            if meta is None:
+                record = await self.backend.get(job_id)
+                if record is None:
+                    continue
+                meta = (record.platform, record.request.request_id, record.request.workflow)
+                self._meta[job_id] = meta
+            platform, request_id, workflow = meta
+            eta = await estimate_wait_s(self.backend, self.pool, workflow, position)
+            event = Queued(job_id=job_id, request_id=request_id, position=position, depth=depth, eta_s=eta)
+            await self.backend.publish(platform, event)
+            self._sent[job_id] = position
+            published += 1
+        gone = set(self._sent) - set(waiting)
+        for job_id in gone:
+            self._sent.pop(job_id, None)
+            self._meta.pop(job_id, None)
+        return published
+
+
+__all__ = ["PositionNotifier", "estimate_wait_s"]

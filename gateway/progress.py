@@ -1,0 +1,132 @@
+"""Turning one prompt's ComfyUI events into the gateway's ``Progress`` events.
+
+Done/total counts nodes of the rendered graph: cached nodes count as done at once, a node is done when
+``progress_state`` says ``finished`` (or the next node starts, for servers without ``progress_state``).
+The overall percent adds the running node's sampler fraction; the label is the manifest's step label
+for the node, else its class type. The ETA comes from recent run times of the workflow when known,
+else from the pace so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from comfy import events as ce
+from comfy.workflows import Workflow
+from gateway.models import Progress
+
+
+class ProgressModel:
+    """Follows one prompt; ``feed`` returns a ``Progress`` when something visible changed."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        graph: Mapping[str, Mapping[str, Any]],
+        *,
+        job_id: str,
+        request_id: str,
+        recent_ms: Sequence[int] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._workflow = workflow
+        self._graph = graph
+        self._job_id = job_id
+        self._request_id = request_id
+        self._expected_s = sum(recent_ms) / len(recent_ms) / 1000 if recent_ms else None
+        self._clock = clock
+        self._started: float | None = None
+        self.done: set[str] = set()
+        self.current: str | None = None
+        self.value = 0.0
+        self.max = 0.0
+
+    @property
+    def total(self) -> int:
+        return max(1, len(self._graph))
+
+    def start(self) -> None:
+        """Execution began on the server (``execution_start``): the ETA clock starts now."""
+        if self._started is None:
+            self._started = self._clock()
+
+    def feed(self, event: ce.ComfyEvent) -> Progress | None:
+        match event:
+            case ce.ExecutionStart():
+                self.start()
+                return None
+            case ce.ExecutionCached(nodes=nodes):
+                self.done.update(n for n in nodes if n in self._graph)
+            case ce.ProgressState(nodes=nodes):
+                for node_id, state in nodes.items():
+                    key = state.display_node_id or node_id
+                    if state.state == "finished" and key in self._graph:
+                        self.done.add(key)
+                    elif state.state == "running":
+                        self._move_to(key)
+                        self.value, self.max = state.value, state.max
+            case ce.Executing(node=node) if node is not None:
+                self._move_to(event.display_node or node)
+            case ce.Progress(node=node, value=value, max=maximum):
+                if node is not None:
+                    self._move_to(node)
+                self.value, self.max = value, maximum
+            case ce.Executed(node=node):
+                if node in self._graph:
+                    self.done.add(node)
+            case _:
+                return None
+        return self.snapshot()
+
+    def _move_to(self, node: str) -> None:
+        if self.current is not None and self.current != node and self.current in self._graph:
+            self.done.add(self.current)  # no progress_state on older servers: the next node means done
+        if self.current != node:
+            self.value = self.max = 0.0
+        self.current = node
+
+    def label(self, node: str | None) -> str:
+        if node is None:
+            return ""
+        found = self._workflow.label(node)
+        if found:
+            return found
+        spec = self._graph.get(node)
+        return str(spec.get("class_type", node)) if spec is not None else node
+
+    @property
+    def percent(self) -> float:
+        running = 0.0
+        if self.current is not None and self.current not in self.done and self.max > 0:
+            running = min(1.0, self.value / self.max)
+        return min(99.0, 100.0 * (len(self.done) + running) / self.total)
+
+    def eta_s(self) -> float | None:
+        if self._started is None:
+            return self._expected_s
+        elapsed = self._clock() - self._started
+        if self._expected_s is not None:
+            return max(0.0, self._expected_s - elapsed)
+        pct = self.percent
+        if pct < 5:
+            return None
+        return max(0.0, elapsed * (100 - pct) / pct)
+
+    def snapshot(self) -> Progress:
+        eta = self.eta_s()
+        return Progress(
+            job_id=self._job_id,
+            request_id=self._request_id,
+            node_label=self.label(self.current),
+            done_nodes=min(len(self.done), self.total),
+            total_nodes=self.total,
+            value=int(self.value),
+            max=int(self.max),
+            percent=round(self.percent, 1),
+            eta_s=None if eta is None else round(eta, 1),
+        )
+
+
+__all__ = ["ProgressModel"]

@@ -1,0 +1,62 @@
+"""Recovery of a job claimed from a dead worker: never spend GPU time twice.
+
+The dead worker saved the prompt id and server *before* posting the prompt, so the claimer asks that
+server: finished (in ``/history``) → collect its outputs; still queued or running → keep following it;
+unknown to the server → submit it again, once. A job the dead worker never submitted just runs.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import structlog
+
+from comfy import ComfyError
+from gateway.backend import Backend
+from gateway.execution import JobRun
+from gateway.servers import ComfyServer, ServerPool
+
+log = structlog.get_logger(component="gateway")
+
+
+class Recovery(enum.Enum):
+    DONE = "done"  # already finished; nothing to do
+    RESUME = "resume"  # the prompt is known to its server: follow it / collect it there
+    FRESH = "fresh"  # run a new attempt
+    LOST = "lost"  # lost again after the one resubmission: give up
+
+
+async def recover(job: JobRun, pool: ServerPool, backend: Backend) -> tuple[Recovery, ComfyServer | None]:
+    """Decide how to continue a claimed job; on ``RESUME`` the server's slot is already occupied."""
+    rec = job.record
+    if rec.state.terminal:
+        await backend.ack(rec.job_id)
+        log.info("job_recovered", outcome="already_finished", state=rec.state.value)
+        return Recovery.DONE, None
+    if rec.prompt_id is None:
+        log.info("job_recovered", outcome="not_submitted", attempts=rec.attempts)
+        return Recovery.FRESH, None
+    server = pool.by_name(rec.backend)
+    where: str | None = None
+    if server is not None:
+        try:
+            if await server.client.history(rec.prompt_id) is not None:
+                where = "finished"
+            elif rec.prompt_id in await server.client.queue():
+                where = "in_queue"
+        except ComfyError as exc:
+            log.warning("job_recovery_check_failed", backend=rec.backend, error=str(exc))
+    if server is not None and where is not None:
+        await pool.occupy(server)
+        log.info("job_recovered", outcome=where, prompt_id=rec.prompt_id, backend=server.name)
+        return Recovery.RESUME, server
+    if rec.resubmitted:
+        log.warning("job_recovered", outcome="lost_again", prompt_id=rec.prompt_id, backend=rec.backend)
+        return Recovery.LOST, None
+    rec.resubmitted = True
+    await backend.save(rec)
+    log.info("job_recovered", outcome="resubmitted", prompt_id=rec.prompt_id, backend=rec.backend)
+    return Recovery.FRESH, None
+
+
+__all__ = ["Recovery", "recover"]

@@ -1,0 +1,207 @@
+"""The ComfyUI servers a worker schedules onto: capacity, health and choice of server per job.
+
+Capacity is per server and counts prompts *in flight* in this process (posted, not finished). The
+default of 2 pipelines: while one prompt runs, the next already waits inside ComfyUI's own queue, so
+the GPU never waits for us between jobs. Health checks (``/system_stats`` + ``/prompt``) take a server
+out and bring it back, refreshing its cached ``/object_info``; a job goes only to a server whose
+``object_info`` has the workflow's node types and models, and among those to the least busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from comfy import ComfyClient, ComfyError
+from comfy.workflow_check import check_object_info
+from comfy.workflows import Workflow
+
+log = structlog.get_logger(component="gateway")
+
+
+class NoBackend(Exception):
+    """No healthy server can run this workflow (``problems`` says why, per server)."""
+
+    def __init__(self, problems: Mapping[str, Sequence[str]]) -> None:
+        self.problems = {k: list(v) for k, v in problems.items()}
+        text = "; ".join(f"{name}: {', '.join(p) or 'down'}" for name, p in self.problems.items())
+        super().__init__(text or "no ComfyUI server configured")
+
+
+@dataclass(eq=False)
+class ComfyServer:
+    """One ComfyUI server as the scheduler sees it."""
+
+    client: ComfyClient
+    capacity: int = 2
+    inflight: int = 0
+    healthy: bool = False
+    object_info: Mapping[str, Any] | None = None
+    queue_remaining: int = 0  # ComfyUI's own count at the last health check (other processes' jobs too)
+    down_reason: str = "not checked yet"
+    _problems: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    @property
+    def load(self) -> int:
+        """How busy it is: our prompts in flight, or ComfyUI's own queue if others fill it more."""
+        seen = self.client.last_queue_remaining
+        return max(self.inflight, self.queue_remaining if seen is None else seen)
+
+    def problems(self, workflow: Workflow, values: Mapping[str, Any] | None) -> list[str]:
+        """Why this server cannot run the workflow with these values (cached per workflow and models)."""
+        if self.object_info is None:
+            return ["object_info unknown"]
+        key = workflow.name + repr(sorted(workflow.required_models(values).items()))
+        found = self._problems.get(key)
+        if found is None:
+            found = self._problems[key] = check_object_info(workflow, self.object_info, values)
+        return found
+
+
+class ServerPool:
+    """All servers of this process; ``acquire`` a slot for a job, ``release`` it when the prompt ended."""
+
+    def __init__(
+        self, clients: Sequence[ComfyClient], *, capacity: int = 2, health_interval_s: float = 5.0
+    ) -> None:
+        self.servers = [ComfyServer(client=c, capacity=capacity) for c in clients]
+        self.health_interval_s = health_interval_s
+        self._changed = asyncio.Condition()
+        self._reserved = 0
+        self._recheck = asyncio.Event()
+
+    def by_name(self, name: str | None) -> ComfyServer | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+    # --- health -------------------------------------------------------------------------------------
+    async def check(self, server: ComfyServer) -> bool:
+        """Ask the server how it is; refresh ``object_info`` when it comes (back) up."""
+        try:
+            await server.client.system_stats()
+            server.queue_remaining = await server.client.queue_remaining()
+            if not server.healthy or server.object_info is None:
+                server.object_info = await server.client.object_info()
+                server._problems.clear()
+        except ComfyError as exc:
+            await self._set_health(server, False, f"{type(exc).__name__}: {exc}")
+            return False
+        await self._set_health(server, True, "")
+        return True
+
+    async def _set_health(self, server: ComfyServer, healthy: bool, reason: str) -> None:
+        if healthy != server.healthy:
+            if healthy:
+                log.info("backend_up", backend=server.name, queue_remaining=server.queue_remaining)
+            else:
+                log.warning("backend_down", backend=server.name, reason=reason)
+        server.healthy, server.down_reason = healthy, reason
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.check(s) for s in self.servers))
+
+    async def mark_down(self, server: ComfyServer, reason: str) -> None:
+        """A job saw the server fail: stop sending it work until a health check brings it back."""
+        await self._set_health(server, False, reason)
+        self._recheck.set()
+
+    async def run_health_checks(self) -> None:
+        """Check every server every ``health_interval_s`` (sooner after ``mark_down``); run as a task."""
+        while True:
+            await self.check_all()
+            self._recheck.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.health_interval_s):
+                    await self._recheck.wait()
+                    # A server just failed: give it a moment before asking again.
+                    await asyncio.sleep(min(0.5, self.health_interval_s))
+
+    # --- slots --------------------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        return sum(max(0, s.capacity - s.inflight) for s in self.servers if s.healthy) - self._reserved
+
+    async def reserve(self, timeout_s: float) -> bool:
+        """Wait (up to ``timeout_s``) until a slot is free and hold it for a job not taken yet."""
+        async with self._changed:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait_for(lambda: self.free_slots() > 0)
+            except TimeoutError:
+                return False
+            self._reserved += 1
+            return True
+
+    async def unreserve(self) -> None:
+        async with self._changed:
+            self._reserved = max(0, self._reserved - 1)
+            self._changed.notify_all()
+
+    def candidates(self, workflow: Workflow, values: Mapping[str, Any] | None) -> list[ComfyServer]:
+        return [s for s in self.servers if s.healthy and not s.problems(workflow, values)]
+
+    async def acquire(
+        self,
+        workflow: Workflow,
+        values: Mapping[str, Any] | None,
+        *,
+        avoid: Collection[str] = (),
+        reserved: bool = False,
+        timeout_s: float = 60.0,
+    ) -> ComfyServer:
+        """A slot on the least busy server that can run ``workflow``; waits for one up to ``timeout_s``.
+
+        ``avoid`` names servers that just failed this job: used only when no other server can take it.
+        ``reserved``: the caller holds a :meth:`reserve`\\ d slot, handed over here. Raises
+        :class:`NoBackend` when no healthy server can run the workflow by the deadline.
+        """
+        async with self._changed:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while True:
+                        able = self.candidates(workflow, values)
+                        preferred = [s for s in able if s.name not in avoid] or able
+                        free = [s for s in preferred if s.inflight < s.capacity]
+                        if free:
+                            break
+                        await self._changed.wait()
+            except TimeoutError:
+                if reserved:
+                    self._reserved = max(0, self._reserved - 1)
+                raise NoBackend({s.name: s.problems(workflow, values) if s.healthy else [s.down_reason]
+                                 for s in self.servers}) from None
+            server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
+            server.inflight += 1
+            if reserved:
+                self._reserved = max(0, self._reserved - 1)
+        if len(able) == 1:
+            reason = "only_capable" if len(self.servers) > 1 else "only_server"
+        elif avoid and server.name not in avoid:
+            reason = "retry_elsewhere"
+        else:
+            reason = "least_busy"
+        log.info("backend_selected", backend=server.name, reason=reason, load=server.load,
+                 capable=len(able))
+        return server
+
+    async def occupy(self, server: ComfyServer) -> None:
+        """Count a prompt already in the server (a recovered job) as in flight, even past capacity."""
+        async with self._changed:
+            server.inflight += 1
+
+    async def release(self, server: ComfyServer) -> None:
+        async with self._changed:
+            server.inflight = max(0, server.inflight - 1)
+            self._changed.notify_all()
+
+
+__all__ = ["ComfyServer", "NoBackend", "ServerPool"]

@@ -1,0 +1,222 @@
+"""``Gateway``: what front ends call. Submit, cancel, follow events, read jobs, store images.
+
+Every refusal is a :class:`Refused` value with a stable code, never an exception for the user.
+The gateway does not run jobs itself; workers (``gateway/worker.py``) do, in this process or others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from comfy.workflow_errors import ParamError, UnknownWorkflow
+from comfy.workflows import WorkflowRegistry
+from gateway.backend import Backend, SettingsStore
+from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded
+from gateway.finishing import Finisher
+from gateway.images import inspect_and_clean_async
+from gateway.limits import AccessPolicy, Limits, MemoryRateLimiter, RateLimiter
+from gateway.models import FailureCode, ImageRef, JobEvent, JobRequest, Role
+from gateway.positions import estimate_wait_s
+from gateway.records import JobRecord
+from gateway.servers import ServerPool
+from gateway.storage import ImageStore
+
+if TYPE_CHECKING:
+    from gateway.worker import Worker
+
+log = structlog.get_logger(component="gateway")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The job is queued: ``position`` 1 runs next; ``eta_s`` is a rough wait (None: no history yet)."""
+
+    job_id: str
+    position: int
+    depth: int
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The job was not queued. ``code`` picks the user's message; ``detail`` is for logs and admins.
+
+    ``field``/``reason`` name the offending parameter for ``invalid_input`` (``reason`` is ParamError's
+    stable code: ``too_large``, ``not_in_options``...); ``retry_after_s`` is set when waiting helps.
+    """
+
+    code: FailureCode
+    detail: str = ""
+    retry_after_s: float | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """The queue as one user sees it: ``mine`` is ``(job_id, position)``, position 0 = running."""
+
+    depth: int
+    mine: list[tuple[str, int]] = field(default_factory=list)
+
+
+class Gateway:
+    """The front ends' API. Built by the startup module (``gateway/app.py``) with its resources."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: WorkflowRegistry,
+        store: ImageStore,
+        *,
+        limits: Limits | None = None,
+        access: AccessPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
+        pool: ServerPool | None = None,
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.store = store
+        self.limits = limits or Limits()
+        self.access = access or AccessPolicy()
+        self.rate_limiter = rate_limiter or MemoryRateLimiter()
+        self.pool = pool  # only for the ETA; a front-end-only process has none
+        self._finisher = Finisher(backend)
+        self.worker: Worker | None = None  # set when this process also runs jobs
+
+    @property
+    def settings(self) -> SettingsStore:
+        """Per-user settings: ``await gateway.settings.get(key)`` / ``.set(key, dict)``."""
+        return self.backend.settings
+
+    # --- submit ---------------------------------------------------------------------------------
+    async def submit(self, req: JobRequest) -> Accepted | Refused:
+        """Check the request against access, workflow bounds and limits, then queue it."""
+        with structlog.contextvars.bound_contextvars(request_id=req.request_id):
+            try:
+                return await self._submit(req)
+            except GatewayError as exc:
+                return self._refusal(exc)
+            except ParamError as exc:
+                log.info("validation_error", field=exc.field, reason=exc.reason, workflow=req.workflow)
+                return Refused(FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}",
+                               field=exc.field, reason=exc.reason)
+            except UnknownWorkflow as exc:
+                log.info("validation_error", field="workflow", reason="unknown", workflow=req.workflow)
+                return Refused(FailureCode.UNKNOWN_WORKFLOW, str(exc), field="workflow", reason="unknown")
+            except Exception as exc:  # the queue is unreachable: answer, do not crash the front end
+                log.error("submit_failed", error=repr(exc))
+                return Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
+
+    async def _submit(self, req: JobRequest) -> Accepted | Refused:
+        role = self.access.check(req.user_id, req.chat_id)
+        if req.role is Role.ADMIN and role is not Role.ADMIN:
+            role = Role.USER  # a front end cannot promote anyone; the policy decides
+        workflow = self.registry.get(req.workflow)
+        values = workflow.validate(req.params)
+        if workflow.prompt_param and isinstance(values.get(workflow.prompt_param), str):
+            self.limits.prompt_filter.check(values[workflow.prompt_param], field=workflow.prompt_param)
+        for name in req.inputs:
+            if name not in workflow.images:
+                raise InputInvalid(name, "unknown_image_input")
+        for name, spec in workflow.images.items():
+            if spec.required and name not in req.inputs:
+                raise InputInvalid(name, "required")
+        self.limits.check_pending(await self.backend.pending_count(req.user_id), role)
+        try:
+            await self.limits.check_rate(self.rate_limiter, req.user_id, role)
+        except GatewayError:
+            raise
+        except Exception as exc:  # the limiter's store is down: fail open rather than refuse everyone
+            log.warning("rate_limiter_unavailable", error=repr(exc))
+        record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
+        where = await self.backend.enqueue(record, max_depth=self.limits.queue_cap)
+        if where is None:
+            raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
+        eta = None
+        if self.pool is not None:
+            eta = await estimate_wait_s(self.backend, self.pool, req.workflow, where.position)
+        structlog.contextvars.bind_contextvars(job_id=record.job_id)
+        log.info("job_enqueued", position=where.position, depth=where.depth, workflow=req.workflow,
+                 platform=req.platform, user_id=req.user_id, eta_s=eta)
+        structlog.contextvars.unbind_contextvars("job_id")
+        return Accepted(record.job_id, where.position, where.depth, eta)
+
+    def _refusal(self, exc: GatewayError) -> Refused:
+        retry_after = exc.retry_after_s if isinstance(exc, LimitExceeded) else None
+        field_name = exc.field if isinstance(exc, InputInvalid) else None
+        reason = exc.reason if isinstance(exc, InputInvalid) else None
+        if isinstance(exc, AccessDenied) or exc.code is FailureCode.RATE_LIMITED:
+            pass  # AccessPolicy and Limits log access_denied / rate_limited themselves
+        elif exc.code in (FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL):
+            log.info("rate_limited", code=exc.code.value, detail=exc.detail)
+        else:
+            log.info("validation_error", code=exc.code.value, field=field_name, reason=reason,
+                     detail=exc.detail)
+        return Refused(exc.code, exc.detail, retry_after, field_name, reason)
+
+    # --- cancel ---------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, *, by: str, admin: bool = False) -> bool:
+        """Cancel a job of ``by`` (any job if ``admin``). A queued job is removed at once; a running
+        one is interrupted by its worker. False if unknown, finished, or not theirs."""
+        record = await self.backend.get(job_id)
+        if record is None or record.state.terminal:
+            return False
+        with structlog.contextvars.bound_contextvars(request_id=record.request.request_id, job_id=job_id):
+            if record.user_id != by and not (admin or self.access.role_of(by) is Role.ADMIN):
+                log.info("access_denied", reason="not_owner", user_id=by, action="cancel")
+                return False
+            if await self.backend.remove_queued(job_id):
+                record.finished_at = time.time()
+                await self._finisher.cancelled(record, by)
+                return True
+            await self.backend.request_cancel(job_id, by)
+            log.info("job_cancel_requested", by=by)
+            return True
+
+    # --- reading --------------------------------------------------------------------------------
+    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+        """Events of the jobs of ``platform``, in order. Use with ``contextlib.aclosing``. With Redis,
+        events that arrived while no subscriber ran are delivered when it starts."""
+        return self.backend.subscribe(platform, consumer=consumer)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        return await self.backend.get(job_id)
+
+    async def queue_info(self, user_id: str) -> QueueInfo:
+        mine: list[tuple[str, int]] = []
+        for job_id in await self.backend.pending_jobs(user_id):
+            position = await self.backend.position(job_id)
+            mine.append((job_id, position or 0))
+        mine.sort(key=lambda item: item[1])
+        return QueueInfo(depth=await self.backend.depth(), mine=mine)
+
+    async def recent_jobs(self, user_id: str, limit: int = 10) -> list[JobRecord]:
+        return await self.backend.recent(user_id, limit)
+
+    async def mark_delivered(self, job_id: str) -> bool:
+        """True exactly once per job: only the caller that gets True sends the result to the chat."""
+        return await self.backend.mark_delivered(job_id)
+
+    # --- images ---------------------------------------------------------------------------------
+    async def store_image(self, data: bytes) -> ImageRef:
+        """Decode, check, strip metadata, re-encode and store an upload; raises ``ImageRejected``."""
+        clean = await inspect_and_clean_async(
+            data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels,
+            max_side=self.limits.max_input_side,
+        )
+        ref = await self.store.save_input(clean)
+        log.info("image_stored", bytes=ref.bytes, width=ref.width, height=ref.height)
+        return ref
+
+    def image_path(self, ref: ImageRef) -> Path:
+        return self.store.path(ref)
+
+
+__all__ = ["Accepted", "Gateway", "QueueInfo", "Refused"]

@@ -1,0 +1,259 @@
+"""The worker: takes jobs from the backend while ComfyUI slots are free and sees each one to its end.
+
+Per job: pick a server (``ServerPool.acquire``), run an attempt (``Executor``), and turn the outcome into
+exactly one terminal event. Connection failures (``ComfyUnreachable``, ``ComfyPromptLost``) are retried
+with backoff, on another server when one can take it; a graph ComfyUI rejected or a failed execution is
+never retried. Background loops renew this worker's leases, claim the jobs of dead workers (recovery,
+``gateway/recovery.py``), act on cancel requests and publish queue positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from comfy import (
+    ComfyExecutionError,
+    ComfyInterrupted,
+    ComfyPromptLost,
+    ComfyRejected,
+    ComfyTimeout,
+    ComfyUnreachable,
+)
+from comfy.workflow_errors import ParamError, UnknownWorkflow
+from comfy.workflows import WorkflowRegistry
+from gateway.backend import Backend
+from gateway.execution import Executor, JobRun, JobTimeout
+from gateway.finishing import Finisher
+from gateway.models import FailureCode
+from gateway.positions import PositionNotifier
+from gateway.records import JobRecord
+from gateway.recovery import Recovery, recover
+from gateway.servers import ComfyServer, NoBackend, ServerPool
+
+log = structlog.get_logger(component="gateway")
+_RETRYABLE = (ComfyUnreachable, ComfyPromptLost, ComfyTimeout)
+
+
+def default_consumer_name() -> str:
+    """Unique per process and machine, readable in ``XINFO CONSUMERS``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs jobs from ``backend`` on ``pool``'s servers. ``await worker.run()`` until cancelled."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        pool: ServerPool,
+        registry: WorkflowRegistry,
+        executor: Executor,
+        *,
+        consumer: str | None = None,
+        lease_s: float = 30.0,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.5,
+        acquire_timeout_s: float = 120.0,
+    ) -> None:
+        self.backend = backend
+        self.pool = pool
+        self.registry = registry
+        self.executor = executor
+        self.consumer = consumer or default_consumer_name()
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.acquire_timeout_s = acquire_timeout_s
+        self.finisher = Finisher(backend)
+        self.positions = PositionNotifier(backend, pool)
+        self.jobs: dict[str, JobRun] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Take and run jobs; on cancellation stop taking and cancel running jobs (their leases lapse,
+        so another worker recovers them)."""
+        log.info("worker_started", consumer=self.consumer, servers=[s.name for s in self.pool.servers])
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._take_loop())
+                group.create_task(self._lease_loop())
+                group.create_task(self._cancel_loop())
+                group.create_task(self.positions.run())
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            log.info("worker_stopped", consumer=self.consumer)
+
+    # --- loops --------------------------------------------------------------------------------------
+    async def _take_loop(self) -> None:
+        while True:
+            if not await self.pool.reserve(timeout_s=1.0):
+                continue
+            try:
+                record = await self.backend.take(self.consumer, 1.0)
+            except Exception as exc:  # Redis gone for longer than its retry window: keep trying
+                await self.pool.unreserve()
+                log.error("worker_take_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if record is None:
+                await self.pool.unreserve()
+                continue
+            self.positions.changed()
+            self._spawn(record, lambda job: self._run_new(job, reserved=True))
+
+    async def _lease_loop(self) -> None:
+        """Renew our leases, catch missed cancel requests, and claim jobs whose worker died."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)  # a lease heartbeat is a timer by nature
+            try:
+                await self.backend.renew(self.consumer, list(self.jobs))
+                for job_id, job in list(self.jobs.items()):
+                    if job.cancel_by is None and (by := await self.backend.cancel_requested(job_id)):
+                        self.cancel_local(job_id, by)
+                for record in await self.backend.claim_stale(self.consumer, self.lease_s):
+                    if record.job_id not in self.jobs:
+                        self._spawn(record, self._run_recovered)
+            except Exception as exc:
+                log.error("worker_lease_failed", error=repr(exc))
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            try:
+                async for job_id, by in self.backend.cancel_requests():
+                    self.cancel_local(job_id, by)
+            except Exception as exc:
+                log.error("worker_cancel_listen_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    def cancel_local(self, job_id: str, by: str) -> bool:
+        """Cancel a job this worker runs: its task stops, the prompt is stopped in ComfyUI."""
+        job = self.jobs.get(job_id)
+        if job is None or job.finishing or job.cancel_by is not None or job.task is None:
+            return False
+        job.cancel_by = by
+        job.task.cancel()
+        return True
+
+    # --- one job ------------------------------------------------------------------------------------
+    def _spawn(self, record: JobRecord, body: Callable[[JobRun], Awaitable[None]]) -> None:
+        async def main() -> None:
+            with structlog.contextvars.bound_contextvars(
+                request_id=record.request.request_id, job_id=record.job_id
+            ):
+                try:
+                    workflow = self.registry.get(record.request.workflow)
+                except UnknownWorkflow as exc:  # removed since it was queued
+                    await self.finisher.failed(record, FailureCode.UNKNOWN_WORKFLOW, str(exc))
+                    return
+                job = JobRun(record, workflow, task=asyncio.current_task())
+                self.jobs[record.job_id] = job
+                try:
+                    await body(job)
+                finally:
+                    self.jobs.pop(record.job_id, None)
+
+        task = asyncio.create_task(main(), name=f"job-{record.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_new(self, job: JobRun, *, reserved: bool) -> None:
+        rec = job.record
+        if rec.state.terminal:
+            await self.backend.ack(rec.job_id)
+            return
+        wait_ms = int((time.time() - rec.enqueued_at) * 1000)
+        log.info("job_dequeued", wait_ms=wait_ms, workflow=rec.request.workflow, consumer=self.consumer)
+        await self._attempts(job, reserved=reserved, resume=None)
+
+    async def _run_recovered(self, job: JobRun) -> None:
+        outcome, server = await recover(job, self.pool, self.backend)
+        if outcome is Recovery.DONE:
+            return
+        if outcome is Recovery.LOST:
+            detail = f"prompt {job.record.prompt_id} lost twice"
+            await self.finisher.failed(job.record, FailureCode.COMFY_LOST_PROMPT, detail)
+            return
+        await self._attempts(job, reserved=False, resume=server)
+
+    async def _attempts(self, job: JobRun, *, reserved: bool, resume: ComfyServer | None) -> None:
+        """Attempts until one outcome; every path ends in exactly one ``finisher`` call (or a shutdown)."""
+        rec = job.record
+        avoid: set[str] = set()
+        try:
+            if (by := await self.backend.cancel_requested(rec.job_id)) is not None:
+                await self.finisher.cancelled(rec, by)
+                return
+            resuming = resume is not None
+            while True:
+                if resume is not None:
+                    server, resume = resume, None
+                else:
+                    server = await self.pool.acquire(
+                        job.workflow, rec.values, avoid=avoid, reserved=reserved,
+                        timeout_s=self.acquire_timeout_s,
+                    )
+                reserved = False
+                try:
+                    if resuming:
+                        resuming = False
+                        images = await self.executor.resume(job, server)
+                    else:
+                        images = await self.executor.run(job, server)
+                except _RETRYABLE as exc:
+                    if isinstance(exc, ComfyUnreachable):
+                        await self.pool.mark_down(server, str(exc))
+                    avoid.add(server.name)
+                    if rec.attempts >= self.max_attempts:
+                        code = (FailureCode.COMFY_LOST_PROMPT if isinstance(exc, ComfyPromptLost)
+                                else FailureCode.COMFY_UNREACHABLE)
+                        await self.finisher.failed(rec, code, str(exc))
+                        return
+                    backoff = self.retry_backoff_s * 2 ** max(0, rec.attempts - 1)
+                    log.warning("job_retry", attempt=rec.attempts, error=str(exc),
+                                error_type=type(exc).__name__, backoff_s=backoff)
+                    await asyncio.sleep(backoff)
+                    continue
+                finally:
+                    await self.pool.release(server)
+                seed_param = job.workflow.seed_param
+                seed = rec.values.get(seed_param) if seed_param else None
+                await self.finisher.succeeded(rec, images, seed if isinstance(seed, int) else None)
+                return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if job.cancel_by is None or task is None:
+                raise  # shutdown: leave the job to the lease, another worker recovers it
+            task.uncancel()
+            await self.executor.stop_in_comfy(job)
+            await self.finisher.cancelled(rec, job.cancel_by)
+        except ComfyRejected as exc:
+            await self.finisher.failed(rec, FailureCode.COMFY_REJECTED, exc.summary())
+        except ComfyExecutionError as exc:
+            log.error("comfyui_execution_error", node_id=exc.node_id, node_type=exc.node_type,
+                      exception_type=exc.exception_type)
+            await self.finisher.failed(rec, FailureCode.COMFY_EXECUTION_ERROR, str(exc))
+        except ComfyInterrupted as exc:  # interrupted by someone else (ComfyUI's own UI, an admin)
+            await self.finisher.failed(rec, FailureCode.COMFY_EXECUTION_ERROR, str(exc))
+        except JobTimeout as exc:
+            await self.finisher.timed_out(rec, exc.after_s)
+        except NoBackend as exc:
+            await self.finisher.failed(rec, FailureCode.NO_BACKEND, str(exc))
+        except ParamError as exc:
+            await self.finisher.failed(rec, FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}")
+        except Exception as exc:
+            log.exception("job_crashed", error=repr(exc))
+            with contextlib.suppress(Exception):
+                await self.finisher.failed(rec, FailureCode.INTERNAL, repr(exc))
+
+
+__all__ = ["Worker", "default_consumer_name"]
