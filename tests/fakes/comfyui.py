@@ -71,6 +71,7 @@ REALISTIC_SIZE = (704, 704)
 # Events a prompt without client_id still broadcasts (PROTOCOL.md, routing table); the rest are not sent.
 _BROADCAST_WITHOUT_CLIENT = frozenset({"progress", "progress_state", "execution_interrupted"})
 _DIR_TYPES = ("input", "output", "temp")
+_NEVER_CACHED = frozenset({"SaveImageWebsocket"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ class FakeComfyUI:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         self._port = int(sock.getsockname()[1])
-        site = web.SockSite(self._runner, sock, shutdown_timeout=0.5)
+        site = web.SockSite(self._runner, sock)
         await site.start()
         self.accepting = True
 
@@ -1033,6 +1034,8 @@ class FakeComfyUI:
                     parts.append((name, self._signature(prompt, str(val[0]), memo), val[1]))
                 else:
                     parts.append((name, val))
+            if node["class_type"] in _NEVER_CACHED:  # IS_CHANGED returns time.time()
+                parts.append(uuid.uuid4().hex)
             if node["class_type"] == "LoadImage":
                 path = self._input_image_path(str(node["inputs"].get("image", "")))
                 if path is not None:
@@ -1439,3 +1442,100 @@ async def running_fake_comfyui(**options: Any) -> AsyncIterator[FakeComfyUI]:
         yield fake
     finally:
         await fake.stop()
+
+
+class WsRecorder:
+    """A raw ``/ws`` client that records every frame in the trace format of ``shared/comfyui/traces``.
+
+    ``frames`` holds ``{"kind": "json", "type", "data"}`` or ``{"kind": "binary", "event", ...}`` with
+    ``image_format`` (type 1), ``metadata`` (type 4), ``node_id``/``text`` (type 3) and ``magic`` (the first
+    4 bytes of the image, hex)::
+
+        async with WsRecorder(session, comfy.url, client_id="c1", metadata=True) as rec:
+            ...post a prompt with client_id "c1"...
+            await rec.wait_done(prompt_id)
+    """
+
+    def __init__(
+        self, session: Any, url: str, *, client_id: str | None = None, metadata: bool = False
+    ) -> None:
+        self.session = session
+        self.url = url
+        self.client_id = client_id
+        self.metadata = metadata
+        self.frames: list[JSON] = []
+        self.closed = asyncio.Event()
+        self._new = asyncio.Event()
+        self._ws: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WsRecorder:
+        query = f"?clientId={self.client_id}" if self.client_id else ""
+        self._ws = await self.session.ws_connect(f"{self.url}/ws{query}", max_msg_size=0)
+        if self.metadata:
+            await self._ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            await self._task
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self._ws:
+                if msg.type == WSMsgType.TEXT:
+                    parsed = json.loads(msg.data)
+                    self.frames.append({"kind": "json", "type": parsed["type"], "data": parsed["data"]})
+                elif msg.type == WSMsgType.BINARY:
+                    self.frames.append(decode_binary_frame(msg.data))
+                self._new.set()
+        finally:
+            self.closed.set()
+            self._new.set()
+
+    async def wait_for(self, predicate: Any, timeout_s: float = 10.0) -> JSON:
+        """Wait for (and return) the first recorded frame matching ``predicate``."""
+        seen = 0
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for frame in self.frames[seen:]:
+                    if predicate(frame):
+                        return frame
+                seen = len(self.frames)
+                if self.closed.is_set():
+                    raise ConnectionError("websocket closed")
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_done(self, prompt_id: str, timeout_s: float = 10.0) -> JSON:
+        """Wait for ``executing {node: null, prompt_id}``."""
+        return await self.wait_for(
+            lambda f: f.get("type") == "executing" and f["data"].get("node") is None
+            and f["data"].get("prompt_id") == prompt_id, timeout_s)
+
+    def json_of(self, type_: str) -> list[JSON]:
+        return [f["data"] for f in self.frames if f.get("type") == type_]
+
+
+def decode_binary_frame(frame: bytes) -> JSON:
+    """A binary WS frame → the trace's decoded-header dict."""
+    (event,) = struct.unpack(">I", frame[:4])
+    out: JSON = {"kind": "binary", "event": event, "len": len(frame)}
+    if event == 1:
+        out["image_format"] = struct.unpack(">I", frame[4:8])[0]
+        out["magic"] = frame[8:12].hex()
+    elif event == 4:
+        (n,) = struct.unpack(">I", frame[4:8])
+        out["metadata"] = json.loads(frame[8 : 8 + n])
+        out["magic"] = frame[8 + n : 12 + n].hex()
+    elif event == 3:
+        (n,) = struct.unpack(">I", frame[4:8])
+        out["node_id"] = frame[8 : 8 + n].decode()
+        out["text"] = frame[8 + n :].decode()
+    return out
