@@ -208,6 +208,9 @@ class ComfyClient(ComfyHTTP):
                 params={"clientId": self.client_id},
                 max_msg_size=self._ws_max_msg_size,
                 autoping=True,
+                # Pings find a dead TCP connection even while no prompt is followed (no stall check then).
+                heartbeat=max(self._stall_timeout_s, 1.0),
+                timeout=aiohttp.ClientWSTimeout(ws_close=min(self._request_timeout_s, 5.0)),
             )
             try:
                 # Only the first client message counts, and only if it is feature_flags.
