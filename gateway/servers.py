@@ -18,7 +18,8 @@ from typing import Any
 import structlog
 
 from comfy import ComfyClient, ComfyError
-from comfy.workflow_check import check_object_info
+from comfy.workflow_check import combo_options, model_inputs
+from comfy.workflow_params import ChoiceParam, parse_target
 from comfy.workflows import Workflow
 
 log = structlog.get_logger(component="gateway")
@@ -60,11 +61,36 @@ class ComfyServer:
         """Why this server cannot run the workflow with these values (cached per workflow and models)."""
         if self.object_info is None:
             return ["object_info unknown"]
-        key = workflow.name + repr(sorted(workflow.required_models(values).items()))
+        key = workflow.name + repr(sorted((values or {}).items(), key=lambda kv: kv[0]))
         found = self._problems.get(key)
         if found is None:
-            found = self._problems[key] = check_object_info(workflow, self.object_info, values)
+            found = self._problems[key] = runnable_problems(workflow, self.object_info, values)
+            if len(self._problems) > 1000:  # values include prompts: keep the cache bounded
+                self._problems.clear()
         return found
+
+
+def runnable_problems(
+    workflow: Workflow, object_info: Mapping[str, Any], values: Mapping[str, Any] | None
+) -> list[str]:
+    """Why this job cannot run on a server with this ``object_info``: missing node types, models, or the
+    chosen value of a choice param. (``comfybot doctor``'s ``check_object_info`` is stricter: it also
+    flags options nobody chose.)"""
+    problems = [f"node type {t} missing" for t in sorted(workflow.required_nodes() - set(object_info))]
+    for use in model_inputs(workflow, values):
+        options = combo_options(object_info, use.class_type, use.input_name)
+        if options is not None and use.name not in options:
+            problems.append(f"model {use.name} missing ({use.folder})")
+    for name, param in workflow.params.items():
+        chosen = (values or {}).get(name)
+        if not isinstance(param, ChoiceParam) or chosen is None:
+            continue
+        for target in param.targets:
+            node_id, input_name = parse_target(target)
+            options = combo_options(object_info, workflow.graph[node_id]["class_type"], input_name)
+            if options is not None and chosen not in options:
+                problems.append(f"{name}={chosen} not offered")
+    return problems
 
 
 class ServerPool:
