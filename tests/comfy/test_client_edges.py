@@ -1,0 +1,166 @@
+"""ComfyClient edge cases: recovery of an earlier prompt, timeouts, odd HTTP answers, reconnect replay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
+
+from comfy.client import ComfyClient
+from comfy.errors import ComfyPromptLost, ComfyRejected, ComfyTimeout, ComfyUnreachable
+from comfy.events import ComfyEvent, Executing, Progress
+from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
+
+from .test_client_fake import collect, slow, txt2img, until
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeComfyUI]:
+    async with running_fake_comfyui(node_delay_s=0.001, step_delay_s=0.001) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeComfyUI, session: aiohttp.ClientSession) -> AsyncIterator[ComfyClient]:
+    async with ComfyClient(fake.url, session, name="fake", ws_stall_timeout_s=5.0) as c:
+        yield c
+
+
+@asynccontextmanager
+async def http_server(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[str]:
+    """A bare HTTP server answering the given routes (no websocket: the client is not started)."""
+    app = web.Application()
+    for (method, path), handler in routes.items():
+        app.router.add_route(method, path, handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_recover_finished_prompt_from_history(fake: FakeComfyUI, client: ComfyClient) -> None:
+    await client.submit(txt2img(), prompt_id="earlier")  # e.g. by a worker that died since
+    await fake.wait_history("earlier")
+    async with client.track("earlier", submitted=True) as tracker:
+        result = await tracker.wait()
+    assert result.status_str == "success" and len(result.images) == 1
+
+
+async def test_recover_running_prompt_follows_it(fake: FakeComfyUI, client: ComfyClient) -> None:
+    await client.submit(slow(steps=30), prompt_id="running")
+    await until(lambda: fake.running_prompt_id == "running")
+    async with client.track("running", submitted=True) as tracker:
+        events = await collect(tracker, [])
+    assert events[-1] == Executing("running", None, None)
+
+
+async def test_recover_unknown_prompt_is_lost(client: ComfyClient) -> None:
+    with pytest.raises(ComfyPromptLost):
+        async with client.track("never-posted", submitted=True) as tracker:
+            await tracker.wait()
+
+
+async def test_track_timeout(client: ComfyClient) -> None:
+    with pytest.raises(ComfyTimeout) as info:
+        async with client.track("too-slow", timeout_s=0.3) as tracker:
+            await client.submit(slow(steps=500), prompt_id="too-slow")
+            await tracker.wait()
+    assert info.value.prompt_id == "too-slow" and info.value.code == "timeout"
+    await client.interrupt("too-slow")
+
+
+async def test_track_twice_is_an_error(client: ComfyClient) -> None:
+    async with client.track("dup"):
+        with pytest.raises(ValueError, match="already tracked"):
+            client.track("dup")
+    async with client.track("dup"):  # free again after the first one exited
+        pass
+
+
+async def test_reconnect_replay_is_attributed_to_running_prompt(
+    fake: FakeComfyUI, client: ComfyClient
+) -> None:
+    seen: list[ComfyEvent] = []
+    async with client.track("replayed", timeout_s=30) as tracker:
+        await client.submit(slow(steps=40, delay=0.02), prompt_id="replayed")
+        consumer = asyncio.create_task(collect(tracker, seen))
+        await until(lambda: any(isinstance(e, Progress) for e in seen))
+        await fake.drop_websockets()
+        await consumer
+    running = [e for e in seen if isinstance(e, Executing) and e.node == "2"]
+    # Once from the run, once from the server's replay to the reconnected socket ({"node": "2"} only).
+    assert len(running) == 2
+    assert {e.prompt_id for e in running} == {"replayed"}
+
+
+async def test_partial_validation_is_logged(client: ComfyClient) -> None:
+    graph = txt2img()
+    scale = {"image": ["8", 0], "upscale_method": "bogus", "width": 8, "height": 8, "crop": "disabled"}
+    graph["21"] = {"class_type": "ImageScale", "inputs": scale}
+    graph["22"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "x"}}
+    with capture_logs() as logs:
+        async with client.track("partial") as tracker:
+            await client.submit(graph, prompt_id="partial")
+            await tracker.wait()
+    (logged,) = [e for e in logs if e["event"] == "comfyui_partial_validation"]
+    assert "node 21 (ImageScale): upscale_method: Value not in list" in logged["summary"]
+
+
+async def test_http_timeout_is_comfy_timeout(session: aiohttp.ClientSession) -> None:
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.json_response({})
+
+    async with http_server({("GET", "/queue"): hang}) as url:
+        client = ComfyClient(url, session, name="slow", request_timeout_s=0.2)
+        with pytest.raises(ComfyTimeout) as info:
+            await client.queue()
+    assert info.value.operation == "GET /queue" and info.value.prompt_id is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (403, "", ComfyUnreachable),
+        (502, "bad gateway", ComfyUnreachable),
+        (400, "not json", ComfyRejected),
+    ],
+)
+async def test_submit_odd_answers(
+    session: aiohttp.ClientSession, status: int, body: str, expected: type
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body)
+
+    async with http_server({("POST", "/prompt"): answer}) as url:
+        client = ComfyClient(url, session, name="odd")
+        with pytest.raises(expected) as info:
+            await client.submit({}, prompt_id="x")
+    if isinstance(info.value, ComfyRejected):
+        assert info.value.summary() == "not json"
+
+
+async def test_no_origin_header_is_sent(session: aiohttp.ClientSession) -> None:
+    headers: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        headers.append(dict(request.headers))
+        return web.json_response({"prompt_id": "x", "number": 3, "node_errors": {}})
+
+    async with http_server({("POST", "/prompt"): record}) as url:
+        assert await ComfyClient(url, session).submit({}, prompt_id="x") == 3
+    assert "Origin" not in headers[0]
+
+
+async def test_default_name_is_host_and_port(session: aiohttp.ClientSession) -> None:
+    assert ComfyClient("http://gpu-1:8188/", session).name == "gpu-1:8188"
