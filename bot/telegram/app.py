@@ -1,0 +1,229 @@
+"""The Telegram front end as one object the startup module runs: ``TelegramFrontend``.
+
+It builds the aiogram ``Bot`` (``TELEGRAM_API_BASE`` for a self-hosted Bot API server), the throttled
+sender, the dispatcher with every feature router, and runs long polling (or a webhook server with a
+secret token) next to the gateway-event consumer::
+
+    async with TelegramFrontend(settings.telegram, gateway, registry) as frontend:
+        await frontend.wait()          # until stop() or a fatal error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand, BotCommandScopeDefault
+from aiohttp import web
+
+from bot.i18n import I18n
+from bot.render import Renderer
+from bot.telegram.context import BotContext, PhotoLimits
+from bot.telegram.events import EventConsumer
+from bot.telegram.handlers import basic, buttons, errors, generate, jobs, settings
+from bot.telegram.middleware import RequestContextMiddleware
+from bot.telegram.sender import SenderLimits, TelegramSender
+from comfy.workflows import WorkflowRegistry
+from comfybot.config import TelegramSettings
+from comfybot.logs import get_logger
+from gateway.service import Gateway
+
+__all__ = ["MENU_COMMANDS", "TelegramFrontend", "build_dispatcher", "run_telegram"]
+
+log = get_logger("telegram")
+
+MENU_COMMANDS: tuple[str, ...] = (
+    "generate",
+    "workflows",
+    "cancel",
+    "queue",
+    "settings",
+    "history",
+    "language",
+    "help",
+    "start",
+)
+
+
+def build_dispatcher(ctx: BotContext) -> Dispatcher:
+    """The one place routers are composed; ``ctx`` is injected into every handler."""
+    dp = Dispatcher(ctx=ctx)
+    dp.update.outer_middleware(RequestContextMiddleware(ctx))
+    dp.include_routers(
+        basic.router, generate.router, jobs.router, settings.router, buttons.router, errors.router
+    )
+    return dp
+
+
+class TelegramFrontend:
+    """Polling (or webhook) plus the gateway-event consumer of one bot; ``start``/``stop`` or ``async with``.
+
+    ``bot`` may be given (tests, or a startup module that owns the session); otherwise one is built from
+    ``settings.bot_token`` and ``settings.api_base`` and closed by :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        gateway: Gateway,
+        registry: WorkflowRegistry,
+        *,
+        i18n: I18n | None = None,
+        bot: Bot | None = None,
+        sender_limits: SenderLimits | None = None,
+        photo_limits: PhotoLimits | None = None,
+        default_workflow: str = "txt2img",
+        polling_timeout: int = 10,
+        preview_interval_s: float = 3.0,
+    ) -> None:
+        self.settings = settings
+        self._own_bot = bot is None
+        if bot is None:
+            if settings.bot_token is None:
+                raise ValueError("telegram.bot_token is not set")
+            session = AiohttpSession(api=TelegramAPIServer.from_base(str(settings.api_base).rstrip("/")))
+            bot = Bot(settings.bot_token.get_secret_value(), session=session)
+        self.bot = bot
+        i18n = i18n or I18n.load()
+        self.sender = TelegramSender(bot, limits=sender_limits)
+        self.ctx = BotContext(
+            gateway=gateway,
+            registry=registry,
+            i18n=i18n,
+            sender=self.sender,
+            renderer=Renderer(i18n),
+            previews=settings.previews,
+            default_workflow=default_workflow if default_workflow in registry else _first(registry),
+            limits=photo_limits or PhotoLimits(upload_max_bytes=gateway.limits.max_image_bytes),
+        )
+        self.dispatcher = build_dispatcher(self.ctx)
+        self.consumer = EventConsumer(self.ctx, bot, preview_interval_s=preview_interval_s)
+        self.polling_timeout = polling_timeout
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Identify the bot, register menu commands, start the sender, the consumer and polling/webhook."""
+        me = await self.bot.get_me()
+        self.ctx.bot_id, self.ctx.bot_username = me.id, me.username or ""
+        await self.sender.start()
+        await self.set_commands()
+        self._tasks.append(asyncio.create_task(self.consumer.run(), name="telegram-events"))
+        if self.settings.mode == "webhook":
+            await self._start_webhook()
+        else:
+            with contextlib.suppress(TelegramAPIError):
+                await self.bot.delete_webhook(drop_pending_updates=False)
+            self._tasks.append(asyncio.create_task(self._poll(), name="telegram-polling"))
+        log.info("telegram_started", bot=self.ctx.bot_username, mode=self.settings.mode)
+
+    async def _poll(self) -> None:
+        await self.dispatcher.start_polling(
+            self.bot,
+            polling_timeout=self.polling_timeout,
+            handle_signals=False,
+            close_bot_session=False,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+        )
+
+    async def _start_webhook(self) -> None:
+        from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+
+        secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
+        if self.settings.webhook_url is None:
+            raise ValueError("telegram.mode=webhook needs telegram.webhook_url")
+        app = web.Application()
+        path = "/telegram/webhook"
+        SimpleRequestHandler(self.dispatcher, self.bot, secret_token=secret).register(app, path=path)
+        setup_application(app, self.dispatcher, bot=self.bot)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.webhook_host, self.settings.webhook_port).start()
+        await self.bot.set_webhook(
+            str(self.settings.webhook_url),
+            secret_token=secret,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+        )
+
+    async def set_commands(self) -> None:
+        """``setMyCommands`` for the default scope and once per shipped language (best effort)."""
+        for code in self.ctx.i18n.locales:
+            commands = [
+                BotCommand(command=c, description=self.ctx.t(code, f"cmd.{c}")) for c in MENU_COMMANDS
+            ]
+            language = None if code == self.ctx.i18n.default else code.split("_")[0]
+            if code == "zh_Hant":
+                language = "zh"  # Telegram scopes by two-letter ISO 639-1 code
+            try:
+                await self.sender.send(0, functools.partial(self._set_commands, commands, language))
+            except TelegramAPIError as exc:
+                log.warning("set_commands_failed", language=code, description=exc.message)
+
+    async def _set_commands(self, commands: list[BotCommand], language: str | None) -> bool:
+        return await self.bot.set_my_commands(
+            commands, scope=BotCommandScopeDefault(), language_code=language
+        )
+
+    async def wait(self) -> None:
+        """Until :meth:`stop`, or until polling or the consumer dies (then its error is raised)."""
+        waiter = asyncio.ensure_future(self._stopped.wait())
+        try:
+            done, _ = await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        for task in done:
+            if task is not waiter and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        """Stop taking updates, let results in flight go out, close what we opened."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with contextlib.suppress(RuntimeError):
+            await self.dispatcher.stop_polling()
+        if self._runner is not None:
+            with contextlib.suppress(TelegramAPIError):
+                await self.bot.delete_webhook()
+            await self._runner.cleanup()
+        for task in self._tasks:
+            if task.get_name() == "telegram-events":
+                task.cancel()
+        await self.consumer.drain()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sender.close()
+        if self._own_bot:
+            await self.bot.session.close()
+        log.info("telegram_stopped")
+
+    async def __aenter__(self) -> TelegramFrontend:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _first(registry: WorkflowRegistry) -> str:
+    names = registry.names()
+    return names[0] if names else "txt2img"
+
+
+async def run_telegram(
+    settings: TelegramSettings,
+    gateway: Gateway,
+    registry: WorkflowRegistry,
+    **options: Any,
+) -> None:
+    """Run the Telegram front end until cancelled (for ``comfybot run``)."""
+    async with TelegramFrontend(settings, gateway, registry, **options) as frontend:
+        await frontend.wait()

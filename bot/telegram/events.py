@@ -1,0 +1,343 @@
+"""The gateway-event consumer: one job message per job, edited as the job moves, then the result.
+
+``EventConsumer.run`` reads ``gateway.subscribe("telegram")`` and hands each event to the job's tracker,
+a small task per job that applies its events in order. Progress edits go to the sender fire-and-forget
+(it coalesces them per message, so a slow chat never holds up the others); results are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
+
+from bot.render import JobView
+from bot.telegram.context import BotContext, JobMessage
+from bot.telegram.delivery import ResultTarget, deliver_images, finish_text, remove_message
+from bot.telegram.jobs import prompt_of
+from bot.telegram.keyboards import progress_keyboard, result_keyboard
+from bot.telegram.sender import MessageGone, Priority
+from comfybot.logs import bound, get_logger
+from gateway.models import (
+    Cancelled,
+    Failed,
+    JobEvent,
+    Preview,
+    Progress,
+    Queued,
+    Started,
+    Succeeded,
+    TimedOut,
+)
+
+__all__ = ["EventConsumer"]
+
+log = get_logger("telegram")
+
+_TERMINAL = (Succeeded, Failed, Cancelled, TimedOut)
+
+
+def upscale_workflow(ctx: BotContext) -> str | None:
+    """The workflow the ⬆️ button runs: one named ``upscale``, else the first of kind ``upscale``."""
+    if "upscale" in ctx.registry:
+        return "upscale"
+    return next((wf.name for wf in ctx.registry if wf.kind == "upscale"), None)
+
+
+class _Tracker:
+    def __init__(self, consumer: EventConsumer, job_id: str) -> None:
+        self.consumer = consumer
+        self.ctx = consumer.ctx
+        self.bot = consumer.bot
+        self.job_id = job_id
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.locale = "en"
+        self.view = JobView(prompt="", workflow="", request_id="")
+        self.target = ResultTarget(0, None, None)
+        self.received_at: float | None = None
+        self.kind = ""
+        self.last_text = ""
+        self.last_preview_at = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    async def _load(self, first: JobEvent) -> bool:
+        record = await self.ctx.gateway.get_job(self.job_id)
+        if record is None:
+            log.warning("job_unknown", job_id=self.job_id)
+            return False
+        req = record.request
+        reply_to: dict[str, Any] = dict(req.reply_to or {})
+        chat_id = int(reply_to.get("chat_id") or req.chat_id)
+        wf = self.ctx.registry.get(req.workflow) if req.workflow in self.ctx.registry else None
+        self.kind = wf.kind if wf is not None else ""
+        self.locale = req.locale
+        self.received_at = req.received_at
+        self.view = JobView(
+            prompt=prompt_of(wf, req.params),
+            workflow=req.workflow,
+            request_id=req.request_id,
+            started_at=record.started_at,
+        )
+        msg = self.ctx.messages.get(self.job_id)
+        if msg is None and reply_to.get("origin") == self.ctx.instance:
+            # Ours, and the handler is still sending the job message: wait for it (bounded).
+            msg = await self.ctx.messages.wait(self.job_id, self.ctx.register_timeout_s)
+        self.target = ResultTarget(chat_id, msg, reply_to.get("message_id"), reply_to.get("thread_id"))
+        return True
+
+    # --- loop -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        first = await self.queue.get()
+        with bound(request_id=first.request_id, job_id=self.job_id, platform="telegram"):
+            try:
+                if not await self._load(first):
+                    return
+                pending: list[JobEvent] = [first]
+                while True:
+                    while not self.queue.empty():
+                        pending.append(self.queue.get_nowait())
+                    for ev in _latest_only(pending):
+                        await self._apply(ev)
+                        if isinstance(ev, _TERMINAL):
+                            return
+                    pending = [await self.queue.get()]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job_event_failed")
+            finally:
+                self.consumer.forget(self.job_id)
+
+    # --- rendering --------------------------------------------------------------------------------
+
+    async def _apply(self, ev: JobEvent) -> None:
+        now = time.time()
+        if isinstance(ev, Started):
+            self.view = JobView(self.view.prompt, self.view.workflow, self.view.request_id, started_at=ev.at)
+            self._progress(self.ctx.renderer.started(self.locale, self.view))
+        elif isinstance(ev, Queued):
+            self._progress(self.ctx.renderer.queued(self.locale, self.view, ev))
+        elif isinstance(ev, Progress):
+            if self.view.started_at is None:
+                self.view = JobView(
+                    self.view.prompt, self.view.workflow, self.view.request_id, started_at=ev.at
+                )
+            self._progress(self.ctx.renderer.progress(self.locale, self.view, ev, now))
+        elif isinstance(ev, Preview):
+            await self._preview(ev)
+        elif isinstance(ev, Succeeded):
+            await self._succeeded(ev)
+        elif isinstance(ev, Failed):
+            log.info("job_failed_shown", code=str(ev.code))
+            await self._final_text(self.ctx.renderer.failed(self.locale, self.view, ev), "failed")
+        elif isinstance(ev, Cancelled):
+            await self._final_text(self.ctx.renderer.cancelled(self.locale, self.view, ev), "cancelled")
+        elif isinstance(ev, TimedOut):
+            await self._final_text(self.ctx.renderer.timed_out(self.locale, self.view, ev), "timed_out")
+
+    def _keyboard(self) -> InlineKeyboardMarkup:
+        return progress_keyboard(self.ctx.i18n, self.locale, self.job_id)
+
+    def _progress(self, text: str) -> None:
+        msg = self.target.live_message
+        if msg is None or text == self.last_text:
+            return
+        self.last_text = text
+        bot, markup = self.bot, self._keyboard()
+        if msg.media:
+            fut = self.ctx.sender.submit_edit(
+                msg.chat_id,
+                msg.message_id,
+                lambda: bot.edit_message_caption(
+                    chat_id=msg.chat_id,
+                    message_id=msg.message_id,
+                    caption=text[:1024],
+                    reply_markup=markup,
+                    parse_mode=None,
+                ),
+            )
+        else:
+            fut = self.ctx.sender.submit_edit(
+                msg.chat_id,
+                msg.message_id,
+                lambda: bot.edit_message_text(
+                    text=text[:4096],
+                    chat_id=msg.chat_id,
+                    message_id=msg.message_id,
+                    reply_markup=markup,
+                    parse_mode=None,
+                ),
+            )
+        fut.add_done_callback(functools.partial(_mark_gone, msg))
+
+    async def _preview(self, ev: Preview) -> None:
+        msg = self.target.live_message
+        if not self.ctx.previews or msg is None:
+            return
+        now = time.monotonic()
+        if now - self.last_preview_at < self.consumer.preview_interval_s:
+            return
+        self.last_preview_at = now
+        try:
+            data = await asyncio.to_thread(self.ctx.gateway.image_path(ev.image).read_bytes)
+        except OSError as exc:
+            log.info("preview_unreadable", error=type(exc).__name__)
+            return
+        caption = (self.last_text or self.ctx.renderer.started(self.locale, self.view))[:1024]
+        file = BufferedInputFile(data, filename="preview.jpg")
+        bot, markup = self.bot, self._keyboard()
+        if msg.media:
+            media = InputMediaPhoto(media=file, caption=caption, parse_mode=None)
+            fut = self.ctx.sender.submit_edit(
+                msg.chat_id,
+                msg.message_id,
+                lambda: bot.edit_message_media(
+                    media=media, chat_id=msg.chat_id, message_id=msg.message_id, reply_markup=markup
+                ),
+            )
+            fut.add_done_callback(functools.partial(_mark_gone, msg))
+            return
+        # A text message cannot become a photo: send the preview as the job's new message, drop the text.
+        target = self.target
+        try:
+            sent = await self.ctx.sender.send(
+                target.chat_id,
+                lambda: bot.send_photo(
+                    target.chat_id,
+                    file,
+                    caption=caption,
+                    reply_markup=markup,
+                    reply_parameters=(
+                        ReplyParameters(message_id=target.reply_to, allow_sending_without_reply=True)
+                        if target.reply_to is not None
+                        else None
+                    ),
+                    message_thread_id=target.thread_id,
+                    parse_mode=None,
+                ),
+                kind=Priority.PROGRESS,
+            )
+        except TelegramAPIError as exc:
+            log.info("preview_not_sent", error=type(exc).__name__, description=exc.message)
+            return
+        new = JobMessage(sent.chat.id, sent.message_id, media=True)
+        self.ctx.messages.moved(self.job_id, new)
+        self.target.message = new
+        await remove_message(self.ctx, bot, msg)
+
+    async def _succeeded(self, ev: Succeeded) -> None:
+        if not await self.ctx.gateway.mark_delivered(self.job_id):
+            log.info("result_already_delivered")
+            return
+        if not ev.images:
+            await self._final_text(
+                self.ctx.renderer.failure(self.locale, "internal", request_id=ev.request_id), "failed"
+            )
+            return
+        caption = self.ctx.renderer.result_caption(
+            self.locale, self.view, seed=ev.seed, duration_ms=ev.duration_ms, count=len(ev.images)
+        )
+        markup = result_keyboard(
+            self.ctx.i18n,
+            self.locale,
+            self.job_id,
+            images=len(ev.images),
+            upscale=self.kind != "upscale" and upscale_workflow(self.ctx) is not None,
+        )
+        try:
+            await deliver_images(
+                self.ctx,
+                self.bot,
+                self.target,
+                ev.images,
+                caption,
+                markup,
+                job_id=self.job_id,
+                received_at=self.received_at,
+            )
+        except (TelegramAPIError, OSError) as exc:
+            log.error("result_not_delivered", error=type(exc).__name__, description=str(exc)[:300])
+            raise
+
+    async def _final_text(self, text: str, kind: str) -> None:
+        await finish_text(self.ctx, self.bot, self.target, text, kind=kind)
+
+
+def _mark_gone(msg: JobMessage, fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled():
+        return
+    if isinstance(fut.exception(), MessageGone):
+        msg.gone = True  # the user deleted it: stop editing; the result will come as a new message
+
+
+def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
+    """Drop progress states superseded by a later one in the same batch (the newest state wins)."""
+    out: list[JobEvent] = []
+    for i, ev in enumerate(events):
+        later = events[i + 1 :]
+        if isinstance(ev, Queued | Progress) and any(
+            isinstance(e, Queued | Progress | Started) for e in later
+        ):
+            continue
+        if isinstance(ev, Preview) and any(isinstance(e, Preview) for e in later):
+            continue
+        out.append(ev)
+    return out
+
+
+class EventConsumer:
+    """Reads the gateway's events for Telegram and keeps one tracker task per live job."""
+
+    def __init__(self, ctx: BotContext, bot: Bot, *, preview_interval_s: float = 3.0) -> None:
+        self.ctx = ctx
+        self.bot = bot
+        self.preview_interval_s = preview_interval_s
+        self._trackers: dict[str, _Tracker] = {}
+
+    def forget(self, job_id: str) -> None:
+        self._trackers.pop(job_id, None)
+
+    def dispatch(self, ev: JobEvent) -> None:
+        tracker = self._trackers.get(ev.job_id)
+        if tracker is None:
+            tracker = self._trackers[ev.job_id] = _Tracker(self, ev.job_id)
+            tracker.task = asyncio.create_task(tracker.run(), name=f"tg-job-{ev.job_id}")
+        tracker.queue.put_nowait(ev)
+
+    async def run(self) -> None:
+        """Consume forever; a broken subscription is re-opened after a short pause."""
+        while True:
+            try:
+                events = self.ctx.gateway.subscribe("telegram")
+                try:
+                    async for ev in events:
+                        self.dispatch(ev)
+                finally:
+                    aclose = getattr(events, "aclose", None)  # an async generator: close it now, not at GC
+                    if aclose is not None:
+                        await aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event_subscription_failed")
+            await asyncio.sleep(1.0)
+
+    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
+        """Let running trackers finish (results in flight), then cancel the rest."""
+        tasks = [t.task for t in self._trackers.values() if t.task is not None]
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,132 @@
+"""/cancel, /queue, /history and the admin's /stats."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+from bot.render import truncate
+from bot.telegram.callbacks import JobAction, JobCb
+from bot.telegram.context import BotContext
+from bot.telegram.filters import Addressed
+from bot.telegram.jobs import prompt_of
+from bot.telegram.replies import reply_text
+from comfybot.logs import get_logger
+from gateway.models import JobState, Role
+
+__all__ = ["router"]
+
+log = get_logger("telegram")
+router = Router(name=__name__)
+router.message.filter(Addressed())
+
+_STATE_MARK = {
+    JobState.QUEUED: "🕒",
+    JobState.SUBMITTED: "🕒",
+    JobState.RUNNING: "⏳",
+    JobState.SUCCEEDED: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELLED: "🚫",
+    JobState.TIMED_OUT: "⌛",
+}
+
+
+async def _latest_live_job(ctx: BotContext, user_id: int) -> str | None:
+    for record in await ctx.gateway.recent_jobs(str(user_id), 20):
+        if not JobState(record.state).terminal:
+            return str(record.job_id)
+    return None
+
+
+@router.message(Command("cancel"))
+async def cancel(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
+    assert message.from_user is not None
+    log.info("command_received", command="cancel", chat_id=message.chat.id)
+    job_id: str | None = None
+    replied = message.reply_to_message
+    if replied is not None:
+        job_id = ctx.messages.job_of(message.chat.id, replied.message_id)
+    if job_id is None:
+        job_id = await _latest_live_job(ctx, message.from_user.id)
+    if job_id is None:
+        await reply_text(
+            ctx, message, ctx.t(locale, "cancel.nothing"), kind="cancel", received_at=received_at
+        )
+        return
+    admin = ctx.role_of(message.from_user.id) is Role.ADMIN
+    ok = await ctx.gateway.cancel(job_id, by=str(message.from_user.id), admin=admin)
+    log.info("cancel_requested", job_id=job_id, ok=ok)
+    # On success the job's own message turns into "Cancelled"; a second message would be noise in groups.
+    if not ok:
+        await reply_text(ctx, message, ctx.t(locale, "cancel.failed"), kind="cancel", received_at=received_at)
+    elif message.chat.type == "private" and ctx.messages.get(job_id) is None:
+        await reply_text(ctx, message, ctx.t(locale, "cancel.done"), kind="cancel", received_at=received_at)
+
+
+@router.message(Command("queue"))
+async def queue(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
+    assert message.from_user is not None
+    log.info("command_received", command="queue", chat_id=message.chat.id)
+    info = await ctx.gateway.queue_info(str(message.from_user.id))
+    mine, depth = info.mine, info.depth
+    if not mine:
+        text = ctx.t(locale, "queue.empty", depth=depth)
+    else:
+        lines = [ctx.t(locale, "queue.header", depth=depth)]
+        for _job_id, position in mine:
+            if not position:
+                lines.append(ctx.t(locale, "queue.running"))
+            else:
+                lines.append(ctx.t(locale, "queue.line", position=position))
+        text = "\n".join(lines)
+    await reply_text(ctx, message, text, kind="queue", received_at=received_at)
+
+
+@router.message(Command("history"))
+async def history(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
+    assert message.from_user is not None
+    log.info("command_received", command="history", chat_id=message.chat.id)
+    records = await ctx.gateway.recent_jobs(str(message.from_user.id), 10)
+    if not records:
+        await reply_text(
+            ctx, message, ctx.t(locale, "history.empty"), kind="history", received_at=received_at
+        )
+        return
+    lines = [ctx.t(locale, "history.header")]
+    buttons: list[InlineKeyboardButton] = []
+    for n, record in enumerate(records, start=1):
+        req = record.request
+        wf = ctx.registry.get(req.workflow) if req.workflow in ctx.registry else None
+        prompt = truncate(prompt_of(wf, req.params), 60) or ctx.t(locale, "job.no_prompt")
+        mark = _STATE_MARK.get(JobState(record.state), "•")
+        lines.append(ctx.t(locale, "history.line", n=n, state=mark, prompt=prompt, workflow=req.workflow))
+        buttons.append(
+            InlineKeyboardButton(
+                text=f"🔁 {n}", callback_data=JobCb(action=JobAction.REROLL, job=record.job_id).pack()
+            )
+        )
+    markup = InlineKeyboardMarkup(inline_keyboard=[buttons[i : i + 5] for i in range(0, len(buttons), 5)])
+    await reply_text(ctx, message, "\n".join(lines), markup=markup, kind="history", received_at=received_at)
+
+
+@router.message(Command("stats"))
+async def stats(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
+    assert message.from_user is not None
+    log.info("command_received", command="stats", chat_id=message.chat.id)
+    if ctx.role_of(message.from_user.id) is not Role.ADMIN:
+        log.info("access_denied", reason="not_admin", command="stats")
+        await reply_text(
+            ctx, message, ctx.t(locale, "error.admin_only"), kind="denied", received_at=received_at
+        )
+        return
+    info = await ctx.gateway.queue_info(str(message.from_user.id))
+    recent = await ctx.gateway.recent_jobs(str(message.from_user.id), 50)
+    text = ctx.t(
+        locale,
+        "stats.text",
+        depth=info.depth,
+        recent=len(recent),
+        workflows=len(ctx.registry),
+    )
+    await reply_text(ctx, message, text, kind="stats", received_at=received_at)

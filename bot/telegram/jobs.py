@@ -1,0 +1,162 @@
+"""Turn a parsed request into a ``JobRequest``, submit it, and show the answer as the job's message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import Bot
+
+from bot.render import JobView
+from bot.telegram.context import BotContext, JobMessage
+from bot.telegram.keyboards import progress_keyboard
+from bot.telegram.replies import send_text
+from bot.telegram.sender import Priority
+from comfy.workflows import Workflow
+from comfybot.logs import get_logger
+from gateway.models import FailureCode, ImageRef, JobRequest, Queued, Role
+from gateway.service import Refused
+
+__all__ = ["Origin", "prompt_of", "refusal_text", "submit_job", "user_key"]
+
+log = get_logger("telegram")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, where, and which message to answer."""
+
+    user_id: int
+    chat_id: int
+    locale: str
+    request_id: str
+    received_at: float
+    reply_to_message_id: int | None = None
+    thread_id: int | None = None
+    role: Role = Role.USER
+
+
+def user_key(user_id: int | str) -> str:
+    """The key of a Telegram user's settings in the gateway's settings store."""
+    return f"telegram:{user_id}"
+
+
+def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
+    """The prompt text of a request, for captions and history (empty when the workflow has none)."""
+    name = workflow.prompt_param if workflow is not None else "prompt"
+    value = params.get(name or "prompt", "")
+    return value if isinstance(value, str) else ""
+
+
+def _bounds(ctx: BotContext, workflow: str, field: str, reason: str, value: Any) -> dict[str, Any]:
+    """What the manifest allows for ``field`` — the range a refusal message quotes."""
+    bounds: dict[str, Any] = {}
+    if workflow in ctx.registry:
+        spec = ctx.registry.get(workflow).params.get(field)
+        for name in ("min", "max", "max_length", "options"):
+            got = getattr(spec, name, None)
+            if got is not None:
+                bounds[name] = got
+        max_ratio = getattr(spec, "max_ratio", None)
+        if max_ratio is not None:
+            bounds["min_ratio"], bounds["max_ratio"] = f"1:{max_ratio:g}", f"{max_ratio:g}:1"
+        if getattr(spec, "type", None) == "seed" and reason in ("too_small", "too_large"):
+            bounds.setdefault("min", 0)
+    if isinstance(value, str):
+        bounds["length"] = len(value)
+    return bounds
+
+
+def refusal_text(ctx: BotContext, locale: str, refused: Refused, req: JobRequest) -> str:
+    """Localized text for a refusal: names the field and the allowed range when it can."""
+    if refused.code is FailureCode.UNKNOWN_WORKFLOW:
+        return ctx.t(
+            locale, "error.unknown_workflow_named", name=req.workflow, names=", ".join(ctx.registry.names())
+        )
+    if refused.code is FailureCode.INVALID_INPUT and refused.field and refused.reason:
+        value = req.params.get(refused.field)
+        bounds = _bounds(ctx, req.workflow, refused.field, refused.reason, value)
+        return ctx.renderer.param_error(locale, refused.field, refused.reason, bounds)
+    return ctx.renderer.failure(
+        locale, refused.code, request_id=req.request_id, retry_after_s=refused.retry_after_s
+    )
+
+
+async def submit_job(
+    ctx: BotContext,
+    bot: Bot,
+    origin: Origin,
+    workflow: str,
+    params: dict[str, Any],
+    inputs: dict[str, ImageRef] | None = None,
+) -> str | None:
+    """Submit; on acceptance send the job message (queue position + Cancel) and register it.
+
+    Returns the job id, or ``None`` when the gateway refused (the user got the reason).
+    """
+    req = JobRequest(
+        request_id=origin.request_id,
+        platform="telegram",
+        user_id=str(origin.user_id),
+        chat_id=str(origin.chat_id),
+        locale=origin.locale,
+        workflow=workflow,
+        params=params,
+        inputs=inputs or {},
+        reply_to={
+            "chat_id": origin.chat_id,
+            "message_id": origin.reply_to_message_id,
+            "thread_id": origin.thread_id,
+            "origin": ctx.instance,
+        },
+        role=origin.role,
+        received_at=origin.received_at,
+    )
+    result = await ctx.gateway.submit(req)
+    if isinstance(result, Refused):
+        code = result.code
+        if code is FailureCode.RATE_LIMITED:
+            log.info("rate_limited", retry_after_s=result.retry_after_s)
+            if not ctx.should_notify_rate_limit(str(origin.user_id)):
+                return None  # one "slow down" per window, not one per command
+        elif result.field:
+            log.info("validation_error", field=result.field, reason=result.reason)
+        elif code is FailureCode.ACCESS_DENIED:
+            log.info("access_denied")
+        else:
+            log.info("job_refused", code=code.value)
+        await send_text(
+            ctx,
+            bot,
+            origin.chat_id,
+            refusal_text(ctx, origin.locale, result, req),
+            reply_to=origin.reply_to_message_id,
+            kind="refusal",
+            received_at=origin.received_at,
+            thread_id=origin.thread_id,
+        )
+        return None
+    job_id: str = result.job_id
+    wf = ctx.registry.get(workflow) if workflow in ctx.registry else None
+    view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=origin.request_id)
+    queued = Queued(
+        job_id=job_id,
+        request_id=origin.request_id,
+        position=max(1, result.position),
+        depth=result.depth,
+        eta_s=result.eta_s,
+    )
+    msg = await send_text(
+        ctx,
+        bot,
+        origin.chat_id,
+        ctx.renderer.queued(origin.locale, view, queued),
+        reply_to=origin.reply_to_message_id,
+        markup=progress_keyboard(ctx.i18n, origin.locale, job_id),
+        kind="queued",
+        received_at=origin.received_at,
+        priority=Priority.REPLY,
+        thread_id=origin.thread_id,
+    )
+    ctx.messages.register(job_id, None if msg is None else JobMessage(origin.chat_id, msg.message_id))
+    return job_id
