@@ -342,6 +342,8 @@ def _to_config_error(
     if var is not None:
         value = env[var]  # what the operator typed, not the value after unit parsing
     shown = repr(value.get_secret_value() if isinstance(value, SecretStr) else value)
+    if any(word in str(loc[-1]) for word in ("token", "secret", "password")):
+        shown = "(hidden)"  # never echo a secret, even a malformed one
     if kind == "value_error":
         problem = str(ctx.get("error", err["msg"]))
     elif kind == "extra_forbidden":

@@ -332,6 +332,15 @@ def test_bad_toml_file(tmp_path: Path, text: str, expected: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_malformed_secret_is_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[telegram]\nbot_token = 1234567\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, path)
+    assert str(info.value).startswith(f"{path} [telegram] bot_token: (hidden)")
+    assert "1234567" not in str(info.value)
+
+
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match=r"^COMFYBOT_CONFIG: cannot read '/nonexistent/x.toml'"):
         load_settings({"COMFYBOT_CONFIG": "/nonexistent/x.toml"})
