@@ -196,9 +196,13 @@ class ComfyClient(ComfyHTTP):
             ever_connected = True
             try:
                 reason = await self._read(ws)
+            except Exception as exc:  # a bug must not end the reader for good: log it, reconnect
+                self._log.exception("comfyui_ws_reader_failed", error=f"{type(exc).__name__}: {exc}")
+                reason = f"reader_failed: {type(exc).__name__}"
             finally:
                 self._ws = None
-                await ws.close()
+                with contextlib.suppress(Exception):
+                    await ws.close()
             attempt = 1
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:

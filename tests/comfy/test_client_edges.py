@@ -164,3 +164,23 @@ async def test_no_origin_header_is_sent(session: aiohttp.ClientSession) -> None:
 
 async def test_default_name_is_host_and_port(session: aiohttp.ClientSession) -> None:
     assert ComfyClient("http://gpu-1:8188/", session).name == "gpu-1:8188"
+
+
+async def test_bad_frames_are_logged_and_skipped(session: aiohttp.ClientSession) -> None:
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_bytes(b"\x00")
+        await ws.send_str("not json")
+        await ws.send_str('{"type": "crystools.monitor", "data": {"cpu": 1}}')
+        await ws.send_str('{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 7}}}}')
+        async for _ in ws:
+            pass
+        return ws
+
+    with capture_logs() as logs:
+        async with http_server({("GET", "/ws"): ws_handler}) as url, ComfyClient(url, session) as client:
+            await until(lambda: client.last_queue_remaining == 7)
+            assert client.connected
+    assert len([e for e in logs if e["event"] == "comfyui_ws_bad_frame"]) == 2
+    assert not [e for e in logs if e["event"] == "comfyui_ws_reconnect"]
