@@ -72,7 +72,8 @@ class PromptTracker:
         self._queue_state = queue
         self._untrack = untrack
         self._stall_timeout_s = stall_timeout_s
-        self._deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        self._started = asyncio.get_running_loop().time()
+        self._deadline = None if timeout_s is None else self._started + timeout_s
         self._log = logger
         self._items: asyncio.Queue[ComfyEvent | Signal] = asyncio.Queue()
         self._outputs: dict[str, dict[str, Any]] = {}
@@ -203,6 +204,7 @@ class PromptTracker:
             status=result.status_str if error is None else error.code,
             images=len(result.images),
             source=source,
+            duration_ms=round((asyncio.get_running_loop().time() - self._started) * 1000),
         )
 
     async def _check(self, reason: str) -> None:

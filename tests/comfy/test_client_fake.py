@@ -133,6 +133,9 @@ async def test_success_events_in_order_and_images_downloaded(fake: FakeComfyUI, 
         "comfy",
         "fake",
     )
+    (finished,) = events_of(logs, "comfyui_prompt_finished")
+    assert (finished["status"], finished["source"], finished["images"]) == ("success", "ws", 1)
+    assert isinstance(finished["duration_ms"], int)
     (retrieved,) = events_of(logs, "image_retrieved")
     assert retrieved["bytes"] == len(data)
     assert all(not isinstance(v, bytes) for e in logs for v in e.values())  # never log the bytes
