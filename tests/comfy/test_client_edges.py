@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 
 from comfy.client import ComfyClient
 from comfy.errors import ComfyPromptLost, ComfyRejected, ComfyTimeout, ComfyUnreachable
-from comfy.events import ComfyEvent, Executing, Progress
+from comfy.events import ComfyEvent, Executing, PreviewImage, Progress
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 
 from .test_client_fake import collect, slow, txt2img, until
@@ -184,3 +185,30 @@ async def test_bad_frames_are_logged_and_skipped(session: aiohttp.ClientSession)
             assert client.connected
     assert len([e for e in logs if e["event"] == "comfyui_ws_bad_frame"]) == 2
     assert not [e for e in logs if e["event"] == "comfyui_ws_reconnect"]
+
+
+async def test_big_binary_frame_is_received(session: aiohttp.ClientSession) -> None:
+    big = b"\x89PNG\r\n\x1a\n" + bytes(6 * 1024 * 1024)  # over aiohttp's 4 MB default cap
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # the client's feature_flags
+        await ws.send_json({"type": "execution_start", "data": {"prompt_id": "big", "timestamp": 1}})
+        await ws.send_json(
+            {"type": "executing", "data": {"node": "7", "display_node": "7", "prompt_id": "big"}}
+        )
+        await ws.send_bytes(struct.pack(">II", 1, 2) + big)
+        await ws.send_json({"type": "execution_success", "data": {"prompt_id": "big", "timestamp": 2}})
+        await ws.send_json({"type": "executing", "data": {"node": None, "prompt_id": "big"}})
+        async for _ in ws:
+            pass
+        return ws
+
+    async with http_server({("GET", "/ws"): ws_handler}) as url:
+        client = ComfyClient(url, session)
+        async with client.track("big") as tracker, client:
+            events = await collect(tracker, [])
+    (preview,) = [e for e in events if isinstance(e, PreviewImage)]
+    assert (preview.prompt_id, preview.node_id, preview.mime) == ("big", "7", "image/png")
+    assert preview.data == big
