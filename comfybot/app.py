@@ -1,0 +1,134 @@
+"""``comfybot run`` and ``comfybot doctor``: the one startup module of the all-in-one process.
+
+It decides what this process is from the settings alone, opens the resources in nested ``async with``
+blocks and passes them down (STYLE.md §1, §9):
+
+- chat front ends that have a token (Telegram) + workers for ``COMFYUI_URLS``: the usual single process;
+- with ``REDIS_URL``: the same process can be front-end-only (no ``COMFYUI_URLS``) or worker-only
+  (no chat token) and share the queue with any number of others.
+
+A configuration that can do nothing useful is refused with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import aiohttp
+import structlog
+
+from comfy import ComfyClient
+from comfy.errors import ComfyError
+from comfy.workflows import WorkflowRegistry, check_object_info, load_workflows
+from comfybot.config import Settings
+
+log = structlog.get_logger(component="comfybot")
+
+EXIT_NOTHING_TO_DO = 2
+
+
+def plan(settings: Settings) -> str | None:
+    """Why this configuration cannot run (one line), or None when it can."""
+    front_end = settings.telegram.enabled
+    if not settings.comfy.urls and settings.redis is None:
+        return (
+            "COMFYUI_URLS is not set: no ComfyUI server would run the jobs "
+            "(or set REDIS_URL to share a queue)"
+        )
+    if not front_end and settings.redis is None:
+        return (
+            "no front end is configured: set TELEGRAM_BOT_TOKEN "
+            "(or REDIS_URL to run this process as a worker for other front ends)"
+        )
+    if not front_end and not settings.comfy.urls:
+        return "neither a front end (TELEGRAM_BOT_TOKEN) nor ComfyUI servers (COMFYUI_URLS): nothing to run"
+    return None
+
+
+def _refuse(reason: str) -> int:
+    log.error("startup_refused", reason=reason)
+    sys.stderr.write(f"comfybot: {reason}\n")
+    return EXIT_NOTHING_TO_DO
+
+
+async def run(settings: Settings) -> int:
+    """Run everything the settings configure until SIGINT/SIGTERM. Returns the exit status."""
+    reason = plan(settings)
+    if reason is not None:
+        return _refuse(reason)
+    if settings.discord.enabled:
+        log.warning("discord_front_end_unavailable",
+                    detail="DISCORD_BOT_TOKEN is set, but this version ships the Telegram front end only")
+    # Imported here so `comfybot --help`, `monitor` and `trace` stay fast and need no aiogram import.
+    from bot.telegram.app import run_telegram
+    from gateway.app import open_gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows' default loop
+            loop.add_signal_handler(sig, stop.set)
+
+    async with aiohttp.ClientSession() as session, \
+            open_gateway(settings, session, workers=bool(settings.comfy.urls)) as gateway:
+        tasks: list[asyncio.Task[None]] = []
+        if settings.telegram.enabled:
+            tasks.append(asyncio.create_task(
+                run_telegram(settings.telegram, gateway, gateway.registry),
+                name="telegram",
+            ))
+        else:
+            log.info("worker_only", detail="no chat front end configured; running jobs from the shared queue")
+        log.info("comfybot_started", front_ends=["telegram"] if tasks else [],
+                 servers=len(settings.comfy.urls), backend="redis" if settings.redis else "memory")
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+        for task in [stopper, *tasks]:
+            task.cancel()
+        await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        for task in failed:
+            log.error("front_end_crashed", task=task.get_name(), exc_info=task.exception())
+    log.info("comfybot_stopped")
+    return 1 if failed else 0
+
+
+async def doctor(settings: Settings) -> int:
+    """Check each workflow against each server's ``/object_info``; print a report; 0 when all is well."""
+    out = sys.stdout
+    try:
+        registry: WorkflowRegistry = load_workflows(
+            [settings.paths.workflows_dir] if settings.paths.workflows_dir else [], settings.models
+        )
+    except Exception as exc:  # a load error is the report here, not a traceback
+        out.write(f"✗ workflows: {exc}\n")
+        return 1
+    out.write(f"✓ workflows: {', '.join(registry.names())}\n")
+    if not settings.comfy.urls:
+        out.write("✗ COMFYUI_URLS is not set\n")
+        return 1
+    problems = 0
+    async with aiohttp.ClientSession() as session:
+        for url in settings.comfy.urls:
+            client = ComfyClient(url, session, request_timeout_s=settings.comfy.request_timeout_s)
+            try:
+                stats = await client.system_stats()
+                info = await client.object_info()
+            except ComfyError as exc:
+                out.write(f"✗ {client.name}: unreachable ({type(exc).__name__})\n")
+                problems += 1
+                continue
+            version = stats.get("system", {}).get("comfyui_version", "?")
+            out.write(f"✓ {client.name}: ComfyUI {version}, {len(info)} node types\n")
+            for workflow in registry:
+                missing = check_object_info(workflow, info)
+                if missing:
+                    problems += 1
+                    out.write(f"  ✗ {workflow.name}:\n")
+                    out.writelines(f"      - {line}\n" for line in missing)
+                else:
+                    out.write(f"  ✓ {workflow.name}\n")
+    return 1 if problems else 0
