@@ -106,6 +106,7 @@ class TelegramFrontend:
         self.consumer = EventConsumer(self.ctx, bot, preview_interval_s=preview_interval_s)
         self.polling_timeout = polling_timeout
         self._tasks: list[asyncio.Task[Any]] = []
+        self._commands_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
 
@@ -114,7 +115,8 @@ class TelegramFrontend:
         me = await self.bot.get_me()
         self.ctx.bot_id, self.ctx.bot_username = me.id, me.username or ""
         await self.sender.start()
-        await self.set_commands()
+        # Menu commands are a nicety: register them in the background, within the sender's limits.
+        self._commands_task = asyncio.create_task(self.set_commands(), name="telegram-commands")
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="telegram-events"))
         if self.settings.mode == "webhook":
             await self._start_webhook()
@@ -197,9 +199,10 @@ class TelegramFrontend:
             if task.get_name() == "telegram-events":
                 task.cancel()
         await self.consumer.drain()
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._commands_task] if self._commands_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.sender.close()
         if self._own_bot:
             await self.bot.session.close()

@@ -259,16 +259,16 @@ async def deliver_images(
     old = target.live_message
     if len(refs) == 1:
         sent, kind = await _send_single(ctx, bot, target, refs[0], blobs[0], caption, markup, oversize)
+        log_response(kind, size=total, received_at=received_at, images=1)
         if sent is not None:
             ctx.messages.link(sent.chat.id, sent.message_id, job_id)
             if old is not None:
                 await remove_message(ctx, bot, old)
-        log_response(kind, size=total, received_at=received_at, images=1)
         return
     await _send_album(ctx, bot, target, refs, blobs, caption, markup, oversize, job_id)
+    log_response("album", size=total, received_at=received_at, images=len(refs))
     if old is not None:
         await remove_message(ctx, bot, old)
-    log_response("album", size=total, received_at=received_at, images=len(refs))
 
 
 async def _send_album(

@@ -1,0 +1,139 @@
+"""End-to-end harness: the real aiogram client against FakeTelegram, the real gateway, a fake ComfyUI."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from bot.telegram.app import TelegramFrontend
+from bot.telegram.sender import SenderLimits
+from comfy import ComfyClient
+from comfy.workflows import WorkflowRegistry, load_workflows
+from comfybot.config import TelegramSettings
+from gateway.app import WorkerOptions, run_gateway
+from gateway.backend import Backend
+from gateway.limits import AccessPolicy, Limits
+from gateway.memory import MemoryBackend
+from gateway.service import Gateway
+from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
+from tests.fakes.telegram import FakeTelegram, RateLimits, StoredMessage
+
+CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
+UPSCALERS = ("RealESRGAN_x4plus.pth", "4x-UltraSharp.pth")
+FAST = WorkerOptions(
+    lease_s=3.0, retry_backoff_s=0.05, health_interval_s=0.3, cleanup_interval_s=3600, retry_acquire_timeout_s=1.0
+)
+
+
+def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 80, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg(width: int = 64, height: int = 48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 200)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@dataclass
+class Bench:
+    """Everything a Telegram end-to-end test touches."""
+
+    fake: FakeTelegram
+    comfy: FakeComfyUI
+    gateway: Gateway
+    backend: Backend
+    frontend: TelegramFrontend
+    registry: WorkflowRegistry
+
+    def bot_msgs(self, chat_id: int) -> list[StoredMessage]:
+        return self.fake.bot_messages(chat_id)
+
+    async def until(self, condition: Callable[[], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
+        return await self.fake.wait_until(condition, timeout=timeout)
+
+    async def result(self, chat_id: int, timeout: float = 20.0) -> StoredMessage:
+        """The first bot message in ``chat_id`` that carries a picture and the result buttons."""
+
+        def found() -> StoredMessage | None:
+            for m in self.bot_msgs(chat_id):
+                if (m.photo or m.document) and any("j:r:" in b.get("callback_data", "") for row in m.buttons for b in row):
+                    return m
+            return None
+
+        msg: StoredMessage = await self.until(found, timeout)
+        return msg
+
+    async def text_reply(self, chat_id: int, needle: str, timeout: float = 20.0) -> StoredMessage:
+        def found() -> StoredMessage | None:
+            return next((m for m in self.bot_msgs(chat_id) if needle in (m.text or m.caption or "")), None)
+
+        msg: StoredMessage = await self.until(found, timeout)
+        return msg
+
+
+@pytest.fixture(scope="session")
+def registry() -> WorkflowRegistry:
+    return load_workflows()
+
+
+@asynccontextmanager
+async def bench(
+    data_dir: Path,
+    registry: WorkflowRegistry,
+    *,
+    backend: Backend | None = None,
+    limits: Limits | None = None,
+    access: AccessPolicy | None = None,
+    comfy_options: dict[str, Any] | None = None,
+    telegram_limits: RateLimits | None = None,
+    sender_limits: SenderLimits | None = None,
+    previews: bool = False,
+    capacity: int = 2,
+    rate_limits_enabled: bool = True,
+    frontend_options: dict[str, Any] | None = None,
+) -> AsyncIterator[Bench]:
+    async with AsyncExitStack() as stack:
+        comfy = await stack.enter_async_context(
+            running_fake_comfyui(
+                **{"checkpoints": CHECKPOINTS, "upscale_models": UPSCALERS, "step_delay_s": 0.01, **(comfy_options or {})}
+            )
+        )
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        backend = await stack.enter_async_context(backend or MemoryBackend())
+        from gateway.storage import ImageStore
+
+        store = ImageStore(data_dir)
+        client = await stack.enter_async_context(
+            ComfyClient(comfy.url, session, name="comfy0", ws_stall_timeout_s=2.0, request_timeout_s=5.0)
+        )
+        gateway = await stack.enter_async_context(
+            run_gateway(
+                backend, registry, store, [client], capacity=capacity, limits=limits, access=access, options=FAST
+            )
+        )
+        fake = await stack.enter_async_context(
+            FakeTelegram(limits=telegram_limits, rate_limits_enabled=rate_limits_enabled)
+        )
+        settings = TelegramSettings(bot_token=fake.token, api_base=fake.url, previews=previews)
+        frontend = TelegramFrontend(
+            settings,
+            gateway,
+            registry,
+            bot=fake.make_bot(),
+            sender_limits=sender_limits,
+            polling_timeout=1,
+            **(frontend_options or {}),
+        )
+        await stack.enter_async_context(frontend)
+        yield Bench(fake, comfy, gateway, backend, frontend, registry)
