@@ -23,6 +23,7 @@ from comfy.events import (
     Executing,
     ExecutionStart,
     FeatureFlags,
+    Logs,
     PreviewImage,
     Progress,
     ProgressText,
@@ -272,6 +273,8 @@ class ComfyClient(ComfyHTTP):
             case UnknownEvent():
                 self._log.debug("comfyui_ws_unknown_event", type=event.type)
                 return
+            case Logs():
+                return  # we never subscribe; another client's subscription is not our business
             case ExecutionStart():
                 self._running_prompt, self._running_node = event.prompt_id, None
                 prompt_id = event.prompt_id

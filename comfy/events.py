@@ -23,6 +23,7 @@ __all__ = [
     "ExecutionStart",
     "ExecutionSuccess",
     "FeatureFlags",
+    "Logs",
     "NodeState",
     "PreviewImage",
     "Progress",
@@ -169,6 +170,14 @@ class FeatureFlags:
 
 
 @dataclass(frozen=True)
+class Logs:
+    """Server log lines; only sent after ``/internal/logs/subscribe``. ``size``: terminal size or None."""
+
+    entries: tuple[Mapping[str, Any], ...]
+    size: Any = None
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A message this client does not model (custom nodes, ``logs``, unknown binary types)."""
 
@@ -190,6 +199,7 @@ ComfyEvent = (
     | PreviewImage
     | ProgressText
     | FeatureFlags
+    | Logs
     | UnknownEvent
 )
 
@@ -284,6 +294,10 @@ def parse_json(type_: str, data: Any) -> ComfyEvent:
             )
         case "feature_flags":
             return FeatureFlags(dict(data))
+        case "logs":
+            entries = data.get("entries")
+            rows = tuple(e for e in entries if isinstance(e, Mapping)) if isinstance(entries, list) else ()
+            return Logs(rows, data.get("size"))
         case _:
             return UnknownEvent(type_, data)
 

@@ -18,6 +18,7 @@ from comfy.events import (
     ExecutionStart,
     ExecutionSuccess,
     FeatureFlags,
+    Logs,
     PreviewImage,
     Progress,
     ProgressState,
@@ -173,6 +174,11 @@ def test_unknown_types_are_kept_not_dropped() -> None:
 def test_malformed_binary_frames_raise_value_error(frame: bytes) -> None:
     with pytest.raises(ValueError):
         parse_binary(frame)
+
+
+def test_logs_message() -> None:
+    event = parse_json("logs", {"entries": [{"t": "2025-10-12", "m": "loaded\n"}, "junk"], "size": None})
+    assert event == Logs(({"t": "2025-10-12", "m": "loaded\n"},), None)
 
 
 def test_missing_fields_do_not_raise() -> None:
