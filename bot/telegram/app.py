@@ -55,9 +55,7 @@ def build_dispatcher(ctx: BotContext) -> Dispatcher:
     """The one place routers are composed; ``ctx`` is injected into every handler."""
     dp = Dispatcher(ctx=ctx)
     dp.update.outer_middleware(RequestContextMiddleware(ctx))
-    dp.include_routers(
-        basic.router, generate.router, jobs.router, settings.router, buttons.router, errors.router
-    )
+    dp.include_routers(*(m.make_router() for m in (basic, generate, jobs, settings, buttons, errors)))
     return dp
 
 

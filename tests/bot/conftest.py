@@ -29,7 +29,11 @@ from tests.fakes.telegram import FakeTelegram, RateLimits, StoredMessage
 CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
 UPSCALERS = ("RealESRGAN_x4plus.pth", "4x-UltraSharp.pth")
 FAST = WorkerOptions(
-    lease_s=3.0, retry_backoff_s=0.05, health_interval_s=0.3, cleanup_interval_s=3600, retry_acquire_timeout_s=1.0
+    lease_s=3.0,
+    retry_backoff_s=0.05,
+    health_interval_s=0.3,
+    cleanup_interval_s=3600,
+    retry_acquire_timeout_s=1.0,
 )
 
 
@@ -62,19 +66,21 @@ class Bench:
     async def until(self, condition: Callable[[], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
         return await self.fake.wait_until(condition, timeout=timeout)
 
-    async def result(self, chat_id: int, timeout: float = 20.0) -> StoredMessage:
+    async def result(self, chat_id: int, timeout: float = 20.0) -> StoredMessage:  # noqa: ASYNC109
         """The first bot message in ``chat_id`` that carries a picture and the result buttons."""
 
         def found() -> StoredMessage | None:
             for m in self.bot_msgs(chat_id):
-                if (m.photo or m.document) and any("j:r:" in b.get("callback_data", "") for row in m.buttons for b in row):
+                if (m.photo or m.document) and any(
+                    "j:r:" in b.get("callback_data", "") for row in m.buttons for b in row
+                ):
                     return m
             return None
 
         msg: StoredMessage = await self.until(found, timeout)
         return msg
 
-    async def text_reply(self, chat_id: int, needle: str, timeout: float = 20.0) -> StoredMessage:
+    async def text_reply(self, chat_id: int, needle: str, timeout: float = 20.0) -> StoredMessage:  # noqa: ASYNC109
         def found() -> StoredMessage | None:
             return next((m for m in self.bot_msgs(chat_id) if needle in (m.text or m.caption or "")), None)
 
@@ -106,7 +112,12 @@ async def bench(
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
             running_fake_comfyui(
-                **{"checkpoints": CHECKPOINTS, "upscale_models": UPSCALERS, "step_delay_s": 0.01, **(comfy_options or {})}
+                **{
+                    "checkpoints": CHECKPOINTS,
+                    "upscale_models": UPSCALERS,
+                    "step_delay_s": 0.01,
+                    **(comfy_options or {}),
+                }
             )
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -119,7 +130,14 @@ async def bench(
         )
         gateway = await stack.enter_async_context(
             run_gateway(
-                backend, registry, store, [client], capacity=capacity, limits=limits, access=access, options=FAST
+                backend,
+                registry,
+                store,
+                [client],
+                capacity=capacity,
+                limits=limits,
+                access=access,
+                options=FAST,
             )
         )
         fake = await stack.enter_async_context(

@@ -17,11 +17,9 @@ from bot.telegram.keyboards import language_keyboard
 from bot.telegram.replies import reply_text
 from comfybot.logs import get_logger
 
-__all__ = ["answer_callback", "router", "workflows_text"]
+__all__ = ["answer_callback", "make_router", "workflows_text"]
 
 log = get_logger("telegram")
-router = Router(name=__name__)
-router.message.filter(Addressed())
 
 
 async def answer_callback(query: CallbackQuery, text: str | None = None, *, alert: bool = False) -> None:
@@ -32,13 +30,11 @@ async def answer_callback(query: CallbackQuery, text: str | None = None, *, aler
         log.info("callback_answer_failed", error=type(exc).__name__, description=exc.message)
 
 
-@router.message(CommandStart())
 async def start(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     log.info("command_received", command="start", chat_id=message.chat.id)
     await reply_text(ctx, message, ctx.t(locale, "start.text"), kind="start", received_at=received_at)
 
 
-@router.message(Command("help"))
 async def help_(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     log.info("command_received", command="help", chat_id=message.chat.id)
     await reply_text(ctx, message, ctx.t(locale, "help.text"), kind="help", received_at=received_at)
@@ -59,7 +55,6 @@ def workflows_text(ctx: BotContext, locale: str, current: str | None) -> str:
     return "\n".join(lines)
 
 
-@router.message(Command("workflows"))
 async def workflows(
     message: Message, ctx: BotContext, locale: str, user_settings: dict[str, Any], received_at: float
 ) -> None:
@@ -70,7 +65,6 @@ async def workflows(
     )
 
 
-@router.message(Command("language"))
 async def language(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     log.info("command_received", command="language", chat_id=message.chat.id)
     await reply_text(
@@ -91,7 +85,6 @@ async def save_setting(ctx: BotContext, user_id: int, key: str, value: Any) -> d
     return current
 
 
-@router.callback_query(LangCb.filter())
 async def language_chosen(query: CallbackQuery, callback_data: LangCb, ctx: BotContext) -> None:
     code = callback_data.code
     if code not in ctx.i18n.catalogues:
@@ -121,3 +114,15 @@ async def language_chosen(query: CallbackQuery, callback_data: LangCb, ctx: BotC
             log.info("edit_failed", error=type(exc).__name__)
         except Exception as exc:  # MessageGone: the menu was deleted; the setting is saved anyway
             log.info("edit_failed", error=type(exc).__name__)
+
+
+def make_router() -> Router:
+    """A fresh router (a router attaches to one dispatcher; tests and restarts build several)."""
+    router = Router(name=__name__)
+    router.message.filter(Addressed())
+    router.message.register(start, CommandStart())
+    router.message.register(help_, Command("help"))
+    router.message.register(workflows, Command("workflows"))
+    router.message.register(language, Command("language"))
+    router.callback_query.register(language_chosen, LangCb.filter())
+    return router

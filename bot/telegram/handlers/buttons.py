@@ -16,10 +16,9 @@ from bot.telegram.jobs import Origin, submit_job
 from comfybot.logs import get_logger
 from gateway.models import Role, short_id
 
-__all__ = ["router"]
+__all__ = ["make_router"]
 
 log = get_logger("telegram")
-router = Router(name=__name__)
 
 VARIATIONS = 4
 _INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
@@ -43,7 +42,6 @@ def _info_text(ctx: BotContext, locale: str, record: Any) -> str:
     return truncate(text, 200)
 
 
-@router.callback_query(JobCb.filter())
 async def job_button(
     query: CallbackQuery,
     callback_data: JobCb,
@@ -106,3 +104,10 @@ async def job_button(
         params["batch"] = max(1, min(VARIATIONS, int(top if top is not None else VARIATIONS)))
     await answer_callback(query, ctx.t(locale, "button.queued"))
     await submit_job(ctx, msg.bot, origin, req.workflow, params, dict(req.inputs))
+
+
+def make_router() -> Router:
+    """A fresh router (a router attaches to one dispatcher; tests and restarts build several)."""
+    router = Router(name=__name__)
+    router.callback_query.register(job_button, JobCb.filter())
+    return router

@@ -10,13 +10,11 @@ from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.replies import reply_text
 from comfybot.logs import get_logger
 
-__all__ = ["router"]
+__all__ = ["make_router"]
 
 log = get_logger("telegram")
-router = Router(name=__name__)
 
 
-@router.errors()
 async def on_error(event: ErrorEvent, ctx: BotContext, locale: str = "en", request_id: str = "") -> bool:
     log.error("handler_failed", error=type(event.exception).__name__, exc_info=event.exception)
     text = ctx.renderer.failure(locale, "internal", request_id=request_id or None)
@@ -29,3 +27,10 @@ async def on_error(event: ErrorEvent, ctx: BotContext, locale: str = "en", reque
         except Exception:  # the chat itself may be the problem; the error is logged above
             log.warning("error_reply_failed", exc_info=True)
     return True
+
+
+def make_router() -> Router:
+    """A fresh router (a router attaches to one dispatcher; tests and restarts build several)."""
+    router = Router(name=__name__)
+    router.errors.register(on_error)
+    return router

@@ -18,11 +18,9 @@ from comfy.workflows import Workflow
 from comfybot.logs import get_logger
 from gateway.models import ImageRef
 
-__all__ = ["router", "start_generation"]
+__all__ = ["make_router", "start_generation"]
 
 log = get_logger("telegram")
-router = Router(name=__name__)
-router.message.filter(Addressed())
 
 
 def _image_workflow(ctx: BotContext, settings: dict[str, Any]) -> str | None:
@@ -120,7 +118,6 @@ async def start_generation(
     await submit_job(ctx, bot, origin, name, params, inputs)
 
 
-@router.message(Command("generate", "g", "imagine"))
 async def generate(
     message: Message,
     command: CommandObject,
@@ -160,7 +157,6 @@ def _caption_text(message: Message) -> str:
     return caption
 
 
-@router.message(F.photo | F.document)
 async def picture(
     message: Message,
     ctx: BotContext,
@@ -186,3 +182,12 @@ async def picture(
         received_at=received_at,
         image_message=message,
     )
+
+
+def make_router() -> Router:
+    """A fresh router (a router attaches to one dispatcher; tests and restarts build several)."""
+    router = Router(name=__name__)
+    router.message.filter(Addressed())
+    router.message.register(generate, Command("generate", "g", "imagine"))
+    router.message.register(picture, F.photo | F.document)
+    return router

@@ -15,11 +15,9 @@ from bot.telegram.replies import reply_text
 from comfybot.logs import get_logger
 from gateway.models import JobState, Role
 
-__all__ = ["router"]
+__all__ = ["make_router"]
 
 log = get_logger("telegram")
-router = Router(name=__name__)
-router.message.filter(Addressed())
 
 _STATE_MARK = {
     JobState.QUEUED: "🕒",
@@ -39,7 +37,6 @@ async def _latest_live_job(ctx: BotContext, user_id: int) -> str | None:
     return None
 
 
-@router.message(Command("cancel"))
 async def cancel(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     assert message.from_user is not None
     log.info("command_received", command="cancel", chat_id=message.chat.id)
@@ -64,7 +61,6 @@ async def cancel(message: Message, ctx: BotContext, locale: str, received_at: fl
         await reply_text(ctx, message, ctx.t(locale, "cancel.done"), kind="cancel", received_at=received_at)
 
 
-@router.message(Command("queue"))
 async def queue(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     assert message.from_user is not None
     log.info("command_received", command="queue", chat_id=message.chat.id)
@@ -83,7 +79,6 @@ async def queue(message: Message, ctx: BotContext, locale: str, received_at: flo
     await reply_text(ctx, message, text, kind="queue", received_at=received_at)
 
 
-@router.message(Command("history"))
 async def history(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     assert message.from_user is not None
     log.info("command_received", command="history", chat_id=message.chat.id)
@@ -110,7 +105,6 @@ async def history(message: Message, ctx: BotContext, locale: str, received_at: f
     await reply_text(ctx, message, "\n".join(lines), markup=markup, kind="history", received_at=received_at)
 
 
-@router.message(Command("stats"))
 async def stats(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     assert message.from_user is not None
     log.info("command_received", command="stats", chat_id=message.chat.id)
@@ -130,3 +124,14 @@ async def stats(message: Message, ctx: BotContext, locale: str, received_at: flo
         workflows=len(ctx.registry),
     )
     await reply_text(ctx, message, text, kind="stats", received_at=received_at)
+
+
+def make_router() -> Router:
+    """A fresh router (a router attaches to one dispatcher; tests and restarts build several)."""
+    router = Router(name=__name__)
+    router.message.filter(Addressed())
+    router.message.register(cancel, Command("cancel"))
+    router.message.register(queue, Command("queue"))
+    router.message.register(history, Command("history"))
+    router.message.register(stats, Command("stats"))
+    return router

@@ -24,11 +24,9 @@ from bot.telegram.replies import reply_text
 from bot.telegram.sender import MessageGone
 from comfybot.logs import get_logger
 
-__all__ = ["router", "settings_text"]
+__all__ = ["make_router", "settings_text"]
 
 log = get_logger("telegram")
-router = Router(name=__name__)
-router.message.filter(Addressed())
 
 
 def settings_text(ctx: BotContext, locale: str, settings: dict[str, Any]) -> str:
@@ -37,7 +35,6 @@ def settings_text(ctx: BotContext, locale: str, settings: dict[str, Any]) -> str
     return ctx.t(locale, "settings.text", workflow=workflow, ar=ar, language=ctx.t(locale, f"lang.{locale}"))
 
 
-@router.message(Command("settings"))
 async def show_settings(
     message: Message, ctx: BotContext, locale: str, user_settings: dict[str, Any], received_at: float
 ) -> None:
@@ -74,7 +71,6 @@ async def _edit_menu(ctx: BotContext, query: CallbackQuery, text: str, markup: I
         log.info("edit_failed", error=type(exc).__name__)
 
 
-@router.callback_query(SetCb.filter())
 async def settings_button(
     query: CallbackQuery, callback_data: SetCb, ctx: BotContext, locale: str, user_settings: dict[str, Any]
 ) -> None:
@@ -130,3 +126,12 @@ async def settings_button(
     else:
         await answer_callback(query)
     await _edit_menu(ctx, query, settings_text(ctx, locale, settings), settings_keyboard(ctx.i18n, locale))
+
+
+def make_router() -> Router:
+    """A fresh router (a router attaches to one dispatcher; tests and restarts build several)."""
+    router = Router(name=__name__)
+    router.message.filter(Addressed())
+    router.message.register(show_settings, Command("settings"))
+    router.callback_query.register(settings_button, SetCb.filter())
+    return router
