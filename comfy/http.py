@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from comfy.errors import (
     ComfyRejected,
@@ -18,8 +19,6 @@ from comfy.errors import (
 from comfy.results import OutputImage, PromptResult, QueueState
 
 __all__ = ["ComfyHTTP"]
-
-log = structlog.get_logger(__name__)
 
 
 class ComfyHTTP:
@@ -42,7 +41,9 @@ class ComfyHTTP:
         self.client_id = client_id
         self._session = session
         self._request_timeout_s = request_timeout_s
-        self._log = log.bind(component="comfy", backend=self.name)
+        # A lazy proxy with initial values (not `.bind()`, which would freeze today's configuration):
+        # logging may be configured after the client is built and tests capture logs per test.
+        self._log: FilteringBoundLogger = structlog.get_logger(__name__, component="comfy", backend=self.name)
 
     async def _request(
         self,

@@ -10,8 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from PIL import Image
-from structlog.testing import capture_logs
+from structlog.testing import LogCapture, capture_logs
 
 from comfy.client import ComfyClient
 from comfy.errors import (
@@ -380,3 +381,18 @@ async def test_graph_is_not_mutated(client: ComfyClient) -> None:
     frozen = copy.deepcopy(graph)
     await run(client, graph, "immut")
     assert graph == frozen
+
+
+async def test_caller_context_reaches_client_lines(client: ComfyClient) -> None:
+    """The jq recipe `select(.request_id==...)` finds the client's lines: contextvars bound by the caller."""
+    capture = LogCapture()
+    old = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        with structlog.contextvars.bound_contextvars(request_id="req-ctx", job_id="job-1"):
+            await run(client, txt2img(), "ctx", request_id="req-ctx")
+    finally:
+        structlog.configure(**old)
+    mine = {e["event"] for e in capture.entries if e.get("request_id") == "req-ctx"}
+    assert {"comfyui_prompt_sent", "comfyui_prompt_finished"} <= mine
+    assert all(e["component"] == "comfy" for e in capture.entries if e["event"].startswith("comfyui_"))
