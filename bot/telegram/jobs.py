@@ -36,6 +36,9 @@ class Origin:
     role: Role = Role.USER
 
 
+_BUSY = frozenset({FailureCode.RATE_LIMITED, FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL})
+
+
 def user_key(user_id: int | str) -> str:
     """The key of a Telegram user's settings in the gateway's settings store."""
     return f"telegram:{user_id}"
@@ -115,10 +118,10 @@ async def submit_job(
     result = await ctx.gateway.submit(req)
     if isinstance(result, Refused):
         code = result.code
-        if code is FailureCode.RATE_LIMITED:
-            log.info("rate_limited", retry_after_s=result.retry_after_s)
-            if not ctx.should_notify_rate_limit(str(origin.user_id)):
-                return None  # one "slow down" per window, not one per command
+        if code in _BUSY:
+            log.info("rate_limited", code=code.value, retry_after_s=result.retry_after_s)
+            if not ctx.should_notify_rate_limit(f"{origin.user_id}:{code.value}"):
+                return None  # one "slow down" per window, not one per command: replies cost rate too
         elif result.field:
             log.info("validation_error", field=result.field, reason=result.reason)
         elif code is FailureCode.ACCESS_DENIED:
