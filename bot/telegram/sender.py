@@ -10,8 +10,9 @@ back to a new message when an edit was refused, escalated a 51 s wait to hours. 
 * progress edits are **coalesced** per message: a pending edit is replaced by the newer one (the
   latest state wins), never queued behind it;
 * sends are never dropped; final results go before progress edits, in a chat and across chats;
-* ``TelegramRetryAfter`` → wait exactly ``retry_after`` (the chat's queue, or every chat for an
-  operation without one) and retry the **same** operation — never a duplicate, never a new message;
+* ``TelegramRetryAfter`` → wait exactly ``retry_after`` and retry the **same** operation — never a
+  duplicate, never a new message. The chat waits; when 429s hit two chats within the global window
+  the limit is the bot-wide one and every chat waits;
 * "message is not modified" is success; "message to edit not found" / "message can't be edited"
   raise :class:`MessageGone` so the caller sends the result as a new message;
   ``TelegramEntityTooLarge`` propagates to the caller's fallback (send as a document).
@@ -211,6 +212,7 @@ class TelegramSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._global_done: deque[float] = deque()
         self._global_blocked_until = 0.0
+        self._recent_429: deque[tuple[float, int]] = deque()
         self._finalized: OrderedDict[tuple[int, Hashable], None] = OrderedDict()
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
@@ -519,11 +521,25 @@ class TelegramSender:
         return False
 
     def _on_retry_after(self, chat: _Chat, op: _Op[Any], exc: TelegramRetryAfter) -> bool:
-        method = exc.method.__api_method__
-        log.warning("telegram_retry_after", method=method, retry_after=exc.retry_after,
-                    chat_id=op.chat_id, attempt=op.retries_429 + 1)
-        until = self._clock() + exc.retry_after
+        now = self._clock()
+        until = now + exc.retry_after
         chat.blocked_until = max(chat.blocked_until, until)
+        # Telegram does not say which limit it was. 429s in two different chats within a window
+        # mean the bot-wide limit: then every chat waits, not just this one.
+        while self._recent_429 and self._recent_429[0][0] <= now - self.limits.global_window_s:
+            self._recent_429.popleft()
+        is_global = any(c != op.chat_id for _, c in self._recent_429)
+        self._recent_429.append((now, op.chat_id))
+        if is_global:
+            self._global_blocked_until = max(self._global_blocked_until, until)
+        log.warning(
+            "telegram_retry_after",
+            method=exc.method.__api_method__,
+            retry_after=exc.retry_after,
+            chat_id=op.chat_id,
+            scope="global" if is_global else "chat",
+            attempt=op.retries_429 + 1,
+        )
         if op.retries_429 >= self.limits.max_retry_after:
             self._failed(op, exc)
             return False

@@ -10,12 +10,12 @@ import asyncio
 import heapq
 import io
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiogram import Bot
 from aiogram.exceptions import TelegramEntityTooLarge
-from aiogram.types import BufferedInputFile, InputMediaPhoto
+from aiogram.types import BufferedInputFile, InputMediaPhoto, Message
 from PIL import Image
 from structlog.testing import capture_logs
 
@@ -38,6 +38,7 @@ class VirtualClock:
         self.auto = auto
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._slept = asyncio.Event()
 
     def __call__(self) -> float:
         return self.now
@@ -49,7 +50,18 @@ class VirtualClock:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self.now + delay, next(self._seq), fut))
+        self._slept.set()
+        self._slept = asyncio.Event()
         await fut
+
+    async def wait_for_sleeper(self, condition: Callable[[], bool]) -> None:
+        """Wait until someone sleeps on this clock while ``condition()`` holds (the sender is idle)."""
+        async with asyncio.timeout(5):
+            while True:
+                slept = self._slept
+                if condition() and any(not f.done() for _, _, f in self._sleepers):
+                    return
+                await slept.wait()
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -63,6 +75,14 @@ def png(width: int = 32, height: int = 32, color: str = "red") -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def send_text(bot: Bot, chat_id: int, text: str) -> Callable[[], Awaitable[Message]]:
+    return lambda: bot.send_message(chat_id, text)
+
+
+def edit_text(bot: Bot, chat_id: int, message_id: int, text: str) -> Callable[[], Awaitable[Message | bool]]:
+    return lambda: bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
 
 
 async def settle(rounds: int = 20) -> None:
@@ -99,7 +119,7 @@ async def test_retry_after_is_waited_out_and_the_same_send_retried_once(
     fake.inject_429("sendMessage", times=2, retry_after=5)
     start = auto_clock.now
     with capture_logs() as logs:
-        msg = await sender.send(10, lambda: bot.send_message(10, "result"))
+        msg = await sender.send(10, send_text(bot, 10, "result"))
     assert msg.text == "result"
     assert fake.count_429 == 2  # an early retry would have hit the fake's block and counted more
     assert len(fake.calls_of("sendMessage")) == 3
@@ -112,11 +132,14 @@ async def test_retry_after_is_waited_out_and_the_same_send_retried_once(
 async def test_retry_after_on_an_edit_never_falls_back_to_a_new_message(
     fake: FakeTelegram, bot: Bot, sender: TelegramSender
 ) -> None:
-    msg = await sender.send(11, lambda: bot.send_message(11, "Queued #1"))
+    msg = await sender.send(11, send_text(bot, 11, "Queued #1"))
     fake.inject_429("editMessageText", times=3, retry_after=51)
-    outcome = await sender.edit(11, msg.message_id,
-                                lambda: bot.edit_message_text("Done", chat_id=11, message_id=msg.message_id),
-                                final=True)
+    outcome = await sender.edit(
+        11,
+        msg.message_id,
+        lambda: bot.edit_message_text("Done", chat_id=11, message_id=msg.message_id),
+        final=True,
+    )
     assert outcome is EditOutcome.EDITED
     assert fake.count_429 == 3
     assert len(fake.calls_of("sendMessage")) == 1
@@ -129,13 +152,14 @@ async def test_fifty_rapid_progress_edits_are_coalesced_and_the_last_state_wins(
     async with FakeTelegram(clock=clock, limits=RateLimits(slack=0.0)) as fake:
         bot = fake.make_bot()
         async with TelegramSender(bot, clock=clock, sleep=clock.sleep) as sender:
-            msg = await sender.send(12, lambda: bot.send_message(12, "Queued"))
+            msg = await sender.send(12, send_text(bot, 12, "Queued"))
             futures = []
             for i in range(50):
-                futures.append(sender.submit_edit(
-                    12, msg.message_id,
-                    lambda i=i: bot.edit_message_text(f"Sampling {i * 2}%", chat_id=12,
-                                                      message_id=msg.message_id)))
+                futures.append(
+                    sender.submit_edit(
+                        12, msg.message_id, edit_text(bot, 12, msg.message_id, f"Sampling {i * 2}%")
+                    )
+                )
                 await asyncio.sleep(0)
                 if i % 10 == 9:
                     clock.advance(0.3)  # 50 edits over 1.5 s of virtual time
@@ -144,7 +168,7 @@ async def test_fifty_rapid_progress_edits_are_coalesced_and_the_last_state_wins(
             outcomes = await asyncio.gather(*futures)
             assert set(outcomes) == {EditOutcome.EDITED}
             edits = fake.calls_of("editMessageText")
-            assert 1 <= len(edits) <= 3  # one per second of the chat's budget, not 50
+            assert 1 <= len(edits) <= 2  # one per second of the chat's budget (1.5 s of edits), not 50
             assert fake.bot_messages(12)[0].text == "Sampling 98%"
             assert fake.count_429 == 0
 
@@ -154,10 +178,9 @@ async def test_two_hundred_chats_at_once_get_zero_429s_with_the_real_clock() -> 
     async with FakeTelegram() as fake:
         bot = fake.make_bot()
         async with TelegramSender(bot) as sender:
-            sent = await asyncio.gather(*(
-                sender.send(chat, lambda chat=chat: bot.send_message(chat, f"result {chat}"))
-                for chat in range(1, 201)
-            ))
+            sent = await asyncio.gather(
+                *(sender.send(chat, send_text(bot, chat, f"result {chat}")) for chat in range(1, 201))
+            )
         assert len(sent) == 200
         assert fake.count_429 == 0
         assert all(len(fake.bot_messages(chat)) == 1 for chat in range(1, 201))
@@ -167,7 +190,7 @@ async def test_a_group_chat_stays_within_twenty_a_minute(
     fake: FakeTelegram, bot: Bot, sender: TelegramSender, auto_clock: VirtualClock
 ) -> None:
     start = auto_clock.now
-    await asyncio.gather(*(sender.send(-100, lambda i=i: bot.send_message(-100, f"m{i}")) for i in range(45)))
+    await asyncio.gather(*(sender.send(-100, send_text(bot, -100, f"m{i}")) for i in range(45)))
     assert fake.count_429 == 0
     times = [c.at for c in fake.calls_of("sendMessage", -100)]
     assert len(times) == 45
@@ -179,26 +202,26 @@ async def test_a_group_chat_stays_within_twenty_a_minute(
 async def test_per_chat_and_global_limits_hold_under_mixed_sends_and_edits(
     fake: FakeTelegram, bot: Bot, sender: TelegramSender
 ) -> None:
-    msgs = await asyncio.gather(*(sender.send(c, lambda c=c: bot.send_message(c, "Queued"))
-                                  for c in range(1, 61)))
+    msgs = await asyncio.gather(*(sender.send(c, send_text(bot, c, "Queued")) for c in range(1, 61)))
     for step in range(5):
         for c, m in zip(range(1, 61), msgs, strict=True):
-            sender.submit_edit(c, m.message_id,
-                               lambda c=c, m=m, step=step: bot.edit_message_text(
-                                   f"step {step}", chat_id=c, message_id=m.message_id))
+            sender.submit_edit(c, m.message_id, edit_text(bot, c, m.message_id, f"step {step}"))
         await settle(2)
-    await asyncio.gather(*(sender.edit(c, m.message_id,
-                                       lambda c=c, m=m: bot.edit_message_text(
-                                           "final", chat_id=c, message_id=m.message_id), final=True)
-                           for c, m in zip(range(1, 61), msgs, strict=True)))
+    await asyncio.gather(
+        *(
+            sender.edit(c, m.message_id, edit_text(bot, c, m.message_id, "final"), final=True)
+            for c, m in zip(range(1, 61), msgs, strict=True)
+        )
+    )
     assert fake.count_429 == 0
     assert all(fake.bot_messages(c)[0].text == "final" for c in range(1, 61))
 
 
 async def test_not_modified_is_success(fake: FakeTelegram, bot: Bot, sender: TelegramSender) -> None:
-    msg = await sender.send(13, lambda: bot.send_message(13, "same"))
-    outcome = await sender.edit(13, msg.message_id,
-                                lambda: bot.edit_message_text("same", chat_id=13, message_id=msg.message_id))
+    msg = await sender.send(13, send_text(bot, 13, "same"))
+    outcome = await sender.edit(
+        13, msg.message_id, lambda: bot.edit_message_text("same", chat_id=13, message_id=msg.message_id)
+    )
     assert outcome is EditOutcome.NOT_MODIFIED
     assert fake.calls_of("editMessageText")[0].status == 400
 
@@ -206,14 +229,17 @@ async def test_not_modified_is_success(fake: FakeTelegram, bot: Bot, sender: Tel
 async def test_deleted_message_reports_message_gone_and_caller_sends_anew(
     fake: FakeTelegram, bot: Bot, sender: TelegramSender
 ) -> None:
-    msg = await sender.send(14, lambda: bot.send_message(14, "Sampling 40%"))
+    msg = await sender.send(14, send_text(bot, 14, "Sampling 40%"))
     fake.delete_message(14, msg.message_id)
     with pytest.raises(MessageGone) as err:
-        await sender.edit(14, msg.message_id,
-                          lambda: bot.edit_message_text("Done", chat_id=14, message_id=msg.message_id),
-                          final=True)
+        await sender.edit(
+            14,
+            msg.message_id,
+            lambda: bot.edit_message_text("Done", chat_id=14, message_id=msg.message_id),
+            final=True,
+        )
     assert err.value.message_id == msg.message_id and "not found" in err.value.description
-    await sender.send(14, lambda: bot.send_message(14, "Done"))
+    await sender.send(14, send_text(bot, 14, "Done"))
     assert [m.text for m in fake.bot_messages(14)] == ["Done"]
     assert len(fake.calls_of("editMessageText")) == 1  # not retried
 
@@ -232,18 +258,32 @@ async def test_entity_too_large_reaches_the_caller_for_its_document_fallback(
 async def test_final_edit_wins_over_later_progress_and_media_edit_round_trips(
     fake: FakeTelegram, bot: Bot, sender: TelegramSender
 ) -> None:
-    preview = await sender.send(16, lambda: bot.send_photo(16, BufferedInputFile(png(), "p.png"),
-                                                           caption="preview"))
+    preview = await sender.send(
+        16, lambda: bot.send_photo(16, BufferedInputFile(png(), "p.png"), caption="preview")
+    )
     final = png(64, 64, "green")
-    done = sender.submit_edit(16, preview.message_id, lambda: bot.edit_message_media(
-        InputMediaPhoto(media=BufferedInputFile(final, "r.png"), caption="seed 42"),
-        chat_id=16, message_id=preview.message_id), final=True)
-    late = await sender.edit(16, preview.message_id, lambda: bot.edit_message_caption(
-        chat_id=16, message_id=preview.message_id, caption="Sampling 99%"))
+    done = sender.submit_edit(
+        16,
+        preview.message_id,
+        lambda: bot.edit_message_media(
+            InputMediaPhoto(media=BufferedInputFile(final, "r.png"), caption="seed 42"),
+            chat_id=16,
+            message_id=preview.message_id,
+        ),
+        final=True,
+    )
+    late = await sender.edit(
+        16,
+        preview.message_id,
+        lambda: bot.edit_message_caption(chat_id=16, message_id=preview.message_id, caption="Sampling 99%"),
+    )
     assert late is EditOutcome.SUPERSEDED
     assert await done is EditOutcome.EDITED
-    again = await sender.edit(16, preview.message_id, lambda: bot.edit_message_caption(
-        chat_id=16, message_id=preview.message_id, caption="Sampling 99%"))
+    again = await sender.edit(
+        16,
+        preview.message_id,
+        lambda: bot.edit_message_caption(chat_id=16, message_id=preview.message_id, caption="Sampling 99%"),
+    )
     assert again is EditOutcome.SUPERSEDED  # remembered after it was applied, too
     [msg] = fake.bot_messages(16)
     assert msg.file_data == final and msg.caption == "seed 42"
@@ -259,12 +299,13 @@ async def test_results_go_before_progress_edits_when_the_budget_is_tight() -> No
             msgs = []
             for c in range(1, 4):
                 clock.advance(1.0)
-                msgs.append(await sender.send(c, lambda c=c: bot.send_message(c, "Queued")))
+                msgs.append(await sender.send(c, send_text(bot, c, "Queued")))
             clock.advance(1.0)
-            progress = [sender.submit_edit(c, m.message_id, lambda c=c, m=m: bot.edit_message_text(
-                "50%", chat_id=c, message_id=m.message_id)) for c, m in zip((1, 2, 3), msgs, strict=True)]
-            result = asyncio.ensure_future(sender.send(9, lambda: bot.send_message(9, "result"),
-                                                       kind=Priority.RESULT))
+            progress = [
+                sender.submit_edit(c, m.message_id, edit_text(bot, c, m.message_id, "50%"))
+                for c, m in zip((1, 2, 3), msgs, strict=True)
+            ]
+            result = asyncio.ensure_future(sender.send(9, send_text(bot, 9, "result"), kind=Priority.RESULT))
             for _ in range(4):
                 await settle()
                 clock.advance(1.0)
@@ -275,14 +316,59 @@ async def test_results_go_before_progress_edits_when_the_budget_is_tight() -> No
             assert order == ["editMessageText", "sendMessage", "editMessageText", "editMessageText"]
 
 
-async def test_sends_keep_order_per_chat_and_close_refuses_new_work(fake: FakeTelegram, bot: Bot,
-                                                                    auto_clock: VirtualClock) -> None:
+async def test_sends_keep_order_per_chat_and_close_refuses_new_work(
+    fake: FakeTelegram, bot: Bot, auto_clock: VirtualClock
+) -> None:
     sender = TelegramSender(bot, clock=auto_clock, sleep=auto_clock.sleep)
     await sender.start()
-    results = await asyncio.gather(*(sender.send(17, lambda i=i: bot.send_message(17, f"{i}"))
-                                     for i in range(8)))
+    results = await asyncio.gather(*(sender.send(17, send_text(bot, 17, f"{i}")) for i in range(8)))
     assert [m.text for m in results] == [str(i) for i in range(8)]
     assert [m.text for m in fake.bot_messages(17)] == [str(i) for i in range(8)]
     await sender.close()
     with pytest.raises(SenderClosed):
-        await sender.send(17, lambda: bot.send_message(17, "late"))
+        await sender.send(17, send_text(bot, 17, "late"))
+
+
+async def test_429s_in_two_chats_block_every_chat_for_retry_after() -> None:
+    clock = VirtualClock(auto=False)
+    async with FakeTelegram(clock=clock, rate_limits_enabled=False) as fake:
+        bot = fake.make_bot()
+        # block=False: the fake would accept an early retry, so only the sender's own wait holds it back
+        fake.inject_429("sendMessage", times=2, retry_after=30, block=False)
+        async with TelegramSender(bot, clock=clock, sleep=clock.sleep) as sender:
+            with capture_logs() as logs:
+                first = [asyncio.ensure_future(sender.send(c, send_text(bot, c, "r"))) for c in (21, 22)]
+                # both 429s read and requeued: the sender's wait starts now
+                await clock.wait_for_sleeper(lambda: sender.queued == 2)
+                third = asyncio.ensure_future(sender.send(23, send_text(bot, 23, "r")))
+                clock.advance(29)
+                await settle()
+                assert fake.calls_of("sendMessage", ok=True) == []  # chat 23 waits too: global limit
+                clock.advance(1)
+                await asyncio.gather(*first, third)
+            scopes = [e["scope"] for e in logs if e["event"] == "telegram_retry_after"]
+            assert scopes == ["chat", "global"]
+            assert sorted(c.chat_id for c in fake.calls_of("sendMessage", ok=True)) == [21, 22, 23]
+            assert fake.count_429 == 2
+
+
+async def test_close_returns_when_only_emptied_chats_remain(
+    fake: FakeTelegram, bot: Bot, auto_clock: VirtualClock
+) -> None:
+    # Regression: close() used to wait its whole drain timeout when a chat's last edit was superseded.
+    sender = TelegramSender(bot, clock=auto_clock, sleep=auto_clock.sleep)
+    await sender.start()
+    msg = await sender.send(18, send_text(bot, 18, "Queued"))
+    await sender.edit(
+        18,
+        msg.message_id,
+        lambda: bot.edit_message_text("Done", chat_id=18, message_id=msg.message_id),
+        final=True,
+    )
+    assert sender.discard_edits(18, msg.message_id) == 0
+    sender.submit_edit(
+        18, msg.message_id, lambda: bot.edit_message_text("late", chat_id=18, message_id=msg.message_id)
+    )
+    async with asyncio.timeout(5):
+        await sender.close(drain_timeout_s=30)
+    assert fake.bot_messages(18)[0].text == "Done"

@@ -346,6 +346,7 @@ class FakeTelegram:
         self._closing = False
         #: getUpdates requests currently held open by the long poll
         self.polling = 0
+        self._poll_generation = 0
         self._bots: list[Bot] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -868,16 +869,22 @@ class FakeTelegram:
             return [u for u in self._updates
                     if allowed is None or any(k in u for k in allowed)][:limit]
 
+        # A newer getUpdates terminates a held one with 409, like Telegram (two bot instances).
+        self._poll_generation += 1
+        generation = self._poll_generation
         if not ready() and timeout > 0 and not self._closing:
             self.polling += 1
             self._notify()
             try:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
-                        while not ready() and not self._closing:
+                        while not ready() and not self._closing and generation == self._poll_generation:
                             await self._changed.wait()
             finally:
                 self.polling -= 1
+            if generation != self._poll_generation:
+                raise ApiError(409, "Conflict: terminated by other getUpdates request; "
+                                    "make sure that only one bot instance is running")
         return ready()
 
     def _m_setWebhook(self, call: Call) -> Any:

@@ -8,16 +8,24 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramEntityTooLarge, TelegramRetryAfter
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramEntityTooLarge,
+    TelegramRetryAfter,
+)
+from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllPrivateChats,
     BufferedInputFile,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaDocument,
     InputMediaPhoto,
+    Message,
 )
 from PIL import Image
 
@@ -274,3 +282,34 @@ async def test_wrong_token_is_unauthorized(fake: FakeTelegram) -> None:
         assert resp.status == 401 and (await resp.json())["ok"] is False
         resp = await http.post(f"{fake.url}/bot{fake.token}/GETME")  # method names are case-insensitive
         assert (await resp.json())["result"]["id"] == fake.bot_id
+
+
+async def test_a_newer_get_updates_terminates_the_held_one_with_409(fake: FakeTelegram, bot: Bot) -> None:
+    first = asyncio.create_task(bot.get_updates(timeout=30))
+    await fake.wait_until(lambda: fake.polling)
+    second = asyncio.create_task(bot.get_updates(timeout=30))
+    with pytest.raises(TelegramConflictError, match="terminated by other getUpdates"):
+        await asyncio.wait_for(first, 5)
+    fake.send_text(1, 1, "hi")
+    assert len(await asyncio.wait_for(second, 5)) == 1
+
+
+async def test_real_dispatcher_polls_handles_and_stops_cleanly(fake: FakeTelegram, bot: Bot) -> None:
+    dp = Dispatcher()
+
+    @dp.message(Command("generate"))
+    async def generate(message: Message, command: CommandObject) -> None:
+        await message.answer(f"Queued: {command.args}")
+
+    @dp.callback_query()
+    async def pressed(query: CallbackQuery) -> None:
+        await query.answer("ok")
+
+    polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=30))
+    fake.send_text(5, -200, f"/generate@{fake.bot_username} a cat", chat_type="group")
+    reply = await fake.wait_for(lambda c: c.method == "sendMessage" and c.chat_id == -200)
+    assert reply.params["text"] == "Queued: a cat"
+    fake.press_button(5, -200, reply.result["message_id"], "reroll:1")
+    await fake.wait_for(lambda c: c.method == "answerCallbackQuery")
+    await dp.stop_polling()
+    await asyncio.wait_for(polling, 10)
