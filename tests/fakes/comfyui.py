@@ -161,6 +161,9 @@ def build_object_info(
         _node("ImageInvert", {"image": image}, ["IMAGE"], category="image"),
         _node("ImageBlur", {"image": image, "blur_radius": _int(1, 1, 31), "sigma": _float(1.0, 0.1, 10.0)},
               ["IMAGE"], category="image/postprocessing"),
+        _node("GetImageSize", {"image": image}, ["INT", "INT", "INT"],
+              output_names=["width", "height", "batch_size"], category="image"),
+        _node("PreviewAny", {"source": ["*", {}]}, output_node=True, category="utils"),
         # The test-only node of the recorded traces (custom_progress_*, errors, interrupt, queue).
         _node("GwSlowProgress", {"image": image, "steps": _int(3, 1, 1000), "delay": _float(0.1, 0.0, 60.0),
                                  "preview": ["BOOLEAN", {"default": True}], "fail_at": _int(-1, -1, 1000)},
@@ -364,6 +367,11 @@ class FakeComfyUI:
     ``step_delay_s``. With ``run_time_s`` set, a prompt's run time is spread evenly over its nodes and
     steps instead. GwSlowProgress (the trace's test node) uses its own ``delay`` input per step.
 
+    Websockets: a new socket with a known ``clientId`` replaces the old one (which stays open and gets
+    nothing). As in ComfyUI, when *any* socket of a ``clientId`` closes, that id is unregistered — closing the
+    replaced socket after connecting its successor silences the successor (``faithful_socket_pop=False``
+    forgives this). Clients should close the old socket before reconnecting.
+
     Outputs: SaveImage writes PNGs of the graph's size (``output_size`` overrides it) into ``output_dir``;
     ``realistic_png=True`` writes noise PNGs (default 704×704 ≈ 1.5 MB) for benchmarks.
     """
@@ -386,6 +394,7 @@ class FakeComfyUI:
         cache: bool = True,
         max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
         origin_guard: bool = True,
+        faithful_socket_pop: bool = True,
     ) -> None:
         self.node_delay_s = node_delay_s
         self.step_delay_s = step_delay_s
@@ -400,6 +409,7 @@ class FakeComfyUI:
         self.cache_enabled = cache
         self.max_upload_size = max_upload_size
         self.origin_guard = origin_guard
+        self.faithful_socket_pop = faithful_socket_pop
         self._root_arg = root
         self._port = port
 
@@ -518,10 +528,12 @@ class FakeComfyUI:
     # ---------------------------------------------------------------- fault injection
 
     async def refuse_connections(self) -> None:
-        """Stop listening (clients get "connection refused"); sockets and keep-alive connections are closed.
+        """Stop listening (clients get "connection refused"); websockets are aborted and keep-alive
+        connections closed.
 
         The worker keeps running: queued prompts still finish and land in history (a network outage,
         not a restart; combine with :meth:`forget_all` for a restart)."""
+        await self.drop_websockets(abrupt=True)
         await self._unlisten()
 
     async def accept_connections(self) -> None:
@@ -538,6 +550,13 @@ class FakeComfyUI:
             else:
                 with contextlib.suppress(Exception):
                     await conn.ws.close()
+
+    async def send_progress_text(self, node_id: str, text: str) -> None:
+        """Broadcast a binary TEXT frame (type 3) to every socket, as ``PromptServer.send_progress_text``."""
+        raw = node_id.encode()
+        frame = struct.pack(">II", 3, len(raw)) + raw + text.encode()
+        for conn in list(self._sockets.values()):
+            await self._send_raw(conn, frame)
 
     def stall_ws(self, seconds: float) -> None:
         """Send nothing on any websocket for ``seconds`` (messages meanwhile are lost); the run goes on."""
@@ -603,6 +622,11 @@ class FakeComfyUI:
     @property
     def history(self) -> dict[str, JSON]:
         return self._history
+
+    @property
+    def connected_client_ids(self) -> list[str]:
+        """The clientIds that currently receive messages."""
+        return list(self._sockets)
 
     @property
     def running_prompt_id(self) -> str | None:
@@ -869,7 +893,7 @@ class FakeComfyUI:
     # ---------------------------------------------------------------- websocket
 
     async def _ws_handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.max_upload_size)
+        ws = web.WebSocketResponse(max_msg_size=self.max_upload_size, timeout=1.0)
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
         conn = _Socket(ws, request)
@@ -894,8 +918,10 @@ class FakeComfyUI:
                     await self._send_json(conn, "feature_flags", self._features_data(), force=True)
                 first = False
         finally:
-            if self._sockets.get(sid) is conn:
-                del self._sockets[sid]
+            # ComfyUI pops the sid whichever socket closes, so closing a replaced socket also unregisters
+            # its successor (server.py websocket_handler); ``faithful_socket_pop=False`` forgives that.
+            if self.faithful_socket_pop or self._sockets.get(sid) is conn:
+                self._sockets.pop(sid, None)
         return ws
 
     def _stalled(self) -> bool:
@@ -1237,6 +1263,12 @@ class FakeComfyUI:
         if class_type == "PreviewImage":
             suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
             return [], {"images": await self._save_images(run, img, f"ComfyUI_temp_{suffix}", "temp")}
+        if class_type == "GetImageSize":
+            text = f"width: {img.width}, height: {img.height}\n batch size: {img.batch}"
+            await self.send_progress_text(nid, text)
+            return [img.width, img.height, img.batch], None
+        if class_type == "PreviewAny":
+            return [], {"text": [str(inputs.get("source"))]}
         if class_type == "SaveImageWebsocket":
             size = (img.width, img.height)
             png = await asyncio.to_thread(_encode_png, size, img.color, False, {})

@@ -288,6 +288,21 @@ async def test_save_image_websocket(fake_comfy: FakeComfyUI, http: aiohttp.Clien
     assert_matches_trace(rec.frames, load_trace(f"wsimage_{mode}"))
 
 
+async def test_progress_text_frames(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
+    graph = recorded_graph("text_history")
+    async with WsRecorder(http, fake_comfy.url, client_id="c") as rec:
+        _, body = await post(http, fake_comfy.url, {"prompt": graph, "client_id": "c"})
+        await rec.wait_done(body["prompt_id"])
+    trace = load_trace("progress_text")
+    assert_matches_trace(rec.frames, trace)
+    (text,) = [f for f in rec.frames if f["kind"] == "binary"]
+    (recorded,) = [f for f in trace if f["kind"] == "binary"]
+    assert (text["node_id"], text["text"]) == (recorded["node_id"], recorded["text"])
+    assert rec.json_of("executed")[0]["output"] == {"text": ["40"]}
+    async with http.get(f"{fake_comfy.url}/history/{body['prompt_id']}") as r:
+        assert entry_shape(await r.json()) == entry_shape(http_results()["text_history"][1])
+
+
 async def test_errors_partial_then_runtime(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
     results = http_results()
     partial = basic_graph()

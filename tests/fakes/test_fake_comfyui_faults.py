@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,23 @@ async def test_api_prefixed_websocket_and_prompt(
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT and '"node": null' in msg.data:
                 break
+
+
+@pytest.mark.parametrize("faithful", [True, False])
+async def test_closing_a_replaced_socket(http: aiohttp.ClientSession, faithful: bool) -> None:
+    """ComfyUI unregisters a clientId when any of its sockets closes, even a replaced one."""
+    async with running_fake_comfyui(faithful_socket_pop=faithful) as fake:
+        old = await WsRecorder(http, fake.url, client_id="same").__aenter__()
+        async with WsRecorder(http, fake.url, client_id="same") as new:
+            await new.wait_for(lambda f: f.get("type") == "status")
+            await old.close()
+            if faithful:
+                async with asyncio.timeout(5):
+                    while "same" in fake.connected_client_ids:
+                        await asyncio.sleep(0.01)
+            pid = await submit(http, fake.url, txt2img(), client_id="same")
+            await fake.wait_history(pid)
+            if faithful:  # the successor was silenced: not even the status broadcasts reach it
+                assert [f["type"] for f in new.frames] == ["status"]
+            else:
+                await new.wait_done(pid)
