@@ -1,0 +1,154 @@
+"""Buttons: ✖️ Cancel while it runs; 🔁 Reroll, 🎲 Variations, ⬆️ Upscale and ℹ️ Info under a result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfy.workflows import WorkflowRegistry
+from tests.bot.conftest import Bench, bench
+from tests.fakes.telegram import StoredMessage
+
+USER, CHAT = 4004, 4004
+
+
+def _button(msg: StoredMessage, prefix: str) -> str:
+    for row in msg.buttons:
+        for btn in row:
+            if btn["callback_data"].startswith(prefix):
+                return str(btn["callback_data"])
+    raise AssertionError(f"no {prefix} button in {msg.buttons}")
+
+
+def _results(b: Bench) -> list[StoredMessage]:
+    return [m for m in b.bot_msgs(CHAT) if m.photo or m.document]
+
+
+async def _first_result(b: Bench) -> StoredMessage:
+    b.fake.send_text(USER, CHAT, "/generate a red fox --seed 7 --steps 4")
+    return await b.result(CHAT)
+
+
+def _seeds(b: Bench) -> list[int]:
+    seeds = []
+    for p in b.comfy.received_prompts:
+        for node in p["prompt"].values():
+            if node.get("class_type") == "KSampler":
+                seeds.append(node["inputs"]["seed"])
+    return seeds
+
+
+async def test_reroll_runs_the_same_prompt_with_a_new_seed(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry) as b:
+        first = await _first_result(b)
+        b.fake.press_button(USER, CHAT, first.message_id, _button(first, "j:r:"))
+        await b.until(lambda: len(_results(b)) == 2)
+        second = _results(b)[1]
+        assert "a red fox" in (second.caption or "")
+        seeds = _seeds(b)
+        assert len(seeds) == 2 and seeds[0] == 7 and seeds[1] != 7
+        assert b.fake.answered_callbacks, "the button press was answered"
+
+
+async def test_variations_make_several_new_pictures(data_dir: Path, registry: WorkflowRegistry) -> None:
+    async with bench(data_dir, registry) as b:
+        first = await _first_result(b)
+        b.fake.press_button(USER, CHAT, first.message_id, _button(first, "j:v:"))
+        # An album of several pictures, then a message with the buttons (⬆️ 1, ⬆️ 2…).
+        await b.until(lambda: b.fake.calls_of("sendMediaGroup", CHAT, ok=True))
+        buttons = await b.until(
+            lambda: next(
+                (
+                    m
+                    for m in b.bot_msgs(CHAT)
+                    if m.text and any("j:u:" in x["callback_data"] for r in m.buttons for x in r)
+                ),
+                None,
+            )
+        )
+        ups = [x for r in buttons.buttons for x in r if x["callback_data"].startswith("j:u:")]
+        assert len(ups) >= 2
+        assert "a red fox" in (buttons.text or "")
+
+
+async def test_upscale_runs_the_upscale_workflow_on_that_output(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry) as b:
+        first = await _first_result(b)
+        b.fake.press_button(USER, CHAT, first.message_id, _button(first, "j:u:"))
+        await b.until(lambda: len(_results(b)) == 2)
+        upscaled = _results(b)[1]
+        assert "upscale" in (upscaled.caption or "")
+        labels = [x["callback_data"] for r in upscaled.buttons for x in r]
+        assert not any(x.startswith("j:u:") for x in labels), "no upscale of an upscale"
+        assert any(
+            n.get("class_type") == "ImageUpscaleWithModel"
+            for p in b.comfy.received_prompts
+            for n in p["prompt"].values()
+        )
+
+
+async def test_info_shows_request_id_seed_and_workflow(data_dir: Path, registry: WorkflowRegistry) -> None:
+    async with bench(data_dir, registry) as b:
+        first = await _first_result(b)
+        update = b.fake.press_button(USER, CHAT, first.message_id, _button(first, "j:i:"))
+        query_id = update.data["callback_query"]["id"]
+        answer = await b.until(lambda: b.fake.answered_callbacks.get(query_id))
+        text = str(answer.get("text", ""))
+        assert "txt2img" in text and "7" in text
+        job_request = (await b.gateway.recent_jobs(str(USER), 1))[0].request
+        assert job_request.request_id[:8] in text
+        assert len(text) <= 200
+
+
+async def test_cancel_button_while_running(data_dir: Path, registry: WorkflowRegistry) -> None:
+    async with bench(data_dir, registry, comfy_options={"step_delay_s": 0.5}) as b:
+        b.fake.send_text(USER, CHAT, "/generate a slow painting --steps 30")
+        job_msg = await b.until(
+            lambda: next(
+                (
+                    m
+                    for m in b.bot_msgs(CHAT)
+                    if any("j:c:" in x["callback_data"] for r in m.buttons for x in r)
+                ),
+                None,
+            )
+        )
+        b.fake.press_button(USER, CHAT, job_msg.message_id, _button(job_msg, "j:c:"))
+        msg = await b.text_reply(CHAT, "Cancelled")
+        assert msg.message_id == job_msg.message_id, "the job's own message says so"
+        assert not msg.buttons
+        assert not _results(b)
+
+
+async def test_cancel_button_of_someone_else_is_refused(data_dir: Path, registry: WorkflowRegistry) -> None:
+    group = -100777
+    async with bench(data_dir, registry, comfy_options={"step_delay_s": 0.5}) as b:
+        b.fake.send_text(
+            USER, group, "/generate@comfy_test_bot a slow painting --steps 30", chat_type="supergroup"
+        )
+        job_msg = await b.until(
+            lambda: next(
+                (
+                    m
+                    for m in b.bot_msgs(group)
+                    if any("j:c:" in x["callback_data"] for r in m.buttons for x in r)
+                ),
+                None,
+            )
+        )
+        update = b.fake.press_button(USER + 1, group, job_msg.message_id, _button(job_msg, "j:c:"))
+        query_id = update.data["callback_query"]["id"]
+        answer = await b.until(lambda: b.fake.answered_callbacks.get(query_id))
+        assert "already finished or is not yours" in str(answer.get("text"))
+        await b.until(lambda: any(m.photo for m in b.bot_msgs(group)), timeout=40)
+
+
+async def test_cancel_command_replying_to_the_job_message(data_dir: Path, registry: WorkflowRegistry) -> None:
+    async with bench(data_dir, registry, comfy_options={"step_delay_s": 0.5}) as b:
+        b.fake.send_text(USER, CHAT, "/generate a slow painting --steps 30")
+        job_msg = await b.until(lambda: next((m for m in b.bot_msgs(CHAT) if m.buttons), None))
+        b.fake.send_text(USER, CHAT, "/cancel", reply_to_message_id=job_msg.message_id)
+        await b.text_reply(CHAT, "Cancelled")
