@@ -441,6 +441,7 @@ class FakeComfyUI:
         self._idle = asyncio.Event()
         self._idle.set()
         self._history_changed = asyncio.Event()
+        self._sockets_changed = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._preview_jpeg = b""
@@ -651,6 +652,13 @@ class FakeComfyUI:
                 self._history_changed.clear()
                 await self._history_changed.wait()
         return self._history[prompt_id]
+
+    async def wait_disconnected(self, client_id: str, timeout_s: float = 10.0) -> None:
+        """Wait until no socket is registered under ``client_id``."""
+        async with asyncio.timeout(timeout_s):
+            while client_id in self._sockets:
+                self._sockets_changed.clear()
+                await self._sockets_changed.wait()
 
     def object_info(self) -> dict[str, JSON]:
         files = sorted(
@@ -922,6 +930,7 @@ class FakeComfyUI:
             # its successor (server.py websocket_handler); ``faithful_socket_pop=False`` forgives that.
             if self.faithful_socket_pop or self._sockets.get(sid) is conn:
                 self._sockets.pop(sid, None)
+            self._sockets_changed.set()
         return ws
 
     def _stalled(self) -> bool:

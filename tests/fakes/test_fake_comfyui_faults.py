@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from pathlib import Path
 from typing import Any
@@ -390,9 +389,7 @@ async def test_closing_a_replaced_socket(http: aiohttp.ClientSession, faithful: 
             await new.wait_for(lambda f: f.get("type") == "status")
             await old.close()
             if faithful:
-                async with asyncio.timeout(5):
-                    while "same" in fake.connected_client_ids:
-                        await asyncio.sleep(0.01)
+                await fake.wait_disconnected("same")
             pid = await submit(http, fake.url, txt2img(), client_id="same")
             await fake.wait_history(pid)
             if faithful:  # the successor was silenced: not even the status broadcasts reach it
