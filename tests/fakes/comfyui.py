@@ -374,6 +374,13 @@ class FakeComfyUI:
 
     Outputs: SaveImage writes PNGs of the graph's size (``output_size`` overrides it) into ``output_dir``;
     ``realistic_png=True`` writes noise PNGs (default 704×704 ≈ 1.5 MB) for benchmarks.
+
+    Other options: ``root`` (dir holding input/output/temp; default a temporary dir removed at stop),
+    ``port`` (0: a free one, kept across :meth:`refuse_connections`/:meth:`accept_connections`),
+    ``checkpoints``/``upscale_models`` (model combos, see :meth:`set_models`), ``node_types`` (known
+    classes, default all), ``preview_size``/``previews`` (sampler preview JPEGs on or off, like
+    ``--preview-method``), ``cache`` (ComfyUI's output cache between prompts), ``max_upload_size`` (body
+    cap → 413), ``origin_guard`` (403 on a foreign ``Origin``).
     """
 
     def __init__(
@@ -660,10 +667,12 @@ class FakeComfyUI:
                 self._sockets_changed.clear()
                 await self._sockets_changed.wait()
 
-    def object_info(self) -> dict[str, JSON]:
+    def object_info(self, *, list_inputs: bool = True) -> dict[str, JSON]:
+        """The ``/object_info`` answer; ``list_inputs=False`` skips listing the input dir for LoadImage
+        (validation and execution do not need it: LoadImage has its own file check)."""
         files = sorted(
             str(p.relative_to(self.input_dir)) for p in self.input_dir.rglob("*") if p.is_file()
-        ) if self.input_dir.exists() else []
+        ) if list_inputs and self.input_dir.exists() else []
         info = build_object_info(self.checkpoints, self.upscale_models, files)
         return {k: v for k, v in info.items() if k in self.node_types}
 
@@ -763,7 +772,7 @@ class FakeComfyUI:
     ) -> tuple[bool, JSON | None, list[str], JSON]:
         if not isinstance(prompt, dict):
             raise web.HTTPInternalServerError(text=ERROR_500_TEXT)
-        info = self.object_info()
+        info = self.object_info(list_inputs=False)
         outputs: list[str] = []
         for node_id, node in prompt.items():
             if not isinstance(node, dict) or "class_type" not in node:
@@ -1030,7 +1039,7 @@ class FakeComfyUI:
 
     def _execution_order(self, run: _Run) -> list[str]:
         """Dependencies first; a ready output node runs before other ready nodes (ComfyUI's UX pick)."""
-        info = self.object_info()
+        info = self.object_info(list_inputs=False)
         post: list[str] = []
         seen: set[str] = set()
 

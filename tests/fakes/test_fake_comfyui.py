@@ -387,6 +387,35 @@ async def test_interrupt_wrong_id_targeted_and_global(
     )
 
 
+async def test_queue_scenario_ws(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
+    """Posts, a front jump, a delete and a clear while a prompt runs: status broadcasts as recorded."""
+    earlier = (await post(http, fake_comfy.url, {"prompt": slow_graph(1)}))[1]["prompt_id"]
+    await fake_comfy.wait_history(earlier)  # the trace found node 1 cached
+
+    def executing(pid: str) -> Callable[[JSON], bool]:
+        return lambda f: (
+            f.get("type") == "executing" and f["data"].get("node") == "2" and (f["data"]["prompt_id"] == pid)
+        )
+
+    async with WsRecorder(http, fake_comfy.url, client_id="q") as rec:
+        slow, fast = slow_graph(3, delay=0.3), slow_graph(2)
+        _, a = await post(http, fake_comfy.url, {"prompt": slow, "client_id": "q"})
+        await rec.wait_for(executing(a["prompt_id"]))
+        _, b = await post(http, fake_comfy.url, {"prompt": fast, "client_id": "q"})
+        _, d = await post(http, fake_comfy.url, {"prompt": slow_graph(2, delay=0.004), "client_id": "q"})
+        _, e = await post(http, fake_comfy.url, {"prompt": fast, "client_id": "q", "front": True})
+        await http.post(f"{fake_comfy.url}/queue", json={"delete": [b["prompt_id"]]})
+        await rec.wait_done(d["prompt_id"])
+        _, f = await post(http, fake_comfy.url, {"prompt": slow_graph(3, delay=0.3), "client_id": "q"})
+        await rec.wait_for(executing(f["prompt_id"]))
+        await post(http, fake_comfy.url, {"prompt": fast, "client_id": "q"})
+        await http.post(f"{fake_comfy.url}/queue", json={"clear": True})
+        await rec.wait_done(f["prompt_id"])
+    assert_matches_trace(rec.frames, load_trace("queue"), exact=False)
+    order = [x["prompt_id"] for x in rec.json_of("execution_start")]
+    assert order == [a["prompt_id"], e["prompt_id"], d["prompt_id"], f["prompt_id"]]
+
+
 async def test_prompt_without_client_id_observer(
     fake_comfy: FakeComfyUI, http: aiohttp.ClientSession
 ) -> None:
