@@ -519,8 +519,14 @@ class FakeComfyUI:
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self._port))
+        except OSError:
+            sock.close()
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         self._port = int(sock.getsockname()[1])
         site = web.SockSite(self._runner, sock)
         await site.start()
@@ -551,13 +557,15 @@ class FakeComfyUI:
 
     async def drop_websockets(self, *, abrupt: bool = True) -> None:
         """Close every websocket now: ``abrupt`` aborts the TCP connection, else a normal close frame."""
-        for sid, conn in list(self._sockets.items()):
-            self._sockets.pop(sid, None)
+        conns = list(self._sockets.values())
+        self._sockets.clear()
+        graceful = []
+        for conn in conns:
             if abrupt and conn.request.transport is not None:
                 conn.request.transport.abort()
             else:
-                with contextlib.suppress(Exception):
-                    await conn.ws.close()
+                graceful.append(conn.ws.close())
+        await asyncio.gather(*graceful, return_exceptions=True)
 
     async def send_progress_text(self, node_id: str, text: str) -> None:
         """Broadcast a binary TEXT frame (type 3) to every socket, as ``PromptServer.send_progress_text``."""
@@ -1119,12 +1127,12 @@ class FakeComfyUI:
                         run.states[nid] = self._state(run, nid, 1, 1, "finished")
                         await self._emit_progress_state(run)
                     continue
-                if self._interrupt:
-                    raise _Interrupted()
                 run.current_node = nid
                 run.states[nid] = self._state(run, nid, 0.0, 1.0, "running")
                 await self._emit_progress_state(run)
                 await self._emit(run, "executing", {"node": nid, "display_node": nid, "prompt_id": pid})
+                if self._interrupt:  # ComfyUI checks the flag as the node starts (pre_execute_cb)
+                    raise _Interrupted()
                 inputs = {k: (values[str(v[0])][v[1]] if isinstance(v, list) and len(v) == 2 else v)
                           for k, v in node.get("inputs", {}).items()}
                 outs, ui = await self._run_node(run, nid, node["class_type"], inputs)

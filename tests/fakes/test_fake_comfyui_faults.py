@@ -396,3 +396,23 @@ async def test_closing_a_replaced_socket(http: aiohttp.ClientSession, faithful: 
                 assert [f["type"] for f in new.frames] == ["status"]
             else:
                 await new.wait_done(pid)
+
+
+async def test_interrupt_lets_a_node_without_progress_finish(http: aiohttp.ClientSession) -> None:
+    """The flag is checked as each node starts and at each progress step, so a slow loader completes."""
+    async with (
+        running_fake_comfyui(node_delay_s=0.3) as fake,
+        WsRecorder(http, fake.url, client_id="c") as rec,
+    ):
+        pid = await submit(http, fake.url, txt2img(), client_id="c")
+        await rec.wait_for(lambda f: f.get("type") == "executing" and f["data"].get("node") == "4")
+        async with http.post(f"{fake.url}/interrupt", json={"prompt_id": pid}):
+            pass
+        await rec.wait_done(pid)
+    (interrupted,) = rec.json_of("execution_interrupted")
+    assert (interrupted["node_id"], interrupted["node_type"], interrupted["executed"]) == (
+        "6",
+        "CLIPTextEncode",
+        ["4"],
+    )
+    assert fake.history[pid]["status"]["messages"][-1][0] == "execution_interrupted"
