@@ -38,8 +38,11 @@ class SettingKey(enum.StrEnum):
     LANGUAGE = "lang"
 
 
-class SetCb(CallbackData, prefix="s"):
-    """A /settings button: open a sub-menu (``value`` empty) or choose ``value`` for ``key``."""
+class SetCb(CallbackData, prefix="s", sep="|"):
+    """A /settings button: open a sub-menu (``value`` empty) or choose ``value`` for ``key``.
+
+    ``|`` separates: values such as aspect ratios (``16:9``) contain aiogram's default ``:``.
+    """
 
     key: SettingKey
     value: str = ""

@@ -29,12 +29,12 @@ async def _first_result(b: Bench) -> StoredMessage:
 
 
 def _seeds(b: Bench) -> list[int]:
-    seeds = []
-    for p in b.comfy.received_prompts:
-        for node in p["prompt"].values():
-            if node.get("class_type") == "KSampler":
-                seeds.append(node["inputs"]["seed"])
-    return seeds
+    return [
+        node["inputs"]["seed"]
+        for p in b.comfy.received_prompts
+        for node in p["prompt"].values()
+        if node.get("class_type") == "KSampler"
+    ]
 
 
 async def test_reroll_runs_the_same_prompt_with_a_new_seed(
