@@ -92,7 +92,7 @@ async def _settings_flow(b, choose: list[tuple[str, str]]) -> None:
     for opener, value in choose:
         b.fake.press_button(USER, CHAT, menu.message_id, opener)
         await b.until(
-            lambda: any(
+            lambda value=value: any(
                 x["callback_data"] == value for r in b.fake.message(CHAT, menu.message_id).buttons for x in r
             )
         )
