@@ -42,11 +42,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 T = TypeVar("T")
 
@@ -139,6 +140,9 @@ class Call:
     status: int = 200
     result: Any = None
     description: str | None = None
+    #: "http", or "webhook_reply" for a method the bot returned in its webhook response
+    via: str = "http"
+    response: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def chat_id(self) -> Any:
@@ -299,6 +303,23 @@ def _command_entities(text: str) -> list[dict[str, Any]] | None:
     return [{"type": "bot_command", "offset": 0, "length": len(match.group(0).encode("utf-16-le")) // 2}]
 
 
+async def _read_multipart(reader: MultipartReader) -> tuple[dict[str, str], dict[str, UploadedFile]]:
+    fields: dict[str, str] = {}
+    files: dict[str, UploadedFile] = {}
+    async for part in reader:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        if part.filename is not None:
+            files[part.name] = UploadedFile(
+                name=part.name, filename=part.filename,
+                content_type=part.headers.get("Content-Type", "application/octet-stream"),
+                data=bytes(await part.read()),
+            )
+        else:
+            fields[part.name] = await part.text()
+    return fields, files
+
+
 class FakeTelegram:
     """The fake Bot API server. Use as ``async with FakeTelegram() as fake``."""
 
@@ -325,6 +346,12 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.count_429 = 0
         self.webhook_url = ""
+        self.webhook_secret: str | None = None
+        #: (update_id, HTTP status or 0 for a connection error) of every webhook delivery attempt
+        self.webhook_deliveries: list[tuple[int, int]] = []
+        self._webhook_task: asyncio.Task[None] | None = None
+        self._webhook_http: aiohttp.ClientSession | None = None
+        self._blocked_by: set[int] = set()
         self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.files: dict[str, StoredFile] = {}
         self.chats: dict[int, dict[str, Any]] = {}
@@ -372,6 +399,7 @@ class FakeTelegram:
     async def close(self) -> None:
         self._closing = True
         self._notify()
+        await self._stop_webhook()
         for bot in self._bots:
             await bot.session.close()
         if self._runner is not None:
@@ -469,6 +497,13 @@ class FakeTelegram:
         self._faults.append(_Fault(method=_CANONICAL.get(method.lower(), method), times=times,
                                    status=status, description=description, chat_id=chat_id))
 
+    def block_bot(self, chat_id: int, blocked: bool = True) -> None:
+        """As if the user blocked the bot: sends to the chat get 403 "bot was blocked by the user"."""
+        if blocked:
+            self._blocked_by.add(chat_id)
+        else:
+            self._blocked_by.discard(chat_id)
+
     def delete_message(self, chat_id: int, message_id: int) -> None:
         """As if the user deleted the message: edits now fail with "message to edit not found"."""
         self._msgs[chat_id][message_id].deleted = True
@@ -538,7 +573,7 @@ class FakeTelegram:
         update_id = next(self._update_ids)
         update = {"update_id": update_id, kind: payload}
         self._updates.append(update)
-        self._notify()  # wakes a held long poll at once
+        self._notify()  # wakes a held long poll (or the webhook deliverer) at once
         return SentUpdate(update_id=update_id, data=update, message=message)
 
     def send_text(self, user_id: int, chat_id: int, text: str, *, reply_to_message_id: int | None = None,
@@ -618,18 +653,7 @@ class FakeTelegram:
         files: dict[str, UploadedFile] = {}
         ctype = request.content_type
         if ctype.startswith("multipart/"):
-            reader = await request.multipart()
-            async for part in reader:
-                if not isinstance(part, BodyPartReader) or part.name is None:
-                    continue
-                if part.filename is not None:
-                    files[part.name] = UploadedFile(
-                        name=part.name, filename=part.filename,
-                        content_type=part.headers.get("Content-Type", "application/octet-stream"),
-                        data=bytes(await part.read()),
-                    )
-                else:
-                    fields[part.name] = await part.text()
+            fields, files = await _read_multipart(await request.multipart())
         elif ctype == "application/json":
             body = await request.json()
             fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
@@ -640,12 +664,17 @@ class FakeTelegram:
         return fields, files
 
     async def _handle(self, request: web.Request) -> web.Response:
-        raw_method = request.match_info["method"]
-        method = _CANONICAL.get(raw_method.lower(), raw_method)
         fields, files = await self._read(request)
-        call = Call(method=method, params=_decode_params(fields), files=files, at=self.clock())
+        call = await self._process(request.match_info["method"], fields, files,
+                                   token_ok=request.match_info["token"] == self.token)
+        return web.json_response(call.response, status=call.status)
+
+    async def _process(self, raw_method: str, fields: dict[str, str], files: dict[str, UploadedFile],
+                       *, token_ok: bool = True, via: str = "http") -> Call:
+        method = _CANONICAL.get(raw_method.lower(), raw_method)
+        call = Call(method=method, params=_decode_params(fields), files=files, at=self.clock(), via=via)
         try:
-            if request.match_info["token"] != self.token:
+            if not token_ok:
                 raise ApiError(401, "Unauthorized")
             self._check_faults(call)
             if method == "getUpdates":
@@ -665,9 +694,10 @@ class FakeTelegram:
                 body["parameters"] = err.parameters
             if err.status == 429:
                 self.count_429 += 1
+        call.response = body
         self.calls.append(call)
         self._notify()
-        return web.json_response(body, status=call.status)
+        return call
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
@@ -779,6 +809,8 @@ class FakeTelegram:
         chat_id = call.params.get("chat_id")
         if not isinstance(chat_id, int):
             raise bad_request("chat not found")
+        if chat_id in self._blocked_by:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
         return chat_id
 
     def _resolve_file(
@@ -888,14 +920,86 @@ class FakeTelegram:
         return ready()
 
     def _m_setWebhook(self, call: Call) -> Any:
-        self.webhook_url = str(call.params.get("url", ""))
+        url = str(call.params.get("url", ""))
+        if url and not url.startswith(("http://", "https://")):
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        self.webhook_url = url
+        self.webhook_secret = call.params.get("secret_token") or None
+        if call.params.get("drop_pending_updates"):
+            self._updates.clear()
+        if url and self._webhook_task is None:
+            self._webhook_task = asyncio.get_running_loop().create_task(self._deliver_webhooks())
         return True
 
     def _m_deleteWebhook(self, call: Call) -> Any:
         self.webhook_url = ""
         if call.params.get("drop_pending_updates"):
             self._updates.clear()
+        self._notify()  # the deliverer sees the URL gone and stops
         return True
+
+    async def _stop_webhook(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._webhook_http is not None:
+            await self._webhook_http.close()
+            self._webhook_http = None
+
+    async def _deliver_webhooks(self) -> None:
+        """POST pending updates one by one to the webhook, like Telegram; retry until a 2xx."""
+        if self._webhook_http is None:
+            self._webhook_http = aiohttp.ClientSession()
+        http = self._webhook_http
+        try:
+            while self.webhook_url and not self._closing:
+                changed = self._changed
+                if not self._updates:
+                    await changed.wait()
+                    continue
+                update = self._updates[0]
+                secret = self.webhook_secret
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+                reply: tuple[dict[str, str], dict[str, UploadedFile]] | None = None
+                try:
+                    async with http.post(self.webhook_url, json=update, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                        status = resp.status
+                        if 200 <= status < 300:
+                            reply = await self._read_webhook_reply(resp)
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                self.webhook_deliveries.append((update["update_id"], status))
+                if 200 <= status < 300:
+                    if self._updates and self._updates[0] is update:
+                        self._updates.pop(0)
+                    if reply is not None and "method" in reply[0]:
+                        # A method in the webhook answer is executed like a call; its result goes nowhere.
+                        fields, files = reply
+                        await self._process(fields.pop("method"), fields, files, via="webhook_reply")
+                else:
+                    await asyncio.sleep(0.2)  # Telegram backs off before redelivering
+                self._notify()
+        finally:
+            if self._webhook_task is asyncio.current_task():
+                self._webhook_task = None
+
+    @staticmethod
+    async def _read_webhook_reply(
+        resp: aiohttp.ClientResponse,
+    ) -> tuple[dict[str, str], dict[str, UploadedFile]] | None:
+        """The bot's webhook answer: JSON or multipart (aiogram), possibly naming a method."""
+        if resp.content_type.startswith("multipart/"):
+            return await _read_multipart(MultipartReader(resp.headers, resp.content))
+        try:
+            body = json.loads(await resp.read() or b"null")
+        except ValueError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}, {}
 
     def _m_getWebhookInfo(self, call: Call) -> Any:
         return {"url": self.webhook_url, "has_custom_certificate": False,
@@ -929,10 +1033,18 @@ class FakeTelegram:
 
     def _bot_message(self, call: Call) -> StoredMessage:
         chat_id = self._chat_id(call)
-        msg = self._new_message(chat_id, self.bot_user, from_bot=True)
         reply = call.params.get("reply_parameters")
-        msg.reply_to_message_id = (reply.get("message_id") if isinstance(reply, dict)
-                                   else call.params.get("reply_to_message_id"))
+        reply_to = (reply.get("message_id") if isinstance(reply, dict)
+                    else call.params.get("reply_to_message_id"))
+        allow = (reply.get("allow_sending_without_reply") if isinstance(reply, dict)
+                 else call.params.get("allow_sending_without_reply"))
+        replied = self._msgs[chat_id].get(reply_to) if isinstance(reply_to, int) else None
+        if reply_to is not None and (replied is None or replied.deleted):
+            if not allow:
+                raise bad_request("message to be replied not found")
+            reply_to = None
+        msg = self._new_message(chat_id, self.bot_user, from_bot=True)
+        msg.reply_to_message_id = reply_to
         return msg
 
     def _m_sendMessage(self, call: Call) -> Any:

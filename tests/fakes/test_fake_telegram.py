@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,9 +14,11 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramConflictError,
     TelegramEntityTooLarge,
+    TelegramForbiddenError,
     TelegramRetryAfter,
 )
 from aiogram.filters import Command, CommandObject
+from aiogram.methods import SendMessage
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllPrivateChats,
@@ -26,7 +29,10 @@ from aiogram.types import (
     InputMediaDocument,
     InputMediaPhoto,
     Message,
+    ReplyParameters,
 )
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
 from PIL import Image
 
 from tests.fakes.telegram import FakeTelegram, RateLimits
@@ -313,3 +319,43 @@ async def test_real_dispatcher_polls_handles_and_stops_cleanly(fake: FakeTelegra
     await fake.wait_for(lambda c: c.method == "answerCallbackQuery")
     await dp.stop_polling()
     await asyncio.wait_for(polling, 10)
+
+
+async def test_webhook_delivery_runs_the_method_in_the_answer(fake: FakeTelegram, bot: Bot) -> None:
+    dp = Dispatcher()
+
+    @dp.message()
+    async def echo(message: Message) -> SendMessage:
+        return message.answer(f"pong: {message.text}")  # answered in the webhook response itself
+
+    app = web.Application()
+    SimpleRequestHandler(dp, bot, secret_token="s3cret", handle_in_background=False).register(app, "/hook")
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        await bot.set_webhook(f"http://127.0.0.1:{sock.getsockname()[1]}/hook", secret_token="s3cret")
+        sent = fake.send_text(4, 4, "ping")
+        call = await fake.wait_for(lambda c: c.method == "sendMessage")
+        assert call.via == "webhook_reply" and call.ok and call.params["text"] == "pong: ping"
+        assert fake.webhook_deliveries == [(sent.update_id, 200)]
+        assert [m.text for m in fake.bot_messages(4)] == ["pong: ping"]
+        info = await bot.get_webhook_info()
+        assert info.pending_update_count == 0
+        await bot.delete_webhook()
+    finally:
+        await runner.cleanup()
+
+
+async def test_blocked_bot_and_missing_reply_target(fake: FakeTelegram, bot: Bot) -> None:
+    fake.block_bot(8)
+    with pytest.raises(TelegramForbiddenError, match="bot was blocked by the user"):
+        await bot.send_message(8, "hi")
+    fake.block_bot(8, False)
+    with pytest.raises(TelegramBadRequest, match="message to be replied not found"):
+        await bot.send_message(8, "hi", reply_parameters=ReplyParameters(message_id=99))
+    sent = await bot.send_message(8, "hi", reply_parameters=ReplyParameters(
+        message_id=99, allow_sending_without_reply=True))
+    assert sent.message_id == 1
