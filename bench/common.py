@@ -1,0 +1,336 @@
+"""What every benchmark shares: the machine, a real redis-server, an instrumented fake ComfyUI, a gateway.
+
+The gateway is assembled exactly as ``tests/gateway/conftest.py`` does it (``run_gateway`` over opened
+clients), with production logging (JSON lines to a file, not stdout) so log formatting is part of what
+is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from comfy import ComfyClient
+from comfy.workflows import WorkflowRegistry
+from comfybot.logs import configure_logging, reset_logging
+from gateway.app import WorkerOptions, run_gateway
+from gateway.backend import Backend
+from gateway.limits import Limits
+from gateway.memory import MemoryBackend
+from gateway.models import JobEvent, JobRequest
+from gateway.redis_backend import RedisBackend
+from gateway.service import Gateway
+from gateway.storage import ImageStore
+from tests.fakes.comfyui import REALISTIC_SIZE, FakeComfyUI, FakeImage, _encode_png, _Run, _save_path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
+BENCH_OPTIONS = WorkerOptions(lease_s=30.0, health_interval_s=5.0, cleanup_interval_s=3600.0)
+
+
+# --- machine and results ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    os_name = platform.platform()
+    with contextlib.suppress(OSError), open("/etc/os-release", encoding="utf-8") as f:
+        os_name = next((line.split("=", 1)[1].strip().strip('"') for line in f
+                        if line.startswith("PRETTY_NAME=")), os_name)
+    redis_version = ""
+    binary = shutil.which("redis-server")
+    if binary:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
+        redis_version = out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+    return {
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "os": f"{os_name} (kernel {platform.release()})",
+        "redis_server": redis_version,
+    }
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json`` (pretty, sorted) and the same JSON on stdout."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    raw = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    path.write_bytes(raw + b"\n")
+    sys.stdout.write(raw.decode() + "\n")
+    return path
+
+
+def say(text: str) -> None:
+    """Progress line on stderr (stdout carries the JSON)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max/mean of ``samples_ms`` (nearest rank), rounded to µs."""
+    if not samples_ms:
+        return {}
+    s = sorted(samples_ms)
+
+    def rank(p: float) -> float:
+        return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+
+    return {"n": len(s), "p50": round(rank(50), 3), "p95": round(rank(95), 3), "p99": round(rank(99), 3),
+            "max": round(s[-1], 3), "mean": round(sum(s) / len(s), 3)}
+
+
+@contextmanager
+def bench_logging(name: str) -> Iterator[Path]:
+    """Production logging (JSON lines into a file, no stdout) for the duration; yields the log dir."""
+    log_dir = Path(tempfile.mkdtemp(prefix=f"comfybot-bench-{name}-"))
+    configure_logging(name, log_dir, stdout=False)
+    try:
+        yield log_dir
+    finally:
+        reset_logging()
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+# --- redis ----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server of our own on a free port, AOF on with ``appendfsync`` as asked (default everysec)."""
+
+    appendfsync: str = "everysec"
+    port: int = field(default_factory=free_port)
+    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="comfybot-bench-redis-")))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync,
+                "--protected-mode", "no", "--loglevel", "warning"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callable[[], Backend]]:
+    """A factory of fresh backends of ``kind`` (``memory`` | ``redis``); Redis runs for the block."""
+    if kind == "memory":
+        yield MemoryBackend
+        return
+    srv = RedisProcess(appendfsync=appendfsync)
+    srv.start()
+    try:
+        yield lambda: RedisBackend(srv.url, prefix=f"bench{uuid.uuid4().hex[:6]}:")
+    finally:
+        srv.stop()
+
+
+# --- the instrumented fake ComfyUI ----------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+class BenchComfyUI(FakeComfyUI):
+    """The fake ComfyUI, timed: ``posted[prompt_id]`` is ``perf_counter()`` when ``POST /prompt`` arrived
+    (handler entry, before the body is read), ``done[prompt_id]`` when the prompt finished executing
+    (history written, just before the final ``executing {node: null}``), ``busy_s`` the sum of execution
+    times.
+
+    Realistic PNGs are encoded ONCE (a 704×704 noise PNG takes ~190 ms of CPU here, which would otherwise
+    be added to every prompt's run time and blur the measurement); each save writes those bytes with a
+    unique ``tEXt`` chunk spliced in, so every output is a distinct ~1.5 MB file, as from a real GPU.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.posted: dict[str, float] = {}
+        self.done: dict[str, float] = {}
+        self.busy_s = 0.0
+        self._png_cache: dict[tuple[int, int], bytes] = {}
+
+    async def _post_prompt(self, request: web.Request) -> web.Response:
+        arrived = time.perf_counter()
+        response = await super()._post_prompt(request)
+        if response.status == 200:
+            self.posted[orjson.loads(response.body)["prompt_id"]] = arrived  # type: ignore[arg-type]  # bytes body
+        return response
+
+    async def _execute(self, run: _Run) -> tuple[str, bool]:
+        start = time.perf_counter()
+        try:
+            return await super()._execute(run)
+        finally:
+            self.busy_s += time.perf_counter() - start
+
+    def _store_history(self, run: _Run, status_str: str, completed: bool) -> None:
+        super()._store_history(run, status_str, completed)
+        self.done[run.prompt_id] = time.perf_counter()
+
+    async def _save_images(self, run: _Run, img: FakeImage, prefix: str, type_: str) -> list[dict[str, Any]]:
+        if not self.realistic_png:
+            return await super()._save_images(run, img, prefix, type_)
+        size = self.output_size or REALISTIC_SIZE
+        base = await self._cached_png(size)
+        base_dir = self.output_dir if type_ == "output" else self.temp_dir
+        subfolder, name, folder, counter = _save_path(base_dir, prefix)
+        results = []
+        for _ in range(img.batch):
+            filename = f"{name}_{counter:05}_.png"
+            counter += 1
+            unique = _png_chunk(b"tEXt", b"prompt_id\x00" + f"{run.prompt_id}/{uuid.uuid4()}".encode())
+            data = base[:33] + unique + base[33:]  # after the 8-byte signature and the 25-byte IHDR
+            await asyncio.to_thread((folder / filename).write_bytes, data)
+            results.append({"filename": filename, "subfolder": subfolder, "type": type_})
+        return results
+
+    async def _cached_png(self, size: tuple[int, int]) -> bytes:
+        if size not in self._png_cache:
+            self._png_cache[size] = await asyncio.to_thread(_encode_png, size, 0, True, {})
+        return self._png_cache[size]
+
+
+# --- a gateway over fakes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    """A running gateway, its fakes, and an event inbox filled by a background subscriber."""
+
+    gateway: Gateway
+    backend: Backend
+    fakes: list[BenchComfyUI]
+    data_dir: Path
+    inbox: asyncio.Queue[tuple[float, float, JobEvent]]  # (perf_counter, time.time, event) at delivery
+
+
+def bench_request(i: int, *, user: str | None = None, steps: int = 20) -> JobRequest:
+    return JobRequest(platform="telegram", user_id=user or f"u{i % 1000}", chat_id="c1", workflow="txt2img",
+                      params={"prompt": f"a lighthouse at dusk, variation {i}", "steps": steps, "seed": i},
+                      reply_to={"chat_id": 1, "message_id": i})
+
+
+def bench_limits(queue_cap: int = 100_000) -> Limits:
+    """Limits that never refuse a benchmark's submissions."""
+    return Limits(max_pending_per_user=queue_cap, rate_count=10 * queue_cap, rate_window_s=60.0,
+                  queue_cap=queue_cap)
+
+
+@asynccontextmanager
+async def gateway_rig(
+    session: aiohttp.ClientSession,
+    registry: WorkflowRegistry,
+    backend: Backend,
+    *,
+    servers: int = 1,
+    fake_options: dict[str, Any] | None = None,
+    capacity: int = 2,
+    limits: Limits | None = None,
+    subscribe: bool = True,
+) -> AsyncIterator[Rig]:
+    """A gateway with ``servers`` instrumented fakes, built like the tests' harness."""
+    data_dir = Path(tempfile.mkdtemp(prefix="comfybot-bench-data-"))
+    async with AsyncExitStack() as stack:
+        stack.callback(shutil.rmtree, data_dir, True)
+        fakes: list[BenchComfyUI] = []
+        for _ in range(servers):
+            fake = BenchComfyUI(checkpoints=CHECKPOINTS, **(fake_options or {}))
+            fakes.append(await stack.enter_async_context(fake))
+        backend = await stack.enter_async_context(backend)
+        store = ImageStore(data_dir)
+        clients = [
+            await stack.enter_async_context(ComfyClient(f.url, session, name=f"comfy{i}"))
+            for i, f in enumerate(fakes)
+        ]
+        gateway = await stack.enter_async_context(
+            run_gateway(backend, registry, store, clients, capacity=capacity, limits=limits or bench_limits(),
+                        options=BENCH_OPTIONS)
+        )
+        inbox: asyncio.Queue[tuple[float, float, JobEvent]] = asyncio.Queue()
+        task: asyncio.Task[None] | None = None
+        if subscribe:
+            task = asyncio.create_task(_collect(gateway, inbox))
+        try:
+            yield Rig(gateway, backend, fakes, data_dir, inbox)
+        finally:
+            if task is not None:
+                await stop_task(task)
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` until it ends. Once is not enough for a task iterating ``RedisBackend.subscribe``:
+    a cancel that lands inside a Redis call can come out as a redis ``ConnectionError``, which the backend's
+    ``_retry`` retries, so the cancellation is lost (see BENCHMARKS.md, "Findings")."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
+
+
+async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, JobEvent]]) -> None:
+    async with contextlib.aclosing(gateway.subscribe("telegram")) as events:
+        async for event in events:
+            inbox.put_nowait((time.perf_counter(), time.time(), event))
+
+
+__all__ = [
+    "BenchComfyUI", "RedisProcess", "Rig", "backend_factory", "bench_limits", "bench_logging",
+    "bench_request", "gateway_rig", "machine", "stop_task", "percentiles", "say", "write_results",
+]

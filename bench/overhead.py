@@ -1,0 +1,127 @@
+"""Gateway overhead on an idle server: ``gateway.submit(req)`` → the fake ComfyUI receiving ``POST /prompt``.
+
+N jobs run one after another (each waits for the previous one's terminal event), against one idle fake
+ComfyUI in the same event loop, for the memory and the Redis backend. Also measured, per job:
+
+* ``submit_call``: how long ``await gateway.submit(req)`` takes (what a front end waits for);
+* ``submit_to_queued_event``: submit → a ``Queued`` event delivered to the subscriber (if one comes);
+* ``succeeded_to_delivered``: the ``Succeeded`` event's creation (``event.at``) → the subscriber has it;
+* ``comfy_done_to_delivered``: the fake finished executing → the subscriber has ``Succeeded`` (the tail:
+  ``/history``, ``/view`` download, storing the image, the terminal write, delivery).
+
+    .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from bench.common import (
+    Rig,
+    backend_factory,
+    bench_logging,
+    bench_request,
+    gateway_rig,
+    machine,
+    percentiles,
+    say,
+    write_results,
+)
+from comfy.workflows import load_workflows
+from gateway.models import TERMINAL_EVENTS, Queued, Succeeded
+from gateway.service import Accepted
+
+WARMUP = 10
+
+
+async def one_job(rig: Rig, i: int) -> dict[str, float | None]:
+    """Submit job ``i``, wait for its terminal event; the timings of that job in ms."""
+    req = bench_request(i, user="bench")
+    t0 = time.perf_counter()
+    accepted = await rig.gateway.submit(req)
+    t_accepted = time.perf_counter()
+    if not isinstance(accepted, Accepted):
+        raise RuntimeError(f"refused: {accepted}")
+    queued_at: float | None = None
+    while True:
+        delivered, delivered_wall, event = await asyncio.wait_for(rig.inbox.get(), 30)
+        if event.job_id != accepted.job_id:
+            continue
+        if isinstance(event, Queued) and queued_at is None:
+            queued_at = delivered
+        if isinstance(event, TERMINAL_EVENTS):
+            break
+    if not isinstance(event, Succeeded):
+        raise RuntimeError(f"job {i} ended {event.kind}: {event}")
+    record = await rig.gateway.get_job(accepted.job_id)
+    assert record is not None and record.prompt_id is not None
+    fake = rig.fakes[0]
+    return {
+        "submit_to_post": (fake.posted[record.prompt_id] - t0) * 1000,
+        "submit_call": (t_accepted - t0) * 1000,
+        "submit_to_queued_event": None if queued_at is None else (queued_at - t0) * 1000,
+        "succeeded_to_delivered": (delivered_wall - event.at) * 1000,
+        "comfy_done_to_delivered": (delivered - fake.done[record.prompt_id]) * 1000,
+    }
+
+
+async def run_backend(kind: str, jobs: int, appendfsync: str) -> dict[str, Any]:
+    registry = load_workflows()
+    with backend_factory(kind, appendfsync) as make_backend:
+        async with aiohttp.ClientSession() as session, gateway_rig(
+            session, registry, make_backend(), fake_options={"node_delay_s": 0.001, "step_delay_s": 0.001}
+        ) as rig:
+            for i in range(WARMUP):
+                await one_job(rig, 1_000_000 + i)
+            rows = []
+            started = time.perf_counter()
+            for i in range(jobs):
+                rows.append(await one_job(rig, i))
+                if (i + 1) % 100 == 0:
+                    say(f"overhead {kind}: {i + 1}/{jobs}")
+            elapsed = time.perf_counter() - started
+    metrics: dict[str, Any] = {}
+    for name in rows[0]:
+        values = [r[name] for r in rows if r[name] is not None]
+        metrics[name] = percentiles([v for v in values if v is not None])
+        metrics[name]["jobs_with_value"] = len(values)
+    return {"backend": kind, "jobs": jobs, "elapsed_s": round(elapsed, 2), "metrics_ms": metrics}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    for kind in args.backends.split(","):
+        say(f"overhead: backend {kind}, {args.jobs} jobs")
+        results.append(await run_backend(kind, args.jobs, args.appendfsync))
+    return {
+        "benchmark": "overhead",
+        "machine": machine(),
+        "params": {"jobs": args.jobs, "warmup": WARMUP, "redis_appendfsync": args.appendfsync,
+                   "fake": "1 idle FakeComfyUI in-loop, node_delay_s=0.001, step_delay_s=0.001, 20 steps",
+                   "logging": "JSON lines to a file (comfybot.logs)"},
+        "goal": {"submit_to_post_p50_ms": 5.0},
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--backends", default="memory,redis")
+    parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
+    parser.add_argument("--quick", action="store_true", help="50 jobs per backend")
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs = 50
+    with bench_logging("overhead"):
+        data = asyncio.run(main_async(args))
+    write_results("overhead-quick" if args.quick else "overhead", data)
+
+
+if __name__ == "__main__":
+    main()
