@@ -66,7 +66,7 @@ _GONE_MARKERS = (
     "there is no caption in the message to edit",
 )
 _NOT_MODIFIED = "message is not modified"
-_FINALIZED_MEMORY = 10_000
+_MEMORY = 10_000  # finalized slots and gone messages remembered (oldest forgotten first)
 
 
 class Priority(enum.IntEnum):
@@ -214,6 +214,7 @@ class TelegramSender:
         self._global_blocked_until = 0.0
         self._recent_429: deque[tuple[float, int]] = deque()
         self._finalized: OrderedDict[tuple[int, Hashable], None] = OrderedDict()
+        self._gone: OrderedDict[tuple[int, int], str] = OrderedDict()
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -349,6 +350,11 @@ class TelegramSender:
             return fut
         key = (message_id, coalesce_key)
         chat = self._chat(chat_id)
+        gone = self._gone.get((chat_id, message_id))
+        if gone is not None:
+            # Telegram already said so: don't spend the chat's budget to hear it again.
+            fut.set_exception(MessageGone(chat_id, message_id, gone))
+            return fut
         if not final and (chat_id, key) in self._finalized:
             fut.set_result(EditOutcome.SUPERSEDED)
             return fut
@@ -417,7 +423,11 @@ class TelegramSender:
             if self._closing and not self._pending and not self._in_flight:
                 return
             now = self._clock()
-            delay = self._dispatch_ready(now)
+            try:
+                delay = self._dispatch_ready(now)
+            except Exception:  # a bug here must not silently stop every send of the bot
+                log.exception("telegram_sender_error")
+                delay = 1.0
             if delay == 0.0:
                 continue
             if self._closing and not self._pending and not self._in_flight:
@@ -555,8 +565,8 @@ class TelegramSender:
         if op.is_edit and op.message_id is not None and any(m in text for m in _GONE_MARKERS):
             log.info("telegram_message_gone", chat_id=op.chat_id, message_id=op.message_id,
                      description=exc.message)
-            gone = MessageGone(op.chat_id, op.message_id, exc.message)
-            op.fail(gone)
+            self._remember(self._gone, (op.chat_id, op.message_id), exc.message)
+            op.fail(MessageGone(op.chat_id, op.message_id, exc.message))
             # Later edits of that message would fail the same way: answer them now.
             for key, other in list(chat.edits.items()):
                 if other.message_id == op.message_id:
@@ -567,9 +577,13 @@ class TelegramSender:
 
     def _edited(self, op: _Op[Any]) -> None:
         if op.priority is Priority.RESULT and op.key is not None:
-            self._finalized[(op.chat_id, op.key)] = None
-            if len(self._finalized) > _FINALIZED_MEMORY:
-                self._finalized.popitem(last=False)
+            self._remember(self._finalized, (op.chat_id, op.key), None)
+
+    @staticmethod
+    def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        memory[key] = value
+        if len(memory) > _MEMORY:
+            memory.popitem(last=False)
 
     def _failed(self, op: _Op[Any], exc: BaseException) -> None:
         method = getattr(getattr(exc, "method", None), "__api_method__", None)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiogram import Bot
-from aiogram.exceptions import TelegramEntityTooLarge
+from aiogram.exceptions import TelegramEntityTooLarge, TelegramForbiddenError
 from aiogram.types import BufferedInputFile, InputMediaPhoto, Message
 from PIL import Image
 from structlog.testing import capture_logs
@@ -372,3 +372,42 @@ async def test_close_returns_when_only_emptied_chats_remain(
     async with asyncio.timeout(5):
         await sender.close(drain_timeout_s=30)
     assert fake.bot_messages(18)[0].text == "Done"
+
+
+async def test_a_gone_message_is_remembered_and_not_asked_again(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    msg = await sender.send(19, send_text(bot, 19, "Queued"))
+    fake.delete_message(19, msg.message_id)
+    with pytest.raises(MessageGone):
+        await sender.edit(19, msg.message_id, edit_text(bot, 19, msg.message_id, "10%"))
+    with pytest.raises(MessageGone):
+        await sender.edit(19, msg.message_id, edit_text(bot, 19, msg.message_id, "20%"), final=True)
+    assert len(fake.calls_of("editMessageText")) == 1
+
+
+async def test_server_errors_are_retried_without_duplicates(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    fake.fail_next("sendMessage", 502, "Bad Gateway")
+    fake.fail_next("editMessageText", 500, "Internal Server Error", times=2)
+    msg = await sender.send(20, send_text(bot, 20, "Queued"))
+    assert await sender.edit(20, msg.message_id, edit_text(bot, 20, msg.message_id, "Done"),
+                             final=True) is EditOutcome.EDITED
+    assert [c.status for c in fake.calls_of("sendMessage")] == [502, 200]
+    assert [c.status for c in fake.calls_of("editMessageText")] == [500, 500, 200]
+    assert [m.text for m in fake.bot_messages(20)] == ["Done"]
+
+
+async def test_other_errors_reach_the_caller_with_a_log_line(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    fake.block_bot(24)
+    with capture_logs() as logs, pytest.raises(TelegramForbiddenError):
+        await sender.send(24, send_text(bot, 24, "hi"))
+    [failed] = [e for e in logs if e["event"] == "telegram_send_failed"]
+    assert failed["method"] == "sendMessage" and failed["chat_id"] == 24
+    assert failed["error"] == "TelegramForbiddenError"
+    # the sender keeps working for that chat and others
+    fake.block_bot(24, False)
+    assert (await sender.send(24, send_text(bot, 24, "again"))).text == "again"
