@@ -108,6 +108,7 @@ async def bench(
     capacity: int = 2,
     rate_limits_enabled: bool = True,
     frontend_options: dict[str, Any] | None = None,
+    telegram_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Bench]:
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
@@ -143,7 +144,9 @@ async def bench(
         fake = await stack.enter_async_context(
             FakeTelegram(limits=telegram_limits, rate_limits_enabled=rate_limits_enabled)
         )
-        settings = TelegramSettings(bot_token=fake.token, api_base=fake.url, previews=previews)
+        settings = TelegramSettings(
+            bot_token=fake.token, api_base=fake.url, previews=previews, **(telegram_options or {})
+        )
         frontend = TelegramFrontend(
             settings,
             gateway,

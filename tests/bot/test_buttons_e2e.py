@@ -143,7 +143,9 @@ async def test_cancel_button_of_someone_else_is_refused(data_dir: Path, registry
         query_id = update.data["callback_query"]["id"]
         answer = await b.until(lambda: b.fake.answered_callbacks.get(query_id))
         assert "already finished or is not yours" in str(answer.get("text"))
-        await b.until(lambda: any(m.photo for m in b.bot_msgs(group)), timeout=40)
+        assert b.fake.message(group, job_msg.message_id).buttons, "the job goes on"
+        b.fake.press_button(USER, group, job_msg.message_id, _button(job_msg, "j:c:"))
+        await b.text_reply(group, "Cancelled")
 
 
 async def test_cancel_command_replying_to_the_job_message(data_dir: Path, registry: WorkflowRegistry) -> None:
