@@ -11,9 +11,18 @@ What it gives tests:
 * a call log (``fake.calls``) and event-driven waiters (``await fake.wait_for(pred)``);
 * Telegram's limits (text, caption, callback_data, photo size/dimensions, rates) with the real
   error descriptions, every 429 counted in ``fake.count_429``;
-* fault injection: ``inject_429``, ``fail_next``, ``delete_message``;
+* fault injection: ``inject_429`` (a storm; the chat stays blocked for ``retry_after`` like real
+  Telegram), ``fail_next`` (any status/description), ``delete_message`` (the user deleted it),
+  ``block_bot`` (403 "bot was blocked by the user");
 * simulated users: ``send_text``, ``send_photo``, ``send_document``, ``press_button`` enqueue
-  updates that a long-polling ``getUpdates`` returns at once.
+  updates that a long-polling ``getUpdates`` returns at once (a second poll ends the held one with
+  409, like two bot instances); with ``setWebhook`` they are POSTed to the webhook instead, and a
+  method in the webhook's answer (JSON or aiogram's multipart) is executed (``Call.via``).
+
+Rates (``RateLimits``) are sliding windows on ``clock`` (injectable); sendMessage, sendPhoto,
+sendDocument, sendMediaGroup (one op per album) and the four edits count, other methods don't.
+A test module can use the ``fake_telegram``/``telegram_bot`` fixtures below by importing them, or
+``async with FakeTelegram(...)`` directly.
 
 Usage::
 
