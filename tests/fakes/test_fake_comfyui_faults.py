@@ -416,3 +416,14 @@ async def test_interrupt_lets_a_node_without_progress_finish(http: aiohttp.Clien
         ["4"],
     )
     assert fake.history[pid]["status"]["messages"][-1][0] == "execution_interrupted"
+
+
+async def test_long_combo_lists_are_summarised(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
+    graph = txt2img()
+    graph["3"]["inputs"]["sampler_name"] = "magic"
+    status, body = await post(http, fake_comfy.url, {"prompt": graph})
+    (error,) = body["node_errors"]["3"]["errors"]
+    assert error["details"].startswith("sampler_name: 'magic' not in (list of length ")
+    assert error["extra_info"]["input_config"] is None
+    graph["3"]["inputs"]["sampler_name"] = "dpmpp_2m_sde"
+    assert (await post(http, fake_comfy.url, {"prompt": graph}))[0] == 200
