@@ -60,8 +60,9 @@ JSON = dict[str, Any]
 COMFYUI_VERSION = "0.3.64"
 DEFAULT_MAX_UPLOAD_SIZE = 104857600
 ERROR_500_TEXT = "500 Internal Server Error\n\nServer got itself in trouble"
-DEFAULT_CHECKPOINTS = ("sd15.safetensors", "sdxl_base.safetensors")
-DEFAULT_UPSCALE_MODELS = ("4x-UltraSharp.pth", "RealESRGAN_x2.pth")
+# The shipped workflows' defaults first, then a few more names a test can point at.
+DEFAULT_CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors", "sdxl_base.safetensors")
+DEFAULT_UPSCALE_MODELS = ("RealESRGAN_x4plus.pth", "4x-UltraSharp.pth", "RealESRGAN_x2plus.pth")
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 # comfy/samplers.py SAMPLER_NAMES and SCHEDULER_NAMES (over 20 options: "(list of length N)" in errors)
@@ -1284,8 +1285,8 @@ class FakeComfyUI:
             return [FakeImage(w, h, img.batch, img.color)], None
         if class_type in ("ImageScaleBy", "LatentUpscaleBy", "ImageUpscaleWithModel"):
             if class_type == "ImageUpscaleWithModel":
-                m = re.search(r"(\d+)x", str(inputs.get("upscale_model", "")))
-                scale = float(m.group(1)) if m else 4.0
+                m = re.search(r"(\d+)x|x(\d+)", str(inputs.get("upscale_model", "")))
+                scale = float(m.group(1) or m.group(2)) if m else 4.0
             else:
                 scale = float(inputs["scale_by"])
             return [FakeImage(max(round(img.width * scale), 1), max(round(img.height * scale), 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -427,3 +428,34 @@ async def test_long_combo_lists_are_summarised(fake_comfy: FakeComfyUI, http: ai
     assert error["extra_info"]["input_config"] is None
     graph["3"]["inputs"]["sampler_name"] = "dpmpp_2m_sde"
     assert (await post(http, fake_comfy.url, {"prompt": graph}))[0] == 200
+
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@pytest.mark.parametrize("name", ["txt2img", "hires", "img2img", "upscale"])
+async def test_shipped_workflows_run_with_default_models(
+    fake_comfy: FakeComfyUI, http: aiohttp.ClientSession, name: str
+) -> None:
+    """Every node type and default model of ``workflows/*.json`` is known to the fake."""
+    path = WORKFLOWS / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    graph = json.loads(path.read_text())
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), "green").save(buf, "PNG")
+    form = aiohttp.FormData()
+    form.add_field("image", buf.getvalue(), filename="src.png", content_type="image/png")
+    async with http.post(f"{fake_comfy.url}/upload/image", data=form) as r:
+        assert r.status == 200
+    for node in graph.values():
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = "src.png"
+    pid = await submit(http, fake_comfy.url, graph)
+    entry = await fake_comfy.wait_history(pid)
+    assert entry["status"]["status_str"] == "success"
+    images = [i for out in entry["outputs"].values() for i in out.get("images", [])]
+    assert images
+    size = image_size(fake_comfy.output_dir / images[0]["subfolder"] / images[0]["filename"])
+    expected = {"txt2img": (512, 512), "hires": (768, 768), "img2img": (64, 48), "upscale": (256, 192)}
+    assert size == expected[name]
