@@ -26,7 +26,7 @@ from bot.i18n import I18n
 from bot.render import Renderer
 from bot.telegram.context import BotContext, PhotoLimits
 from bot.telegram.events import EventConsumer
-from bot.telegram.handlers import basic, buttons, errors, generate, jobs, settings
+from bot.telegram.handlers import basic, buttons, errors, fallback, generate, jobs, settings
 from bot.telegram.middleware import RequestContextMiddleware
 from bot.telegram.sender import SenderLimits, TelegramSender
 from comfy.workflows import WorkflowRegistry
@@ -55,7 +55,9 @@ def build_dispatcher(ctx: BotContext) -> Dispatcher:
     """The one place routers are composed; ``ctx`` is injected into every handler."""
     dp = Dispatcher(ctx=ctx)
     dp.update.outer_middleware(RequestContextMiddleware(ctx))
-    dp.include_routers(*(m.make_router() for m in (basic, generate, jobs, settings, buttons, errors)))
+    dp.include_routers(
+        *(m.make_router() for m in (basic, generate, jobs, settings, buttons, fallback, errors))
+    )
     return dp
 
 

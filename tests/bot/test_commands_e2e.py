@@ -126,3 +126,17 @@ async def test_settings_survive_a_restart(
             (n["inputs"]["width"], n["inputs"]["height"]) for n in prompt.values() if "width" in n["inputs"]
         ]
         assert sizes and sizes[0][0] > sizes[0][1], "the default 16:9 was applied"
+
+
+async def test_plain_text_in_private_chat_is_a_prompt(data_dir: Path, registry: WorkflowRegistry) -> None:
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "a paper boat on a puddle --steps 4")
+        result = await b.result(CHAT)
+        assert "a paper boat on a puddle" in (result.caption or "")
+        b.fake.send_text(USER, CHAT, "/frobnicate")
+        await b.text_reply(CHAT, "/generate <prompt>")
+        group = -100123
+        b.fake.send_text(USER, group, "just chatting", chat_type="supergroup")
+        b.fake.send_text(USER, group, "/help@comfy_test_bot", chat_type="supergroup")
+        await b.text_reply(group, "/generate <prompt>")
+        assert len(b.bot_msgs(group)) == 1
