@@ -459,3 +459,37 @@ async def test_shipped_workflows_run_with_default_models(
     size = image_size(fake_comfy.output_dir / images[0]["subfolder"] / images[0]["filename"])
     expected = {"txt2img": (512, 512), "hires": (768, 768), "img2img": (64, 48), "upscale": (256, 192)}
     assert size == expected[name]
+
+
+class _SleepRecordingFake(FakeComfyUI):
+    """Records the delays the worker asks for instead of sleeping them (no wall-clock in tests)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.slept: list[float] = []
+
+    async def _sleep(self, run: Any, seconds: float) -> None:
+        self.slept.append(run.unit_delay_s if run.unit_delay_s is not None else seconds)
+
+
+async def test_run_time_is_spread_over_nodes_and_steps(http: aiohttp.ClientSession) -> None:
+    async with _SleepRecordingFake(run_time_s=0.5) as fake:
+        pid = await submit(http, fake.url, txt2img(steps=10))
+        await fake.wait_history(pid)
+        assert len(fake.slept) == 6 + 10  # six plain nodes, ten sampler steps
+        assert sum(fake.slept) == pytest.approx(0.5)
+        fake.run_time_s = None
+        fake.slept.clear()
+        pid = await submit(http, fake.url, txt2img(seed=2, steps=4))
+        await fake.wait_history(pid)
+        # only the sampler and what follows it re-run; the rest is cached
+        assert fake.slept == [fake.step_delay_s] * 4 + [fake.node_delay_s] * 2
+
+
+async def test_stop_after_refuse_and_twice() -> None:
+    fake = FakeComfyUI()
+    await fake.start()
+    await fake.refuse_connections()
+    await fake.stop()
+    await fake.stop()
+    assert not fake.root.exists()
