@@ -48,7 +48,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
@@ -519,7 +519,7 @@ class FakeComfyUI:
             await asyncio.to_thread(shutil.rmtree, self._tmp, True)
             self._tmp = None
 
-    async def __aenter__(self) -> FakeComfyUI:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -1539,7 +1539,7 @@ class WsRecorder:
         self._ws: Any = None
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> WsRecorder:
+    async def __aenter__(self) -> Self:
         query = f"?clientId={self.client_id}" if self.client_id else ""
         self._ws = await self.session.ws_connect(f"{self.url}/ws{query}", max_msg_size=0)
         if self.metadata:
