@@ -21,8 +21,16 @@ What it does, in the order of PROTOCOL.md:
 * fault injection (:meth:`FakeComfyUI.refuse_connections`, :meth:`~FakeComfyUI.drop_websockets`,
   :attr:`~FakeComfyUI.drop_ws_mid_run`, :meth:`~FakeComfyUI.stall_ws`, :meth:`~FakeComfyUI.fail_node`,
   :meth:`~FakeComfyUI.forget_all`, :meth:`~FakeComfyUI.reject_next`, :meth:`~FakeComfyUI.set_models`) and
-  recordings for assertions (``received_prompts``, ``uploads``, ``interrupts``, ``deleted``,
+  recordings for assertions (``received_prompts``, ``uploads``, ``interrupts``, ``deleted``, ``frees``,
   ``ws_connections``, ``requests``).
+
+Node types: CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, VAEDecode, VAEEncode,
+SaveImage, PreviewImage, SaveImageWebsocket, LoadImage, UpscaleModelLoader, ImageUpscaleWithModel,
+ImageScale, ImageScaleBy, LatentUpscaleBy, EmptyImage, ImageInvert, ImageBlur, GetImageSize, PreviewAny and
+the traces' test node GwSlowProgress (inputs steps, delay, preview, fail_at).
+
+For fixtures elsewhere use :func:`running_fake_comfyui`; :class:`WsRecorder` is a raw ``/ws`` client that
+records frames in the traces' format.
 """
 
 from __future__ import annotations
