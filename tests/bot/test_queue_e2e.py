@@ -1,0 +1,48 @@
+"""The job message while it waits: its queue position, updated when it changes; unexpected errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfy.workflows import WorkflowRegistry
+from gateway.limits import Limits
+from tests.bot.conftest import bench
+
+
+async def test_waiting_job_shows_position_and_updates_it(data_dir: Path, registry: WorkflowRegistry) -> None:
+    chats = [9301, 9302, 9303, 9304]
+    async with bench(
+        data_dir, registry, capacity=1, limits=Limits(queue_cap=50), comfy_options={"step_delay_s": 0.15}
+    ) as b:
+        for chat in chats:
+            b.fake.send_text(chat, chat, f"/generate a queue test {chat} --steps 8")
+        last = chats[-1]
+        first_text = await b.until(
+            lambda: next(
+                (m.text for m in b.fake.messages(last, from_bot=True, include_deleted=True) if m.text), None
+            )
+        )
+        assert "In the queue: position" in first_text
+        await b.until(lambda: all(any(m.photo for m in b.bot_msgs(c)) for c in chats), timeout=50)
+        shown = [first_text] + [
+            str(c.params.get("text", "")) for c in b.fake.calls_of("editMessageText", last, ok=True)
+        ]
+        positions = [t for t in shown if "In the queue: position" in t]
+        assert len({p.split("position ")[1].split(" ")[0] for p in positions}) >= 2, positions
+
+
+async def test_unexpected_error_gets_a_polite_answer_with_request_id(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry) as b:
+
+        async def broken(*_args: object, **_kwargs: object) -> list[object]:
+            raise RuntimeError("database on fire")
+
+        b.gateway.recent_jobs = broken  # type: ignore[method-assign]
+        b.fake.send_text(9401, 9401, "/history")
+        reply = await b.text_reply(9401, "Something went wrong")
+        assert "Request ID" in (reply.text or "")
+        assert "database on fire" not in (reply.text or "")
+        b.fake.send_text(9401, 9401, "/help")
+        await b.text_reply(9401, "/generate <prompt>")
