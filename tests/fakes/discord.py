@@ -1,0 +1,766 @@
+"""A fake Discord gateway + REST API on 127.0.0.1, driven by the real discord.py 2.7 client.
+
+It speaks what ``/work/shared/PLATFORMS.md`` describes: a websocket at ``/gateway`` (HELLO, heartbeat ACK,
+IDENTIFY → READY, then ``INTERACTION_CREATE`` dispatches) and the REST routes a bot calls under
+``/api/v10``: ``users/@me``, ``oauth2/applications/@me``, ``PUT applications/{app}/commands`` (echoed with
+ids), ``POST interactions/{id}/{token}/callback`` (``with_response``), ``PATCH/GET/DELETE
+webhooks/{app}/{token}/messages/@original|{id}`` (JSON or multipart ``payload_json`` + ``files[n]``),
+``POST webhooks/{app}/{token}`` (followups), ``POST/PATCH/DELETE channels/{id}/messages[/{id}]``, and the
+attachment download URLs it hands out (``/attachments/{id}/{filename}``). Every JSON answer has the
+Content-Type exactly ``application/json`` (discord.py decodes nothing else).
+
+What tests get:
+
+* a message store (``fake.messages``: content, embeds, components, attachments with bytes, flags, the
+  interaction that made it, the edit history) and a call log (``fake.calls``);
+* simulated users: ``slash(user, channel, "generate", {...}, attachments=[...])``, ``autocomplete(...)``,
+  ``click(user, message_id, custom_id)``; each returns the :class:`FakeInteraction` whose callback and
+  original message a test can inspect; ``wait_for(predicate)`` waits on any change;
+* faults: ``inject_429(kind, times, retry_after)`` (with a ``Via`` header, so discord.py retries), token
+  expiry after ``token_ttl_s`` on the injectable ``clock`` or at once with ``expire_token``/
+  ``expire_all_tokens`` (401, code 50027), ``delete_message`` (then edits get 404, code 10008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yarl
+from aiohttp import WSMsgType, web
+
+JSON = dict[str, Any]
+
+API_PREFIX = "/api/v10"
+TOKEN_TTL_S = 15 * 60
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+# Interaction callback types (Discord API docs)
+PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = (
+    1,
+    4,
+    5,
+    6,
+    7,
+    8,
+)
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+# Application command option types
+OPTION_TYPES = {"string": 3, "integer": 4, "boolean": 5, "number": 10, "attachment": 11}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Exactly "application/json": aiohttp's json_response adds "; charset=utf-8", which discord.py rejects.
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return _json({"message": message, "code": code}, status)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}000+00:00"
+
+
+@dataclass
+class StoredFile:
+    id: int
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+
+@dataclass
+class StoredMessage:
+    """A message as the fake holds it. ``history`` has a snapshot (content, components, files) per edit."""
+
+    id: int
+    channel_id: int
+    content: str = ""
+    embeds: list[JSON] = field(default_factory=list)
+    components: list[JSON] = field(default_factory=list)
+    attachments: list[StoredFile] = field(default_factory=list)
+    flags: int = 0
+    interaction_id: int | None = None
+    webhook_id: int | None = None
+    author_id: int = 0
+    deleted: bool = False
+    created_at: float = 0.0
+    history: list[JSON] = field(default_factory=list)
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [c.get("custom_id", "") for row in self.components for c in row.get("components", [])]
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.get("label", "") for row in self.components for c in row.get("components", [])]
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.flags & EPHEMERAL)
+
+    @property
+    def edits(self) -> int:
+        return max(0, len(self.history) - 1)
+
+    def snapshot(self) -> JSON:
+        return {
+            "content": self.content,
+            "custom_ids": self.custom_ids,
+            "files": [f.filename for f in self.attachments],
+            "flags": self.flags,
+        }
+
+
+@dataclass
+class FakeInteraction:
+    id: int
+    token: str
+    type: int
+    user_id: int
+    channel_id: int
+    created_at: float
+    name: str = ""
+    custom_id: str = ""
+    message_id: int | None = None  # the message a component lives on
+    callback: JSON | None = None  # the body of the interaction callback
+    original_id: int | None = None  # the message the response created
+    expired: bool = False
+
+    @property
+    def choices(self) -> list[JSON]:
+        """Autocomplete choices the bot answered with."""
+        return list(((self.callback or {}).get("data") or {}).get("choices", []))
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    kind: str
+    payload: Any
+    files: list[str]
+    status: int = 200
+
+
+@dataclass
+class _Fault:
+    kind: str
+    times: int
+    retry_after: float
+
+
+class FakeDiscord:
+    """Gateway + REST on one free port of 127.0.0.1. ``async with FakeDiscord() as fake: ...``."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        token_ttl_s: float = TOKEN_TTL_S,
+        attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT,
+    ) -> None:
+        self.clock = clock
+        self.token_ttl_s = token_ttl_s
+        self.attachment_size_limit = attachment_size_limit
+        self.application_id = 900000000000000001
+        self.bot_user = {
+            "id": str(self.application_id),
+            "username": "comfybot",
+            "discriminator": "0",
+            "global_name": "comfybot",
+            "avatar": None,
+            "bot": True,
+        }
+        self.token = "MTAxMDEwMTAxMDEwMTAxMDEw.GaBcDe.fake-token-for-tests-only-xxxxxxxxxxx"
+        self.messages: dict[int, StoredMessage] = {}
+        self.interactions: dict[int, FakeInteraction] = {}
+        self.commands: list[JSON] = []
+        self.calls: list[Call] = []
+        self.files: dict[int, StoredFile] = {}
+        self.count_429 = 0
+        self.identified = 0
+        self._ids = itertools.count(1_100_000_000_000_000_000)
+        self._faults: list[_Fault] = []
+        self._changed = asyncio.Condition()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._seq = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._ready = asyncio.Event()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.url + API_PREFIX
+
+    @property
+    def gateway_url(self) -> yarl.URL:
+        return yarl.URL(f"ws://127.0.0.1:{self._port}/gateway")
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._ws)
+        app.router.add_get("/attachments/{id}/{filename}", self._download)
+        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeDiscord:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def patch(self, monkeypatch: Any) -> None:
+        """Point discord.py's process-wide URLs at this fake (``monkeypatch`` undoes it after the test)."""
+        import discord
+
+        monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", self.gateway_url)
+
+    # --- waiting ----------------------------------------------------------------------------------
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is truthy (checked on every change) and return its value."""
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                await self._changed.wait()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    # --- faults -----------------------------------------------------------------------------------
+
+    def inject_429(self, kind: str = "edit", *, times: int = 1, retry_after: float = 0.2) -> None:
+        """The next ``times`` calls of ``kind`` (``edit``, ``followup``, ``channel_send``, ``channel_edit``,
+        ``callback``) get a 429 with a ``Via`` header and ``retry_after``, as Discord's edge answers."""
+        self._faults.append(_Fault(kind, times, retry_after))
+
+    def expire_token(self, interaction_id: int) -> None:
+        self.interactions[interaction_id].expired = True
+
+    def expire_all_tokens(self) -> None:
+        for inter in self.interactions.values():
+            inter.expired = True
+
+    async def delete_message(self, message_id: int) -> None:
+        self.messages[message_id].deleted = True
+        await self._notify()
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    def channel_messages(self, channel_id: int, *, include_ephemeral: bool = True) -> list[StoredMessage]:
+        return [
+            m
+            for m in self.messages.values()
+            if m.channel_id == channel_id and not m.deleted and (include_ephemeral or not m.ephemeral)
+        ]
+
+    def original(self, interaction: FakeInteraction) -> StoredMessage | None:
+        inter = self.interactions[interaction.id]
+        return None if inter.original_id is None else self.messages.get(inter.original_id)
+
+    def calls_of(self, kind: str) -> list[Call]:
+        return [c for c in self.calls if c.kind == kind]
+
+    # --- simulated users --------------------------------------------------------------------------
+
+    def _user(self, user_id: int) -> JSON:
+        return {
+            "id": str(user_id),
+            "username": f"user{user_id}",
+            "discriminator": "0",
+            "global_name": f"User {user_id}",
+            "avatar": None,
+        }
+
+    def _new_interaction(self, type_: int, user_id: int, channel_id: int, **extra: Any) -> FakeInteraction:
+        inter = FakeInteraction(
+            id=next(self._ids),
+            token=f"itk-{next(self._ids)}",
+            type=type_,
+            user_id=user_id,
+            channel_id=channel_id,
+            created_at=self.clock(),
+            **extra,
+        )
+        self.interactions[inter.id] = inter
+        return inter
+
+    def _interaction_payload(self, inter: FakeInteraction, data: JSON, locale: str) -> JSON:
+        return {
+            "id": str(inter.id),
+            "application_id": str(self.application_id),
+            "type": inter.type,
+            "token": inter.token,
+            "version": 1,
+            "attachment_size_limit": self.attachment_size_limit,
+            "channel": {"id": str(inter.channel_id), "type": 1, "recipients": [self._user(inter.user_id)]},
+            "channel_id": str(inter.channel_id),
+            "user": self._user(inter.user_id),
+            "locale": locale,
+            "context": 1,
+            "authorizing_integration_owners": {},
+            "entitlements": [],
+            "data": data,
+        }
+
+    def _option_types(self, name: str) -> dict[str, int]:
+        cmd = next((c for c in self.commands if c["name"] == name), None)
+        if cmd is None:
+            return {}
+        return {o["name"]: o["type"] for o in cmd.get("options", [])}
+
+    def _command_options(self, name: str, options: dict[str, Any], focused: str | None) -> list[JSON]:
+        types = self._option_types(name)
+        out = []
+        for key, value in options.items():
+            kind = types.get(key) or (
+                OPTION_TYPES["integer"] if isinstance(value, int) else OPTION_TYPES["string"]
+            )
+            opt: JSON = {"name": key, "type": kind, "value": value}
+            if key == focused:
+                opt["focused"] = True
+            out.append(opt)
+        return out
+
+    async def slash(
+        self,
+        user_id: int,
+        channel_id: int,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        attachments: dict[str, tuple[str, bytes, str | None]] | None = None,
+        declared_sizes: dict[str, int] | None = None,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """A user runs ``/name``. ``attachments`` maps an option to ``(filename, bytes, content_type)``;
+        ``declared_sizes`` overrides the size Discord announces (a huge file without sending its bytes)."""
+        options = dict(options or {})
+        resolved: dict[str, JSON] = {}
+        for opt, (filename, data, content_type) in (attachments or {}).items():
+            stored = StoredFile(next(self._ids), filename, data, content_type)
+            self.files[stored.id] = stored
+            size = (declared_sizes or {}).get(opt, len(data))
+            url = f"{self.url}/attachments/{stored.id}/{filename}"
+            resolved[str(stored.id)] = {
+                "id": str(stored.id),
+                "filename": filename,
+                "size": size,
+                "url": url,
+                "proxy_url": url,
+                **({"content_type": content_type} if content_type else {}),
+            }
+            options[opt] = str(stored.id)
+        cmd = next((c for c in self.commands if c["name"] == name), None)
+        data: JSON = {
+            "id": cmd["id"] if cmd else str(next(self._ids)),
+            "name": name,
+            "type": 1,
+            "options": self._command_options(name, options, None),
+        }
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
+        inter = self._new_interaction(2, user_id, channel_id, name=name)
+        await self._dispatch("INTERACTION_CREATE", self._interaction_payload(inter, data, locale))
+        return inter
+
+    async def autocomplete(
+        self,
+        user_id: int,
+        channel_id: int,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        *,
+        locale: str = "en-US",
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[JSON]:
+        """A user types in option ``focused``; returns the choices the bot answered."""
+        cmd = next((c for c in self.commands if c["name"] == name), None)
+        data = {
+            "id": cmd["id"] if cmd else "0",
+            "name": name,
+            "type": 1,
+            "options": self._command_options(name, options, focused),
+        }
+        inter = self._new_interaction(4, user_id, channel_id, name=name)
+        await self._dispatch("INTERACTION_CREATE", self._interaction_payload(inter, data, locale))
+        await self.wait_for(lambda: inter.callback is not None, timeout)
+        return inter.choices
+
+    async def click(
+        self, user_id: int, message_id: int, custom_id: str, *, locale: str = "en-US"
+    ) -> FakeInteraction:
+        """A user presses the button ``custom_id`` on ``message_id``."""
+        msg = self.messages[message_id]
+        inter = self._new_interaction(3, user_id, msg.channel_id, custom_id=custom_id, message_id=message_id)
+        data = {"custom_id": custom_id, "component_type": 2}
+        payload = self._interaction_payload(inter, data, locale)
+        payload["message"] = self._message_payload(msg)
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return inter
+
+    # --- gateway ----------------------------------------------------------------------------------
+
+    async def _dispatch(self, event: str, data: JSON) -> None:
+        await self.wait_ready()
+        ws = self._sockets[-1]
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                op = frame.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11}))
+                elif op == 2:
+                    self.identified += 1
+                    self._sockets.append(ws)
+                    ready = {
+                        "v": 10,
+                        "user": self.bot_user,
+                        "guilds": [],
+                        "session_id": f"s{self.identified}",
+                        "resume_gateway_url": str(self.gateway_url),
+                        "shard": [0, 1],
+                        "application": {"id": str(self.application_id), "flags": 0},
+                    }
+                    await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
+                    self._ready.set()
+                    await self._notify()
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+            if not self._sockets:
+                self._ready.clear()
+        return ws
+
+    # --- REST -------------------------------------------------------------------------------------
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        stored = self.files.get(int(request.match_info["id"]))
+        if stored is None:
+            return web.Response(status=404)
+        return web.Response(body=stored.data, content_type=stored.content_type or "application/octet-stream")
+
+    async def _body(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes, str | None]]]:
+        if request.content_type.startswith("multipart/"):
+            payload: Any = None
+            files: list[tuple[str, bytes, str | None]] = []
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                data = await part.read()  # type: ignore[union-attr]
+                if part.name == "payload_json":
+                    payload = json.loads(data)
+                else:
+                    files.append((part.filename or "file", bytes(data), part.headers.get("Content-Type")))
+            return payload or {}, files
+        raw = await request.read()
+        return (json.loads(raw) if raw else None), []
+
+    def _fault(self, kind: str) -> web.Response | None:
+        for fault in self._faults:
+            if fault.kind == kind and fault.times > 0:
+                fault.times -= 1
+                self.count_429 += 1
+                return _json(
+                    {
+                        "message": "You are being rate limited.",
+                        "retry_after": fault.retry_after,
+                        "global": False,
+                    },
+                    429,
+                    headers={"Via": "1.1 google", "Retry-After": str(max(1, int(fault.retry_after)))},
+                )
+        return None
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        parts = request.match_info["tail"].strip("/").split("/")
+        payload, files = await self._body(request)
+        kind, handler = self._route(request.method, parts)
+        call = Call(request.method, "/" + "/".join(parts), kind, payload, [f[0] for f in files])
+        self.calls.append(call)
+        response = self._fault(kind) or await handler(parts, request, payload, files)
+        call.status = response.status
+        await self._notify()
+        return response
+
+    def _route(self, method: str, p: list[str]) -> tuple[str, Any]:
+        n = len(p)
+        if method == "GET" and p == ["users", "@me"]:
+            return "me", self._me
+        if method == "GET" and p == ["oauth2", "applications", "@me"]:
+            return "app", self._app
+        if p[:1] == ["applications"] and p[-1] == "commands":
+            return "commands", self._commands
+        if method == "POST" and p[:1] == ["interactions"] and n == 4:
+            return "callback", self._callback
+        if p[:1] == ["webhooks"] and n == 3 and method == "POST":
+            return "followup", self._followup
+        if p[:1] == ["webhooks"] and n == 5 and p[3] == "messages":
+            return {"PATCH": "edit", "GET": "get", "DELETE": "delete"}.get(
+                method, "other"
+            ), self._webhook_message
+        if p[:1] == ["channels"] and n == 3 and method == "POST":
+            return "channel_send", self._channel_send
+        if p[:1] == ["channels"] and n == 4:
+            return {"PATCH": "channel_edit", "DELETE": "channel_delete", "GET": "channel_get"}.get(
+                method, "other"
+            ), self._channel_message
+        return "unknown", self._unknown
+
+    async def _unknown(self, *_: Any) -> web.Response:
+        return _error(404, 0, "404: Not Found")
+
+    async def _me(self, *_: Any) -> web.Response:
+        return _json(self.bot_user)
+
+    async def _app(self, *_: Any) -> web.Response:
+        return _json(
+            {
+                "id": str(self.application_id),
+                "name": "comfybot",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": self._user(1),
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "team": None,
+            }
+        )
+
+    async def _commands(self, parts: list[str], request: web.Request, payload: Any, _: Any) -> web.Response:
+        if request.method == "PUT":
+            self.commands = [
+                {
+                    **c,
+                    "id": str(next(self._ids)),
+                    "application_id": str(self.application_id),
+                    "version": "1",
+                    "default_member_permissions": None,
+                    "type": c.get("type", 1),
+                }
+                for c in payload
+            ]
+        return _json(self.commands)
+
+    def _message_payload(self, msg: StoredMessage) -> JSON:
+        return {
+            "id": str(msg.id),
+            "channel_id": str(msg.channel_id),
+            "author": self.bot_user,
+            "content": msg.content,
+            "timestamp": _iso(msg.created_at or time.time()),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "type": 0 if msg.interaction_id is None else 20,
+            "flags": msg.flags,
+            "embeds": msg.embeds,
+            "components": msg.components,
+            "attachments": [
+                {
+                    "id": str(f.id),
+                    "filename": f.filename,
+                    "size": len(f.data),
+                    "url": f"{self.url}/attachments/{f.id}/{f.filename}",
+                    "proxy_url": f"{self.url}/attachments/{f.id}/{f.filename}",
+                    **({"content_type": f.content_type} if f.content_type else {}),
+                }
+                for f in msg.attachments
+            ],
+            **({"webhook_id": str(msg.webhook_id)} if msg.webhook_id else {}),
+        }
+
+    def _apply(self, msg: StoredMessage, payload: JSON, files: list[tuple[str, bytes, str | None]]) -> None:
+        if "content" in payload:
+            msg.content = payload["content"] or ""
+        if "embeds" in payload:
+            msg.embeds = payload["embeds"] or []
+        if "components" in payload:
+            msg.components = payload["components"] or []
+        if "flags" in payload and payload["flags"] is not None:
+            msg.flags = (msg.flags & EPHEMERAL) | (int(payload["flags"]) & ~LOADING)
+        else:
+            msg.flags &= ~LOADING
+        if "attachments" in payload:
+            keep = []
+            by_id = {f.id: f for f in msg.attachments}
+            for att in payload["attachments"] or []:
+                att_id = int(att["id"])
+                if att_id in by_id:
+                    keep.append(by_id[att_id])
+                elif att_id < len(files):
+                    name, data, ctype = files[att_id]
+                    stored = StoredFile(next(self._ids), att.get("filename") or name, data, ctype)
+                    self.files[stored.id] = stored
+                    keep.append(stored)
+            msg.attachments = keep
+        elif files:
+            for name, data, ctype in files:
+                stored = StoredFile(next(self._ids), name, data, ctype)
+                self.files[stored.id] = stored
+                msg.attachments.append(stored)
+        msg.history.append(msg.snapshot())
+
+    def _new_message(self, channel_id: int, payload: JSON, files: list[Any], **extra: Any) -> StoredMessage:
+        msg = StoredMessage(
+            id=next(self._ids),
+            channel_id=channel_id,
+            created_at=time.time(),
+            author_id=self.application_id,
+            **extra,
+        )
+        self.messages[msg.id] = msg
+        self._apply(msg, payload, files)
+        if payload.get("flags") and int(payload["flags"]) & EPHEMERAL:
+            msg.flags |= EPHEMERAL
+        return msg
+
+    def _interaction_by_token(self, token: str) -> FakeInteraction | None:
+        return next((i for i in self.interactions.values() if i.token == token), None)
+
+    def _token_dead(self, inter: FakeInteraction) -> bool:
+        return inter.expired or self.clock() - inter.created_at > self.token_ttl_s
+
+    async def _callback(
+        self, parts: list[str], request: web.Request, payload: Any, files: Any
+    ) -> web.Response:
+        inter = self.interactions.get(int(parts[1]))
+        if inter is None or inter.token != parts[2]:
+            return _error(404, 10062, "Unknown interaction")
+        if inter.callback is not None:
+            return _error(400, 40060, "Interaction has already been acknowledged.")
+        inter.callback = payload
+        kind = payload["type"]
+        data = payload.get("data") or {}
+        message: StoredMessage | None = None
+        if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
+            flags = int(data.get("flags") or 0)
+            message = self._new_message(
+                inter.channel_id, data, files, interaction_id=inter.id, webhook_id=self.application_id
+            )
+            message.flags = flags | (LOADING if kind == DEFERRED_CHANNEL_MESSAGE else 0)
+            inter.original_id = message.id
+        elif kind == UPDATE_MESSAGE and inter.message_id is not None:
+            message = self.messages[inter.message_id]
+            self._apply(message, data, files)
+        body: JSON = {
+            "interaction": {
+                "id": str(inter.id),
+                "type": inter.type,
+                "response_message_loading": kind == DEFERRED_CHANNEL_MESSAGE,
+                "response_message_ephemeral": bool(message and message.ephemeral),
+            }
+        }
+        if message is not None:
+            body["interaction"]["response_message_id"] = str(message.id)
+            body["resource"] = {"type": kind, "message": self._message_payload(message)}
+        else:
+            body["resource"] = {"type": kind}
+        return _json(body)
+
+    async def _followup(
+        self, parts: list[str], request: web.Request, payload: Any, files: Any
+    ) -> web.Response:
+        inter = self._interaction_by_token(parts[2])
+        if inter is None or self._token_dead(inter):
+            return _error(401, 50027, "Invalid Webhook Token")
+        msg = self._new_message(
+            inter.channel_id, payload or {}, files, interaction_id=inter.id, webhook_id=self.application_id
+        )
+        return _json(self._message_payload(msg))
+
+    async def _webhook_message(
+        self, parts: list[str], request: web.Request, payload: Any, files: Any
+    ) -> web.Response:
+        inter = self._interaction_by_token(parts[2])
+        if inter is None or self._token_dead(inter):
+            return _error(401, 50027, "Invalid Webhook Token")
+        target = inter.original_id if parts[4] == "@original" else int(parts[4])
+        msg = self.messages.get(target) if target is not None else None
+        if msg is None or msg.deleted:
+            return _error(404, 10008, "Unknown Message")
+        if request.method == "DELETE":
+            msg.deleted = True
+            return web.Response(status=204)
+        if request.method == "PATCH":
+            self._apply(msg, payload or {}, files)
+        return _json(self._message_payload(msg))
+
+    async def _channel_send(
+        self, parts: list[str], request: web.Request, payload: Any, files: Any
+    ) -> web.Response:
+        msg = self._new_message(int(parts[1]), payload or {}, files)
+        return _json(self._message_payload(msg))
+
+    async def _channel_message(
+        self, parts: list[str], request: web.Request, payload: Any, files: Any
+    ) -> web.Response:
+        msg = self.messages.get(int(parts[3]))
+        if msg is None or msg.deleted or msg.channel_id != int(parts[1]):
+            return _error(404, 10008, "Unknown Message")
+        if request.method == "DELETE":
+            msg.deleted = True
+            return web.Response(status=204)
+        if request.method == "PATCH":
+            if msg.interaction_id is not None and msg.author_id == self.application_id and msg.webhook_id:
+                pass  # a bot may edit its own interaction responses by channel route too
+            self._apply(msg, payload or {}, files)
+        return _json(self._message_payload(msg))
+
+
+@contextlib.asynccontextmanager
+async def running_fake_discord(**options: Any) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(**options) as fake:
+        yield fake
