@@ -45,8 +45,8 @@ def test_run_with_bad_config_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("has_model", [True, False])
 async def test_doctor_reports_missing_models(tmp_path: Path, has_model: bool) -> None:
     async with running_fake_comfyui() as comfy:
-        comfy.set_models(checkpoints=["v1-5-pruned-emaonly.safetensors" if has_model else "other.safetensors"],
-                         upscale_models=["RealESRGAN_x4plus.pth"])
+        checkpoint = "v1-5-pruned-emaonly.safetensors" if has_model else "other.safetensors"
+        comfy.set_models(checkpoints=[checkpoint], upscale_models=["RealESRGAN_x4plus.pth"])
         env = {"COMFYUI_URLS": comfy.url, "LOG_DIR": str(tmp_path)}
         proc = await _arun(["doctor"], env)
     if has_model:

@@ -1,0 +1,83 @@
+"""The shipped entry point, end to end: ``comfybot run`` in a real subprocess, fake Telegram + fake ComfyUI.
+
+A user sends ``/generate``; the message they get is edited in place and becomes the photo; then
+``comfybot trace`` follows that request through the log file the process wrote, and the recipes of
+DESIGN.md hold on it (every line JSON, one request_id from command to response, no token anywhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.comfyui import running_fake_comfyui
+from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
+
+USER = CHAT = 4242
+
+
+async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "comfybot", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.timeout(300)  # a cold interpreter importing aiogram on a loaded 2-core machine is slow
+async def test_comfybot_run_generates_and_is_traceable(tmp_path: Path) -> None:
+    log_dir = tmp_path / "logs"
+    async with FakeTelegram() as telegram, running_fake_comfyui() as comfy:
+        env = {
+            "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+            "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN, "TELEGRAM_API_BASE": telegram.url,
+            "COMFYUI_URLS": comfy.url, "LOG_DIR": str(log_dir), "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "comfybot", "run", "--quiet", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await telegram.wait_for(lambda c: c.method.lower() == "getupdates", timeout=120)
+            telegram.send_text(USER, CHAT, "/generate a lighthouse at dusk --ar 16:9 --seed 42")
+            await telegram.wait_until(
+                lambda: any(m.kind == "photo" for m in telegram.bot_messages(CHAT)), timeout=60
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, err.decode()
+        assert "Traceback" not in err.decode()
+
+        bot_messages = telegram.bot_messages(CHAT)
+        assert len(bot_messages) == 1, "one message per job, edited in place into the result"
+        result = bot_messages[0]
+        assert result.kind == "photo"
+        assert "lighthouse" in (result.caption or "")
+        assert result.buttons, "the result carries Reroll/Variations/Upscale/Info buttons"
+        sent = comfy.received_prompts[-1]
+        assert sent["client_id"] and sent["extra_data"]["request_id"]
+        request_id = sent["extra_data"]["request_id"]
+
+    raw = b"".join(p.read_bytes() for p in sorted(log_dir.glob("*.log")))
+    assert DEFAULT_TOKEN.encode() not in raw and DEFAULT_TOKEN.split(":")[1].encode() not in raw
+    lines = [json.loads(line) for line in raw.splitlines()]
+    for line in lines:
+        assert {"timestamp", "level", "event", "component"} <= line.keys()
+    mine = [line["event"] for line in lines if line.get("request_id") == request_id]
+    for event in ("command_received", "job_enqueued", "job_dequeued", "comfyui_prompt_sent",
+                  "job_succeeded", "response_sent"):
+        assert event in mine, f"{event} missing from request {request_id}'s lines: {mine}"
+    assert mine.index("command_received") < mine.index("comfyui_prompt_sent") < mine.index("response_sent")
+
+    code, out, err = await _cli("trace", request_id[:8], "--log-dir", str(log_dir), env=env)
+    assert code == 0, err
+    assert "command_received" in out and "response_sent" in out
