@@ -73,6 +73,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "os": f"{os_name} (kernel {platform.release()})",
         "redis_server": redis_version,
+        # Other work on the machine (other engineers' test runs) skews results: recorded with them.
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -240,6 +242,15 @@ class BenchComfyUI(FakeComfyUI):
             results.append({"filename": filename, "subfolder": subfolder, "type": type_})
         return results
 
+    def _make_app(self) -> web.Application:
+        app = super()._make_app()
+        app.router.add_get("/bench/stats", self._bench_stats)
+        return app
+
+    async def _bench_stats(self, request: web.Request) -> web.Response:
+        """For a benchmark in another process: prompts done and seconds spent executing."""
+        return web.json_response({"busy_s": self.busy_s, "done": len(self.done), "posted": len(self.posted)})
+
     async def _cached_png(self, size: tuple[int, int]) -> bytes:
         if size not in self._png_cache:
             self._png_cache[size] = await asyncio.to_thread(_encode_png, size, 0, True, {})
@@ -283,20 +294,22 @@ async def gateway_rig(
     capacity: int = 2,
     limits: Limits | None = None,
     subscribe: bool = True,
+    urls: Sequence[str] | None = None,
 ) -> AsyncIterator[Rig]:
-    """A gateway with ``servers`` instrumented fakes, built like the tests' harness."""
+    """A gateway with ``servers`` instrumented fakes, built like the tests' harness; with ``urls``, over
+    ComfyUI servers running elsewhere (``bench.fakeserver`` in another process) instead."""
     data_dir = Path(tempfile.mkdtemp(prefix="comfybot-bench-data-"))
     async with AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, data_dir, True)
         fakes: list[BenchComfyUI] = []
-        for _ in range(servers):
+        for _ in range(servers if urls is None else 0):
             fake = BenchComfyUI(checkpoints=CHECKPOINTS, **(fake_options or {}))
             fakes.append(await stack.enter_async_context(fake))
         backend = await stack.enter_async_context(backend)
         store = ImageStore(data_dir)
         clients = [
-            await stack.enter_async_context(ComfyClient(f.url, session, name=f"comfy{i}"))
-            for i, f in enumerate(fakes)
+            await stack.enter_async_context(ComfyClient(url, session, name=f"comfy{i}"))
+            for i, url in enumerate(urls if urls is not None else [f.url for f in fakes])
         ]
         gateway = await stack.enter_async_context(
             run_gateway(backend, registry, store, clients, capacity=capacity, limits=limits or bench_limits(),
