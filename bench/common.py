@@ -108,10 +108,10 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
 
 
 @contextmanager
-def bench_logging(name: str) -> Iterator[Path]:
+def bench_logging(name: str, level: str = "INFO") -> Iterator[Path]:
     """Production logging (JSON lines into a file, no stdout) for the duration; yields the log dir."""
     log_dir = Path(tempfile.mkdtemp(prefix=f"comfybot-bench-{name}-"))
-    configure_logging(name, log_dir, stdout=False)
+    configure_logging(name, log_dir, level=level, stdout=False)
     try:
         yield log_dir
     finally:
@@ -269,6 +269,7 @@ class Rig:
     fakes: list[BenchComfyUI]
     data_dir: Path
     inbox: asyncio.Queue[tuple[float, float, JobEvent]]  # (perf_counter, time.time, event) at delivery
+    request_ids: set[str] = field(default_factory=set)  # for the caller's bookkeeping
 
 
 def bench_request(i: int, *, user: str | None = None, steps: int = 20) -> JobRequest:

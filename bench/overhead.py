@@ -9,17 +9,21 @@ ComfyUI in the same event loop, for the memory and the Redis backend. Also measu
 * ``comfy_done_to_delivered``: the fake finished executing → the subscriber has ``Succeeded`` (the tail:
   ``/history``, ``/view`` download, storing the image, the terminal write, delivery).
 
-    .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis] [--quick]
+    .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis] [--quick] [--log-level INFO]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from bench.common import (
     Rig,
@@ -37,6 +41,28 @@ from gateway.models import TERMINAL_EVENTS, Queued, Succeeded
 from gateway.service import Accepted
 
 WARMUP = 10
+
+
+STAGES = ("job_enqueued", "job_dequeued", "backend_selected", "workflow_rendered", "comfyui_prompt_sent")
+
+
+def stage_breakdown(log_dir: Path, request_ids: set[str]) -> dict[str, Any]:
+    """Where submit → POST goes, from the gateway's own log lines (their timestamps, µs) for these jobs:
+    ``job_enqueued`` (end of submit) → ``job_dequeued`` (worker took it) → ``backend_selected`` →
+    ``workflow_rendered`` → ``comfyui_prompt_sent`` (after the record save and the POST's answer)."""
+    seen: dict[str, dict[str, float]] = {}
+    for path in sorted(log_dir.glob("*.log*")):
+        for line in path.read_bytes().splitlines():
+            entry = orjson.loads(line)
+            rid = entry.get("request_id")
+            if rid in request_ids and entry.get("event") in STAGES:
+                at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+                seen.setdefault(rid, {}).setdefault(entry["event"], at)
+    out: dict[str, Any] = {}
+    for a, b in itertools.pairwise(STAGES):
+        deltas = [(t[b] - t[a]) * 1000 for t in seen.values() if a in t and b in t]
+        out[f"{a}->{b}"] = percentiles(deltas)
+    return out
 
 
 async def one_job(rig: Rig, i: int) -> dict[str, float | None]:
@@ -61,6 +87,7 @@ async def one_job(rig: Rig, i: int) -> dict[str, float | None]:
     record = await rig.gateway.get_job(accepted.job_id)
     assert record is not None and record.prompt_id is not None
     fake = rig.fakes[0]
+    rig.request_ids.add(req.request_id)
     return {
         "submit_to_post": (fake.posted[record.prompt_id] - t0) * 1000,
         "submit_call": (t_accepted - t0) * 1000,
@@ -70,7 +97,7 @@ async def one_job(rig: Rig, i: int) -> dict[str, float | None]:
     }
 
 
-async def run_backend(kind: str, jobs: int, appendfsync: str) -> dict[str, Any]:
+async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path) -> dict[str, Any]:
     registry = load_workflows()
     with backend_factory(kind, appendfsync) as make_backend:
         async with aiohttp.ClientSession() as session, gateway_rig(
@@ -78,6 +105,7 @@ async def run_backend(kind: str, jobs: int, appendfsync: str) -> dict[str, Any]:
         ) as rig:
             for i in range(WARMUP):
                 await one_job(rig, 1_000_000 + i)
+            rig.request_ids.clear()
             rows = []
             started = time.perf_counter()
             for i in range(jobs):
@@ -85,25 +113,28 @@ async def run_backend(kind: str, jobs: int, appendfsync: str) -> dict[str, Any]:
                 if (i + 1) % 100 == 0:
                     say(f"overhead {kind}: {i + 1}/{jobs}")
             elapsed = time.perf_counter() - started
+            request_ids = set(rig.request_ids)
     metrics: dict[str, Any] = {}
     for name in rows[0]:
         values = [r[name] for r in rows if r[name] is not None]
         metrics[name] = percentiles([v for v in values if v is not None])
         metrics[name]["jobs_with_value"] = len(values)
-    return {"backend": kind, "jobs": jobs, "elapsed_s": round(elapsed, 2), "metrics_ms": metrics}
+    stages = stage_breakdown(log_dir, request_ids)
+    return {"backend": kind, "jobs": jobs, "elapsed_s": round(elapsed, 2), "metrics_ms": metrics,
+            "stages_ms_from_logs": stages}
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     results = []
     for kind in args.backends.split(","):
         say(f"overhead: backend {kind}, {args.jobs} jobs")
-        results.append(await run_backend(kind, args.jobs, args.appendfsync))
+        results.append(await run_backend(kind, args.jobs, args.appendfsync, log_dir))
     return {
         "benchmark": "overhead",
         "machine": machine(),
         "params": {"jobs": args.jobs, "warmup": WARMUP, "redis_appendfsync": args.appendfsync,
                    "fake": "1 idle FakeComfyUI in-loop, node_delay_s=0.001, step_delay_s=0.001, 20 steps",
-                   "logging": "JSON lines to a file (comfybot.logs)"},
+                   "logging": f"JSON lines to a file (comfybot.logs), level {args.log_level}"},
         "goal": {"submit_to_post_p50_ms": 5.0},
         "results": results,
     }
@@ -115,12 +146,14 @@ def main() -> None:
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     parser.add_argument("--quick", action="store_true", help="50 jobs per backend")
+    parser.add_argument("--log-level", default="INFO", help="WARNING: what the log lines cost")
+    parser.add_argument("--name", default=None, help="results file name (default overhead[-quick])")
     args = parser.parse_args()
     if args.quick:
         args.jobs = 50
-    with bench_logging("overhead"):
-        data = asyncio.run(main_async(args))
-    write_results("overhead-quick" if args.quick else "overhead", data)
+    with bench_logging("overhead", args.log_level) as log_dir:
+        data = asyncio.run(main_async(args, log_dir))
+    write_results(args.name or ("overhead-quick" if args.quick else "overhead"), data)
 
 
 if __name__ == "__main__":
