@@ -127,3 +127,18 @@ def test_lookup_falls_back_and_never_raises() -> None:
     assert i.t("en", "a") == "Hi {name}"  # missing value stays visible
     assert i.t("ko", "a", name="y") == "Hi y"
     assert i.t("en", "nope") == "nope"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_shipped_workflows_parameters_and_step_labels_are_translated(i18n: I18n, lang: str) -> None:
+    import re
+
+    from comfy.workflows import load_workflows
+
+    cat = i18n.catalogues[lang]
+    for wf in load_workflows():
+        assert f"wf.{wf.name}" in cat
+        for name in [*wf.params, *wf.images]:
+            assert f"field.{name}" in cat, f"{lang}: field.{name}"
+        for label in wf.labels.values():
+            assert "step." + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") in cat, label
