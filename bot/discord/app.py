@@ -1,0 +1,127 @@
+"""The Discord front end as one object the startup module runs: ``DiscordFrontend`` / ``run_discord``.
+
+It builds :class:`~bot.discord.client.ComfyBot` with its Cogs, logs in (which syncs the slash commands),
+keeps the gateway connection, and runs the gateway-event consumer next to it::
+
+    async with DiscordFrontend(settings.discord, gateway, registry) as frontend:
+        await frontend.wait()          # until stop() or a fatal error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from bot.discord.client import ComfyBot, RateLimitLogFilter
+from bot.discord.context import DiscordContext, DiscordOptions
+from bot.discord.events import EventConsumer
+from bot.i18n import I18n
+from bot.render import Renderer
+from comfy.workflows import WorkflowRegistry
+from comfybot.config import DiscordSettings
+from comfybot.logs import get_logger, register_secret
+from gateway.service import Gateway
+
+__all__ = ["DiscordFrontend", "run_discord"]
+
+log = get_logger("discord")
+
+_RATE_LOGGERS = ("discord.http", "discord.webhook.async_")
+
+
+class DiscordFrontend:
+    """The bot's gateway connection plus the event consumer; ``start``/``stop`` or ``async with``."""
+
+    def __init__(
+        self,
+        settings: DiscordSettings,
+        gateway: Gateway,
+        registry: WorkflowRegistry,
+        *,
+        i18n: I18n | None = None,
+        options: DiscordOptions | None = None,
+        drain_timeout_s: float = 10.0,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        if settings.bot_token is None:
+            raise ValueError("discord.bot_token is not set")
+        self.settings = settings
+        i18n = i18n or I18n.load()
+        self.ctx = DiscordContext(
+            gateway=gateway,
+            registry=registry,
+            i18n=i18n,
+            renderer=Renderer(i18n),
+            options=options or DiscordOptions(),
+        )
+        self.bot = ComfyBot(self.ctx, **(client_options or {}))
+        self.consumer = EventConsumer(self.ctx, self.bot)
+        self.drain_timeout_s = drain_timeout_s
+        self._filter = RateLimitLogFilter()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Log in (REST: who am I, sync commands), connect to the gateway, start consuming job events."""
+        assert self.settings.bot_token is not None
+        token = self.settings.bot_token.get_secret_value()
+        register_secret(token)
+        for name in _RATE_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        await self.bot.login(token)
+        self._tasks.append(asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway"))
+        self._tasks.append(asyncio.create_task(self.consumer.run(), name="discord-events"))
+        log.info("discord_started", application_id=self.bot.application_id)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - bounded startup wait
+        async with asyncio.timeout(timeout):
+            await self.bot.wait_until_ready()
+
+    async def wait(self) -> None:
+        """Until :meth:`stop`, or until the connection or the consumer dies (then its error is raised)."""
+        waiter = asyncio.ensure_future(self._stopped.wait())
+        try:
+            done, _ = await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        for task in done:
+            if task is not waiter and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        """Stop taking interactions, let results in flight go out, close what we opened."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        events = [t for t in self._tasks if t.get_name() == "discord-events"]
+        for task in events:
+            task.cancel()
+        await asyncio.gather(*events, return_exceptions=True)
+        await self.consumer.drain(self.drain_timeout_s)
+        for msg in self.ctx.messages.all():
+            await msg.close()
+        with contextlib.suppress(Exception):
+            await self.bot.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in _RATE_LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+        log.info("discord_stopped")
+
+    async def __aenter__(self) -> DiscordFrontend:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run_discord(
+    settings: DiscordSettings, gateway: Gateway, registry: WorkflowRegistry, **options: Any
+) -> None:
+    """Run the Discord front end until cancelled (for ``comfybot run``)."""
+    async with DiscordFrontend(settings, gateway, registry, **options) as frontend:
+        await frontend.wait()

@@ -1,0 +1,57 @@
+"""``ComfyBot``: the discord.py client with its app-command tree and the feature Cogs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from bot.discord.cogs.buttons import ButtonsCog
+from bot.discord.cogs.generate import GenerateCog
+from bot.discord.cogs.jobs import JobsCog
+from bot.discord.context import DiscordContext
+from comfybot.logs import get_logger
+
+__all__ = ["ComfyBot", "RateLimitLogFilter"]
+
+log = get_logger("discord")
+
+
+class ComfyBot(commands.Bot):
+    """Slash commands only (no message content intent); Cogs get their dependencies in the constructor."""
+
+    def __init__(self, ctx: DiscordContext, **options: Any) -> None:
+        options.setdefault("intents", discord.Intents.none())
+        options.setdefault("guild_ready_timeout", 0.1)
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
+        self.ctx = ctx
+
+    async def setup_hook(self) -> None:
+        await self.add_cog(GenerateCog(self.ctx))
+        await self.add_cog(JobsCog(self.ctx))
+        await self.add_cog(ButtonsCog(self, self.ctx))
+        if self.ctx.options.sync_commands:
+            synced = await self.tree.sync()
+            log.info("discord_commands_synced", commands=[c.name for c in synced])
+
+    async def on_ready(self) -> None:
+        log.info("discord_ready", user_id=self.user.id if self.user else None)
+
+
+class RateLimitLogFilter(logging.Filter):
+    """Turns discord.py's "rate limited ... retrying in N seconds" warnings into ``discord_rate_limited``.
+
+    discord.py itself waits ``retry_after`` and retries (only the request that got the 429); this makes
+    the wait visible as one structlog event. URLs are not logged: webhook URLs hold the interaction token.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "rate limited" in str(record.msg):
+            args = record.args if isinstance(record.args, tuple) else ()
+            numbers = [a for a in args if isinstance(a, float)]
+            log.warning(
+                "discord_rate_limited", retry_after=numbers[-1] if numbers else None, source=record.name
+            )
+        return True

@@ -1,0 +1,1 @@
+"""One Cog per feature: ``generate`` (/generate), ``jobs`` (/workflows, /cancel, /queue)."""

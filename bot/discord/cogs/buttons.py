@@ -1,0 +1,116 @@
+"""Buttons under job messages: ✖️ Cancel, 🔁 Reroll, 🎲 Variations, ⬆️ Upscale, ℹ️ Info.
+
+The buttons are :class:`~bot.discord.views.JobButton` dynamic items, registered when this Cog loads, so
+they work on messages sent before a restart. Reroll, Variations and Upscale answer with
+``defer(thinking=True)``: the new job's message is the button interaction's own response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from bot.discord.context import DiscordContext, Request, begin_request
+from bot.discord.errors import command_failed
+from bot.discord.jobs import submit_job, upscale_workflow
+from bot.discord.views import JobAction, JobButton
+from bot.render import format_duration, truncate
+from comfybot.logs import get_logger
+from gateway.models import short_id
+from gateway.records import JobRecord
+
+__all__ = ["VARIATIONS", "ButtonsCog"]
+
+log = get_logger("discord")
+
+VARIATIONS = 4
+_INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
+
+
+class ButtonsCog(commands.Cog):
+    """Handles every :class:`JobButton` press."""
+
+    def __init__(self, bot: commands.Bot, ctx: DiscordContext) -> None:
+        self.bot = bot
+        self.ctx = ctx
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(JobButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobButton)
+
+    def _info(self, locale: str, record: JobRecord) -> str:
+        req = record.request
+        values: dict[str, Any] = dict(record.values or req.params)
+        shown = " ".join(f"{k}={values[k]}" for k in _INFO_PARAMS if values.get(k) not in (None, ""))
+        return truncate(
+            self.ctx.t(
+                locale,
+                "info.text",
+                rid=short_id(req.request_id),
+                workflow=req.workflow,
+                seed="–" if record.seed is None else record.seed,
+                params=shown or "–",
+                backend=record.backend or "–",
+                wait=format_duration(record.wait_ms / 1000),
+                run=format_duration(record.run_ms / 1000),
+            ),
+            2000,
+        )
+
+    async def handle(self, interaction: discord.Interaction[Any], action: JobAction, job_id: str) -> None:
+        request = begin_request(self.ctx, interaction, button=action.name.lower())
+        log.info("button_pressed", action=action.name.lower(), job_id=job_id)
+        try:
+            await self._handle(interaction, request, action, job_id)
+        except Exception as exc:
+            await command_failed(self.ctx, interaction, exc)
+
+    async def _ephemeral(self, interaction: discord.Interaction[Any], text: str) -> None:
+        await interaction.response.send_message(text[:2000], ephemeral=True)
+        log.info("response_sent", kind="button_answer", bytes=len(text.encode()))
+
+    async def _handle(
+        self, interaction: discord.Interaction[Any], request: Request, action: JobAction, job_id: str
+    ) -> None:
+        ctx, locale = self.ctx, request.locale
+        user_id = str(interaction.user.id)
+        if action is JobAction.CANCEL:
+            ok = await ctx.gateway.cancel(job_id, by=user_id)
+            await self._ephemeral(interaction, ctx.t(locale, "cancel.done" if ok else "cancel.failed"))
+            return
+        record = await ctx.gateway.get_job(job_id)
+        if record is None:
+            await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
+            return
+        if action is JobAction.INFO:
+            await self._ephemeral(interaction, self._info(locale, record))
+            return
+        if action is JobAction.UPSCALE:
+            name = upscale_workflow(ctx)
+            images = list(record.images or [])
+            if name is None or not images:
+                await self._ephemeral(
+                    interaction, ctx.t(locale, "button.no_upscale" if name is None else "button.gone")
+                )
+                return
+            await interaction.response.defer(thinking=True)
+            wf = ctx.registry.get(name)
+            await submit_job(ctx, interaction, request, name, {}, {next(iter(wf.images)): images[0]})
+            return
+        # Reroll / Variations: the same request with a new seed (Variations: several at once).
+        req = record.request
+        if req.workflow not in ctx.registry:
+            await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
+            return
+        wf = ctx.registry.get(req.workflow)
+        params = dict(req.params)
+        params.pop(wf.seed_param or "seed", None)
+        if action is JobAction.VARIATIONS and "batch" in wf.params:
+            top = getattr(wf.params["batch"], "max", None) or VARIATIONS
+            params["batch"] = max(1, min(VARIATIONS, int(top)))
+        await interaction.response.defer(thinking=True)
+        await submit_job(ctx, interaction, request, req.workflow, params, dict(req.inputs))

@@ -1,0 +1,140 @@
+"""``/generate``: prompt plus typed options (workflow with autocomplete, ar, seed, steps, negative, image,
+batch). The options become ``JobRequest.params``; the gateway validates them against the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord.context import DiscordContext, begin_request
+from bot.discord.errors import command_failed
+from bot.discord.images import fetch_image
+from bot.discord.jobs import reply_error, submit_job
+from bot.parsing import normalize_aspect
+from comfybot.logs import get_logger
+from gateway.models import ImageRef
+
+__all__ = ["ASPECT_CHOICES", "GenerateCog"]
+
+log = get_logger("discord")
+
+ASPECT_CHOICES: tuple[str, ...] = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
+MAX_CHOICES = 25
+
+
+class GenerateCog(commands.Cog):
+    """The /generate command."""
+
+    def __init__(self, ctx: DiscordContext) -> None:
+        self.ctx = ctx
+
+    def _image_workflow(self) -> str | None:
+        if "img2img" in self.ctx.registry:
+            return "img2img"
+        return next((wf.name for wf in self.ctx.registry if wf.kind == "img2img"), None) or next(
+            (wf.name for wf in self.ctx.registry if wf.images), None
+        )
+
+    @app_commands.command(name="generate", description="Generate a picture from a prompt")
+    @app_commands.describe(
+        prompt="What to draw",
+        workflow="Workflow (default: txt2img, or img2img with an image)",
+        ar="Aspect ratio W:H, e.g. 16:9",
+        seed="Random seed",
+        steps="Sampling steps",
+        negative="What to avoid",
+        image="A picture to redraw",
+        batch="Images per job",
+    )
+    async def generate(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: str,
+        workflow: str | None = None,
+        ar: str | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        negative: str | None = None,
+        image: discord.Attachment | None = None,
+        batch: int | None = None,
+    ) -> None:
+        ctx = self.ctx
+        request = begin_request(ctx, interaction, command="generate")
+        log.info(
+            "command_received",
+            command="generate",
+            channel_id=interaction.channel_id,
+            chars=len(prompt),
+            with_image=image is not None,
+            workflow=workflow,
+        )
+        await interaction.response.defer(thinking=True)
+        locale = request.locale
+        if workflow:
+            name: str | None = workflow.strip().lower()
+        elif image is not None:
+            name = self._image_workflow()
+        else:
+            name = ctx.default_workflow
+        if name is None or name not in ctx.registry:
+            log.info("validation_error", field="workflow", reason="unknown", workflow=name)
+            text = ctx.t(
+                locale,
+                "error.unknown_workflow_named",
+                name=name or "?",
+                names=", ".join(ctx.registry.names()),
+            )
+            await reply_error(interaction, text, request)
+            return
+        wf = ctx.registry.get(name)
+        given = {
+            "ar": normalize_aspect(ar) or ar if ar else None,
+            "seed": seed,
+            "steps": steps,
+            "negative": negative,
+            "batch": batch,
+        }
+        params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if wf.prompt_param:
+            params[wf.prompt_param] = prompt
+        inputs: dict[str, ImageRef] = {}
+        if image is not None:
+            got = await fetch_image(ctx, interaction, image, locale)
+            if isinstance(got, str):
+                await reply_error(interaction, got, request)
+                return
+            inputs[next(iter(wf.images), "image")] = got
+        elif any(spec.required for spec in wf.images.values()):
+            log.info("validation_error", field="image", reason="required", workflow=name)
+            await reply_error(interaction, ctx.t(locale, "discord.needs_image", workflow=name), request)
+            return
+        await submit_job(ctx, interaction, request, name, params, inputs)
+
+    @generate.autocomplete("workflow")
+    async def workflow_choices(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        needle = current.strip().lower()
+        out = []
+        for wf in self.ctx.registry:
+            if needle and needle not in wf.name and needle not in wf.description.lower():
+                continue
+            label = f"{wf.name} — {wf.description}" if wf.description else wf.name
+            out.append(app_commands.Choice(name=label[:100], value=wf.name))
+        return out[:MAX_CHOICES]
+
+    @generate.autocomplete("ar")
+    async def aspect_choices(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES if current.strip() in a][
+            :MAX_CHOICES
+        ]
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        await command_failed(self.ctx, interaction, error)

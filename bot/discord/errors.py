@@ -1,0 +1,31 @@
+"""Errors of commands and buttons: logged with the request id, answered with localized text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from bot.discord.context import DiscordContext
+from comfybot.logs import get_logger
+
+__all__ = ["command_failed"]
+
+log = get_logger("discord")
+
+
+async def command_failed(
+    ctx: DiscordContext, interaction: discord.Interaction[Any], error: Exception
+) -> None:
+    """Log the error; the user gets the localized "something went wrong" (never ``str(exc)``)."""
+    original = getattr(error, "original", error)
+    log.error("command_failed", error=type(original).__name__, detail=str(original)[:300])
+    locale = ctx.locale_of(interaction)
+    text = ctx.renderer.failure(locale, "internal")
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("error_reply_failed", code=exc.code)

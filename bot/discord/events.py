@@ -1,0 +1,268 @@
+"""The gateway-event consumer for Discord: each job's events are rendered into its one message.
+
+``EventConsumer.run`` reads ``gateway.subscribe("discord")``; a small task per job applies that job's
+events in order (progress states that a later one supersedes are dropped; the message coalesces the rest).
+The result — image files and the persistent buttons — is delivered once (``gateway.mark_delivered``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from typing import Any
+
+import discord
+from PIL import Image
+
+from bot.discord.context import DiscordContext
+from bot.discord.jobs import prompt_of, upscale_workflow
+from bot.discord.messages import JobMessage, Render
+from bot.discord.views import progress_view, result_view
+from bot.render import JobView
+from comfybot.logs import bound, get_logger
+from gateway.models import (
+    Cancelled,
+    Failed,
+    ImageRef,
+    JobEvent,
+    Preview,
+    Progress,
+    Queued,
+    Started,
+    Succeeded,
+    TimedOut,
+)
+
+__all__ = ["EventConsumer", "shrink_to_jpeg"]
+
+log = get_logger("discord")
+
+_TERMINAL = (Succeeded, Failed, Cancelled, TimedOut)
+
+
+def _ext(ref: ImageRef) -> str:
+    return {"image/jpeg": "jpg", "image/webp": "webp"}.get(ref.mime, "png")
+
+
+def shrink_to_jpeg(data: bytes, limit: int) -> bytes:
+    """A JPEG preview of ``data`` under ``limit`` bytes (halving the size until it fits)."""
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB")
+    quality = 85
+    while True:
+        buf = io.BytesIO()
+        rgb.save(buf, "JPEG", quality=quality, optimize=True)
+        out = buf.getvalue()
+        if len(out) <= limit or max(rgb.size) <= 64:
+            return out
+        rgb = rgb.resize((max(1, rgb.width // 2), max(1, rgb.height // 2)))
+        quality = 75
+
+
+class _Tracker:
+    def __init__(self, consumer: EventConsumer, job_id: str) -> None:
+        self.ctx = consumer.ctx
+        self.consumer = consumer
+        self.job_id = job_id
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.locale = "en"
+        self.view = JobView(prompt="", workflow="", request_id="")
+        self.kind = ""
+        self.received_at = time.time()
+        self.started = False
+        self.msg: JobMessage | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def _load(self) -> bool:
+        record = await self.ctx.gateway.get_job(self.job_id)
+        if record is None:
+            log.warning("job_unknown")
+            return False
+        req = record.request
+        wf = self.ctx.registry.get(req.workflow) if req.workflow in self.ctx.registry else None
+        self.kind = wf.kind if wf is not None else ""
+        self.locale = req.locale
+        self.received_at = req.received_at
+        self.view = JobView(prompt_of(wf, req.params), req.workflow, req.request_id, record.started_at)
+        reply_to: dict[str, Any] = dict(req.reply_to or {})
+        msg = self.ctx.messages.get(self.job_id)
+        if msg is None and reply_to.get("origin") == self.ctx.instance:
+            # Ours, and the command handler is still registering the message: wait for it (bounded).
+            msg = await self.ctx.messages.wait(self.job_id, self.ctx.options.register_timeout_s)
+        if msg is None:
+            # Another process (or an earlier run) took the command: continue on a channel message.
+            msg = JobMessage(
+                self.consumer.client,
+                channel_id=int(reply_to.get("channel_id") or req.chat_id),
+                interaction=None,
+                token_deadline=0.0,
+                interval_s=self.ctx.options.edit_interval_s,
+            )
+            self.ctx.messages.register(self.job_id, msg)
+        self.msg = msg
+        return True
+
+    async def run(self) -> None:
+        first = await self.queue.get()
+        with bound(request_id=first.request_id, job_id=self.job_id, platform="discord"):
+            try:
+                if not await self._load():
+                    return
+                pending: list[JobEvent] = [first]
+                while True:
+                    while not self.queue.empty():
+                        pending.append(self.queue.get_nowait())
+                    for ev in _latest_only(pending):
+                        await self._apply(ev)
+                        if isinstance(ev, _TERMINAL):
+                            return
+                    pending = [await self.queue.get()]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job_event_failed")
+            finally:
+                self.consumer.forget(self.job_id)
+                self.ctx.messages.forget(self.job_id)
+                if self.msg is not None:
+                    await self.msg.close()  # no edit task outlives its job
+
+    def _progress(self, text: str) -> None:
+        assert self.msg is not None
+        self.msg.show(Render(text, progress_view(self.ctx.i18n, self.locale, self.job_id)))
+
+    async def _apply(self, ev: JobEvent) -> None:
+        r = self.ctx.renderer
+        if isinstance(ev, Queued):
+            if not self.started:  # a position update that raced the start is stale
+                self._progress(r.queued(self.locale, self.view, ev))
+        elif isinstance(ev, Started):
+            self.started = True
+            self.view = JobView(self.view.prompt, self.view.workflow, self.view.request_id, started_at=ev.at)
+            self._progress(r.started(self.locale, self.view))
+        elif isinstance(ev, Progress):
+            if not self.started:
+                self.started = True
+                self.view = JobView(
+                    self.view.prompt, self.view.workflow, self.view.request_id, started_at=ev.at
+                )
+            self._progress(r.progress(self.locale, self.view, ev, time.time()))
+        elif isinstance(ev, Preview):
+            pass  # Discord previews are not shown: a re-upload per preview costs more than it shows
+        elif isinstance(ev, Succeeded):
+            await self._succeeded(ev)
+        elif isinstance(ev, Failed):
+            log.info("job_failed_shown", code=str(ev.code))
+            await self._final(Render(r.failed(self.locale, self.view, ev), files=[]), "failed")
+        elif isinstance(ev, Cancelled):
+            await self._final(Render(r.cancelled(self.locale, self.view, ev), files=[]), "cancelled")
+        elif isinstance(ev, TimedOut):
+            await self._final(Render(r.timed_out(self.locale, self.view, ev), files=[]), "timed_out")
+
+    async def _final(self, render: Render, kind: str, images: int = 0) -> None:
+        assert self.msg is not None
+        await self.msg.final(render)
+        log.info(
+            "response_sent",
+            kind=kind,
+            bytes=render.bytes,
+            images=images,
+            duration_ms=int(max(0.0, time.time() - self.received_at) * 1000),
+            message_id=self.msg.message_id,
+        )
+
+    async def _succeeded(self, ev: Succeeded) -> None:
+        assert self.msg is not None
+        if not await self.ctx.gateway.mark_delivered(self.job_id):
+            log.info("result_already_delivered")
+            return
+        r = self.ctx.renderer
+        if not ev.images:
+            await self._final(Render(r.failure(self.locale, "internal", request_id=ev.request_id)), "failed")
+            return
+        limit = self.msg.attachment_limit
+        files: list[tuple[str, bytes]] = []
+        shrunk = False
+        for i, ref in enumerate(ev.images[:10]):  # a message carries at most 10 attachments
+            data = await asyncio.to_thread(self.ctx.gateway.image_path(ref).read_bytes)
+            name = f"result_{i + 1}.{_ext(ref)}" if len(ev.images) > 1 else f"result.{_ext(ref)}"
+            if len(data) > limit // max(1, len(ev.images)):
+                # Over Discord's upload limit: say so and send a smaller JPEG preview instead.
+                data = await asyncio.to_thread(shrink_to_jpeg, data, limit // max(1, len(ev.images)))
+                name = name.rsplit(".", 1)[0] + "_preview.jpg"
+                shrunk = True
+            files.append((name, data))
+        caption = r.result_caption(
+            self.locale, self.view, seed=ev.seed, duration_ms=ev.duration_ms, count=len(ev.images), limit=1800
+        )
+        if shrunk:
+            caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
+            log.info("result_shrunk", limit=limit)
+        upscale = self.kind != "upscale" and upscale_workflow(self.ctx) is not None
+        view = result_view(self.ctx.i18n, self.locale, self.job_id, upscale=upscale)
+        await self._final(Render(caption, view, files), "result", images=len(files))
+
+
+def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
+    """Drop progress states superseded by a later one in the same batch (the newest state wins)."""
+    out: list[JobEvent] = []
+    for i, ev in enumerate(events):
+        later = events[i + 1 :]
+        if isinstance(ev, Queued | Progress) and any(
+            isinstance(e, Queued | Progress | Started) for e in later
+        ):
+            continue
+        if isinstance(ev, Preview):
+            continue
+        out.append(ev)
+    return out
+
+
+class EventConsumer:
+    """Reads the gateway's events for Discord and keeps one tracker task per live job."""
+
+    def __init__(self, ctx: DiscordContext, client: discord.Client) -> None:
+        self.ctx = ctx
+        self.client = client
+        self._trackers: dict[str, _Tracker] = {}
+
+    def forget(self, job_id: str) -> None:
+        self._trackers.pop(job_id, None)
+
+    def dispatch(self, ev: JobEvent) -> None:
+        tracker = self._trackers.get(ev.job_id)
+        if tracker is None:
+            tracker = self._trackers[ev.job_id] = _Tracker(self, ev.job_id)
+            tracker.task = asyncio.create_task(tracker.run(), name=f"dc-job-{ev.job_id}")
+        tracker.queue.put_nowait(ev)
+
+    async def run(self) -> None:
+        """Consume forever; a broken subscription is re-opened after a short pause."""
+        while True:
+            try:
+                events = self.ctx.gateway.subscribe("discord")
+                try:
+                    async for ev in events:
+                        self.dispatch(ev)
+                finally:
+                    aclose = getattr(events, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event_subscription_failed")
+            await asyncio.sleep(1.0)
+
+    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
+        """Let running trackers finish (results in flight), then cancel the rest."""
+        tasks = [t.task for t in self._trackers.values() if t.task is not None]
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,191 @@
+"""``JobMessage``: the one Discord message that shows a job, edited in place and throttled.
+
+The message starts as the interaction's original response (``defer(thinking=True)``), edited through the
+interaction token. Progress states are coalesced: only the newest waits, and edits go out at most once per
+``edit_interval_s`` (a 429 is retried by discord.py after its ``retry_after``, and the next edit waits for
+it). The token lives 15 minutes: past ``token_ttl_s`` (or on 50027 Invalid Webhook Token) the job
+continues on a normal channel message the bot owns — the original says so, a new message is sent, and
+later edits go to it. A deleted message (10008) stops progress edits; the final state is sent anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from comfybot.logs import get_logger
+
+__all__ = ["JobMessage", "Render"]
+
+log = get_logger("discord")
+
+INVALID_WEBHOOK_TOKEN = 50027
+UNKNOWN_MESSAGE = 10008
+CONTENT_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class Render:
+    """One state of a job message. ``files`` None keeps the attachments; ``view`` None: no buttons."""
+
+    content: str
+    view: Callable[[], discord.ui.View] | None = None
+    files: Sequence[tuple[str, bytes]] | None = None
+
+    def kwargs(self, *, new: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"content": self.content[:CONTENT_LIMIT]}
+        view = self.view() if self.view is not None else None
+        if view is not None or not new:
+            out["view"] = view
+        if self.files is not None:
+            files = [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+            out["files" if new else "attachments"] = files
+        return out
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(d) for _, d in self.files or ())
+
+
+class JobMessage:
+    """Where a job is shown, and the single task that edits it. ``show`` coalesces; ``final`` waits."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        channel_id: int,
+        interaction: discord.Interaction[Any] | None,
+        token_deadline: float,
+        interval_s: float,
+        continued_text: str = "⬇️",
+        attachment_limit: int = 10 * 1024 * 1024,
+    ) -> None:
+        self.client = client
+        self.channel_id = channel_id
+        self.interaction = interaction
+        self.token_deadline = token_deadline  # time.monotonic() after which the token is not used
+        self.interval_s = interval_s
+        self.continued_text = continued_text
+        self.attachment_limit = attachment_limit
+        self.channel_message: discord.Message | None = None
+        self.gone = False
+        self.edits = 0
+        self._pending: Render | None = None
+        self._final = False
+        self._finished: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._last_edit = -1e9
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def message_id(self) -> int | None:
+        return self.channel_message.id if self.channel_message is not None else None
+
+    def show(self, render: Render) -> None:
+        """Queue a progress state; a newer one replaces it before it is sent."""
+        if self._final:
+            return
+        self._pending = render
+        self._kick()
+
+    async def final(self, render: Render) -> None:
+        """Send the final state (result, failure) after any edit in flight; returns once it is out."""
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+        self._pending = render
+        self._final = True
+        self._kick()
+        await asyncio.shield(self._finished)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _kick(self) -> None:
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="discord-job-message")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            wait = self._last_edit + self.interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # at most one edit a second per message; newer states coalesce
+            render, final = self._pending, self._final
+            self._pending = None
+            if render is None:
+                continue
+            try:
+                await self._deliver(render, final)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "job_message_failed", error=type(exc).__name__, detail=str(exc)[:200], final=final
+                )
+                if final and self._finished is not None and not self._finished.done():
+                    self._finished.set_exception(exc)
+                    return
+            self._last_edit = time.monotonic()
+            if final:
+                if self._finished is not None and not self._finished.done():
+                    self._finished.set_result(None)
+                return
+
+    # --- transport --------------------------------------------------------------------------------
+
+    def _token_usable(self) -> bool:
+        return self.interaction is not None and time.monotonic() < self.token_deadline
+
+    async def _deliver(self, render: Render, final: bool) -> None:
+        if self.gone and not final:
+            return
+        if self.channel_message is None and not self._token_usable():
+            await self._continue_in_channel(render, reason="token_ttl")
+            return
+        try:
+            if self.channel_message is not None:
+                self.channel_message = await self.channel_message.edit(**render.kwargs(new=False))
+            else:
+                assert self.interaction is not None
+                await self.interaction.edit_original_response(**render.kwargs(new=False))
+            self.edits += 1
+        except discord.NotFound as exc:
+            if exc.code not in (UNKNOWN_MESSAGE, 0) and self.channel_message is not None:
+                raise
+            log.info("job_message_gone", code=exc.code)
+            self.gone = True
+            self.interaction = None
+            self.channel_message = None
+            if final:
+                await self._send_new(render)
+        except discord.HTTPException as exc:
+            if exc.code != INVALID_WEBHOOK_TOKEN and exc.status != 401:
+                raise
+            self.interaction = None  # the token is dead: never use it again
+            await self._continue_in_channel(render, reason="token_expired")
+
+    async def _continue_in_channel(self, render: Render, *, reason: str) -> None:
+        if self.interaction is not None:
+            with contextlib.suppress(discord.HTTPException):
+                # Still within the token's life: say where the job went, drop the buttons.
+                await self.interaction.edit_original_response(content=self.continued_text, view=None)
+            self.interaction = None
+        await self._send_new(render)
+        log.info("job_message_continued", reason=reason, message_id=self.message_id)
+
+    async def _send_new(self, render: Render) -> None:
+        channel = self.client.get_partial_messageable(self.channel_id)
+        self.channel_message = await channel.send(**render.kwargs(new=True))
+        self.gone = False

@@ -1,0 +1,105 @@
+"""Buttons under job messages, persistent across restarts.
+
+Each button is a :class:`JobButton` — a ``DynamicItem`` whose ``custom_id`` is ``comfybot:<action>:<job id>``
+(a stable prefix, at most ~60 chars). The client registers the class (``add_dynamic_items``), so a button
+on a message sent by an earlier process still reaches :meth:`ButtonsCog.handle` after a restart.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import discord
+from discord.ext import commands
+
+from bot.i18n import I18n
+
+__all__ = ["PREFIX", "JobAction", "JobButton", "progress_view", "result_view"]
+
+PREFIX = "comfybot"
+
+
+class JobAction(enum.StrEnum):
+    CANCEL = "c"
+    REROLL = "r"
+    VARIATIONS = "v"
+    UPSCALE = "u"
+    INFO = "i"
+
+
+@runtime_checkable
+class ButtonHandler(Protocol):
+    async def handle(self, interaction: discord.Interaction[Any], action: JobAction, job_id: str) -> None: ...
+
+
+_STYLES = {
+    JobAction.CANCEL: discord.ButtonStyle.danger,
+    JobAction.REROLL: discord.ButtonStyle.primary,
+    JobAction.VARIATIONS: discord.ButtonStyle.secondary,
+    JobAction.UPSCALE: discord.ButtonStyle.secondary,
+    JobAction.INFO: discord.ButtonStyle.secondary,
+}
+_LABELS = {
+    JobAction.CANCEL: "btn.cancel",
+    JobAction.REROLL: "btn.reroll",
+    JobAction.VARIATIONS: "btn.variations",
+    JobAction.UPSCALE: "btn.upscale",
+    JobAction.INFO: "btn.info",
+}
+
+
+def custom_id(action: JobAction, job_id: str) -> str:
+    return f"{PREFIX}:{action.value}:{job_id}"
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=PREFIX + r":(?P<action>[crvui]):(?P<job>[0-9a-zA-Z_-]{1,64})",
+):
+    """One job button; rebuilt from its ``custom_id`` when pressed (labels are not needed for that)."""
+
+    def __init__(self, action: JobAction, job_id: str, label: str | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(label=label, style=_STYLES[action], custom_id=custom_id(action, job_id))
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> JobButton:
+        return cls(JobAction(match["action"]), match["job"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        cog = client.get_cog("ButtonsCog") if isinstance(client, commands.Bot) else None
+        if isinstance(cog, ButtonHandler):
+            await cog.handle(interaction, self.action, self.job_id)
+
+
+def _view(i18n: I18n, locale: str, job_id: str, actions: list[JobAction]) -> Callable[[], discord.ui.View]:
+    def build() -> discord.ui.View:
+        view = discord.ui.View(timeout=None)
+        for action in actions:
+            view.add_item(JobButton(action, job_id, i18n.t(locale, _LABELS[action])))
+        return view
+
+    return build
+
+
+def progress_view(i18n: I18n, locale: str, job_id: str) -> Callable[[], discord.ui.View]:
+    """✖️ Cancel while the job waits or runs."""
+    return _view(i18n, locale, job_id, [JobAction.CANCEL])
+
+
+def result_view(i18n: I18n, locale: str, job_id: str, *, upscale: bool) -> Callable[[], discord.ui.View]:
+    """🔁 Reroll 🎲 Variations ⬆️ Upscale ℹ️ Info (one row, ≤ 5 buttons)."""
+    actions = [JobAction.REROLL, JobAction.VARIATIONS]
+    if upscale:
+        actions.append(JobAction.UPSCALE)
+    actions.append(JobAction.INFO)
+    return _view(i18n, locale, job_id, actions)
