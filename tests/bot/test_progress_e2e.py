@@ -51,3 +51,25 @@ async def test_progress_text_shows_step_percent_and_time(data_dir: Path, registr
         assert running, texts
         assert any("Sampling" in t and "Step " in t and "▰" in t and "⏱" in t for t in running), running
         assert any("[" in t and "/" in t for t in running)
+
+
+async def test_picture_over_photo_limits_goes_as_a_document(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry, comfy_options={"output_size": (8200, 2000)}) as b:
+        b.fake.send_text(USER, CHAT, "/generate a very wide panorama --steps 2")
+        result = await b.result(CHAT)
+        assert result.document and not result.photo
+        assert "a very wide panorama" in (result.caption or "")
+        assert not b.fake.calls_of("sendPhoto", CHAT)
+
+
+async def test_photo_refused_by_telegram_is_sent_as_a_document(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry) as b:
+        b.fake.fail_next("sendPhoto", 400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        b.fake.send_text(USER, CHAT, "/generate an odd picture --steps 2")
+        result = await b.result(CHAT)
+        assert result.document
+        assert len([m for m in b.fake.messages(CHAT, from_bot=True, include_deleted=True) if m.photo]) == 0
