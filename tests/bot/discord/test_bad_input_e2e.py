@@ -1,0 +1,89 @@
+"""Bad /generate input gets an ephemeral answer in the user's language, naming the field and range;
+nothing crashes and no job runs. ComfyUI being down is a localized failure on the job message."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bot.conftest import png
+from tests.bot.discord.conftest import CHANNEL, USER, DBench
+
+LOCALES = [("en-US", "en"), ("ru", "ru"), ("ko", "ko"), ("zh-TW", "zh_Hant")]
+
+
+def _text(bench: DBench, locale: str, key: str, **values: object) -> str:
+    return bench.frontend.ctx.t(locale, key, **values)
+
+
+@pytest.mark.parametrize(("discord_locale", "locale"), LOCALES)
+async def test_steps_out_of_range_names_field_and_range(
+    bench: DBench, discord_locale: str, locale: str
+) -> None:
+    inter = await bench.fake.slash(
+        USER, CHANNEL, "generate", {"prompt": "a cat", "steps": 99999}, locale=discord_locale
+    )
+    field = _text(bench, locale, "field.steps")
+    answer = await bench.ephemeral(field)
+    assert "1" in answer.content and "60" in answer.content
+    assert answer.content.startswith(_text(bench, locale, "error.param", field=field, reason="")[:3])
+    # The public "thinking" message was removed; only the ephemeral answer remains.
+    await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
+    assert bench.fake.channel_messages(CHANNEL) == [answer]
+    assert not bench.comfy.received_prompts
+
+
+async def test_unknown_workflow(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a cat", "workflow": "nope"}, locale="ko")
+    answer = await bench.ephemeral("nope")
+    assert answer.content == _text(
+        bench, "ko", "error.unknown_workflow_named", name="nope", names=", ".join(bench.registry.names())
+    )
+
+
+async def test_non_image_attachment(bench: DBench) -> None:
+    await bench.fake.slash(
+        USER,
+        CHANNEL,
+        "generate",
+        {"prompt": "redraw"},
+        attachments={"image": ("notes.txt", b"hello", "text/plain")},
+        locale="zh-TW",
+    )
+    await bench.ephemeral(_text(bench, "zh_Hant", "error.not_an_image"))
+    assert not bench.comfy.uploads
+
+
+async def test_huge_attachment_is_refused_before_download(bench: DBench) -> None:
+    await bench.fake.slash(
+        USER,
+        CHANNEL,
+        "generate",
+        {"prompt": "redraw"},
+        attachments={"image": ("big.png", png(8, 8), "image/png")},
+        declared_sizes={"image": 50 * 1024 * 1024},
+        locale="ru",
+    )
+    answer = await bench.ephemeral(_text(bench, "ru", "error.photo_too_large", size="50", limit="10"))
+    assert answer.ephemeral
+    assert not [c for c in bench.fake.calls if c.path.startswith("/attachments")]
+
+
+async def test_corrupt_image_is_refused_by_the_gateway(bench: DBench) -> None:
+    await bench.fake.slash(
+        USER,
+        CHANNEL,
+        "generate",
+        {"prompt": "redraw"},
+        attachments={"image": ("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")},
+    )
+    await bench.ephemeral(_text(bench, "en", "error.invalid_image"))
+    assert not bench.comfy.received_prompts
+
+
+async def test_comfyui_down_is_a_localized_failure(bench: DBench) -> None:
+    await bench.comfy.refuse_connections()
+    inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a cat", "steps": 4}, locale="ru")
+    ref = _text(bench, "ru", "error.ref", rid="")[:6]
+    msg = await bench.until(lambda: (m := bench.fake.original(inter)) and ref in m.content and m, timeout=40)
+    assert _text(bench, "ru", "error.comfy_unreachable").split("\n")[0] in msg.content
+    assert msg.custom_ids == [] and not msg.attachments

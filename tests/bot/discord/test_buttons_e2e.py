@@ -1,0 +1,80 @@
+"""Buttons under Discord job messages: Reroll (new seed, new message), Cancel while running, Info, Upscale,
+Variations — and the same custom_ids working after the bot restarts (a new discord.py client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfy.workflows import WorkflowRegistry
+from tests.bot.discord.conftest import CHANNEL, OTHER, USER, DBench, dbench
+
+
+def _button(msg, action: str) -> str:  # type: ignore[no-untyped-def]
+    return next(c for c in msg.custom_ids if c.startswith(f"comfybot:{action}:"))
+
+
+async def test_reroll_makes_a_new_job_message_with_a_new_seed(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a red fox", "steps": 4, "seed": 7})
+    first = await bench.result()
+    click = await bench.fake.click(OTHER, first.id, _button(first, "r"))
+    second = await bench.result(count=2)
+    assert click.callback is not None and click.callback["type"] == 5  # thinking: the new job's message
+    assert second.id == bench.fake.original(click).id != first.id
+    assert "a red fox" in second.content and "🌱 7 " in first.content and "🌱 7 " not in second.content
+    jobs = [p for p in bench.comfy.received_prompts]
+    assert len(jobs) == 2
+
+
+async def test_info_and_upscale(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a boat", "steps": 4, "seed": 99})
+    first = await bench.result()
+    info = await bench.fake.click(USER, first.id, _button(first, "i"))
+    answer = await bench.original(info)
+    assert answer.ephemeral and "txt2img" in answer.content and "99" in answer.content
+    up = await bench.fake.click(USER, first.id, _button(first, "u"))
+    upscaled = await bench.result(count=2)
+    assert upscaled.id == bench.fake.original(up).id
+    assert "comfybot:u:" not in " ".join(upscaled.custom_ids)  # no upscale of an upscale
+    assert len(bench.comfy.uploads) == 1  # the first result went to ComfyUI as the upscale's input
+
+
+async def test_variations_ask_for_a_batch(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a tree", "steps": 4})
+    first = await bench.result()
+    await bench.fake.click(USER, first.id, _button(first, "v"))
+    album = await bench.result(count=2)
+    assert [f.filename for f in album.attachments] == [f"result_{i}.png" for i in range(1, 5)]
+
+
+async def test_cancel_button_while_running(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dbench(tmp_path, registry, monkeypatch, comfy_options={"step_delay_s": 0.2}) as b:
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "slow", "steps": 50}, locale="ru")
+        msg = await b.until(
+            lambda: (m := b.fake.original(inter)) and any("comfybot:c:" in c for c in m.custom_ids) and m
+        )
+        other = await b.fake.click(OTHER, msg.id, _button(msg, "c"))
+        refused = await b.original(other)
+        assert refused.ephemeral and refused.content == b.frontend.ctx.t("en", "cancel.failed")
+        mine = await b.fake.click(USER, msg.id, _button(msg, "c"), locale="ru")
+        done = await b.original(mine)
+        assert done.ephemeral and done.content == b.frontend.ctx.t("ru", "cancel.done")
+        cancelled = b.frontend.ctx.t("ru", "result.cancelled")
+        final = await b.until(lambda: (m := b.fake.original(inter)) and cancelled in m.content and m)
+        assert final.custom_ids == [] and not final.attachments
+        assert not b.results()
+
+
+async def test_buttons_work_after_the_bot_restarts(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a castle", "steps": 4})
+    first = await bench.result()
+    old_client = bench.frontend.bot
+    await bench.restart()
+    assert bench.frontend.bot is not old_client and bench.fake.identified == 2
+    click = await bench.fake.click(USER, first.id, _button(first, "r"))
+    second = await bench.result(count=2)
+    assert second.id == bench.fake.original(click).id
+    assert "a castle" in second.content
