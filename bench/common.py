@@ -200,8 +200,12 @@ class BenchComfyUI(FakeComfyUI):
     unique ``tEXt`` chunk spliced in, so every output is a distinct ~1.5 MB file, as from a real GPU.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, link_mbps: float | None = None, rtt_ms: float = 0.0, **options: Any) -> None:
         super().__init__(**options)
+        # A simulated network between gateway and ComfyUI (default: none, localhost): every HTTP answer
+        # waits ``rtt_ms``, and ``/view`` also the time its file takes at ``link_mbps``.
+        self.link_mbps = link_mbps
+        self.rtt_ms = rtt_ms
         self.posted: dict[str, float] = {}
         self.done: dict[str, float] = {}
         self.busy_s = 0.0
@@ -213,6 +217,21 @@ class BenchComfyUI(FakeComfyUI):
         if response.status == 200:
             self.posted[orjson.loads(response.body)["prompt_id"]] = arrived  # type: ignore[arg-type]  # bytes body
         return response
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.rtt_ms and request.path not in ("/ws", "/bench/stats"):
+            await asyncio.sleep(self.rtt_ms / 1000)
+        return await super()._middleware(request, handler)
+
+    async def _view(self, request: web.Request) -> web.StreamResponse:
+        if self.link_mbps:
+            q = request.query
+            base = self._dir_for(q.get("type", "output"))
+            path = None if base is None else base / q.get("subfolder", "") / q.get("filename", "")
+            if path is not None and path.is_file():
+                await asyncio.sleep(path.stat().st_size * 8 / (self.link_mbps * 1e6))
+        return await super()._view(request)
 
     async def _execute(self, run: _Run) -> tuple[str, bool]:
         start = time.perf_counter()

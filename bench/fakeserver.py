@@ -18,11 +18,13 @@ import orjson
 from bench.common import CHECKPOINTS, BenchComfyUI
 
 
-async def serve(servers: int, run_time: float | None, realistic: bool) -> None:
+async def serve(servers: int, run_time: float | None, realistic: bool, link_mbps: float | None,
+                rtt_ms: float) -> None:
     async with AsyncExitStack() as stack:
         fakes = []
         for _ in range(servers):
-            fake = BenchComfyUI(checkpoints=CHECKPOINTS, run_time_s=run_time, realistic_png=realistic)
+            fake = BenchComfyUI(checkpoints=CHECKPOINTS, run_time_s=run_time, realistic_png=realistic,
+                                link_mbps=link_mbps, rtt_ms=rtt_ms)
             fakes.append(await stack.enter_async_context(fake))
             if realistic:
                 await fake._cached_png(fake.output_size or (704, 704))
@@ -39,8 +41,10 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=1)
     parser.add_argument("--run-time", type=float, default=None)
     parser.add_argument("--realistic", action="store_true")
+    parser.add_argument("--link-mbps", type=float, default=None, help="simulated bandwidth for /view")
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="simulated delay of every HTTP answer")
     args = parser.parse_args()
-    asyncio.run(serve(args.servers, args.run_time, args.realistic))
+    asyncio.run(serve(args.servers, args.run_time, args.realistic, args.link_mbps, args.rtt_ms))
 
 
 if __name__ == "__main__":

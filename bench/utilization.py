@@ -8,6 +8,7 @@ event delivered to the subscriber, images stored; naive: the last image written 
 
     .venv/bin/python -m bench.utilization [--quick] [--jobs 200] [--run-times 0.5,2] [--servers 1,4]
                                           [--modes ours,naive] [--backend memory|redis]
+                                          [--link-mbps 100 --rtt-ms 5] [--name utilization-100mbit]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,20 @@ from gateway.service import Accepted
 STEPS = 20
 
 
+@dataclass(frozen=True)
+class Link:
+    """The (simulated) network between the gateway and ComfyUI; ``mbps=None``: plain localhost."""
+
+    mbps: float | None = None
+    rtt_ms: float = 0.0
+
+    @property
+    def label(self) -> str:
+        if self.mbps is None and not self.rtt_ms:
+            return "localhost"
+        return f"{self.mbps} Mbit/s, {self.rtt_ms} ms"
+
+
 def _row(mode: str, run_time: float, servers: int, jobs: int, makespan: float, busy: float,
          ok: int) -> dict[str, Any]:
     ideal = jobs * run_time / servers
@@ -57,11 +73,13 @@ def _row(mode: str, run_time: float, servers: int, jobs: int, makespan: float, b
 
 
 @asynccontextmanager
-async def remote_fakes(servers: int, run_time: float) -> AsyncIterator[list[str]]:
+async def remote_fakes(servers: int, run_time: float, link: Link) -> AsyncIterator[list[str]]:
     """``servers`` fake ComfyUIs in a child process (``bench.fakeserver``); yields their URLs."""
+    extra = [] if link.mbps is None else ["--link-mbps", str(link.mbps)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.fakeserver", "--servers", str(servers), "--run-time", str(run_time),
-        "--realistic", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        "--realistic", "--rtt-ms", str(link.rtt_ms), *extra,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -85,11 +103,13 @@ async def busy_seconds(session: aiohttp.ClientSession, urls: list[str]) -> float
 
 
 async def run_ours(registry: WorkflowRegistry, kind: str, run_time: float, servers: int,
-                   jobs: int) -> dict[str, Any]:
+                   jobs: int, link: Link) -> dict[str, Any]:
     with backend_factory(kind) as make_backend:
-        async with remote_fakes(servers, run_time) as urls, aiohttp.ClientSession() as session, gateway_rig(
-            session, registry, make_backend(), urls=urls
-        ) as rig:
+        async with (
+            remote_fakes(servers, run_time, link) as urls,
+            aiohttp.ClientSession() as session,
+            gateway_rig(session, registry, make_backend(), urls=urls) as rig,
+        ):
             start = time.perf_counter()
             pending: set[str] = set()
             for i in range(jobs):
@@ -110,14 +130,14 @@ async def run_ours(registry: WorkflowRegistry, kind: str, run_time: float, serve
 
 
 async def run_naive_config(registry: WorkflowRegistry, run_time: float, servers: int,
-                           jobs: int) -> dict[str, Any]:
+                           jobs: int, link: Link) -> dict[str, Any]:
     workflow = registry.get("txt2img")
     graphs = [
         workflow.render(workflow.validate(bench_request(i, steps=STEPS).params), {}) for i in range(jobs)
     ]
     out_dir = Path(tempfile.mkdtemp(prefix="comfybot-bench-naive-"))
     try:
-        async with remote_fakes(servers, run_time) as urls, aiohttp.ClientSession() as session:
+        async with remote_fakes(servers, run_time, link) as urls, aiohttp.ClientSession() as session:
             start, done = await run_naive(session, urls, graphs, out_dir)
             busy = await busy_seconds(session, urls)
     finally:
@@ -127,23 +147,26 @@ async def run_naive_config(registry: WorkflowRegistry, run_time: float, servers:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     registry = load_workflows()
+    link = Link(args.link_mbps, args.rtt_ms)
     rows = []
     for run_time in [float(x) for x in args.run_times.split(",")]:
         for servers in [int(x) for x in args.servers.split(",")]:
             for mode in args.modes.split(","):
                 say(f"utilization: {mode} run_time={run_time}s servers={servers} jobs={args.jobs}")
                 if mode == "ours":
-                    row = await run_ours(registry, args.backend, run_time, servers, args.jobs)
+                    row = await run_ours(registry, args.backend, run_time, servers, args.jobs, link)
                 else:
-                    row = await run_naive_config(registry, run_time, servers, args.jobs)
+                    row = await run_naive_config(registry, run_time, servers, args.jobs, link)
+                row["link"] = link.label
                 say(f"  -> utilization {row['utilization']:.4f}, makespan {row['makespan_s']}s "
                     f"(ideal {row['ideal_s']}s), fake busy {row['fake_busy']:.4f}")
                 rows.append(row)
-                partial = RESULTS_DIR / "utilization-partial.json"  # survives a run cut short
+                partial = RESULTS_DIR / f"{args.name}-partial.json"  # survives a run cut short
                 RESULTS_DIR.mkdir(exist_ok=True)
                 partial.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
     return {
         "benchmark": "utilization",
+        "link": link.label,
         "machine": machine(),
         "params": {"jobs": args.jobs, "steps": STEPS, "backend": args.backend, "capacity_per_server": 2,
                    "fake": "BenchComfyUI servers in a child process (bench.fakeserver), realistic_png=True "
@@ -163,13 +186,18 @@ def main() -> None:
     parser.add_argument("--modes", default="ours,naive")
     parser.add_argument("--backend", default="memory", choices=["memory", "redis"])
     parser.add_argument("--quick", action="store_true", help="40 jobs per config")
+    parser.add_argument("--link-mbps", type=float, default=None,
+                        help="simulate a network to ComfyUI: /view at this bandwidth (default: localhost)")
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="simulated delay of every HTTP answer")
     parser.add_argument("--name", default=None, help="results file name (default utilization[-quick])")
     args = parser.parse_args()
     if args.quick:
         args.jobs = 40
+    args.name = args.name or ("utilization-quick" if args.quick else "utilization")
     with bench_logging("utilization"):
         data = asyncio.run(main_async(args))
-    write_results(args.name or ("utilization-quick" if args.quick else "utilization"), data)
+    write_results(args.name, data)
+    (RESULTS_DIR / f"{args.name}-partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
