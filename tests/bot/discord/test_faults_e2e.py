@@ -1,0 +1,88 @@
+"""Discord's limits and faults: a job outliving the 15-minute token continues on a channel message (by the
+bot's clock, or when Discord answers 50027); 429s are waited out without duplicates; a result over the
+upload limit becomes a smaller JPEG preview; a deleted job message gets the result anew."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bot.discord.context import DiscordOptions
+from comfy.workflows import WorkflowRegistry
+from tests.bot.discord.conftest import CHANNEL, USER, DBench, dbench
+
+SLOW = {"step_delay_s": 0.05}
+
+
+async def test_job_outliving_the_token_continues_on_a_channel_message(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiscordOptions(token_ttl_s=0.6, edit_interval_s=0.2)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
+        inter = await b.fake.slash(
+            USER, CHANNEL, "generate", {"prompt": "a long job", "steps": 40}, locale="ko"
+        )
+        result = await b.result()
+        original = b.fake.original(inter)
+        assert original is not None and result.id != original.id
+        assert result.interaction_id is None  # a normal channel message the bot owns
+        assert original.content == b.frontend.ctx.t("ko", "discord.continued") and original.custom_ids == []
+        # The continuation carried the progress too (with Cancel), and was edited in place into the result.
+        assert any(any("comfybot:c:" in c for c in h["custom_ids"]) for h in result.history)
+        assert [c.status for c in b.fake.calls_of("edit") if c.status != 200] == []  # never used a dead token
+        assert len(b.fake.calls_of("channel_send")) == 1
+
+
+async def test_expired_token_50027_moves_the_job_to_a_channel_message(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiscordOptions(edit_interval_s=0.2)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "tok", "steps": 40})
+        await b.until(lambda: (m := b.fake.original(inter)) and m.edits >= 1)
+        b.fake.expire_all_tokens()
+        result = await b.result()
+        assert result.interaction_id is None
+        assert [c.status for c in b.fake.calls_of("edit")].count(401) == 1  # one refusal, then never again
+        assert len(b.results()) == 1
+
+
+async def test_429_is_honoured_without_duplicates(bench: DBench) -> None:
+    bench.fake.inject_429("edit", times=3, retry_after=0.3)
+    with capture_logs() as logs:
+        inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "busy", "steps": 4})
+        result = await bench.result()
+    assert bench.fake.count_429 == 3
+    assert result.id == bench.fake.original(inter).id
+    assert len(bench.fake.channel_messages(CHANNEL)) == 1
+    assert sum(1 for h in result.history if h["files"]) == 1  # the result was applied once
+    limited = [e for e in logs if e["event"] == "discord_rate_limited"]
+    assert len(limited) == 3 and all(e["retry_after"] == 0.3 for e in limited)
+
+
+async def test_result_over_the_upload_limit_becomes_a_smaller_jpeg_preview(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 1500  # the fake's PNG results are ~3 KB
+    async with dbench(tmp_path, registry, monkeypatch, fake_options={"attachment_size_limit": limit}) as b:
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "big", "steps": 4}, locale="ru")
+        result = await b.result()
+        [file] = result.attachments
+        assert file.filename == "result_preview.jpg" and file.data[:2] == b"\xff\xd8"
+        assert len(file.data) <= limit
+        assert b.frontend.ctx.t("ru", "discord.result_too_large") in result.content
+
+
+async def test_deleted_job_message_gets_the_result_as_a_new_message(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiscordOptions(edit_interval_s=0.2)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "gone", "steps": 40})
+        first = await b.until(lambda: (m := b.fake.original(inter)) and m.edits >= 1 and m)
+        await b.fake.delete_message(first.id)
+        result = await b.result()
+        assert result.id != first.id and result.interaction_id is None
+        assert len(b.results()) == 1
