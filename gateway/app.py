@@ -48,6 +48,7 @@ class WorkerOptions:
     lease_s: float = 30.0
     max_attempts: int = 3
     retry_backoff_s: float = 0.5
+    retry_acquire_timeout_s: float = 10.0  # after a connection failure, how long to wait for a healthy server
     health_interval_s: float = 5.0
     cleanup_interval_s: float = 600.0
     consumer: str | None = None
@@ -108,7 +109,8 @@ async def run_gateway(
         await pool.check_all()
         executor = Executor(backend, store)
         worker = Worker(backend, pool, registry, executor, consumer=options.consumer, lease_s=options.lease_s,
-                        max_attempts=options.max_attempts, retry_backoff_s=options.retry_backoff_s)
+                        max_attempts=options.max_attempts, retry_backoff_s=options.retry_backoff_s,
+                        retry_acquire_timeout_s=options.retry_acquire_timeout_s)
         gateway.worker = worker
         tasks = [
             asyncio.create_task(worker.run(), name="gateway-worker"),

@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -47,7 +49,17 @@ from gateway.records import JobRecord
 
 log = structlog.get_logger(component="gateway")
 T = TypeVar("T")
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # OSError covers TimeoutError
+_CALL_TIMEOUT_S = 10.0  # every call blocks for at most 1 s server-side; more means the link is dead
+
+
+def _reraise_cancel() -> None:
+    """Stop if this task is being cancelled. A cancel that lands while redis-py reads a reply can be lost
+    inside redis-py's own timeout handling on Python 3.11 (seen after a Redis restart: the task stayed
+    "cancelling" and kept looping); checking ``cancelling()`` before each call makes it stick."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: bytes | str) -> str:
@@ -86,10 +98,17 @@ class RedisBackend(Backend):
 
     async def start(self) -> None:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.url, decode_responses=False)
+            # No retries inside redis-py: a blocking XREADGROUP it silently re-sends after a reconnect can
+            # lose entries already assigned to us; _retry and subscribe handle errors knowing that.
+            self._redis = self._connect()
             for name in ("ENQUEUE", "SAVE", "FINISH"):
                 self._scripts[name] = self._redis.register_script(getattr(redis_scripts, name))
         await self._retry(lambda: self._ensure_group(self._stream, "workers"), "start")
+
+    def _connect(self) -> Any:  # see ``redis``: replies are decoded by hand
+        return aioredis.Redis.from_url(
+            self.url, decode_responses=False, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5
+        )
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -108,9 +127,12 @@ class RedisBackend(Backend):
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.05
         while True:
+            _reraise_cancel()
             try:
-                return await op()
+                async with asyncio.timeout(_CALL_TIMEOUT_S):  # a half-open connection never answers
+                    return await op()
             except _RETRYABLE as exc:
+                _reraise_cancel()
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("redis_unavailable", op=what, error=repr(exc), retry_in_s=delay)
@@ -265,15 +287,25 @@ class RedisBackend(Backend):
         await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
         cursor = "0"  # first our own unacknowledged events (a restart), then new ones
         handling: bytes | None = None  # acked once the consumer comes back for more, or stops cleanly
+        reader = self._connect()  # its own connection: a blocking read must not share the pool
         try:
             while True:
-                reply = await self._retry(
-                    partial(
-                        self.redis.xreadgroup, "frontends", consumer, {stream: cursor}, count=100, block=1000
-                    ),
-                    "subscribe",
-                )
-                entries = reply[0][1] if reply else []
+                _reraise_cancel()
+                try:
+                    async with asyncio.timeout(_CALL_TIMEOUT_S):  # a half-open connection never answers
+                        reply = await reader.xreadgroup(
+                            "frontends", consumer, {stream: cursor}, count=100, block=1000
+                        )
+                except (*_RETRYABLE, ResponseError) as exc:
+                    _reraise_cancel()
+                    # The reply may have been lost with entries already assigned to us: read our own
+                    # pending entries again ("0") once Redis is back.
+                    log.warning("redis_unavailable", op="subscribe", error=repr(exc))
+                    cursor = "0"
+                    await asyncio.sleep(0.2)
+                    await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
+                    continue
+                entries: list[Any] = reply[0][1] if reply else []
                 if not entries and cursor == "0":
                     cursor = ">"
                 for entry_id, fields in entries:
@@ -290,6 +322,7 @@ class RedisBackend(Backend):
                 with contextlib.suppress(*_RETRYABLE):
                     async with asyncio.timeout(2):
                         await self.redis.xack(stream, "frontends", handling)
+            await reader.aclose()
 
     # --- cancel ---------------------------------------------------------------------------------
     async def request_cancel(self, job_id: str, by: str) -> None:

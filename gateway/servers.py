@@ -45,6 +45,7 @@ class ComfyServer:
     object_info: Mapping[str, Any] | None = None
     queue_remaining: int = 0  # ComfyUI's own count at the last health check (other processes' jobs too)
     down_reason: str = "not checked yet"
+    object_info_at: float = 0.0  # loop time of the last /object_info
     _problems: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
@@ -97,10 +98,16 @@ class ServerPool:
     """All servers of this process; ``acquire`` a slot for a job, ``release`` it when the prompt ended."""
 
     def __init__(
-        self, clients: Sequence[ComfyClient], *, capacity: int = 2, health_interval_s: float = 5.0
+        self,
+        clients: Sequence[ComfyClient],
+        *,
+        capacity: int = 2,
+        health_interval_s: float = 5.0,
+        object_info_max_age_s: float = 60.0,
     ) -> None:
         self.servers = [ComfyServer(client=c, capacity=capacity) for c in clients]
         self.health_interval_s = health_interval_s
+        self.object_info_max_age_s = object_info_max_age_s
         self._changed = asyncio.Condition()
         self._reserved = 0
         self._recheck = asyncio.Event()
@@ -114,8 +121,12 @@ class ServerPool:
         try:
             await server.client.system_stats()
             server.queue_remaining = await server.client.queue_remaining()
-            if not server.healthy or server.object_info is None:
+            now = asyncio.get_running_loop().time()
+            stale = now - server.object_info_at > self.object_info_max_age_s
+            if not server.healthy or server.object_info is None or stale:
+                # Models get installed and removed while servers run: re-read now and then.
                 server.object_info = await server.client.object_info()
+                server.object_info_at = now
                 server._problems.clear()
         except ComfyError as exc:
             await self._set_health(server, False, f"{type(exc).__name__}: {exc}")
@@ -230,4 +241,4 @@ class ServerPool:
             self._changed.notify_all()
 
 
-__all__ = ["ComfyServer", "NoBackend", "ServerPool"]
+__all__ = ["ComfyServer", "NoBackend", "ServerPool", "runnable_problems"]

@@ -42,6 +42,12 @@ log = structlog.get_logger(component="gateway")
 _RETRYABLE = (ComfyUnreachable, ComfyPromptLost, ComfyTimeout)
 
 
+def _code_of(exc: Exception) -> FailureCode:
+    if isinstance(exc, ComfyPromptLost):
+        return FailureCode.COMFY_LOST_PROMPT
+    return FailureCode.COMFY_UNREACHABLE
+
+
 def default_consumer_name() -> str:
     """Unique per process and machine, readable in ``XINFO CONSUMERS``."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -62,6 +68,7 @@ class Worker:
         max_attempts: int = 3,
         retry_backoff_s: float = 0.5,
         acquire_timeout_s: float = 120.0,
+        retry_acquire_timeout_s: float = 10.0,
     ) -> None:
         self.backend = backend
         self.pool = pool
@@ -72,6 +79,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self.acquire_timeout_s = acquire_timeout_s
+        self.retry_acquire_timeout_s = retry_acquire_timeout_s
         self.finisher = Finisher(backend)
         self.positions = PositionNotifier(backend, pool)
         self.jobs: dict[str, JobRun] = {}
@@ -189,6 +197,7 @@ class Worker:
         """Attempts until one outcome; every path ends in exactly one ``finisher`` call (or a shutdown)."""
         rec = job.record
         avoid: set[str] = set()
+        last_error: Exception | None = None
         try:
             if (by := await self.backend.cancel_requested(rec.job_id)) is not None:
                 await self.finisher.cancelled(rec, by)
@@ -197,11 +206,18 @@ class Worker:
             while True:
                 if resume is not None:
                     server, resume = resume, None
-                else:
+                elif last_error is None:
                     server = await self.pool.acquire(
-                        job.workflow, rec.values, avoid=avoid, reserved=reserved,
-                        timeout_s=self.acquire_timeout_s,
+                        job.workflow, rec.values, reserved=reserved, timeout_s=self.acquire_timeout_s
                     )
+                else:
+                    try:
+                        server = await self.pool.acquire(
+                            job.workflow, rec.values, avoid=avoid, timeout_s=self.retry_acquire_timeout_s
+                        )
+                    except NoBackend:  # every server that could take it is down
+                        await self.finisher.failed(rec, _code_of(last_error), f"{last_error}; no server left")
+                        return
                 reserved = False
                 try:
                     if resuming:
@@ -210,13 +226,12 @@ class Worker:
                     else:
                         images = await self.executor.run(job, server)
                 except _RETRYABLE as exc:
+                    last_error = exc
                     if isinstance(exc, ComfyUnreachable):
                         await self.pool.mark_down(server, str(exc))
                     avoid.add(server.name)
                     if rec.attempts >= self.max_attempts:
-                        code = (FailureCode.COMFY_LOST_PROMPT if isinstance(exc, ComfyPromptLost)
-                                else FailureCode.COMFY_UNREACHABLE)
-                        await self.finisher.failed(rec, code, str(exc))
+                        await self.finisher.failed(rec, _code_of(exc), str(exc))
                         return
                     backoff = self.retry_backoff_s * 2 ** max(0, rec.attempts - 1)
                     log.warning("job_retry", attempt=rec.attempts, error=str(exc),

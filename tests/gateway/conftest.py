@@ -26,7 +26,8 @@ from gateway.storage import ImageStore
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 
 CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
-FAST = WorkerOptions(lease_s=3.0, retry_backoff_s=0.05, health_interval_s=0.3, cleanup_interval_s=3600)
+FAST = WorkerOptions(lease_s=3.0, retry_backoff_s=0.05, health_interval_s=0.3, cleanup_interval_s=3600,
+                     retry_acquire_timeout_s=1.0)
 
 
 def request(prompt: str = "a lighthouse at dusk", *, user: str = "u1", workflow: str = "txt2img",
@@ -96,6 +97,7 @@ async def harness(
     servers: int = 1,
     backend: Backend | None = None,
     fake_options: dict[str, Any] | None = None,
+    server_options: list[dict[str, Any]] | None = None,
     capacity: int = 2,
     limits: Limits | None = None,
     access: AccessPolicy | None = None,
@@ -103,11 +105,12 @@ async def harness(
     ws_stall_timeout_s: float = 2.0,
 ) -> AsyncIterator[Harness]:
     async with AsyncExitStack() as stack:
+        per_server = server_options or [{} for _ in range(servers)]
         fakes = [
             await stack.enter_async_context(
-                running_fake_comfyui(checkpoints=CHECKPOINTS, **(fake_options or {}))
+                running_fake_comfyui(**{"checkpoints": CHECKPOINTS, **(fake_options or {}), **extra})
             )
-            for _ in range(servers)
+            for extra in per_server
         ]
         backend = await stack.enter_async_context(backend or MemoryBackend())
         store = ImageStore(data_dir)
