@@ -1329,7 +1329,10 @@ class FakeComfyUI:
         base = self.output_dir if type_ == "output" else self.temp_dir
         subfolder, name, folder, counter = _save_path(base, prefix)
         size = self.output_size or (REALISTIC_SIZE if self.realistic_png else (img.width, img.height))
-        text = {"prompt": json.dumps(run.prompt)}
+        text = {"prompt": json.dumps(run.prompt)}  # like ComfyUI without --disable-metadata
+        pnginfo = run.extra_data.get("extra_pnginfo")
+        if isinstance(pnginfo, dict):
+            text.update({k: json.dumps(v) for k, v in pnginfo.items()})
         results = []
         for i in range(img.batch):
             filename = f"{name}_{counter:05}_.png"

@@ -493,3 +493,14 @@ async def test_stop_after_refuse_and_twice() -> None:
     await fake.stop()
     await fake.stop()
     assert not fake.root.exists()
+
+
+async def test_png_text_chunks(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
+    extra = {"extra_pnginfo": {"workflow": {"note": "x"}}}
+    pid = await submit(http, fake_comfy.url, txt2img(), extra_data=extra)
+    entry = await fake_comfy.wait_history(pid)
+    (image,) = entry["outputs"]["9"]["images"]
+    with Image.open(fake_comfy.output_dir / image["subfolder"] / image["filename"]) as img:
+        chunks = dict(img.text)  # type: ignore[attr-defined]
+    assert json.loads(chunks["workflow"]) == {"note": "x"}
+    assert json.loads(chunks["prompt"])["3"]["class_type"] == "KSampler"
