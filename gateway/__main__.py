@@ -1,8 +1,9 @@
 """``python -m gateway``: a gateway worker process (jobs from the queue to the ComfyUI servers).
 
 With ``REDIS_URL`` set, run as many as you like on any machines; front ends in other processes submit
-through the same Redis. Without it the queue is in memory and only this process's own HTTP API (when
-enabled) can submit. SIGTERM/SIGINT stop it; a job it was running is recovered by another worker.
+through the same Redis. Without it the queue is in memory and only this process's own HTTP API
+(``COMFYBOT_API_ENABLED``, bound to 127.0.0.1, bearer token) can submit. SIGTERM/SIGINT stop it; a
+job it was running is recovered by another worker.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 from comfybot.config import ConfigError, Settings, load_settings
 from comfybot.logs import configure_logging
 from gateway.app import WorkerOptions, open_gateway
+from gateway.http_api import start_api
 
 log = structlog.get_logger(component="gateway")
 
@@ -30,8 +32,16 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
         with contextlib.suppress(NotImplementedError):  # not on every platform
             loop.add_signal_handler(sig, stop.set)
     async with aiohttp.ClientSession() as session, open_gateway(settings, session, options=options) as gw:
-        log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None)
-        await stop.wait()
+        runner = None
+        if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
+            runner = await start_api(gw, settings.api.token.get_secret_value(), host=settings.api.bind,
+                                     port=settings.api.port)
+        log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None, api=runner is not None)
+        try:
+            await stop.wait()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
     log.info("gateway_exit")
 
 

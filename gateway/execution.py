@@ -97,6 +97,7 @@ class Executor:
         rec = job.record
         assert rec.prompt_id is not None
         job.server = server
+        job.started = rec.started_at is not None  # the dead worker may have announced the start already
         structlog.contextvars.bind_contextvars(prompt_id=rec.prompt_id, backend=server.name)
         deadline = asyncio.get_running_loop().time() + job.workflow.timeout_s
         while True:

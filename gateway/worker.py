@@ -253,9 +253,7 @@ class Worker:
             await self.finisher.cancelled(rec, job.cancel_by)
         except ComfyRejected as exc:
             await self.finisher.failed(rec, FailureCode.COMFY_REJECTED, exc.summary())
-        except ComfyExecutionError as exc:
-            log.error("comfyui_execution_error", node_id=exc.node_id, node_type=exc.node_type,
-                      exception_type=exc.exception_type)
+        except ComfyExecutionError as exc:  # the client already logged comfyui_execution_error
             await self.finisher.failed(rec, FailureCode.COMFY_EXECUTION_ERROR, str(exc))
         except ComfyInterrupted as exc:  # interrupted by someone else (ComfyUI's own UI, an admin)
             await self.finisher.failed(rec, FailureCode.COMFY_EXECUTION_ERROR, str(exc))

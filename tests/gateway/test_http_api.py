@@ -1,0 +1,91 @@
+"""The small HTTP API: bearer token, submit → poll → result, cancel, health, refusals as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from gateway.http_api import start_api
+from gateway.models import Cancelled, Succeeded
+from tests.conftest import free_port
+from tests.gateway.conftest import EventLog, harness
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+async def api(session, registry, data_dir):
+    async with harness(session, registry, data_dir) as h:
+        port = free_port()
+        runner = await start_api(h.gateway, TOKEN, port=port)
+        h.log = EventLog()  # the API's jobs publish on the "http" platform
+        collector = asyncio.create_task(h.log.collect(h.gateway.subscribe("http")))
+        try:
+            yield h, f"http://127.0.0.1:{port}"
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            await runner.cleanup()
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_token_required(api, session) -> None:
+    _, url = api
+    async with session.get(f"{url}/v1/health") as resp:
+        assert resp.status == 401
+    async with session.get(f"{url}/v1/health", headers=auth("wrong")) as resp:
+        assert resp.status == 401
+    async with session.get(f"{url}/v1/health", headers=auth()) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["ok"] and body["servers"][0]["healthy"] and body["backend"] == "memory"
+
+
+async def test_submit_poll_result(api, session) -> None:
+    h, url = api
+    job = {"user_id": "script", "chat_id": "-", "workflow": "txt2img",
+           "params": {"prompt": "a cat", "steps": 3}}
+    async with session.post(f"{url}/v1/jobs", json=job, headers=auth()) as resp:
+        assert resp.status == 202
+        accepted = await resp.json()
+    job_id = accepted["job_id"]
+    assert accepted["position"] >= 1
+    assert isinstance(await h.log.terminal(job_id), Succeeded)
+    async with session.get(f"{url}/v1/jobs/{job_id}", headers=auth()) as resp:
+        assert resp.status == 200
+        record = await resp.json()
+    assert record["state"] == "succeeded" and record["request"]["platform"] == "http" and record["images"]
+    async with session.get(f"{url}/v1/jobs/nope", headers=auth()) as resp:
+        assert resp.status == 404
+
+
+async def test_refusals_are_json_with_codes(api, session) -> None:
+    _, url = api
+    bad = {"user_id": "s", "chat_id": "-", "workflow": "txt2img", "params": {"prompt": "x", "steps": 999}}
+    async with session.post(f"{url}/v1/jobs", json=bad, headers=auth()) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["code"] == "invalid_input" and body["field"] == "steps"
+    async with session.post(f"{url}/v1/jobs", data=b"not json", headers=auth()) as resp:
+        assert resp.status == 400
+    unknown = {"user_id": "s", "chat_id": "-", "workflow": "nope"}
+    async with session.post(f"{url}/v1/jobs", json=unknown, headers=auth()) as resp:
+        assert resp.status == 404 and (await resp.json())["code"] == "unknown_workflow"
+
+
+async def test_cancel(api, session) -> None:
+    h, url = api
+    h.fakes[0].run_time_s = 5.0
+    job = {"user_id": "s", "chat_id": "-", "workflow": "txt2img", "params": {"prompt": "slow"}}
+    async with session.post(f"{url}/v1/jobs", json=job, headers=auth()) as resp:
+        job_id = (await resp.json())["job_id"]
+    async with session.delete(f"{url}/v1/jobs/{job_id}", headers=auth()) as resp:
+        assert (await resp.json())["cancelled"] is True
+    ended = await h.log.terminal(job_id)
+    assert isinstance(ended, Cancelled) and ended.by == "http-api"
