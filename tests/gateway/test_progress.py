@@ -1,0 +1,73 @@
+"""ProgressModel: node labels, done/total, sampler fraction, percent and ETA from ComfyUI events."""
+
+from __future__ import annotations
+
+from comfy import events as ce
+from comfy.workflows import load_workflows
+from gateway.progress import ProgressModel
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def model(recent_ms=(), clock=None):
+    wf = load_workflows().get("txt2img")
+    graph = wf.render(wf.validate({"prompt": "x", "seed": 1}))
+    pm = ProgressModel(wf, graph, job_id="j", request_id="r", recent_ms=recent_ms, clock=clock or Clock())
+    return pm, graph
+
+
+def state(node: str, value: float, maximum: float, st: str) -> ce.NodeState:
+    return ce.NodeState(value=value, max=maximum, state=st, node_id=node, display_node_id=node)
+
+
+def test_labels_counts_and_percent() -> None:
+    pm, graph = model()
+    total = len(graph)
+    assert pm.feed(ce.ExecutionStart(prompt_id="p")) is None
+    cached = pm.feed(ce.ExecutionCached(prompt_id="p", nodes=("4", "6", "7")))
+    assert cached is not None and cached.done_nodes == 3 and cached.total_nodes == total
+    start = pm.feed(ce.Executing(prompt_id="p", node="3", display_node="3"))
+    assert start is not None and start.node_label == "Sampling"
+    half = pm.feed(ce.Progress(prompt_id="p", node="3", value=10, max=20))
+    assert half is not None and (half.value, half.max) == (10, 20)
+    assert half.percent == round(100 * 3.5 / total, 1)
+    done = pm.feed(ce.ProgressState(prompt_id="p", nodes={"3": state("3", 20, 20, "finished")}))
+    assert done is not None and done.done_nodes == 4
+    decode = pm.feed(ce.Executing(prompt_id="p", node="8", display_node="8"))
+    assert decode is not None and decode.node_label == "Decoding"
+    assert pm.feed(ce.ExecutionSuccess(prompt_id="p")) is None
+
+
+def test_next_node_marks_previous_done_without_progress_state() -> None:
+    pm, _ = model()
+    pm.feed(ce.Executing(prompt_id="p", node="4", display_node="4"))
+    update = pm.feed(ce.Executing(prompt_id="p", node="6", display_node="6"))
+    assert update is not None and update.done_nodes == 1 and update.node_label == "Encoding prompt"
+
+
+def test_eta_from_recent_durations_counts_down() -> None:
+    clock = Clock()
+    pm, _ = model(recent_ms=(10_000, 20_000), clock=clock)
+    assert pm.eta_s() == 15.0  # before the start: the mean run time
+    pm.feed(ce.ExecutionStart(prompt_id="p"))
+    clock.now += 5
+    assert pm.eta_s() == 10.0
+    clock.now += 60
+    assert pm.eta_s() == 0.0
+
+
+def test_eta_from_pace_without_history() -> None:
+    clock = Clock()
+    pm, graph = model(clock=clock)
+    pm.feed(ce.ExecutionStart(prompt_id="p"))
+    assert pm.eta_s() is None
+    pm.feed(ce.ExecutionCached(prompt_id="p", nodes=tuple(list(graph)[: len(graph) // 2])))
+    clock.now += 4
+    eta = pm.eta_s()
+    assert eta is not None and eta > 0
