@@ -130,9 +130,11 @@ class GenerateCog(commands.Cog):
     async def aspect_choices(
         self, interaction: discord.Interaction[Any], current: str
     ) -> list[app_commands.Choice[str]]:
-        return [app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES if current.strip() in a][
-            :MAX_CHOICES
-        ]
+        typed = normalize_aspect(current) if current.strip() else None
+        values = [a for a in ASPECT_CHOICES if current.strip() in a]
+        if typed is not None and typed not in values:
+            values.insert(0, typed)  # what the user typed is a fine value too; the gateway checks it
+        return [app_commands.Choice(name=a, value=a) for a in values][:MAX_CHOICES]
 
     async def cog_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -52,6 +53,15 @@ class DBench:
 
     async def until(self, condition: Callable[[], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
         return await self.fake.wait_for(condition, timeout)
+
+    async def logged(self, logs: list[dict[str, Any]], event: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The first captured log entry named ``event`` (logged after the fake's last change, so polled)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = next((e for e in logs if e["event"] == event), None)
+                if found is not None:
+                    return found
+                await asyncio.sleep(0.01)
 
     async def original(self, inter: FakeInteraction, timeout: float = 20.0) -> StoredMessage:  # noqa: ASYNC109
         msg: StoredMessage = await self.until(lambda: self.fake.original(inter), timeout)

@@ -6,6 +6,7 @@ import io
 
 from PIL import Image
 
+from tests.bot.conftest import png
 from tests.bot.discord.conftest import CHANNEL, USER, DBench
 
 
@@ -24,3 +25,58 @@ async def test_generate_defers_edits_in_place_and_delivers_result_with_buttons(b
     # Earlier states showed the queue/progress text with a Cancel button, and no state repeated.
     assert any("comfybot:c:" in cid for h in result.history for cid in h["custom_ids"])
     assert len(bench.fake.channel_messages(CHANNEL)) == 1  # one message per job
+
+
+async def test_image_attachment_runs_img2img(bench: DBench) -> None:
+    inter = await bench.fake.slash(
+        USER,
+        CHANNEL,
+        "generate",
+        {"prompt": "make it blue", "steps": 4},
+        attachments={"image": ("photo.png", png(64, 48), "image/png")},
+    )
+    result = await bench.result()
+    assert result.id == bench.fake.original(inter).id
+    assert "img2img" in result.content
+    assert len(bench.comfy.uploads) == 1
+    [prompt] = bench.comfy.received_prompts
+    assert any(node["class_type"] == "LoadImage" for node in prompt["prompt"].values())
+
+
+async def test_options_become_params(bench: DBench) -> None:
+    await bench.fake.slash(
+        USER,
+        CHANNEL,
+        "generate",
+        {"prompt": "wide", "ar": "16x9", "seed": 1234, "steps": 5, "negative": "blurry", "batch": 2},
+    )
+    result = await bench.result()
+    assert [f.filename for f in result.attachments] == ["result_1.png", "result_2.png"]
+    with Image.open(io.BytesIO(result.attachments[0].data)) as img:
+        assert img.width > img.height
+    assert "1234" in result.content
+
+
+async def test_workflow_autocomplete_comes_from_the_registry(bench: DBench) -> None:
+    everything = await bench.fake.autocomplete(
+        USER, CHANNEL, "generate", {"prompt": "x", "workflow": ""}, "workflow"
+    )
+    assert sorted(c["value"] for c in everything) == sorted(bench.registry.names())
+    some = await bench.fake.autocomplete(
+        USER, CHANNEL, "generate", {"prompt": "x", "workflow": "img2"}, "workflow"
+    )
+    assert [c["value"] for c in some] == ["img2img"]
+    ratios = await bench.fake.autocomplete(USER, CHANNEL, "generate", {"prompt": "x", "ar": "16"}, "ar")
+    assert [c["value"] for c in ratios] == ["16:9", "9:16"]
+    custom = await bench.fake.autocomplete(USER, CHANNEL, "generate", {"prompt": "x", "ar": "5x4"}, "ar")
+    assert [c["value"] for c in custom] == ["5:4"]
+
+
+async def test_synced_commands_and_options(bench: DBench) -> None:
+    names = {c["name"] for c in bench.fake.commands}
+    assert names == {"generate", "workflows", "cancel", "queue"}
+    generate = next(c for c in bench.fake.commands if c["name"] == "generate")
+    options = {o["name"]: o for o in generate["options"]}
+    assert list(options) == ["prompt", "workflow", "ar", "seed", "steps", "negative", "image", "batch"]
+    assert options["prompt"]["required"] and options["workflow"]["autocomplete"]
+    assert options["image"]["type"] == 11 and options["steps"]["type"] == 4
