@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import discord
+import structlog
 
 from bot.discord.context import DiscordContext
 from comfybot.logs import get_logger
@@ -21,7 +22,8 @@ async def command_failed(
     original = getattr(error, "original", error)
     log.error("command_failed", error=type(original).__name__, detail=str(original)[:300])
     locale = ctx.locale_of(interaction)
-    text = ctx.renderer.failure(locale, "internal")
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    text = ctx.renderer.failure(locale, "internal", request_id=request_id)  # the short id to quote
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)

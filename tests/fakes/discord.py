@@ -150,6 +150,7 @@ class Call:
     payload: Any
     files: list[str]
     status: int = 200
+    at: float = 0.0  # the fake's clock when the call arrived
 
 
 @dataclass
@@ -523,7 +524,9 @@ class FakeDiscord:
         parts = request.match_info["tail"].strip("/").split("/")
         payload, files = await self._body(request)
         kind, handler = self._route(request.method, parts)
-        call = Call(request.method, "/" + "/".join(parts), kind, payload, [f[0] for f in files])
+        call = Call(
+            request.method, "/" + "/".join(parts), kind, payload, [f[0] for f in files], at=self.clock()
+        )
         self.calls.append(call)
         response = self._fault(kind) or await handler(parts, request, payload, files)
         call.status = response.status

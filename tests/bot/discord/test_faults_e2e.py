@@ -86,3 +86,35 @@ async def test_deleted_job_message_gets_the_result_as_a_new_message(
         result = await b.result()
         assert result.id != first.id and result.interaction_id is None
         assert len(b.results()) == 1
+
+
+async def test_progress_edits_are_coalesced_to_one_a_second(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dbench(tmp_path, registry, monkeypatch, comfy_options={"step_delay_s": 0.05}) as b:
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "steady", "steps": 50})
+        result = await b.result()
+        edits = [c for c in b.fake.calls_of("edit") if c.status == 200]
+        assert len(edits) == result.edits >= 3  # queued/progress states, then the result
+        gaps = [later.at - earlier.at for earlier, later in zip(edits, edits[1:], strict=False)]
+        assert min(gaps) >= 0.95  # never faster than the default 1 edit/s (lower bound, not a timing race)
+        # 50 sampler steps produced far more progress events than edits: they were coalesced.
+        assert any("%" in h["content"] for h in result.history)
+        assert b.fake.original(inter) is result
+
+
+async def test_unexpected_error_is_a_localized_ephemeral_answer(
+    bench: DBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(user_id: str) -> None:
+        raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(bench.gateway, "queue_info", broken)
+    with capture_logs() as logs:
+        await bench.fake.slash(USER, CHANNEL, "queue", locale="ko")
+        answer = await bench.ephemeral(bench.frontend.ctx.t("ko", "error.internal").split("\n")[0])
+    assert "exploded" not in answer.content
+    assert any(e["event"] == "command_failed" and e["error"] == "RuntimeError" for e in logs)
+    # The bot is still alive.
+    ok = await bench.fake.slash(USER, CHANNEL, "workflows")
+    assert (await bench.original(ok)).ephemeral
