@@ -19,8 +19,8 @@ Keys (under ``prefix``, default ``comfybot:``):
 * ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (SET NX),
   ``durations:<workflow>`` (list).
 
-Every call survives Redis going away: connection errors are retried with backoff for ``retry_for_s``
-(logged ``redis_unavailable``), so a Redis restart pauses the gateway instead of losing jobs.
+Connections and retries live in ``gateway/redis_base.py``: a Redis restart pauses the gateway, it
+does not lose jobs.
 """
 
 from __future__ import annotations
@@ -28,122 +28,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import redis_scripts
-from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, RECORD_TTL_S, Backend, Enqueued
+from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, RECORD_TTL_S, Enqueued
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
 from gateway.records import JobRecord
+from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
 
 log = structlog.get_logger(component="gateway")
-T = TypeVar("T")
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # OSError covers TimeoutError
-_CALL_TIMEOUT_S = 10.0  # every call blocks for at most 1 s server-side; more means the link is dead
 
 
-def _reraise_cancel() -> None:
-    """Stop if this task is being cancelled. A cancel that lands while redis-py reads a reply can be lost
-    inside redis-py's own timeout handling on Python 3.11 (seen after a Redis restart: the task stayed
-    "cancelling" and kept looping); checking ``cancelling()`` before each call makes it stick."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisBackend(Backend):
+class RedisBackend(RedisBase):
     """Queue and state in Redis; open with ``async with RedisBackend(url) as backend``."""
-
-    name = "redis"
-
-    def __init__(
-        self, url: str, *, prefix: str = "comfybot:", retry_for_s: float = 60.0, max_age_s: float = 60.0
-    ) -> None:
-        super().__init__()
-        self.url = url
-        self.prefix = prefix
-        self.retry_for_s = retry_for_s
-        self.max_age_s = max_age_s  # non-terminal events older than this are skipped on catch-up
-        self._redis: aioredis.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
-        self._entries: dict[str, bytes] = {}  # job_id -> stream entry id, for leases this process holds
-        self._stream = f"{prefix}queue"
-        self._waiting_key = f"{prefix}waiting"
-
-    @property
-    def redis(self) -> Any:
-        """The client, typed ``Any`` on purpose: redis-py types every reply as a union of RESP2/RESP3
-        shapes; this module decodes each reply explicitly instead."""
-        if self._redis is None:
-            raise RuntimeError("RedisBackend used before start()")
-        return self._redis
-
-    def _key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
-
-    async def start(self) -> None:
-        if self._redis is None:
-            # No retries inside redis-py: a blocking XREADGROUP it silently re-sends after a reconnect can
-            # lose entries already assigned to us; _retry and subscribe handle errors knowing that.
-            self._redis = self._connect()
-            for name in ("ENQUEUE", "SAVE", "FINISH"):
-                self._scripts[name] = self._redis.register_script(getattr(redis_scripts, name))
-        await self._retry(lambda: self._ensure_group(self._stream, "workers"), "start")
-
-    def _connect(self) -> Any:  # see ``redis``: replies are decoded by hand
-        return aioredis.Redis.from_url(
-            self.url, decode_responses=False, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5
-        )
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-
-    async def _ensure_group(self, stream: str, group: str) -> None:
-        try:
-            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def _retry(self, op: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run ``op``, retrying connection errors with backoff for ``retry_for_s``."""
-        deadline = time.monotonic() + self.retry_for_s
-        delay = 0.05
-        while True:
-            _reraise_cancel()
-            try:
-                async with asyncio.timeout(_CALL_TIMEOUT_S):  # a half-open connection never answers
-                    return await op()
-            except _RETRYABLE as exc:
-                _reraise_cancel()
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("redis_unavailable", op=what, error=repr(exc), retry_in_s=delay)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream or group vanished (Redis lost its data): recreate and go on.
-                log.warning("redis_group_recreated", op=what)
-                await self._ensure_group(self._stream, "workers")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
     # --- records --------------------------------------------------------------------------------
     async def save(self, record: JobRecord) -> bool:
@@ -179,7 +81,7 @@ class RedisBackend(Backend):
         if not reply:
             return None
         entry_id, fields = reply[0][1][0]
-        job_id = _text(fields[b"job"])
+        job_id = text(fields[b"job"])
         removed = await self._retry(lambda: self.redis.zrem(self._waiting_key, job_id), "take")
         if not removed:  # cancelled while it waited: the canceller already finished it
             await self._ack_entry(entry_id)
@@ -237,7 +139,7 @@ class RedisBackend(Backend):
             for entry_id, fields in entries:
                 if not fields:
                     continue
-                job_id = _text(fields[b"job"])
+                job_id = text(fields[b"job"])
                 await self._retry(partial(self.redis.zrem, self._waiting_key, job_id), "claim_stale")
                 record = await self.get(job_id)
                 if record is None or record.state.terminal:
@@ -261,7 +163,7 @@ class RedisBackend(Backend):
 
     async def waiting(self, limit: int) -> list[str]:
         ids = await self._retry(lambda: self.redis.zrange(self._waiting_key, 0, limit - 1), "waiting")
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     # --- outcome and events ---------------------------------------------------------------------
     async def finish(self, record: JobRecord, event: JobEvent) -> bool:
@@ -290,14 +192,14 @@ class RedisBackend(Backend):
         reader = self._connect()  # its own connection: a blocking read must not share the pool
         try:
             while True:
-                _reraise_cancel()
+                reraise_cancel()
                 try:
-                    async with asyncio.timeout(_CALL_TIMEOUT_S):  # a half-open connection never answers
+                    async with asyncio.timeout(CALL_TIMEOUT_S):  # a half-open connection never answers
                         reply = await reader.xreadgroup(
                             "frontends", consumer, {stream: cursor}, count=100, block=1000
                         )
-                except (*_RETRYABLE, ResponseError) as exc:
-                    _reraise_cancel()
+                except (*RETRYABLE, ResponseError) as exc:
+                    reraise_cancel()
                     # The reply may have been lost with entries already assigned to us: read our own
                     # pending entries again ("0") once Redis is back.
                     log.warning("redis_unavailable", op="subscribe", error=repr(exc))
@@ -319,7 +221,7 @@ class RedisBackend(Backend):
         finally:
             # A process killed while handling never gets here: that event is delivered again on restart.
             if handling is not None and self._redis is not None:
-                with contextlib.suppress(*_RETRYABLE):
+                with contextlib.suppress(*RETRYABLE):
                     async with asyncio.timeout(2):
                         await self.redis.xack(stream, "frontends", handling)
             await reader.aclose()
@@ -336,7 +238,7 @@ class RedisBackend(Backend):
 
     async def cancel_requested(self, job_id: str) -> str | None:
         by = await self._retry(lambda: self.redis.get(self._key("cancel", job_id)), "cancel_requested")
-        return None if by is None else _text(by)
+        return None if by is None else text(by)
 
     async def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
         channel = self._key("cancels")
@@ -349,7 +251,7 @@ class RedisBackend(Backend):
                     if message is not None:
                         job_id, by = orjson.loads(message["data"])
                         yield str(job_id), str(by)
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 # Missed requests are caught by the workers' periodic cancel_requested check.
                 log.warning("redis_unavailable", op="cancel_requests", error=repr(exc))
                 await asyncio.sleep(0.5)
@@ -364,12 +266,12 @@ class RedisBackend(Backend):
     async def pending_jobs(self, user_id: str) -> list[str]:
         key = self._key("user", user_id, "pending")
         ids = await self._retry(lambda: self.redis.smembers(key), "pending_jobs")
-        return sorted(_text(i) for i in ids)
+        return sorted(text(i) for i in ids)
 
     async def recent(self, user_id: str, limit: int) -> list[JobRecord]:
         key = self._key("user", user_id, "recent")
         ids = await self._retry(lambda: self.redis.lrange(key, 0, limit - 1), "recent")
-        records = [await self.get(_text(i)) for i in ids]
+        records = [await self.get(text(i)) for i in ids]
         return [r for r in records if r is not None]
 
     async def get_settings(self, user_key: str) -> dict[str, Any]:
