@@ -27,6 +27,11 @@ async def command_failed(
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
+            if (
+                interaction.response.type is discord.InteractionResponseType.deferred_channel_message
+                and not any(m.interaction is interaction for m in ctx.messages.all())
+            ):
+                await interaction.delete_original_response()  # no job came of it: drop "thinking…"
         else:
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException as exc:

@@ -118,3 +118,15 @@ async def test_unexpected_error_is_a_localized_ephemeral_answer(
     # The bot is still alive.
     ok = await bench.fake.slash(USER, CHANNEL, "workflows")
     assert (await bench.original(ok)).ephemeral
+
+
+async def test_error_after_defer_removes_the_thinking_message(
+    bench: DBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(req: object) -> None:
+        raise RuntimeError("submit exploded")
+
+    monkeypatch.setattr(bench.gateway, "submit", broken)
+    inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "x"})
+    await bench.ephemeral(bench.frontend.ctx.t("en", "error.internal").split("\n")[0])
+    await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
