@@ -107,7 +107,7 @@ async def run_gateway(
     tasks: list[asyncio.Task[None]] = []
     if workers and clients:
         await pool.check_all()
-        executor = Executor(backend, store)
+        executor = Executor(backend, store, dead_after_s=pool.dead_after_s)
         worker = Worker(backend, pool, registry, executor, consumer=options.consumer, lease_s=options.lease_s,
                         max_attempts=options.max_attempts, retry_backoff_s=options.retry_backoff_s,
                         retry_acquire_timeout_s=options.retry_acquire_timeout_s)

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from comfy import ComfyError, ComfyPromptLost, PromptResult
+from comfy import ComfyError, ComfyPromptLost, ComfyUnreachable, PromptResult
 from comfy import events as ce
 from comfy.workflows import Workflow
 from gateway.backend import Backend
@@ -47,6 +47,7 @@ class JobRun:
     started: bool = False  # execution began in ComfyUI (else it waits in ComfyUI's queue)
     cancel_by: str | None = None
     finishing: bool = False
+    reserved: bool = False  # holds a slot reservation of the take loop, not yet handed to acquire
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
 
@@ -61,12 +62,14 @@ class Executor:
         preview_interval_s: float = 1.0,
         progress_interval_s: float = 0.25,
         poll_interval_s: float = 0.5,
+        dead_after_s: float = 15.0,
     ) -> None:
         self.backend = backend
         self.store = store
         self.preview_interval_s = preview_interval_s
         self.progress_interval_s = progress_interval_s
         self.poll_interval_s = poll_interval_s
+        self.dead_after_s = dead_after_s
 
     async def run(self, job: JobRun, server: ComfyServer) -> list[ImageRef]:
         """A fresh attempt: new prompt id, inputs uploaded, graph rendered and posted, then followed."""
@@ -121,6 +124,7 @@ class Executor:
         self, job: JobRun, server: ComfyServer, graph: dict[str, Any], tracker: Any
     ) -> PromptResult:
         rec = job.record
+        dead_after_s = self.dead_after_s
         timeout_s = job.workflow.timeout_s
         progress = ProgressModel(
             job.workflow, graph, job_id=rec.job_id, request_id=rec.request.request_id,
@@ -129,9 +133,23 @@ class Executor:
         last_progress = last_preview = 0.0
         last_label = ""
         loop = asyncio.get_running_loop()
+        events = aiter(tracker)
         try:
             async with asyncio.timeout(timeout_s) as scope:
-                async for event in tracker:
+                while True:
+                    try:
+                        # Wake now and then to look at the server's health; rarely, this cuts short a
+                        # /history check of the tracker, which then simply checks again later.
+                        async with asyncio.timeout(max(1.0, dead_after_s / 3)):
+                            event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        # Quiet is normal (a long node); a server the health checks hold down is not.
+                        if not server.healthy and server.down_for() > dead_after_s:
+                            detail = f"down for {server.down_for():.0f} s: {server.down_reason}"
+                            raise ComfyUnreachable(detail, backend=server.name) from None
+                        continue
                     if isinstance(event, ce.ExecutionStart):
                         # The clock runs from the start of execution, not from the wait in ComfyUI's queue.
                         scope.reschedule(loop.time() + timeout_s)

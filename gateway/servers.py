@@ -46,6 +46,7 @@ class ComfyServer:
     queue_remaining: int = 0  # ComfyUI's own count at the last health check (other processes' jobs too)
     down_reason: str = "not checked yet"
     object_info_at: float = 0.0  # loop time of the last /object_info
+    down_since: float | None = None  # loop time it was marked down
     _problems: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
@@ -57,6 +58,12 @@ class ComfyServer:
         """How busy it is: our prompts in flight, or ComfyUI's own queue if others fill it more."""
         seen = self.client.last_queue_remaining
         return max(self.inflight, self.queue_remaining if seen is None else seen)
+
+    def down_for(self) -> float:
+        """Seconds since it was marked down (0 while healthy)."""
+        if self.down_since is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self.down_since
 
     def problems(self, workflow: Workflow, values: Mapping[str, Any] | None) -> list[str]:
         """Why this server cannot run the workflow with these values (cached per workflow and models)."""
@@ -108,6 +115,8 @@ class ServerPool:
         self.servers = [ComfyServer(client=c, capacity=capacity) for c in clients]
         self.health_interval_s = health_interval_s
         self.object_info_max_age_s = object_info_max_age_s
+        #: a prompt on a server that stays down this long is given up and retried elsewhere
+        self.dead_after_s = 3 * health_interval_s
         self._changed = asyncio.Condition()
         self._reserved = 0
         self._recheck = asyncio.Event()
@@ -140,6 +149,10 @@ class ServerPool:
                 log.info("backend_up", backend=server.name, queue_remaining=server.queue_remaining)
             else:
                 log.warning("backend_down", backend=server.name, reason=reason)
+        if healthy:
+            server.down_since = None
+        elif server.down_since is None:
+            server.down_since = asyncio.get_running_loop().time()
         server.healthy, server.down_reason = healthy, reason
         async with self._changed:
             self._changed.notify_all()
@@ -212,14 +225,15 @@ class ServerPool:
                             break
                         await self._changed.wait()
             except TimeoutError:
-                if reserved:
-                    self._reserved = max(0, self._reserved - 1)
                 raise NoBackend({s.name: s.problems(workflow, values) if s.healthy else [s.down_reason]
                                  for s in self.servers}) from None
-            server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
-            server.inflight += 1
-            if reserved:
-                self._reserved = max(0, self._reserved - 1)
+            else:
+                server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
+                server.inflight += 1
+            finally:  # the reservation is consumed whatever happens (slot taken, no backend, cancel)
+                if reserved:
+                    self._reserved = max(0, self._reserved - 1)
+                    self._changed.notify_all()
         if len(able) == 1:
             reason = "only_capable" if len(self.servers) > 1 else "only_server"
         elif avoid and server.name not in avoid:

@@ -117,7 +117,7 @@ class Worker:
                 await self.pool.unreserve()
                 continue
             self.positions.changed()
-            self._spawn(record, lambda job: self._run_new(job, reserved=True))
+            self._spawn(record, self._run_new, reserved=True)
 
     async def _lease_loop(self) -> None:
         """Renew our leases, catch missed cancel requests, and claim jobs whose worker died."""
@@ -153,7 +153,9 @@ class Worker:
         return True
 
     # --- one job ------------------------------------------------------------------------------------
-    def _spawn(self, record: JobRecord, body: Callable[[JobRun], Awaitable[None]]) -> None:
+    def _spawn(
+        self, record: JobRecord, body: Callable[[JobRun], Awaitable[None]], *, reserved: bool = False
+    ) -> None:
         async def main() -> None:
             with structlog.contextvars.bound_contextvars(
                 request_id=record.request.request_id, job_id=record.job_id
@@ -161,27 +163,31 @@ class Worker:
                 try:
                     workflow = self.registry.get(record.request.workflow)
                 except UnknownWorkflow as exc:  # removed since it was queued
+                    if reserved:
+                        await self.pool.unreserve()
                     await self.finisher.failed(record, FailureCode.UNKNOWN_WORKFLOW, str(exc))
                     return
-                job = JobRun(record, workflow, task=asyncio.current_task())
+                job = JobRun(record, workflow, task=asyncio.current_task(), reserved=reserved)
                 self.jobs[record.job_id] = job
                 try:
                     await body(job)
                 finally:
                     self.jobs.pop(record.job_id, None)
+                    if job.reserved:  # ended before asking for a server (finished, cancelled, shutdown)
+                        await asyncio.shield(self.pool.unreserve())
 
         task = asyncio.create_task(main(), name=f"job-{record.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_new(self, job: JobRun, *, reserved: bool) -> None:
+    async def _run_new(self, job: JobRun) -> None:
         rec = job.record
         if rec.state.terminal:
             await self.backend.ack(rec.job_id)
             return
         wait_ms = int((time.time() - rec.enqueued_at) * 1000)
         log.info("job_dequeued", wait_ms=wait_ms, workflow=rec.request.workflow, consumer=self.consumer)
-        await self._attempts(job, reserved=reserved, resume=None)
+        await self._attempts(job, resume=None)
 
     async def _run_recovered(self, job: JobRun) -> None:
         outcome, server = await recover(job, self.pool, self.backend)
@@ -191,9 +197,9 @@ class Worker:
             detail = f"prompt {job.record.prompt_id} lost twice"
             await self.finisher.failed(job.record, FailureCode.COMFY_LOST_PROMPT, detail)
             return
-        await self._attempts(job, reserved=False, resume=server)
+        await self._attempts(job, resume=server)
 
-    async def _attempts(self, job: JobRun, *, reserved: bool, resume: ComfyServer | None) -> None:
+    async def _attempts(self, job: JobRun, *, resume: ComfyServer | None) -> None:
         """Attempts until one outcome; every path ends in exactly one ``finisher`` call (or a shutdown)."""
         rec = job.record
         avoid: set[str] = set()
@@ -207,6 +213,7 @@ class Worker:
                 if resume is not None:
                     server, resume = resume, None
                 elif last_error is None:
+                    reserved, job.reserved = job.reserved, False  # acquire consumes it, come what may
                     server = await self.pool.acquire(
                         job.workflow, rec.values, reserved=reserved, timeout_s=self.acquire_timeout_s
                     )
@@ -218,7 +225,6 @@ class Worker:
                     except NoBackend:  # every server that could take it is down
                         await self.finisher.failed(rec, _code_of(last_error), f"{last_error}; no server left")
                         return
-                reserved = False
                 try:
                     if resuming:
                         resuming = False

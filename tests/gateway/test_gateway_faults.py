@@ -9,6 +9,7 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from gateway.models import Failed, FailureCode, JobRequest, Succeeded
+from gateway.records import JobRecord
 from gateway.redis_backend import RedisBackend
 from gateway.service import Accepted
 from tests.gateway.conftest import FAST, harness, request
@@ -74,6 +75,21 @@ async def test_server_dies_mid_job_prompt_lost_is_resubmitted(session, registry,
         assert isinstance(done, Succeeded)
         assert len(h.fakes[0].received_prompts) == 2
         assert any(e["event"] == "job_retry" and e["error_type"] == "ComfyPromptLost" for e in logs)
+
+
+async def test_server_unreachable_mid_job_retried_on_the_other(session, registry, data_dir) -> None:
+    async with harness(session, registry, data_dir, servers=2, fake_options={"run_time_s": 3.0}) as h:
+        job = await h.gateway.submit(request())
+        assert isinstance(job, Accepted)
+        started = await h.log.wait_for(lambda: h.log.of(job.job_id, "started"))
+        first = started[0].backend
+        dead = h.fakes[int(first[-1])]
+        await dead.refuse_connections()  # a network outage that lasts
+        with capture_logs() as logs:
+            done = await h.log.terminal(job.job_id)
+        assert isinstance(done, Succeeded) and done.backend != first
+        assert any(e["event"] == "job_retry" and e["error_type"] == "ComfyUnreachable" for e in logs)
+        assert len(h.log.of(job.job_id, "succeeded")) == 1
 
 
 async def test_websocket_drop_mid_run_still_succeeds_once(session, registry, data_dir) -> None:
@@ -185,3 +201,15 @@ async def test_redis_restart_under_load_loses_no_job(session, registry, data_dir
             assert len([e for e in h.log.of(job.job_id) if e.kind == "succeeded"]) == 1
         total = len(h.fakes[0].received_prompts) + len(h.fakes[1].received_prompts)
         assert total == len(jobs)
+
+
+async def test_job_ending_before_it_needs_a_server_frees_its_slot(session, registry, data_dir) -> None:
+    """Regression: a taken job that ended early (workflow gone) kept its slot reservation forever."""
+    async with harness(session, registry, data_dir, capacity=1) as h:
+        gone = JobRecord(request=request(workflow="removed-since"))
+        await h.backend.enqueue(gone)
+        failed = await h.log.terminal(gone.job_id)
+        assert isinstance(failed, Failed) and failed.code is FailureCode.UNKNOWN_WORKFLOW
+        job = await h.gateway.submit(request())
+        assert isinstance(job, Accepted)
+        assert isinstance(await h.log.terminal(job.job_id), Succeeded)
