@@ -12,6 +12,7 @@ from bot.discord.cogs.buttons import ButtonsCog
 from bot.discord.cogs.generate import GenerateCog
 from bot.discord.cogs.jobs import JobsCog
 from bot.discord.context import DiscordContext
+from bot.discord.translator import CatalogueTranslator
 from comfybot.logs import get_logger
 
 __all__ = ["ComfyBot", "RateLimitLogFilter"]
@@ -32,6 +33,7 @@ class ComfyBot(commands.Bot):
         await self.add_cog(GenerateCog(self.ctx))
         await self.add_cog(JobsCog(self.ctx))
         await self.add_cog(ButtonsCog(self, self.ctx))
+        await self.tree.set_translator(CatalogueTranslator(self.ctx.i18n))
         if self.ctx.options.sync_commands:
             synced = await self.tree.sync()
             log.info("discord_commands_synced", commands=[c.name for c in synced])

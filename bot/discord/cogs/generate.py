@@ -7,6 +7,7 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.discord.context import DiscordContext, begin_request
@@ -38,16 +39,18 @@ class GenerateCog(commands.Cog):
             (wf.name for wf in self.ctx.registry if wf.images), None
         )
 
-    @app_commands.command(name="generate", description="Generate a picture from a prompt")
+    @app_commands.command(
+        name="generate", description=_("Draw a picture from a text prompt", key="cmd.generate")
+    )
     @app_commands.describe(
-        prompt="What to draw",
-        workflow="Workflow (default: txt2img, or img2img with an image)",
-        ar="Aspect ratio W:H, e.g. 16:9",
-        seed="Random seed",
-        steps="Sampling steps",
-        negative="What to avoid",
-        image="A picture to redraw",
-        batch="Images per job",
+        prompt=_("What to draw", key="discord.opt.prompt"),
+        workflow=_("Workflow (default: txt2img, or img2img with an image)", key="discord.opt.workflow"),
+        ar=_("Aspect ratio W:H, e.g. 16:9", key="discord.opt.ar"),
+        seed=_("Random seed (same seed, same picture)", key="discord.opt.seed"),
+        steps=_("Sampling steps", key="discord.opt.steps"),
+        negative=_("What to avoid", key="discord.opt.negative"),
+        image=_("A picture to redraw", key="discord.opt.image"),
+        batch=_("Pictures per job", key="discord.opt.batch"),
     )
     async def generate(
         self,

@@ -6,11 +6,13 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from comfybot.logs import get_logger
+from gateway.models import JobState
 
 __all__ = ["JobsCog"]
 
@@ -27,7 +29,7 @@ class JobsCog(commands.Cog):
         await interaction.response.send_message(text[:2000], ephemeral=True)
         log.info("response_sent", kind="text", bytes=len(text.encode()))
 
-    @app_commands.command(name="workflows", description="List the installed workflows")
+    @app_commands.command(name="workflows", description=_("Available workflows", key="cmd.workflows"))
     async def workflows(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="workflows")
         log.info("command_received", command="workflows")
@@ -43,19 +45,29 @@ class JobsCog(commands.Cog):
             lines.append(line)
         await self._answer(interaction, request, "\n".join(lines))
 
-    @app_commands.command(name="cancel", description="Cancel your waiting and running jobs")
+    @app_commands.command(name="cancel", description=_("Cancel your latest job", key="cmd.cancel"))
     async def cancel(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="cancel")
         log.info("command_received", command="cancel")
         user_id = str(interaction.user.id)
-        info = await self.ctx.gateway.queue_info(user_id)
-        cancelled = 0
-        for job_id, _ in info.mine:
-            cancelled += await self.ctx.gateway.cancel(job_id, by=user_id)
-        key = "cancel.done" if cancelled else "cancel.nothing"
-        await self._answer(interaction, request, self.ctx.t(request.locale, key))
+        job_id = next(
+            (
+                r.job_id
+                for r in await self.ctx.gateway.recent_jobs(user_id, 20)
+                if not JobState(r.state).terminal
+            ),
+            None,
+        )
+        if job_id is None:
+            await self._answer(interaction, request, self.ctx.t(request.locale, "cancel.nothing"))
+            return
+        ok = await self.ctx.gateway.cancel(job_id, by=user_id)
+        log.info("cancel_requested", job_id=job_id, ok=ok)
+        await self._answer(
+            interaction, request, self.ctx.t(request.locale, "cancel.done" if ok else "cancel.failed")
+        )
 
-    @app_commands.command(name="queue", description="Show your jobs in the queue")
+    @app_commands.command(name="queue", description=_("Your place in the queue", key="cmd.queue"))
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="queue")
         log.info("command_received", command="queue")
@@ -65,7 +77,7 @@ class JobsCog(commands.Cog):
             await self._answer(interaction, request, ctx.t(locale, "queue.empty", depth=info.depth))
             return
         lines = [ctx.t(locale, "queue.header", depth=info.depth)]
-        for _, position in info.mine:
+        for _job_id, position in info.mine:
             lines.append(
                 ctx.t(locale, "queue.running")
                 if position == 0

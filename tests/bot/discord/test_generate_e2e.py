@@ -80,3 +80,17 @@ async def test_synced_commands_and_options(bench: DBench) -> None:
     assert list(options) == ["prompt", "workflow", "ar", "seed", "steps", "negative", "image", "batch"]
     assert options["prompt"]["required"] and options["workflow"]["autocomplete"]
     assert options["image"]["type"] == 11 and options["steps"]["type"] == 4
+
+
+async def test_command_descriptions_are_localized(bench: DBench) -> None:
+    t = bench.frontend.ctx.t
+    generate = next(c for c in bench.fake.commands if c["name"] == "generate")
+    assert generate["description_localizations"] == {
+        "en-US": t("en", "cmd.generate"),
+        "en-GB": t("en", "cmd.generate"),
+        "ru": t("ru", "cmd.generate"),
+        "ko": t("ko", "cmd.generate"),
+        "zh-TW": t("zh_Hant", "cmd.generate"),
+    }
+    steps = next(o for o in generate["options"] if o["name"] == "steps")
+    assert steps["description_localizations"]["ru"] == t("ru", "discord.opt.steps")
