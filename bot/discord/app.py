@@ -70,7 +70,11 @@ class DiscordFrontend:
         register_secret(token)
         for name in _RATE_LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
-        await self.bot.login(token)
+        try:
+            await self.bot.login(token)
+        except BaseException:
+            await self.bot.close()  # closes the HTTP session login opened
+            raise
         self._tasks.append(asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway"))
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="discord-events"))
         log.info("discord_started", application_id=self.bot.application_id)

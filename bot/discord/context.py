@@ -37,6 +37,8 @@ class DiscordOptions:
     interaction arrived — a little under Discord's 15 minutes, so the last token edit still lands."""
 
     edit_interval_s: float = 1.0
+    previews: bool = True
+    preview_interval_s: float = 3.0  # a preview is an upload: fewer of them than text edits
     token_ttl_s: float = 14 * 60.0
     register_timeout_s: float = 5.0
     sync_commands: bool = True

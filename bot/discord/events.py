@@ -72,6 +72,8 @@ class _Tracker:
         self.kind = ""
         self.received_at = time.time()
         self.started = False
+        self.last_text = ""
+        self.last_preview_at = -1e9
         self.msg: JobMessage | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -131,7 +133,25 @@ class _Tracker:
 
     def _progress(self, text: str) -> None:
         assert self.msg is not None
+        self.last_text = text
         self.msg.show(Render(text, progress_view(self.ctx.i18n, self.locale, self.job_id)))
+
+    async def _preview(self, ev: Preview) -> None:
+        assert self.msg is not None
+        now = time.monotonic()
+        if not self.ctx.options.previews or now - self.last_preview_at < self.ctx.options.preview_interval_s:
+            return
+        self.last_preview_at = now
+        try:
+            data = await asyncio.to_thread(self.ctx.gateway.image_path(ev.image).read_bytes)
+        except OSError as exc:
+            log.info("preview_unreadable", error=type(exc).__name__)
+            return
+        if len(data) > self.msg.attachment_limit:
+            return
+        text = self.last_text or self.ctx.renderer.started(self.locale, self.view)
+        view = progress_view(self.ctx.i18n, self.locale, self.job_id)
+        self.msg.show(Render(text, view, [(f"preview.{_ext(ev.image)}", data)]))
 
     async def _apply(self, ev: JobEvent) -> None:
         r = self.ctx.renderer
@@ -150,7 +170,7 @@ class _Tracker:
                 )
             self._progress(r.progress(self.locale, self.view, ev, time.time()))
         elif isinstance(ev, Preview):
-            pass  # Discord previews are not shown: a re-upload per preview costs more than it shows
+            await self._preview(ev)
         elif isinstance(ev, Succeeded):
             await self._succeeded(ev)
         elif isinstance(ev, Failed):
@@ -201,7 +221,7 @@ class _Tracker:
             caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
             log.info("result_shrunk", limit=limit)
         upscale = self.kind != "upscale" and upscale_workflow(self.ctx) is not None
-        view = result_view(self.ctx.i18n, self.locale, self.job_id, upscale=upscale)
+        view = result_view(self.ctx.i18n, self.locale, self.job_id, upscale=upscale, images=len(files))
         await self._final(Render(caption, view, files), "result", images=len(files))
 
 
@@ -214,7 +234,7 @@ def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
             isinstance(e, Queued | Progress | Started) for e in later
         ):
             continue
-        if isinstance(ev, Preview):
+        if isinstance(ev, Preview) and any(isinstance(e, Preview) for e in later):
             continue
         out.append(ev)
     return out

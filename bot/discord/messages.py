@@ -15,7 +15,7 @@ import contextlib
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import discord
@@ -93,6 +93,8 @@ class JobMessage:
         """Queue a progress state; a newer one replaces it before it is sent."""
         if self._final:
             return
+        if render.files is None and self._pending is not None and self._pending.files is not None:
+            render = replace(render, files=self._pending.files)  # a newer text must not drop a preview
         self._pending = render
         self._kick()
 

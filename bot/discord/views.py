@@ -32,7 +32,9 @@ class JobAction(enum.StrEnum):
 
 @runtime_checkable
 class ButtonHandler(Protocol):
-    async def handle(self, interaction: discord.Interaction[Any], action: JobAction, job_id: str) -> None: ...
+    async def handle(
+        self, interaction: discord.Interaction[Any], action: JobAction, job_id: str, idx: int
+    ) -> None: ...
 
 
 _STYLES = {
@@ -51,41 +53,57 @@ _LABELS = {
 }
 
 
-def custom_id(action: JobAction, job_id: str) -> str:
-    return f"{PREFIX}:{action.value}:{job_id}"
+def custom_id(action: JobAction, job_id: str, idx: int | None = None) -> str:
+    """``comfybot:<action>:<job id>[:<image index>]`` — well under Discord's 100 characters."""
+    return f"{PREFIX}:{action.value}:{job_id}" + ("" if idx is None else f":{idx}")
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=PREFIX + r":(?P<action>[crvui]):(?P<job>[0-9a-zA-Z_-]{1,64})",
+    template=PREFIX + r":(?P<action>[crvui]):(?P<job>[0-9a-zA-Z_-]{1,64})(?::(?P<idx>\d{1,2}))?",
 ):
     """One job button; rebuilt from its ``custom_id`` when pressed (labels are not needed for that)."""
 
-    def __init__(self, action: JobAction, job_id: str, label: str | None = None) -> None:
+    def __init__(
+        self,
+        action: JobAction,
+        job_id: str,
+        label: str | None = None,
+        *,
+        idx: int | None = None,
+        row: int | None = None,
+    ) -> None:
         super().__init__(
-            discord.ui.Button(label=label, style=_STYLES[action], custom_id=custom_id(action, job_id))
+            discord.ui.Button(label=label, style=_STYLES[action], custom_id=custom_id(action, job_id, idx)),
+            row=row,
         )
         self.action = action
         self.job_id = job_id
+        self.idx = idx or 0
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
-        return cls(JobAction(match["action"]), match["job"])
+        idx = match["idx"]
+        return cls(JobAction(match["action"]), match["job"], idx=None if idx is None else int(idx))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         client = interaction.client
         cog = client.get_cog("ButtonsCog") if isinstance(client, commands.Bot) else None
         if isinstance(cog, ButtonHandler):
-            await cog.handle(interaction, self.action, self.job_id)
+            await cog.handle(interaction, self.action, self.job_id, self.idx)
 
 
-def _view(i18n: I18n, locale: str, job_id: str, actions: list[JobAction]) -> Callable[[], discord.ui.View]:
+def _view(
+    i18n: I18n, locale: str, job_id: str, actions: list[JobAction], upscales: int = 0
+) -> Callable[[], discord.ui.View]:
     def build() -> discord.ui.View:
         view = discord.ui.View(timeout=None)
         for action in actions:
-            view.add_item(JobButton(action, job_id, i18n.t(locale, _LABELS[action])))
+            view.add_item(JobButton(action, job_id, i18n.t(locale, _LABELS[action]), row=0))
+        for i in range(upscales):  # one ⬆️ per picture of a batch, on the next rows
+            view.add_item(JobButton(JobAction.UPSCALE, job_id, f"⬆️ {i + 1}", idx=i, row=1 + i // 5))
         return view
 
     return build
@@ -96,10 +114,12 @@ def progress_view(i18n: I18n, locale: str, job_id: str) -> Callable[[], discord.
     return _view(i18n, locale, job_id, [JobAction.CANCEL])
 
 
-def result_view(i18n: I18n, locale: str, job_id: str, *, upscale: bool) -> Callable[[], discord.ui.View]:
-    """🔁 Reroll 🎲 Variations ⬆️ Upscale ℹ️ Info (one row, ≤ 5 buttons)."""
+def result_view(
+    i18n: I18n, locale: str, job_id: str, *, upscale: bool, images: int = 1
+) -> Callable[[], discord.ui.View]:
+    """🔁 Reroll 🎲 Variations ⬆️ Upscale ℹ️ Info; a batch gets ⬆️ 1…⬆️ N on the rows below."""
     actions = [JobAction.REROLL, JobAction.VARIATIONS]
-    if upscale:
+    if upscale and images == 1:
         actions.append(JobAction.UPSCALE)
     actions.append(JobAction.INFO)
-    return _view(i18n, locale, job_id, actions)
+    return _view(i18n, locale, job_id, actions, upscales=min(images, 10) if upscale and images > 1 else 0)

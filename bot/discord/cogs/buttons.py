@@ -61,11 +61,13 @@ class ButtonsCog(commands.Cog):
             2000,
         )
 
-    async def handle(self, interaction: discord.Interaction[Any], action: JobAction, job_id: str) -> None:
+    async def handle(
+        self, interaction: discord.Interaction[Any], action: JobAction, job_id: str, idx: int = 0
+    ) -> None:
         request = begin_request(self.ctx, interaction, button=action.name.lower())
-        log.info("button_pressed", action=action.name.lower(), job_id=job_id)
+        log.info("button_pressed", action=action.name.lower(), job_id=job_id, idx=idx)
         try:
-            await self._handle(interaction, request, action, job_id)
+            await self._handle(interaction, request, action, job_id, idx)
         except Exception as exc:
             await command_failed(self.ctx, interaction, exc)
 
@@ -74,7 +76,12 @@ class ButtonsCog(commands.Cog):
         log.info("response_sent", kind="button_answer", bytes=len(text.encode()))
 
     async def _handle(
-        self, interaction: discord.Interaction[Any], request: Request, action: JobAction, job_id: str
+        self,
+        interaction: discord.Interaction[Any],
+        request: Request,
+        action: JobAction,
+        job_id: str,
+        idx: int,
     ) -> None:
         ctx, locale = self.ctx, request.locale
         user_id = str(interaction.user.id)
@@ -92,14 +99,14 @@ class ButtonsCog(commands.Cog):
         if action is JobAction.UPSCALE:
             name = upscale_workflow(ctx)
             images = list(record.images or [])
-            if name is None or not images:
+            if name is None or not 0 <= idx < len(images):
                 await self._ephemeral(
                     interaction, ctx.t(locale, "button.no_upscale" if name is None else "button.gone")
                 )
                 return
             await interaction.response.defer(thinking=True)
             wf = ctx.registry.get(name)
-            await submit_job(ctx, interaction, request, name, {}, {next(iter(wf.images)): images[0]})
+            await submit_job(ctx, interaction, request, name, {}, {next(iter(wf.images)): images[idx]})
             return
         # Reroll / Variations: the same request with a new seed (Variations: several at once).
         req = record.request

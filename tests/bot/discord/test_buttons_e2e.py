@@ -46,6 +46,14 @@ async def test_variations_ask_for_a_batch(bench: DBench) -> None:
     await bench.fake.click(USER, first.id, _button(first, "v"))
     album = await bench.result(count=2)
     assert [f.filename for f in album.attachments] == [f"result_{i}.png" for i in range(1, 5)]
+    upscales = [c for c in album.custom_ids if c.startswith("comfybot:u:")]
+    assert upscales == [f"comfybot:u:{upscales[0].split(':')[2]}:{i}" for i in range(4)]
+    assert [row_len for row_len in (len(r["components"]) for r in album.components)] == [3, 4]
+    # ⬆️ 3 upscales the third picture of the batch.
+    await bench.fake.click(USER, album.id, upscales[2])
+    await bench.result(count=3)
+    [upload] = bench.comfy.uploads
+    assert upload["data"] == album.attachments[2].data != album.attachments[0].data
 
 
 async def test_cancel_button_while_running(

@@ -57,7 +57,7 @@ async def test_429_is_honoured_without_duplicates(bench: DBench) -> None:
     assert bench.fake.count_429 == 3
     assert result.id == bench.fake.original(inter).id
     assert len(bench.fake.channel_messages(CHANNEL)) == 1
-    assert sum(1 for h in result.history if h["files"]) == 1  # the result was applied once
+    assert sum(1 for h in result.history if "result.png" in h["files"]) == 1  # the result was applied once
     limited = [e for e in logs if e["event"] == "discord_rate_limited"]
     assert len(limited) == 3 and all(e["retry_after"] == 0.3 for e in limited)
 
@@ -130,3 +130,26 @@ async def test_error_after_defer_removes_the_thinking_message(
     inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "x"})
     await bench.ephemeral(bench.frontend.ctx.t("en", "error.internal").split("\n")[0])
     await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
+
+
+async def test_preview_is_shown_then_replaced_by_the_result(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiscordOptions(edit_interval_s=0.2, preview_interval_s=0.5)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "peek", "steps": 40})
+        result = await b.result()
+        assert result.id == b.fake.original(inter).id
+        shown = [h for h in result.history if h["files"] == ["preview.jpg"]]
+        assert shown and all(any(c.startswith("comfybot:c:") for c in h["custom_ids"]) for h in shown)
+        assert [f.filename for f in result.attachments] == ["result.png"]  # the preview was replaced
+
+
+async def test_previews_can_be_turned_off(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiscordOptions(edit_interval_s=0.2, preview_interval_s=0.1, previews=False)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "no peek", "steps": 40})
+        result = await b.result()
+        assert all(h["files"] in ([], ["result.png"]) for h in result.history)
