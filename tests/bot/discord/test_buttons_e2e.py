@@ -86,3 +86,21 @@ async def test_buttons_work_after_the_bot_restarts(bench: DBench) -> None:
     second = await bench.result(count=2)
     assert second.id == bench.fake.original(click).id
     assert "a castle" in second.content
+
+
+async def test_a_job_running_across_a_restart_finishes_on_a_channel_message(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dbench(tmp_path, registry, monkeypatch, comfy_options={"step_delay_s": 0.1}) as b:
+        b.frontend.drain_timeout_s = 0.1  # do not wait for the running job: leave it to the next process
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "across", "steps": 60})
+        await b.until(lambda: (m := b.fake.original(inter)) and m.edits >= 1)
+        await b.restart()
+        result = await b.result(timeout=30)
+        assert result.interaction_id is None and result.id != b.fake.original(inter).id
+        assert "across" in result.content and len(b.results()) == 1
+        # The old message's Cancel button is still understood by the new client (job finished: refused).
+        old = b.fake.original(inter)
+        cancel = next(c for c in old.custom_ids if c.startswith("comfybot:c:"))
+        answer = await b.original(await b.fake.click(USER, old.id, cancel))
+        assert answer.ephemeral and answer.content == b.frontend.ctx.t("en", "cancel.failed")
