@@ -36,6 +36,11 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
         if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
             runner = await start_api(gw, settings.api.token.get_secret_value(), host=settings.api.bind,
                                      port=settings.api.port)
+        if settings.redis is None and runner is None:
+            log.warning("gateway_unreachable", detail="embedded queue and no HTTP API: nothing can submit jobs "
+                        "to this process; set REDIS_URL or COMFYBOT_API_ENABLED, or use `comfybot run`")
+        if not settings.comfy.urls:
+            log.warning("gateway_no_servers", detail="COMFYUI_URLS is empty: jobs will wait in the queue")
         log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None, api=runner is not None)
         try:
             await stop.wait()
