@@ -37,8 +37,9 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
             runner = await start_api(gw, settings.api.token.get_secret_value(), host=settings.api.bind,
                                      port=settings.api.port)
         if settings.redis is None and runner is None:
-            log.warning("gateway_unreachable", detail="embedded queue and no HTTP API: nothing can submit jobs "
-                        "to this process; set REDIS_URL or COMFYBOT_API_ENABLED, or use `comfybot run`")
+            log.warning("gateway_unreachable",
+                        detail="embedded queue and no HTTP API: nothing can submit jobs to this process; "
+                        "set REDIS_URL or COMFYBOT_API_ENABLED, or use `comfybot run`")
         if not settings.comfy.urls:
             log.warning("gateway_no_servers", detail="COMFYUI_URLS is empty: jobs will wait in the queue")
         log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None, api=runner is not None)
