@@ -1187,7 +1187,8 @@ class FakeComfyUI:
                               f'  File "tests/fakes/comfyui.py", line 1, in {node.get("class_type")}\n'],
                 "current_inputs": {k: [f"<linked from node {v[0]}>"] if isinstance(v, list) else [v]
                                    for k, v in node.get("inputs", {}).items()},
-                "current_outputs": [n for n in run.prompt if n in self._cache],
+                # ComfyUI lists every node of the prompt's cache key set (observed ["3", "2", "1"] for 1→2→3)
+                "current_outputs": list(reversed(run.prompt)),
                 "timestamp": _now_ms(),
             }
             run.messages.append(["execution_error", data])
@@ -1257,7 +1258,16 @@ class FakeComfyUI:
         await self._sleep(run, self.node_delay_s)
         if fault is not None:
             raise _NodeFailure(fault.exception_type, fault.message)
-        return await self._compute(run, nid, class_type, inputs)
+        try:
+            return await self._compute(run, nid, class_type, inputs)
+        except (_NodeFailure, _Interrupted):
+            raise
+        except Exception as exc:  # as in ComfyUI, anything a node raises is that prompt's execution_error
+            kind = type(exc)
+            name = kind.__qualname__
+            if kind.__module__ != "builtins":  # ComfyUI's full_type_name()
+                name = f"{kind.__module__}.{name}"
+            raise _NodeFailure(name, str(exc)) from exc
 
     async def _compute(
         self, run: _Run, nid: str, class_type: str, inputs: JSON
@@ -1280,7 +1290,11 @@ class FakeComfyUI:
             path = self._input_image_path(str(inputs["image"]))
             if path is None:
                 raise _NodeFailure("FileNotFoundError", f"No such file: {inputs['image']}")
-            w, h = await asyncio.to_thread(_image_size, path)
+            try:
+                w, h = await asyncio.to_thread(_image_size, path)
+            except OSError as exc:  # LoadImage opens the file at run time; validation only checks it exists
+                message = f"cannot identify image file {str(path)!r}"
+                raise _NodeFailure("PIL.UnidentifiedImageError", message) from exc
             return [FakeImage(w, h), f"MASK:{w}x{h}"], None
         if class_type == "ImageScale":
             w, h = int(inputs["width"]), int(inputs["height"])

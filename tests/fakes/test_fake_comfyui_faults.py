@@ -504,3 +504,33 @@ async def test_png_text_chunks(fake_comfy: FakeComfyUI, http: aiohttp.ClientSess
         chunks = dict(img.text)  # type: ignore[attr-defined]
     assert json.loads(chunks["workflow"]) == {"note": "x"}
     assert json.loads(chunks["prompt"])["3"]["class_type"] == "KSampler"
+
+
+async def test_load_image_of_a_non_image_fails_at_run_time_like_comfyui(
+    fake_comfy: FakeComfyUI, http: aiohttp.ClientSession
+) -> None:
+    """Regression: the fake's worker died on an undecodable input (its prompt never finished).
+
+    ComfyUI's upload does not look inside the file, LoadImage validation only checks it exists, and the
+    node fails when PIL opens it (observed on 0.3.64; see tests/fakes/test_fake_vs_real.py).
+    """
+    form = aiohttp.FormData()
+    form.add_field("image", b"not an image", filename="broken.png", content_type="image/png")
+    async with http.post(f"{fake_comfy.url}/upload/image", data=form) as r:
+        assert r.status == 200
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "broken.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    first = await submit(http, fake_comfy.url, graph)
+    entry = await fake_comfy.wait_history(first)
+    assert entry["status"]["status_str"] == "error"
+    kind, error = entry["status"]["messages"][-1]
+    assert kind == "execution_error"
+    assert (error["node_id"], error["node_type"], error["exception_type"]) == (
+        "1", "LoadImage", "PIL.UnidentifiedImageError",
+    )
+    assert error["current_outputs"] == ["2", "1"]
+    # The fake keeps working after the failure.
+    second = await submit(http, fake_comfy.url, txt2img(seed=5))
+    assert (await fake_comfy.wait_history(second))["status"]["status_str"] == "success"
