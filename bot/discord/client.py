@@ -11,6 +11,7 @@ from discord.ext import commands
 from bot.discord.cogs.buttons import ButtonsCog
 from bot.discord.cogs.generate import GenerateCog
 from bot.discord.cogs.jobs import JobsCog
+from bot.discord.cogs.settings import SettingsCog
 from bot.discord.context import DiscordContext
 from bot.discord.translator import CatalogueTranslator
 from comfybot.logs import get_logger
@@ -32,6 +33,7 @@ class ComfyBot(commands.Bot):
     async def setup_hook(self) -> None:
         await self.add_cog(GenerateCog(self.ctx))
         await self.add_cog(JobsCog(self.ctx))
+        await self.add_cog(SettingsCog(self.ctx))
         await self.add_cog(ButtonsCog(self, self.ctx))
         await self.tree.set_translator(CatalogueTranslator(self.ctx.i18n))
         if self.ctx.options.sync_commands:

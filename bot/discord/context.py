@@ -19,6 +19,7 @@ import structlog
 from bot.i18n import I18n
 from bot.render import Renderer
 from comfy.workflows import WorkflowRegistry
+from comfybot.logs import get_logger
 from gateway.models import new_request_id
 from gateway.service import Gateway
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from bot.discord.messages import JobMessage
 
 __all__ = ["DiscordContext", "DiscordOptions", "JobMessages", "Request", "begin_request", "user_key"]
+
+log = get_logger("discord")
 
 #: Discord's default per-file limit for uploads; an interaction says the real one.
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
@@ -122,6 +125,16 @@ class DiscordContext:
     @property
     def upload_limit(self) -> int:
         return self.gateway.limits.max_image_bytes
+
+    async def user_defaults(self, user_id: int | str) -> dict[str, Any]:
+        """The user's saved /settings (``workflow``, ``ar``); empty when none or the store is down."""
+        try:
+            return dict(await self.gateway.settings.get(user_key(user_id)) or {})
+        except Exception as exc:  # settings are a convenience: never fail a /generate over them
+            structlog.get_logger(component="discord").warning(
+                "settings_unavailable", error=type(exc).__name__
+            )
+            return {}
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,2 @@
-"""One Cog per feature: ``generate`` (/generate), ``jobs`` (/workflows, /cancel, /queue)."""
+"""One Cog per feature: ``generate`` (/generate), ``jobs`` (/workflows, /cancel, /queue), ``settings``
+(/settings), ``buttons`` (the persistent job buttons)."""

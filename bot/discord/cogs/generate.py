@@ -76,12 +76,15 @@ class GenerateCog(commands.Cog):
         )
         await interaction.response.defer(thinking=True)
         locale = request.locale
+        defaults = await ctx.user_defaults(interaction.user.id)
+        preferred = defaults.get("workflow") if defaults.get("workflow") in ctx.registry else None
         if workflow:
             name: str | None = workflow.strip().lower()
         elif image is not None:
-            name = self._image_workflow()
+            takes_image = preferred is not None and bool(ctx.registry.get(preferred).images)
+            name = preferred if takes_image else self._image_workflow()
         else:
-            name = ctx.default_workflow
+            name = preferred or ctx.default_workflow
         if name is None or name not in ctx.registry:
             log.info("validation_error", field="workflow", reason="unknown", workflow=name)
             text = ctx.t(
@@ -101,6 +104,8 @@ class GenerateCog(commands.Cog):
             "batch": batch,
         }
         params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if "ar" not in params and isinstance(defaults.get("ar"), str) and "ar" in wf.params:
+            params["ar"] = defaults["ar"]
         if wf.prompt_param:
             params[wf.prompt_param] = prompt
         inputs: dict[str, ImageRef] = {}
