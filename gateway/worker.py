@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from comfy import (
+    ComfyError,
     ComfyExecutionError,
     ComfyInterrupted,
     ComfyPromptLost,
@@ -30,6 +31,7 @@ from comfy import (
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
 from gateway.backend import Backend
+from gateway.errors import GatewayError
 from gateway.execution import Executor, JobRun, JobTimeout
 from gateway.finishing import Finisher
 from gateway.models import FailureCode
@@ -246,6 +248,7 @@ class Worker:
                     continue
                 finally:
                     await self.pool.release(server)
+                job.finishing = True  # the result is in: a cancel arriving now is too late
                 seed_param = job.workflow.seed_param
                 seed = rec.values.get(seed_param) if seed_param else None
                 await self.finisher.succeeded(rec, images, seed if isinstance(seed, int) else None)
@@ -269,6 +272,10 @@ class Worker:
             await self.finisher.failed(rec, FailureCode.NO_BACKEND, str(exc))
         except ParamError as exc:
             await self.finisher.failed(rec, FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}")
+        except GatewayError as exc:  # e.g. an input image past its retention, an output that is no image
+            await self.finisher.failed(rec, exc.code, exc.detail)
+        except ComfyError as exc:  # an answer that is no outage: a 404 from /view, a 400 from /upload
+            await self.finisher.failed(rec, FailureCode.INTERNAL, str(exc))
         except Exception as exc:
             log.exception("job_crashed", error=repr(exc))
             with contextlib.suppress(Exception):

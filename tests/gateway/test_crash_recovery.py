@@ -61,8 +61,15 @@ class WorkerProcess:
 @asynccontextmanager
 async def worker_process(env: dict[str, str]) -> AsyncIterator[WorkerProcess]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--lease-s", str(LEASE_S), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "gateway",
+        "--lease-s",
+        str(LEASE_S),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     worker = WorkerProcess(proc)
     worker.reader = asyncio.create_task(worker._read())
@@ -149,3 +156,15 @@ async def test_prompt_unknown_to_comfyui_is_resubmitted_once(env, redis_server, 
             assert len(log.of(job.job_id, "succeeded")) == 1
             record = await gateway.get_job(job.job_id)
             assert record is not None and record.resubmitted and record.attempts == 2
+
+
+async def test_sigterm_stops_the_worker_cleanly(env, redis_server, data_dir):
+    async with running_fake_comfyui(checkpoints=CHECKPOINTS) as fake:
+        worker_env = {**env, "COMFYUI_URLS": fake.url}
+        async with worker_process(worker_env) as worker:
+            await worker.wait_event("gateway_ready")
+            worker.proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                assert await worker.proc.wait() == 0
+            await worker.wait_event("gateway_exit")
+            assert worker.events("worker_stopped")
