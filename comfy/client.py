@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import json
 import random
@@ -91,7 +92,11 @@ class ComfyClient(ComfyHTTP):
         """
         if self._reader is not None:
             return
-        self._reader = asyncio.create_task(self._run(), name=f"comfy-ws-{self.name}")
+        # A fresh context: the reader serves every prompt of this server for the client's whole life, so it
+        # must not inherit the request_id/job_id bound by whichever caller happened to start it.
+        self._reader = asyncio.create_task(
+            self._run(), name=f"comfy-ws-{self.name}", context=contextvars.Context()
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._request_timeout_s + 1):
                 await self._first_attempt.wait()
