@@ -1,0 +1,81 @@
+"""Several workers sharing one Redis queue: every job runs once, live leases are never stolen."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import AsyncExitStack
+
+from structlog.testing import capture_logs
+
+from comfy import ComfyClient
+from gateway.app import WorkerOptions, run_gateway
+from gateway.models import Succeeded
+from gateway.redis_backend import RedisBackend
+from gateway.service import Accepted
+from gateway.storage import ImageStore
+from tests.fakes.comfyui import running_fake_comfyui
+from tests.gateway.conftest import CHECKPOINTS, EventLog, request
+
+OPTIONS = WorkerOptions(lease_s=1.0, retry_backoff_s=0.05, health_interval_s=0.3, cleanup_interval_s=3600)
+
+
+async def start_workers(stack, session, registry, data_dir, url, fakes, count):
+    gateways = []
+    for n in range(count):
+        backend = await stack.enter_async_context(RedisBackend(url, retry_for_s=20))
+        clients = [
+            await stack.enter_async_context(
+                ComfyClient(f.url, session, name=f"comfy{i}", request_timeout_s=5)
+            )
+            for i, f in enumerate(fakes)
+        ]
+        options = WorkerOptions(**{**OPTIONS.__dict__, "consumer": f"worker{n}"})
+        gateways.append(await stack.enter_async_context(
+            run_gateway(backend, registry, ImageStore(data_dir), clients, options=options)
+        ))
+    return gateways
+
+
+async def test_jobs_shared_by_workers_run_once(session, registry, data_dir, redis_server) -> None:
+    async with AsyncExitStack() as stack:
+        fakes = [
+            await stack.enter_async_context(running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=0.2))
+            for _ in range(2)
+        ]
+        gateways = await start_workers(stack, session, registry, data_dir, redis_server.url, fakes, 3)
+        log = EventLog()
+        collector = asyncio.create_task(log.collect(gateways[0].subscribe("telegram")))
+        try:
+            jobs = [await gateways[i % 3].submit(request(f"p{i}", user=f"u{i}")) for i in range(10)]
+            for job in jobs:
+                assert isinstance(job, Accepted)
+                assert isinstance(await log.terminal(job.job_id, timeout_s=30), Succeeded)
+            assert all(len(log.of(j.job_id, "succeeded")) == 1 for j in jobs)
+            assert sum(len(f.received_prompts) for f in fakes) == 10
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+
+
+async def test_live_lease_is_renewed_not_stolen(session, registry, data_dir, redis_server) -> None:
+    """A job running three lease periods long stays with its worker while another worker watches."""
+    async with AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=3.0))
+        first, = await start_workers(stack, session, registry, data_dir, redis_server.url, [fake], 1)
+        log = EventLog()
+        collector = asyncio.create_task(log.collect(first.subscribe("telegram")))
+        try:
+            job = await first.submit(request())
+            assert isinstance(job, Accepted)
+            await log.wait_for(lambda: log.of(job.job_id, "started"))
+            with capture_logs() as logs:
+                await start_workers(stack, session, registry, data_dir, redis_server.url, [fake], 1)
+                assert isinstance(await log.terminal(job.job_id), Succeeded)
+            assert not [e for e in logs if e["event"] == "job_recovered"]
+            assert len(fake.received_prompts) == 1
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
