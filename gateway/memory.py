@@ -36,10 +36,12 @@ class MemoryBackend(Backend):
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_finished: int = 10_000) -> None:
         super().__init__()
+        self.keep_finished = keep_finished  # finished records kept (Redis expires them after a week)
         self._records: dict[str, bytes] = {}
         self._finished: set[str] = set()
+        self._finished_order: deque[str] = deque()
         self._waiting: OrderedDict[str, None] = OrderedDict()
         self._has_waiting = asyncio.Condition()
         self._leases: dict[str, tuple[str, float]] = {}  # job_id -> (consumer, last renewal, monotonic)
@@ -145,11 +147,22 @@ class MemoryBackend(Backend):
         if record.job_id in self._finished:
             return False
         self._finished.add(record.job_id)
+        self._finished_order.append(record.job_id)
         self._records[record.job_id] = record.to_json()
+        while len(self._finished_order) > self.keep_finished:
+            self._forget(self._finished_order.popleft())
         self._waiting.pop(record.job_id, None)
         self._pending.get(record.user_id, set()).discard(record.job_id)
         await self.publish(record.platform, event)
         return True
+
+    def _forget(self, job_id: str) -> None:
+        """Drop an old finished job entirely, so a long-running embedded process stays bounded."""
+        self._finished.discard(job_id)
+        self._records.pop(job_id, None)
+        self._cancels.pop(job_id, None)
+        self._delivered.discard(job_id)
+        self._leases.pop(job_id, None)
 
     async def publish(self, platform: str, event: JobEvent) -> None:
         self._channel(platform).put(event_to_json(event))

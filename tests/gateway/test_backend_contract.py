@@ -16,8 +16,13 @@ from gateway.redis_backend import RedisBackend
 
 
 def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "txt2img") -> JobRecord:
-    req = JobRequest(platform=platform, user_id=user, chat_id="c1", workflow=workflow,  # type: ignore[arg-type]
-                     params={"prompt": "a lighthouse"})
+    req = JobRequest(
+        platform=platform,
+        user_id=user,
+        chat_id="c1",
+        workflow=workflow,  # type: ignore[arg-type]
+        params={"prompt": "a lighthouse"},
+    )
     return JobRecord(request=req, values={"prompt": "a lighthouse", "seed": 42})
 
 
@@ -240,3 +245,17 @@ async def test_redis_calls_ride_out_a_restart(redis_server) -> None:
         assert not depth.done()
         await asyncio.to_thread(redis_server.start)
         assert await depth == 1
+
+
+async def test_memory_backend_forgets_old_finished_jobs() -> None:
+    """The embedded backend stays bounded in a process that runs for months."""
+    async with MemoryBackend(keep_finished=3) as mem:
+        records = [make_record() for _ in range(5)]
+        for rec in records:
+            await mem.enqueue(rec)
+            await mem.take("w", 1.0)
+            rec.state = JobState.SUCCEEDED
+            await mem.finish(rec, Succeeded(job_id=rec.job_id, request_id="r", images=[], duration_ms=1))
+            await mem.mark_delivered(rec.job_id)
+        assert [await mem.get(r.job_id) is None for r in records] == [True, True, False, False, False]
+        assert [r.job_id for r in await mem.recent("u1", 10)] == [r.job_id for r in reversed(records[2:])]
