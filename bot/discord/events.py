@@ -40,6 +40,7 @@ __all__ = ["EventConsumer", "shrink_to_jpeg"]
 log = get_logger("discord")
 
 _TERMINAL = (Succeeded, Failed, Cancelled, TimedOut)
+PAYLOAD_TOO_LARGE = 413
 
 
 def _ext(ref: ImageRef) -> str:
@@ -208,9 +209,9 @@ class _Tracker:
         for i, ref in enumerate(ev.images[:10]):  # a message carries at most 10 attachments
             data = await asyncio.to_thread(self.ctx.gateway.image_path(ref).read_bytes)
             name = f"result_{i + 1}.{_ext(ref)}" if len(ev.images) > 1 else f"result.{_ext(ref)}"
-            if len(data) > limit // max(1, len(ev.images)):
+            if len(data) > limit:  # the limit is per file (PLATFORMS.md)
                 # Over Discord's upload limit: say so and send a smaller JPEG preview instead.
-                data = await asyncio.to_thread(shrink_to_jpeg, data, limit // max(1, len(ev.images)))
+                data = await asyncio.to_thread(shrink_to_jpeg, data, limit)
                 name = name.rsplit(".", 1)[0] + "_preview.jpg"
                 shrunk = True
             files.append((name, data))
@@ -222,7 +223,25 @@ class _Tracker:
             log.info("result_shrunk", limit=limit)
         upscale = self.kind != "upscale" and upscale_workflow(self.ctx) is not None
         view = result_view(self.ctx.i18n, self.locale, self.job_id, upscale=upscale, images=len(files))
-        await self._final(Render(caption, view, files), "result", images=len(files))
+        try:
+            await self._final(Render(caption, view, files), "result", images=len(files))
+        except discord.HTTPException as exc:
+            if exc.status != PAYLOAD_TOO_LARGE:
+                raise
+            # Discord refused the upload although the files fit the announced limit (the request as a
+            # whole, or a server-side limit): send small previews rather than nothing.
+            log.info("result_refused_too_large", code=exc.code, bytes=sum(len(d) for _, d in files))
+            each = min(limit // (4 * len(files)), max(len(d) for _, d in files) // 2)
+            small = [
+                (
+                    name.rsplit(".", 1)[0].removesuffix("_preview") + "_preview.jpg",
+                    await asyncio.to_thread(shrink_to_jpeg, data, each),
+                )
+                for name, data in files
+            ]
+            if not shrunk:
+                caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
+            await self._final(Render(caption, view, small), "result_preview", images=len(small))
 
 
 def _latest_only(events: list[JobEvent]) -> list[JobEvent]:

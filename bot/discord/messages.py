@@ -100,7 +100,7 @@ class JobMessage:
 
     async def final(self, render: Render) -> None:
         """Send the final state (result, failure) after any edit in flight; returns once it is out."""
-        if self._finished is None:
+        if self._finished is None or self._finished.done():  # a failed final may be retried
             self._finished = asyncio.get_running_loop().create_future()
         self._pending = render
         self._final = True

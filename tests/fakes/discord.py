@@ -169,10 +169,14 @@ class FakeDiscord:
         clock: Callable[[], float] = time.monotonic,
         token_ttl_s: float = TOKEN_TTL_S,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT,
+        enforced_upload_limit: int | None = None,
     ) -> None:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
         self.attachment_size_limit = attachment_size_limit
+        # What uploads are really checked against (default: the announced limit); lower it to make Discord
+        # refuse files that fit the announced one, as a full request sometimes is.
+        self.enforced_upload_limit = enforced_upload_limit or attachment_size_limit
         self.application_id = 900000000000000001
         self.bot_user = {
             "id": str(self.application_id),
@@ -528,7 +532,11 @@ class FakeDiscord:
             request.method, "/" + "/".join(parts), kind, payload, [f[0] for f in files], at=self.clock()
         )
         self.calls.append(call)
-        response = self._fault(kind) or await handler(parts, request, payload, files)
+        too_big = next((f for f in files if len(f[1]) > self.enforced_upload_limit), None)
+        if too_big is not None:
+            response = _error(413, 40005, "Request entity too large")
+        else:
+            response = self._fault(kind) or await handler(parts, request, payload, files)
         call.status = response.status
         await self._notify()
         return response

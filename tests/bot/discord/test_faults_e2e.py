@@ -153,3 +153,16 @@ async def test_previews_can_be_turned_off(
         await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "no peek", "steps": 40})
         result = await b.result()
         assert all(h["files"] in ([], ["result.png"]) for h in result.history)
+
+
+async def test_upload_refused_413_falls_back_to_small_previews(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Discord announces 10 MiB but refuses the ~3 KB result: the bot retries once with smaller JPEGs.
+    async with dbench(tmp_path, registry, monkeypatch, fake_options={"enforced_upload_limit": 2000}) as b:
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "refused", "steps": 4})
+        result = await b.result()
+        [file] = result.attachments
+        assert file.filename == "result_preview.jpg" and len(file.data) <= 2000
+        assert b.frontend.ctx.t("en", "discord.result_too_large") in result.content
+        assert [c.status for c in b.fake.calls_of("edit")][-2:] == [413, 200]
