@@ -15,6 +15,7 @@ import logging.handlers
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,8 +80,8 @@ def _redact_value(value: Any) -> Any:
         return redact(value)
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, Mapping):
-        return {str(k): _redact_value(v) for k, v in value.items()}
+    if isinstance(value, Mapping):  # keys too: a URL or token can be a key ({url: attempts})
+        return {redact(str(k)): _redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(v) for v in value]
     # Anything else (URLs, paths, exceptions, SecretStr...) is rendered as text *here*, so the redaction
@@ -104,6 +105,15 @@ def _default_component(process: str) -> Processor:
         return event_dict
 
     return processor
+
+
+def _record_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # When the stdlib record was made, not when each handler formats it: the file and stdout lines agree.
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord):
+        when = datetime.fromtimestamp(record.created, UTC)
+        event_dict["timestamp"] = when.isoformat().replace("+00:00", "Z")
+    return event_dict
 
 
 def _foreign_component(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -157,7 +167,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, _foreign_component],
+        foreign_pre_chain=[*shared, _record_timestamp, _foreign_component],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
