@@ -122,6 +122,26 @@ class TextParam(_Param):
         return str(value)
 
 
+def _check_bounds(lo: float, hi: float, default: float) -> None:
+    """A manifest's numeric parameter: ``min <= default <= max`` (a load error otherwise)."""
+    if lo > hi:
+        raise ValueError(f"min {lo} is above max {hi}")
+    if not lo <= default <= hi:
+        raise ValueError(f"default {default} is outside [{lo}, {hi}]")
+
+
+def _bounded(name: str, value: Any, *, integer: bool, lo: float, hi: float, step: float | None) -> float:
+    """Coerce ``value``, refuse it outside ``[lo, hi]``, snap it to ``lo + k*step``."""
+    num = _number(name, value, integer=integer, min=lo, max=hi)
+    if num < lo:
+        raise ParamError(name, "too_small", min=lo, max=hi)
+    if num > hi:
+        raise ParamError(name, "too_large", min=lo, max=hi)
+    if step:
+        num = min(hi, lo + round((num - lo) / step) * step)
+    return num
+
+
 class IntParam(_Param):
     """An integer in ``[min, max]``; with ``step`` the value is snapped to ``min + k*step``."""
 
@@ -135,24 +155,14 @@ class IntParam(_Param):
 
     @model_validator(mode="after")
     def _default_in_bounds(self) -> Self:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
-        if not self.min <= self.default <= self.max:
-            raise ValueError(f"default {self.default} is outside [{self.min}, {self.max}]")
+        _check_bounds(self.min, self.max, self.default)
         return self
 
     def resolve(self, name: str, value: Any) -> int:
         """Coerce, check bounds, snap to ``step``."""
         if value is None:
             return self.default
-        num = int(_number(name, value, integer=True, min=self.min, max=self.max))
-        if num < self.min:
-            raise ParamError(name, "too_small", min=self.min, max=self.max)
-        if num > self.max:
-            raise ParamError(name, "too_large", min=self.min, max=self.max)
-        if self.step:
-            num = min(self.max, self.min + round((num - self.min) / self.step) * self.step)
-        return num
+        return int(_bounded(name, value, integer=True, lo=self.min, hi=self.max, step=self.step))
 
 
 class FloatParam(_Param):
@@ -168,23 +178,14 @@ class FloatParam(_Param):
 
     @model_validator(mode="after")
     def _default_in_bounds(self) -> Self:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
-        if not self.min <= self.default <= self.max:
-            raise ValueError(f"default {self.default} is outside [{self.min}, {self.max}]")
+        _check_bounds(self.min, self.max, self.default)
         return self
 
     def resolve(self, name: str, value: Any) -> float:
         """Coerce, check bounds, snap to ``step``."""
         if value is None:
             return float(self.default)
-        num = float(_number(name, value, integer=False, min=self.min, max=self.max))
-        if num < self.min:
-            raise ParamError(name, "too_small", min=self.min, max=self.max)
-        if num > self.max:
-            raise ParamError(name, "too_large", min=self.min, max=self.max)
-        if self.step:
-            num = min(self.max, self.min + round((num - self.min) / self.step) * self.step)
+        num = float(_bounded(name, value, integer=False, lo=self.min, hi=self.max, step=self.step))
         return round(num, 10)  # drop float noise such as 0.30000000000000004
 
 
