@@ -43,12 +43,16 @@ class PhotoLimits:
 
 @dataclass
 class JobMessage:
-    """The chat message that shows one job. ``media``: it is a photo (a preview was shown)."""
+    """The chat message that shows one job. ``media``: it is a photo (a preview was shown).
+
+    ``text``: what the message shows now, so the first event repeating it costs no edit.
+    """
 
     chat_id: int
     message_id: int
     media: bool = False
     gone: bool = False
+    text: str = ""
 
 
 class JobMessages:

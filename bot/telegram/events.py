@@ -91,6 +91,8 @@ class _Tracker:
             # Ours, and the handler is still sending the job message: wait for it (bounded).
             msg = await self.ctx.messages.wait(self.job_id, self.ctx.register_timeout_s)
         self.target = ResultTarget(chat_id, msg, reply_to.get("message_id"), reply_to.get("thread_id"))
+        if msg is not None:
+            self.last_text = msg.text  # the handler's "queued" text: repeating it is not an edit
         return True
 
     # --- loop -------------------------------------------------------------------------------------

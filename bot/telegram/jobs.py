@@ -149,11 +149,12 @@ async def submit_job(
         depth=result.depth,
         eta_s=result.eta_s,
     )
+    text = ctx.renderer.queued(origin.locale, view, queued)
     msg = await send_text(
         ctx,
         bot,
         origin.chat_id,
-        ctx.renderer.queued(origin.locale, view, queued),
+        text,
         reply_to=origin.reply_to_message_id,
         markup=progress_keyboard(ctx.i18n, origin.locale, job_id),
         kind="queued",
@@ -161,5 +162,7 @@ async def submit_job(
         priority=Priority.REPLY,
         thread_id=origin.thread_id,
     )
-    ctx.messages.register(job_id, None if msg is None else JobMessage(origin.chat_id, msg.message_id))
+    ctx.messages.register(
+        job_id, None if msg is None else JobMessage(origin.chat_id, msg.message_id, text=text)
+    )
     return job_id

@@ -31,6 +31,24 @@ async def test_waiting_job_shows_position_and_updates_it(data_dir: Path, registr
         assert len({p.split("position ")[1].split(" ")[0] for p in positions}) >= 2, positions
 
 
+async def test_first_queued_event_repeating_the_job_message_costs_no_edit(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    """Regression: the first "queued" event re-sent the text the handler had just sent ("not modified")."""
+    chats = [9311, 9312, 9313, 9314]
+    async with bench(
+        data_dir, registry, capacity=1, limits=Limits(queue_cap=50), comfy_options={"step_delay_s": 0.3}
+    ) as b:
+        for chat in chats[:-1]:
+            b.fake.send_text(chat, chat, f"/generate a waiting test {chat} --steps 8")
+        await b.until(lambda: all(b.bot_msgs(c) for c in chats[:-1]))
+        b.fake.send_text(chats[-1], chats[-1], "/generate the last one --steps 2")
+        await b.until(lambda: all(any(m.photo for m in b.bot_msgs(c)) for c in chats), timeout=50)
+        edits = [c for chat in chats for c in b.fake.calls_of("editMessageText", chat)]
+        refused = [c.description for c in edits if not c.ok]
+        assert not refused, refused
+
+
 async def test_unexpected_error_gets_a_polite_answer_with_request_id(
     data_dir: Path, registry: WorkflowRegistry
 ) -> None:
