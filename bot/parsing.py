@@ -37,6 +37,16 @@ _ALIASES: dict[str, str] = {
 }
 FLAGS: tuple[str, ...] = tuple(_FLAG_SPECS)
 """Canonical flags, in the order help texts list them."""
+# A value that fits each flag, for "--ar needs a value, for example --ar 16:9".
+_EXAMPLES: dict[str, str] = {
+    "ar": "16:9",
+    "seed": "42",
+    "steps": "30",
+    "neg": '"blurry, text"',
+    "wf": "img2img",
+    "batch": "2",
+    "cfg": "7",
+}
 
 # "--x", "—x" (em dash), "–x" (en dash), "−−x" (minus signs), "—-x": anything dash-like, then a letter.
 _FLAG_RE = re.compile(r"^(?:--|[—–]-?|−−)([A-Za-z][A-Za-z0-9_]*)(?:=(.*))?$", re.DOTALL)
@@ -49,13 +59,15 @@ class ParseError(ValueError):
     """The command line is malformed. ``code`` picks the localized text; ``flag``/``value`` fill it.
 
     Codes: ``unknown_flag``, ``missing_value``, ``not_integer``, ``not_number``, ``bad_aspect``.
+    ``example`` is the flag with a value that would fit (``--ar 16:9``), for the ``missing_value`` text.
     """
 
-    def __init__(self, code: str, flag: str = "", value: str = "") -> None:
+    def __init__(self, code: str, flag: str = "", value: str = "", example: str = "") -> None:
         super().__init__(f"{code}: {flag} {value!r}")
         self.code = code
         self.flag = flag
         self.value = value
+        self.example = example
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
         inline = m.group(2)
         raw = inline if inline is not None else scanner.value()
         if raw is None or (raw.strip() == "" and name != "neg"):
-            raise ParseError("missing_value", shown)
+            raise ParseError("missing_value", shown, example=f"{shown} {_EXAMPLES[name]}")
         key, kind = _FLAG_SPECS[name]
         value = _typed(shown, kind, raw)
         if key == "workflow":

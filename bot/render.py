@@ -101,7 +101,7 @@ class Renderer:
             self._header(locale, view),
             self.t(locale, "progress.queued", position=ev.position, depth=max(ev.depth, ev.position)),
         ]
-        if ev.eta_s is not None and ev.eta_s > 0:
+        if ev.eta_s is not None and ev.eta_s >= 1:  # "about 0:00" reads as a promise it can't keep
             lines.append(self.t(locale, "progress.queued_eta", eta=format_duration(ev.eta_s)))
         return "\n".join(lines)
 
@@ -124,7 +124,7 @@ class Renderer:
         lines.append(f"{progress_bar(ev.percent)} {int(min(100.0, max(0.0, ev.percent)))}%")
         elapsed = None if view.started_at is None else max(0.0, now - view.started_at)
         timing = [self.t(locale, "progress.elapsed", elapsed=format_duration(elapsed))]
-        if ev.eta_s is not None:
+        if ev.eta_s is not None and ev.eta_s >= 1:
             timing.append(self.t(locale, "progress.eta", eta=format_duration(ev.eta_s)))
         lines.append(" · ".join(timing))
         return "\n".join(lines)
@@ -211,7 +211,14 @@ class Renderer:
 
     def parse_error(self, locale: str, exc: ParseError) -> str:
         known = " ".join(f"--{f}" for f in FLAGS)
-        return self.t(locale, f"parse.{exc.code}", flag=exc.flag, value=truncate(exc.value, 40), known=known)
+        return self.t(
+            locale,
+            f"parse.{exc.code}",
+            flag=exc.flag,
+            value=truncate(exc.value, 40),
+            known=known,
+            example=exc.example or exc.flag,
+        )
 
 
 _NO_REF = frozenset(

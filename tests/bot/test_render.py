@@ -104,3 +104,40 @@ def test_caption_fits_telegram_limit(r: Renderer) -> None:
     view = JobView(prompt="x" * 5000, workflow="txt2img", request_id="r")
     cap = r.result_caption("en", view, seed=42, duration_ms=14_000, count=2)
     assert len(cap) <= 1024 and "42" in cap and "0:14" in cap and "×2" in cap
+
+
+@pytest.mark.parametrize(
+    ("text", "example"),
+    [("cat --ar", "--ar 16:9"), ("cat --seed", "--seed 42"), ("cat --aspect", "--aspect 16:9")],
+)
+def test_missing_value_gives_an_example_that_fits_the_flag(r: Renderer, text: str, example: str) -> None:
+    from bot.parsing import parse_prompt
+
+    with pytest.raises(ParseError) as exc:
+        parse_prompt(text)
+    for locale in ("en", "ru", "ko", "zh_Hant"):
+        shown = r.parse_error(locale, exc.value)
+        assert example in shown, shown
+        assert " 30" not in shown.replace(example, ""), "no example meant for another flag"
+
+
+def _sampling(eta_s: float | None) -> Progress:
+    return Progress(
+        job_id="j",
+        request_id="r",
+        node_label="Sampling",
+        done_nodes=3,
+        total_nodes=7,
+        value=1,
+        max=20,
+        percent=45.0,
+        eta_s=eta_s,
+    )
+
+
+def test_an_eta_under_a_second_is_not_promised(r: Renderer) -> None:
+    assert "left" not in r.progress("en", VIEW, _sampling(0.0), now=101.0)
+    assert "0:00 left" not in r.progress("en", VIEW, _sampling(0.4), now=101.0)
+    assert "about 0:05 left" in r.progress("en", VIEW, _sampling(5.0), now=101.0)
+    q = r.queued("en", VIEW, Queued(job_id="j", request_id="r", position=1, depth=1, eta_s=0.3))
+    assert "Starts in" not in q
