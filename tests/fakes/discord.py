@@ -193,6 +193,7 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.files: dict[int, StoredFile] = {}
         self.count_429 = 0
+        self.reject_token = False  # answer users/@me with 401, as Discord does for a bad token
         self.identified = 0
         self._ids = itertools.count(1_100_000_000_000_000_000)
         self._faults: list[_Fault] = []
@@ -569,6 +570,8 @@ class FakeDiscord:
         return _error(404, 0, "404: Not Found")
 
     async def _me(self, *_: Any) -> web.Response:
+        if self.reject_token:
+            return _error(401, 0, "401: Unauthorized")
         return _json(self.bot_user)
 
     async def _app(self, *_: Any) -> web.Response:
