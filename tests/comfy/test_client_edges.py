@@ -16,23 +16,11 @@ from structlog.testing import capture_logs
 from comfy.client import ComfyClient
 from comfy.errors import ComfyPromptLost, ComfyRejected, ComfyTimeout, ComfyUnreachable
 from comfy.events import ComfyEvent, Executing, PreviewImage, Progress
-from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
+from tests.fakes.comfyui import FakeComfyUI
 
 from .test_client_fake import collect, slow, txt2img, until
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeComfyUI]:
-    async with running_fake_comfyui(node_delay_s=0.001, step_delay_s=0.001) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeComfyUI, session: aiohttp.ClientSession) -> AsyncIterator[ComfyClient]:
-    async with ComfyClient(fake.url, session, name="fake", ws_stall_timeout_s=5.0) as c:
-        yield c
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -36,7 +36,7 @@ from comfy.events import (
 )
 from comfy.results import OutputImage
 from comfy.tracker import PromptTracker
-from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
+from tests.fakes.comfyui import FakeComfyUI
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -72,19 +72,8 @@ def slow(steps: int = 200, delay: float = 0.02) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeComfyUI]:
-    async with running_fake_comfyui(node_delay_s=0.001, step_delay_s=0.001) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeComfyUI, session: aiohttp.ClientSession) -> AsyncIterator[ComfyClient]:
-    async with ComfyClient(fake.url, session, name="fake", ws_stall_timeout_s=5.0) as c:
-        yield c
-
-
 async def collect(tracker: PromptTracker, seen: list[ComfyEvent]) -> list[ComfyEvent]:
+    """A consumer like the gateway's: iterates the tracker to the end (checks run as it pulls)."""
     async for ev in tracker:
         seen.append(ev)  # noqa: PERF401  # appended live: tests watch the list grow and keep it on raise
     return seen

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -24,9 +23,9 @@ from comfy.events import (
     Progress,
     ProgressText,
 )
-from comfy.tracker import PromptTracker
 
 from .replay import TRACES, ReplayComfy, replaying
+from .test_client_fake import collect, until
 
 pytestmark = pytest.mark.skipif(not TRACES.is_dir(), reason=f"no recorded traces in {TRACES}")
 
@@ -42,19 +41,6 @@ async def run(client: ComfyClient, prompt_id: str, **extra: Any) -> tuple[list[C
 
 def client_for(fake: ReplayComfy, session: aiohttp.ClientSession, **kw: Any) -> ComfyClient:
     return ComfyClient(fake.url, session, name="replay", **kw)
-
-
-async def collect(tracker: PromptTracker, seen: list[ComfyEvent]) -> list[ComfyEvent]:
-    """A consumer like the gateway's: iterates the tracker to the end (checks run as it pulls)."""
-    async for ev in tracker:
-        seen.append(ev)  # noqa: PERF401  # appended live: tests watch the list grow and keep it on raise
-    return seen
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110  # polls the fake's/log's state, which has no Event
-            await asyncio.sleep(0.01)
 
 
 def comfy_tasks() -> list[asyncio.Task[Any]]:
