@@ -154,7 +154,7 @@ class JobMessage:
         if self.gone and not final:
             return
         if self.channel_message is None and not self._token_usable():
-            await self._continue_in_channel(render, reason="token_ttl")
+            await self._continue_in_channel(render, reason="message_gone" if self.gone else "token_ttl")
             return
         try:
             if self.channel_message is not None:
@@ -182,7 +182,9 @@ class JobMessage:
         if self.interaction is not None:
             with contextlib.suppress(discord.HTTPException):
                 # Still within the token's life: say where the job went, drop the buttons.
-                await self.interaction.edit_original_response(content=self.continued_text, view=None)
+                await self.interaction.edit_original_response(
+                    content=self.continued_text, view=None, attachments=[]
+                )
             self.interaction = None
         await self._send_new(render)
         log.info("job_message_continued", reason=reason, message_id=self.message_id)
