@@ -166,3 +166,34 @@ async def test_upload_refused_413_falls_back_to_small_previews(
         assert file.filename == "result_preview.jpg" and len(file.data) <= 2000
         assert b.frontend.ctx.t("en", "discord.result_too_large") in result.content
         assert [c.status for c in b.fake.calls_of("edit")][-2:] == [413, 200]
+
+
+async def test_429_on_the_continuation_message_is_honoured(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiscordOptions(token_ttl_s=0.3, edit_interval_s=0.2)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
+        b.fake.inject_429("channel_send", times=1, retry_after=0.2)
+        b.fake.inject_429("channel_edit", times=2, retry_after=0.2)
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "patient", "steps": 40})
+        result = await b.result()
+        assert b.fake.count_429 == 3
+        assert [c.status for c in b.fake.calls_of("channel_send")] == [429, 200]
+        assert len([m for m in b.fake.channel_messages(CHANNEL) if m.interaction_id is None]) == 1
+        assert sum(1 for h in result.history if "result.png" in h["files"]) == 1
+
+
+async def test_many_users_at_once_each_get_one_result(bench: DBench) -> None:
+    users = range(100, 112)
+    interactions = [
+        await bench.fake.slash(user, CHANNEL, "generate", {"prompt": f"user {user}", "steps": 3})
+        for user in users
+    ]
+    await bench.result(count=len(interactions), timeout=50)
+    originals = [bench.fake.original(i) for i in interactions]
+    assert all(
+        m is not None and m.attachments and f"user {u}" in m.content
+        for m, u in zip(originals, users, strict=True)
+    )
+    assert len(bench.results()) == len(interactions)
+    assert bench.fake.count_429 == 0
