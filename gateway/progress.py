@@ -40,6 +40,7 @@ class ProgressModel:
         self._started: float | None = None
         self.done: set[str] = set()
         self.current: str | None = None
+        self.last: str | None = None  # the node most recently started, finished or served from cache
         self.value = 0.0
         self.max = 0.0
 
@@ -58,12 +59,17 @@ class ProgressModel:
                 self.start()
                 return None
             case ce.ExecutionCached(nodes=nodes):
-                self.done.update(n for n in nodes if n in self._graph)
+                cached = [n for n in nodes if n in self._graph]
+                if not cached:
+                    return None  # ComfyUI always sends it, usually empty: nothing to show yet
+                self.done.update(cached)
+                self.last = cached[-1]
             case ce.ProgressState(nodes=nodes):
                 for node_id, state in nodes.items():
                     key = state.display_node_id or node_id
                     if state.state == "finished" and key in self._graph:
                         self.done.add(key)
+                        self.last = key
                     elif state.state == "running":
                         self._move_to(key)
                         self.value, self.max = state.value, state.max
@@ -76,8 +82,11 @@ class ProgressModel:
             case ce.Executed(node=node):
                 if node in self._graph:
                     self.done.add(node)
+                    self.last = node
             case _:
                 return None
+        if self.current is None and self.last is None:
+            return None  # a step with no name would show the user an empty line
         return self.snapshot()
 
     def _move_to(self, node: str) -> None:
@@ -86,6 +95,7 @@ class ProgressModel:
         if self.current != node:
             self.value = self.max = 0.0
         self.current = node
+        self.last = node
 
     def label(self, node: str | None) -> str:
         if node is None:
@@ -119,7 +129,8 @@ class ProgressModel:
         return Progress(
             job_id=self._job_id,
             request_id=self._request_id,
-            node_label=self.label(self.current),
+            # A fully cached re-run never names a running node: show the step last seen instead.
+            node_label=self.label(self.current or self.last),
             done_nodes=min(len(self.done), self.total),
             total_nodes=self.total,
             value=int(self.value),

@@ -32,6 +32,7 @@ def test_labels_counts_and_percent() -> None:
     assert pm.feed(ce.ExecutionStart(prompt_id="p")) is None
     cached = pm.feed(ce.ExecutionCached(prompt_id="p", nodes=("4", "6", "7")))
     assert cached is not None and cached.done_nodes == 3 and cached.total_nodes == total
+    assert cached.node_label == "Encoding prompt"  # node 7, the last one served from the cache
     start = pm.feed(ce.Executing(prompt_id="p", node="3", display_node="3"))
     assert start is not None and start.node_label == "Sampling"
     half = pm.feed(ce.Progress(prompt_id="p", node="3", value=10, max=20))
@@ -71,3 +72,21 @@ def test_eta_from_pace_without_history() -> None:
     clock.now += 4
     eta = pm.eta_s()
     assert eta is not None and eta > 0
+
+
+def test_no_nameless_step_before_a_node_runs() -> None:
+    """Regression: ComfyUI first sends ``execution_cached`` with no nodes; that showed an empty step."""
+    pm, _ = model()
+    assert pm.feed(ce.ExecutionStart(prompt_id="p")) is None
+    assert pm.feed(ce.ExecutionCached(prompt_id="p", nodes=())) is None
+    first = pm.feed(ce.Executing(prompt_id="p", node="4", display_node="4"))
+    assert first is not None and first.node_label == "Loading model"
+
+
+def test_fully_cached_rerun_names_its_steps() -> None:
+    """Regression: a re-run served from ComfyUI's cache has no ``executing``; its steps still have names."""
+    pm, graph = model()
+    cached = pm.feed(ce.ExecutionCached(prompt_id="p", nodes=tuple(graph)))
+    assert cached is not None and cached.node_label and cached.done_nodes == len(graph)
+    saved = pm.feed(ce.Executed(prompt_id="p", node="9", output={"images": []}, display_node="9"))
+    assert saved is not None and saved.node_label == "Saving"
