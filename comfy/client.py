@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from comfy.errors import ComfyError, ComfyTimeout, ComfyUnreachable
 from comfy.events import (
     ComfyEvent,
     Executing,
@@ -165,12 +166,30 @@ class ComfyClient(ComfyHTTP):
         extra_data: dict[str, Any] | None = None,
         front: bool = False,
     ) -> int:
-        """Queue ``graph`` (see :meth:`ComfyHTTP.submit`) and arm its tracker, if any."""
-        number = await super().submit(graph, prompt_id=prompt_id, extra_data=extra_data, front=front)
+        """Queue ``graph`` (see :meth:`ComfyHTTP.submit`) and arm its tracker, if any.
+
+        When the answer never comes (timeout, connection cut) the POST may still have reached ComfyUI:
+        the prompt id is ours, so ``/queue`` and ``/history`` tell. A prompt found there counts as
+        submitted (returned number -1); only one found nowhere raises, so a retry never runs it twice.
+        """
+        try:
+            number = await super().submit(graph, prompt_id=prompt_id, extra_data=extra_data, front=front)
+        except (ComfyTimeout, ComfyUnreachable) as exc:
+            if not await self._landed(prompt_id):
+                raise
+            self._log.warning("comfyui_submit_unconfirmed", prompt_id=prompt_id, error=type(exc).__name__)
+            number = -1
         tracker = self._trackers.get(prompt_id)
         if tracker is not None:
             tracker.submitted = True
         return number
+
+    async def _landed(self, prompt_id: str) -> bool:
+        """Whether ComfyUI knows ``prompt_id`` (queued, running or finished); False when it can't tell."""
+        try:
+            return prompt_id in await self.queue() or await self.history(prompt_id) is not None
+        except ComfyError:
+            return False
 
     # -- the reader ----------------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -454,6 +454,7 @@ class FakeComfyUI:
         self._stall_until = 0.0
         self._faults: list[_FaultRule] = []
         self._rejects: list[tuple[int, JSON | str | None]] = []
+        self._late_answers: list[float] = []
         self.accepting = False
 
         # Server state.
@@ -615,6 +616,7 @@ class FakeComfyUI:
     def clear_faults(self) -> None:
         self._faults.clear()
         self._rejects.clear()
+        self._late_answers.clear()
         self.drop_ws_mid_run = False
         self._stall_until = 0.0
 
@@ -622,6 +624,11 @@ class FakeComfyUI:
         """Answer the next ``times`` POST /prompt with ``status`` and ``body`` (default: ComfyUI's 500 text
         for 5xx, else an empty JSON object) without queueing anything."""
         self._rejects.extend([(status, body)] * times)
+
+    def answer_late(self, delay_s: float, *, times: int = 1) -> None:
+        """Queue the next ``times`` valid POST /prompt as usual but hold the answer ``delay_s`` seconds
+        (a server that is busy or a slow network: the client times out although the prompt was queued)."""
+        self._late_answers.extend([delay_s] * times)
 
     def set_models(
         self, checkpoints: Sequence[str] | None = None, upscale_models: Sequence[str] | None = None
@@ -788,6 +795,8 @@ class FakeComfyUI:
         self._idle.clear()
         self._wake.set()
         await self._broadcast_status()
+        if self._late_answers:
+            await asyncio.sleep(self._late_answers.pop(0))
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     async def _get_prompt(self, request: web.Request) -> web.Response:
