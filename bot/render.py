@@ -85,8 +85,17 @@ class Renderer:
 
     # --- job message ------------------------------------------------------------------------------
 
+    def title(self, locale: str, prompt: str, workflow: str, limit: int = PROMPT_PREVIEW) -> str:
+        """The prompt, or for a workflow without one (upscale) what the workflow does, never "(no prompt)"
+        when the catalogue can say better."""
+        text = truncate(prompt.strip(), limit)
+        if text:
+            return text
+        key = f"wf.{workflow}"
+        return self.t(locale, key) if self.i18n.has(locale, key) else self.t(locale, "job.no_prompt")
+
     def _header(self, locale: str, view: JobView) -> str:
-        prompt = truncate(view.prompt.strip(), self.PROMPT_PREVIEW) or self.t(locale, "job.no_prompt")
+        prompt = self.title(locale, view.prompt, view.workflow)
         return self.t(locale, "job.header", prompt=prompt, workflow=view.workflow)
 
     def step_label(self, locale: str, label: str) -> str:
@@ -141,8 +150,8 @@ class Renderer:
     ) -> str:
         meta = self.t(
             locale,
-            "result.caption",
-            seed="–" if seed is None else seed,
+            "result.caption" if seed is not None else "result.caption_no_seed",  # no "🌱 –" for upscales
+            seed=seed,
             workflow=view.workflow,
             duration=format_duration(duration_ms / 1000),
         )

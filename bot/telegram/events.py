@@ -62,6 +62,7 @@ class _Tracker:
         self.target = ResultTarget(0, None, None)
         self.received_at: float | None = None
         self.kind = ""
+        self.rerollable = True
         self.last_text = ""
         self.last_preview_at = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -78,6 +79,8 @@ class _Tracker:
         chat_id = int(reply_to.get("chat_id") or req.chat_id)
         wf = self.ctx.registry.get(req.workflow) if req.workflow in self.ctx.registry else None
         self.kind = wf.kind if wf is not None else ""
+        # Reroll and Variations mean "a new seed": pointless under a result without one (an upscale).
+        self.rerollable = wf is None or bool(wf.seed_param)
         self.locale = req.locale
         self.received_at = req.received_at
         self.view = JobView(
@@ -254,6 +257,7 @@ class _Tracker:
             self.job_id,
             images=len(ev.images),
             upscale=self.kind != "upscale" and upscale_workflow(self.ctx) is not None,
+            reroll=self.rerollable,
         )
         try:
             await deliver_images(

@@ -81,8 +81,14 @@ async def test_upscale_runs_the_upscale_workflow_on_that_output(
         await b.until(lambda: len(_results(b)) == 2)
         upscaled = _results(b)[1]
         assert "upscale" in (upscaled.caption or "")
+        assert "🌱" not in (upscaled.caption or ""), "no seed line for a workflow without a seed"
         labels = [x["callback_data"] for r in upscaled.buttons for x in r]
         assert not any(x.startswith("j:u:") for x in labels), "no upscale of an upscale"
+        assert not any(x.startswith(("j:r:", "j:v:")) for x in labels), "a new seed means nothing here"
+        assert any(x.startswith("j:i:") for x in labels)
+        job_texts = [str(c.params.get("text", "")) for c in b.fake.calls_of("sendMessage", CHAT)]
+        assert any("Upscale a picture" in t for t in job_texts), job_texts
+        assert not any("(no prompt)" in t for t in job_texts), job_texts
         assert any(
             n.get("class_type") == "ImageUpscaleWithModel"
             for p in b.comfy.received_prompts

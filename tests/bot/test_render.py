@@ -141,3 +141,12 @@ def test_an_eta_under_a_second_is_not_promised(r: Renderer) -> None:
     assert "about 0:05 left" in r.progress("en", VIEW, _sampling(5.0), now=101.0)
     q = r.queued("en", VIEW, Queued(job_id="j", request_id="r", position=1, depth=1, eta_s=0.3))
     assert "Starts in" not in q
+
+
+def test_a_job_without_prompt_is_titled_by_its_workflow(r: Renderer) -> None:
+    view = JobView(prompt="", workflow="upscale", request_id="r")
+    q = r.queued("ru", view, Queued(job_id="j", request_id="r", position=1, depth=1))
+    assert "Увеличить картинку" in q and "без описания" not in q
+    assert "(no prompt)" in r.title("en", "", "unknown-workflow")
+    cap = r.result_caption("en", view, seed=None, duration_ms=3000)
+    assert cap == "upscale · ⏱ 0:03"

@@ -6,7 +6,6 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.render import truncate
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.filters import Addressed
@@ -93,7 +92,7 @@ async def history(message: Message, ctx: BotContext, locale: str, received_at: f
     for n, record in enumerate(records, start=1):
         req = record.request
         wf = ctx.registry.get(req.workflow) if req.workflow in ctx.registry else None
-        prompt = truncate(prompt_of(wf, req.params), 60) or ctx.t(locale, "job.no_prompt")
+        prompt = ctx.renderer.title(locale, prompt_of(wf, req.params), req.workflow, limit=60)
         mark = _STATE_MARK.get(JobState(record.state), "•")
         lines.append(ctx.t(locale, "history.line", n=n, state=mark, prompt=prompt, workflow=req.workflow))
         buttons.append(
