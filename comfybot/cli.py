@@ -50,9 +50,16 @@ def _call_app(name: str, settings: Settings) -> int:
     if func is None:
         sys.stderr.write(f"comfybot {name}: comfybot.app has no {name}()\n")
         return 1
-    result = func(settings)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
+    from comfy.workflow_errors import WorkflowLoadError  # here: --help, monitor and trace need no aiohttp
+
+    try:
+        result = func(settings)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+    except WorkflowLoadError as exc:
+        # A shipped or COMFYBOT_WORKFLOWS_DIR workflow that cannot load: one line naming file and problem.
+        sys.stderr.write(f"comfybot: workflow error: {exc}\n")
+        return EXIT_CONFIG
     return result if isinstance(result, int) else 0
 
 

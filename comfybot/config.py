@@ -78,6 +78,17 @@ class TelegramSettings(_Section):
     webhook_port: int = Field(default=8081, ge=1, le=65535)
     previews: EnvBool = True
 
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # aiogram checks the same (its validate_token) only when the bot starts: say it at startup instead.
+        if value is not None:
+            token = value.get_secret_value()
+            bot_id, sep, secret = token.partition(":")
+            if not sep or not bot_id.isdigit() or not secret or any(c.isspace() for c in token):
+                raise ValueError("not a Telegram bot token (<bot id>:<secret>, as @BotFather gives it)")
+        return value
+
     @property
     def enabled(self) -> bool:
         return self.bot_token is not None
