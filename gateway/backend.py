@@ -172,6 +172,17 @@ class Backend(abc.ABC):
         """True exactly once per job: the front end that gets True sends the result."""
 
     @abc.abstractmethod
+    async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
+        """Remember how a front end shows this job (the chat message it edits), for as long as the job.
+
+        Kept apart from the record, which workers rewrite: a front end that restarts mid-job finds its
+        message again instead of leaving it stale and answering with a new one.
+        """
+
+    @abc.abstractmethod
+    async def get_view(self, job_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
     async def add_duration(self, workflow: str, run_ms: int) -> None: ...
 
     @abc.abstractmethod

@@ -52,6 +52,7 @@ class MemoryBackend(Backend):
         self._recent: dict[str, deque[str]] = {}
         self._settings: dict[str, bytes] = {}
         self._delivered: set[str] = set()
+        self._views: dict[str, bytes] = {}
         self._durations: dict[str, deque[int]] = {}
 
     # --- records --------------------------------------------------------------------------------
@@ -162,6 +163,7 @@ class MemoryBackend(Backend):
         self._records.pop(job_id, None)
         self._cancels.pop(job_id, None)
         self._delivered.discard(job_id)
+        self._views.pop(job_id, None)
         self._leases.pop(job_id, None)
 
     async def publish(self, platform: str, event: JobEvent) -> None:
@@ -226,6 +228,13 @@ class MemoryBackend(Backend):
             return False
         self._delivered.add(job_id)
         return True
+
+    async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
+        self._views[job_id] = orjson.dumps(view)  # forgotten with the job (``_forget``)
+
+    async def get_view(self, job_id: str) -> dict[str, Any] | None:
+        raw = self._views.get(job_id)
+        return None if raw is None else dict(orjson.loads(raw))
 
     async def add_duration(self, workflow: str, run_ms: int) -> None:
         self._durations.setdefault(workflow, deque(maxlen=DURATIONS_MAX)).appendleft(run_ms)

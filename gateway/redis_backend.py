@@ -287,6 +287,14 @@ class RedisBackend(RedisBase):
         first = await self._retry(lambda: self.redis.set(key, 1, nx=True, ex=RECORD_TTL_S), "mark_delivered")
         return bool(first)
 
+    async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
+        key, raw = self._key("view", job_id), orjson.dumps(view)
+        await self._retry(lambda: self.redis.set(key, raw, ex=RECORD_TTL_S), "set_view")
+
+    async def get_view(self, job_id: str) -> dict[str, Any] | None:
+        raw = await self._retry(lambda: self.redis.get(self._key("view", job_id)), "get_view")
+        return None if raw is None else dict(orjson.loads(raw))
+
     async def add_duration(self, workflow: str, run_ms: int) -> None:
         key = self._key("durations", workflow)
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -185,6 +185,13 @@ class Gateway:
         """Events of the jobs of ``platform``, in order. Use with ``contextlib.aclosing``. With Redis,
         events that arrived while no subscriber ran are delivered when it starts."""
         return self.backend.subscribe(platform, consumer=consumer)
+
+    async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
+        """Remember the chat message that shows ``job_id`` (see :meth:`Backend.set_view`)."""
+        await self.backend.set_view(job_id, view)
+
+    async def get_view(self, job_id: str) -> dict[str, Any] | None:
+        return await self.backend.get_view(job_id)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self.backend.get(job_id)

@@ -215,6 +215,13 @@ class TestBackendContract:
         assert not await backend.mark_delivered("j1")
         assert await backend.mark_delivered("j2")
 
+    async def test_view_of_a_job_roundtrip(self, backend: Backend) -> None:
+        assert await backend.get_view("j1") is None
+        await backend.set_view("j1", {"chat_id": 5, "message_id": 9, "media": False})
+        await backend.set_view("j1", {"chat_id": 5, "message_id": 10, "media": True})  # it moved
+        assert await backend.get_view("j1") == {"chat_id": 5, "message_id": 10, "media": True}
+        assert await backend.get_view("j2") is None
+
     async def test_durations_newest_first_bounded(self, backend: Backend) -> None:
         for ms in range(30):
             await backend.add_duration("txt2img", ms)
