@@ -18,7 +18,9 @@ def rec(offset_s: float, event: str, component: str, level: str = "info", **fiel
     return {"timestamp": ts, "level": level, "component": component, "event": event, **fields}
 
 
-def progress(offset_s: float, done: int, label: str, node_type: str, value: int = 0, mx: int = 0) -> dict:
+def progress(
+    offset_s: float, done: int, label: str, node_type: str, value: int = 0, mx: int = 0
+) -> dict[str, Any]:
     return rec(offset_s, "job_progress", "gateway", request_id=RID, job_id="job-1", node_label=label,
                node_type=node_type, done_nodes=done, total_nodes=16, value=value, max=mx, percent=done * 6.25)
 

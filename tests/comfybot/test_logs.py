@@ -117,7 +117,8 @@ def test_stdlib_loggers_are_json(log_dir: Path) -> None:
 def test_exceptions_are_a_string_field(log_dir: Path) -> None:
     configure_logging("gateway", log_dir, stdout=False)
     try:
-        {}["missing"]  # noqa: B018  # the point is the KeyError
+        empty: dict[str, int] = {}
+        empty["missing"]  # noqa: B018  # the point is the KeyError
     except KeyError:
         get_logger().exception("job_failed", job_id="j")
         logging.getLogger("aiohttp.server").exception("Error handling request")

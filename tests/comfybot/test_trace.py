@@ -41,14 +41,14 @@ def test_ambiguous_prefix(log_dir: Path) -> None:
 
 def test_stages_and_nodes(log_dir: Path) -> None:
     entries = select(read_records(log_files(log_dir)), RID)
-    assert stages(entries) == [
+    assert stages(entries) == [  # type: ignore[comparison-overlap]  # pytest.approx compares with floats
         ("received → enqueued (accept)", pytest.approx(0.010)),
         ("enqueued → dequeued (queue wait)", pytest.approx(1.5)),
         ("dequeued → prompt sent (prepare)", pytest.approx(0.29)),
         ("prompt sent → finished (generate)", pytest.approx(16.7)),
         ("finished → response sent (deliver)", pytest.approx(1.5)),
     ]
-    assert nodes(entries) == [
+    assert nodes(entries) == [  # type: ignore[comparison-overlap]  # pytest.approx compares with floats
         ("[ 1/16] Loading model (CheckpointLoaderSimple)", pytest.approx(2.5)),
         ("[ 9/16] Sampling (KSampler)", pytest.approx(12.4)),
         ("[12/16] Decoding (VAEDecode)", pytest.approx(1.6)),
@@ -92,7 +92,8 @@ def test_failed_request(tmp_path: Path) -> None:
         rec(3.4, "job_failed", "gateway", "error", request_id=RID, job_id="j", code="comfy_execution_error"),
     ]
     entries = select(records, RID)
-    assert stages(entries)[-1] == ("prompt sent → finished (generate)", pytest.approx(3.1))
+    last = stages(entries)[-1]
+    assert last == ("prompt sent → finished (generate)", pytest.approx(3.1))  # type: ignore[comparison-overlap]
     text = render(entries, RID, colour=True)
     assert "\x1b[31mtotal 3.400 s  (job_failed)\x1b[0m" in text
 
