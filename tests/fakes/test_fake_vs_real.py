@@ -218,3 +218,56 @@ def _renamed(value: Any, name: str) -> Any:
     if isinstance(value, dict):
         return {k: _renamed(v, name) for k, v in value.items()}
     return value
+
+
+def _blur_chain(length: int) -> JSON:
+    """EmptyImage → ``length`` × ImageBlur → SaveImage: long enough on a CPU to be interrupted mid-run."""
+    color = uuid.uuid4().int & 0xFFFFFF
+    graph: JSON = {"1": {"class_type": "EmptyImage",
+                         "inputs": {"width": 1024, "height": 1024, "batch_size": 1, "color": color}}}
+    for i in range(2, length + 2):
+        graph[str(i)] = {"class_type": "ImageBlur",
+                         "inputs": {"image": [str(i - 1), 0], "blur_radius": 31, "sigma": 5.0}}
+    graph["99"] = _save([str(length + 1), 0])
+    return graph
+
+
+async def _interrupted(url: str) -> tuple[list[str], JSON, JSON]:
+    """Interrupt a running prompt (as /cancel does): its frame kinds, the interrupt message, its history."""
+    async with aiohttp.ClientSession() as http:
+        async with WsRecorder(http, url, client_id=uuid.uuid4().hex, metadata=True) as rec:
+            pid = f"comfybot-cmp-{uuid.uuid4()}"
+            body = {"prompt": _blur_chain(20), "client_id": rec.client_id, "prompt_id": pid}
+            async with http.post(f"{url}/prompt", json=body) as r:
+                assert r.status == 200
+            await rec.wait_for(lambda f: f.get("type") == "executing" and f["data"].get("node") == "3", 60)
+            async with http.post(f"{url}/interrupt", json={"prompt_id": pid}) as r:
+                assert r.status == 200
+            await rec.wait_done(pid, timeout_s=120)
+        async with http.get(f"{url}/history/{pid}") as r:
+            history = (await r.json())[pid]
+    frames = _frames_of(rec, pid)
+    (interrupt,) = [f["data"] for f in frames if f.get("type") == "execution_interrupted"]
+    return [token(f) for f in frames], interrupt, history
+
+
+async def test_interrupt_mid_run_matches() -> None:
+    def expected(stopped_at: int) -> list[str]:
+        # Node k=1..stopped_at-1 ran (progress_state running/finished around executing); the flag is seen as
+        # node `stopped_at` starts: executing it, then execution_interrupted and the final executing null.
+        ran = ["progress_state", "executing", "progress_state"] * (stopped_at - 1)
+        return ["execution_start", "execution_cached", *ran, "progress_state", "executing",
+                "execution_interrupted", "executing:null"]  # fmt: skip
+
+    async with FakeComfyUI(node_delay_s=0.1) as fake:
+        for url in (URL, fake.url):
+            kinds, interrupt, history = await _interrupted(url)
+            stopped_at = int(interrupt["node_id"])
+            assert stopped_at >= 4, (url, interrupt)
+            assert kinds == expected(stopped_at), url
+            assert interrupt["node_type"] == "ImageBlur"
+            assert sorted(interrupt["executed"], key=int) == [str(i) for i in range(1, stopped_at)]
+            assert set(interrupt) == {"prompt_id", "node_id", "node_type", "executed", "timestamp"}
+            status = history["status"]
+            assert (status["status_str"], status["completed"]) == ("error", False)
+            assert status["messages"][-1][0] == "execution_interrupted"
