@@ -93,6 +93,10 @@ class _Tracker:
         if msg is None and reply_to.get("origin") == self.ctx.instance:
             # Ours, and the handler is still sending the job message: wait for it (bounded).
             msg = await self.ctx.messages.wait(self.job_id, self.ctx.register_timeout_s)
+        if msg is None and (view := await self.ctx.gateway.get_view(self.job_id)) is not None:
+            # Shown by a process that has restarted since (or by another one): keep editing that message.
+            msg = JobMessage(int(view["chat_id"]), int(view["message_id"]), media=bool(view.get("media")))
+            self.ctx.messages.register(self.job_id, msg)
         self.target = ResultTarget(chat_id, msg, reply_to.get("message_id"), reply_to.get("thread_id"))
         if msg is not None:
             self.last_text = msg.text  # the handler's "queued" text: repeating it is not an edit
@@ -236,6 +240,9 @@ class _Tracker:
             return
         new = JobMessage(sent.chat.id, sent.message_id, media=True)
         self.ctx.messages.moved(self.job_id, new)
+        await self.ctx.gateway.set_view(
+            self.job_id, {"chat_id": new.chat_id, "message_id": new.message_id, "media": True}
+        )
         self.target.message = new
         await remove_message(self.ctx, bot, msg)
 

@@ -165,4 +165,6 @@ async def submit_job(
     ctx.messages.register(
         job_id, None if msg is None else JobMessage(origin.chat_id, msg.message_id, text=text)
     )
+    if msg is not None:  # so a restarted front end edits this message instead of leaving it stale
+        await ctx.gateway.set_view(job_id, {"chat_id": origin.chat_id, "message_id": msg.message_id})
     return job_id
