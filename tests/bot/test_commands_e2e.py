@@ -11,7 +11,7 @@ from bot.telegram.app import MENU_COMMANDS
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
 from gateway.redis_backend import RedisBackend
-from tests.bot.conftest import bench
+from tests.bot.conftest import bench, png
 from tests.conftest import RedisServer
 
 USER, CHAT = 5005, 5005
@@ -140,3 +140,17 @@ async def test_plain_text_in_private_chat_is_a_prompt(data_dir: Path, registry: 
         b.fake.send_text(USER, group, "/help@comfy_test_bot", chat_type="supergroup")
         await b.text_reply(group, "/generate <prompt>")
         assert len(b.bot_msgs(group)) == 1
+
+
+async def test_an_image_workflow_as_default_still_draws_text_prompts(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    """Regression: choosing img2img in /settings made every text /generate answer "needs a picture"."""
+    async with bench(data_dir, registry) as b:
+        await b.gateway.settings.set(f"telegram:{USER}", {"workflow": "img2img"})
+        b.fake.send_text(USER, CHAT, "/generate a kite over the sea --steps 3")
+        result = await b.result(CHAT)
+        assert "txt2img" in (result.caption or "")
+        b.fake.send_photo(USER, CHAT, png(), caption="the same, at night")
+        await b.until(lambda: len([m for m in b.bot_msgs(CHAT) if m.photo]) == 2)
+        assert "img2img" in (b.bot_msgs(CHAT)[-1].caption or "")

@@ -72,7 +72,12 @@ async def start_generation(
         name = _image_workflow(ctx, settings)
     else:
         preferred = settings.get("workflow")
-        name = preferred if isinstance(preferred, str) and preferred in ctx.registry else ctx.default_workflow
+        # A default that needs a picture (img2img) is for photos; a text prompt gets the text default.
+        reg = ctx.registry
+        if isinstance(preferred, str) and preferred in reg and not reg.get(preferred).images:
+            name = preferred
+        else:
+            name = ctx.default_workflow
     if name is None or name not in ctx.registry:
         log.info("validation_error", field="workflow", reason="unknown", workflow=name)
         await answer(
