@@ -32,7 +32,7 @@ EXIT_NOTHING_TO_DO = 2
 
 def plan(settings: Settings) -> str | None:
     """Why this configuration cannot run (one line), or None when it can."""
-    front_end = settings.telegram.enabled
+    front_end = settings.telegram.enabled or settings.api.enabled
     if not settings.comfy.urls and settings.redis is None:
         return (
             "COMFYUI_URLS is not set: no ComfyUI server would run the jobs "
@@ -40,7 +40,7 @@ def plan(settings: Settings) -> str | None:
         )
     if not front_end and settings.redis is None:
         return (
-            "no front end is configured: set TELEGRAM_BOT_TOKEN "
+            "no front end is configured: set TELEGRAM_BOT_TOKEN or COMFYBOT_API_ENABLED "
             "(or REDIS_URL to run this process as a worker for other front ends)"
         )
     if not front_end and not settings.comfy.urls:
@@ -65,6 +65,7 @@ async def run(settings: Settings) -> int:
     # Imported here so `comfybot --help`, `monitor` and `trace` stay fast and need no aiogram import.
     from bot.telegram.app import run_telegram
     from gateway.app import open_gateway
+    from gateway.http_api import start_api
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,17 +73,30 @@ async def run(settings: Settings) -> int:
         with contextlib.suppress(NotImplementedError):  # not on Windows' default loop
             loop.add_signal_handler(sig, stop.set)
 
-    async with aiohttp.ClientSession() as session, \
-            open_gateway(settings, session, workers=bool(settings.comfy.urls)) as gateway:
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        gateway = await stack.enter_async_context(
+            open_gateway(settings, session, workers=bool(settings.comfy.urls))
+        )
+        api = None
+        if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
+            try:
+                api = await start_api(gateway, settings.api.token.get_secret_value(),
+                                      host=settings.api.bind, port=settings.api.port)
+            except OSError as exc:  # the port is taken: say so in one line
+                return _refuse(f"COMFYBOT_API_PORT: cannot listen on {settings.api.bind}:{settings.api.port} "
+                               f"({exc.strerror})")
+            stack.push_async_callback(api.cleanup)
         tasks: list[asyncio.Task[None]] = []
         if settings.telegram.enabled:
             tasks.append(asyncio.create_task(
                 run_telegram(settings.telegram, gateway, gateway.registry),
                 name="telegram",
             ))
-        else:
-            log.info("worker_only", detail="no chat front end configured; running jobs from the shared queue")
-        log.info("comfybot_started", front_ends=["telegram"] if tasks else [],
+        elif api is None:
+            log.info("worker_only", detail="no front end configured; running jobs from the shared queue")
+        front_ends = (["telegram"] if tasks else []) + (["http_api"] if api is not None else [])
+        log.info("comfybot_started", front_ends=front_ends,
                  servers=len(settings.comfy.urls), backend="redis" if settings.redis else "memory")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -14,8 +14,10 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from tests.conftest import free_port
 from tests.fakes.comfyui import running_fake_comfyui
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
@@ -81,3 +83,50 @@ async def test_comfybot_run_generates_and_is_traceable(tmp_path: Path) -> None:
     code, out, err = await _cli("trace", request_id[:8], "--log-dir", str(log_dir), env=env)
     assert code == 0, err
     assert "command_received" in out and "response_sent" in out
+
+
+@pytest.mark.timeout(300)
+async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
+    """The HTTP API is a front end too: with it alone, ``comfybot run`` serves jobs behind its token."""
+    port, token = free_port(), "s3cret-token-for-tests"
+    async with running_fake_comfyui() as comfy, aiohttp.ClientSession() as http:
+        env = {
+            "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+            "COMFYUI_URLS": comfy.url, "LOG_DIR": str(tmp_path / "logs"),
+            "COMFYBOT_DATA_DIR": str(tmp_path / "data"), "COMFYBOT_API_ENABLED": "true",
+            "COMFYBOT_API_TOKEN": token, "COMFYBOT_API_PORT": str(port),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "comfybot", "run", "--quiet", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        base, auth = f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {token}"}
+        try:
+            async with asyncio.timeout(120):
+                while True:  # the interpreter is starting: wait for the port
+                    try:
+                        async with http.get(f"{base}/health", headers=auth) as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.2)
+            job = {"user_id": "1", "chat_id": "1", "workflow": "txt2img",
+                   "params": {"prompt": "a kite", "steps": 3}}
+            async with http.post(f"{base}/jobs", json=job) as resp:
+                assert resp.status == 401  # no token, no job
+            async with http.post(f"{base}/jobs", headers=auth, json=job) as resp:
+                assert resp.status == 202
+                job_id = (await resp.json())["job_id"]
+            async with asyncio.timeout(60):
+                while True:
+                    async with http.get(f"{base}/jobs/{job_id}", headers=auth) as resp:
+                        record = await resp.json()
+                    if record["state"] in {"succeeded", "failed", "cancelled", "timed_out"}:
+                        break
+                    await asyncio.sleep(0.1)
+            assert record["state"] == "succeeded" and record["images"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, err.decode()
+    assert token not in "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
