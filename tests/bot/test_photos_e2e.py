@@ -94,3 +94,13 @@ async def test_photo_for_workflow_without_image_input_asks_for_picture(
     async with bench(data_dir, registry) as b:
         b.fake.send_text(USER, CHAT, "/generate --wf upscale")
         await b.text_reply(CHAT, "needs a picture")
+
+
+async def test_photo_without_caption_is_asked_for_a_caption(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry) as b:
+        b.fake.send_photo(USER, CHAT, png(), language_code="ru")
+        reply = await b.text_reply(CHAT, "подпись")
+        assert "/generate" not in (reply.text or ""), "the hint fits a photo, not a command"
+        assert not b.comfy.received_prompts

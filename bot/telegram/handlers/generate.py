@@ -95,7 +95,8 @@ async def start_generation(
         params[wf.prompt_param] = parsed.prompt
     elif not parsed.prompt and _prompt_required(wf):
         log.info("validation_error", field="prompt", reason="required")
-        await answer(ctx.t(locale, "prompt.missing"))
+        own_photo = image_message is message and source is not None  # a photo without a caption
+        await answer(ctx.t(locale, "prompt.missing_photo" if own_photo else "prompt.missing"))
         return
     default_ar = settings.get("ar")
     if "ar" not in params and isinstance(default_ar, str) and "ar" in wf.params:
