@@ -29,6 +29,7 @@ __all__ = ["DiscordFrontend", "run_discord"]
 log = get_logger("discord")
 
 _RATE_LOGGERS = ("discord.http", "discord.webhook.async_")
+_RATE_FILTER = RateLimitLogFilter()
 
 
 class DiscordFrontend:
@@ -59,7 +60,6 @@ class DiscordFrontend:
         self.bot = ComfyBot(self.ctx, **(client_options or {}))
         self.consumer = EventConsumer(self.ctx, self.bot)
         self.drain_timeout_s = drain_timeout_s
-        self._filter = RateLimitLogFilter()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
@@ -68,13 +68,13 @@ class DiscordFrontend:
         assert self.settings.bot_token is not None
         token = self.settings.bot_token.get_secret_value()
         register_secret(token)
-        for name in _RATE_LOGGERS:
-            logging.getLogger(name).addFilter(self._filter)
         try:
             await self.bot.login(token)
         except BaseException:
             await self.bot.close()  # closes the HTTP session login opened
             raise
+        for name in _RATE_LOGGERS:
+            logging.getLogger(name).addFilter(_RATE_FILTER)  # one shared filter: adding it twice is a no-op
         self._tasks.append(asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway"))
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="discord-events"))
         log.info("discord_started", application_id=self.bot.application_id)
@@ -112,7 +112,7 @@ class DiscordFrontend:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for name in _RATE_LOGGERS:
-            logging.getLogger(name).removeFilter(self._filter)
+            logging.getLogger(name).removeFilter(_RATE_FILTER)
         log.info("discord_stopped")
 
     async def __aenter__(self) -> DiscordFrontend:

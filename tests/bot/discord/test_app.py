@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import discord
 import pytest
 
 from bot.discord.app import DiscordFrontend, run_discord
+from bot.discord.client import RateLimitLogFilter
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import DiscordSettings
 from gateway.memory import MemoryBackend
@@ -48,3 +50,9 @@ async def test_bad_token_fails_at_start_and_leaks_nothing(
         frontend = DiscordFrontend(DiscordSettings(bot_token="x" * 30), gateway, registry)
         with pytest.raises(discord.LoginFailure):
             await frontend.start()
+        # Regression: a failed start left its rate-limit log filter behind, doubling discord_rate_limited.
+        assert not [
+            f
+            for f in logging.getLogger("discord.webhook.async_").filters
+            if isinstance(f, RateLimitLogFilter)
+        ]
