@@ -104,6 +104,7 @@ async def test_info_shows_request_id_seed_and_workflow(data_dir: Path, registry:
         answer = await b.until(lambda: b.fake.answered_callbacks.get(query_id))
         text = str(answer.get("text", ""))
         assert "txt2img" in text and "7" in text
+        assert "steps=4" in text and "cfg=7 " in text, "whole numbers without '.0'"
         job_request = (await b.gateway.recent_jobs(str(USER), 1))[0].request
         assert job_request.request_id[:8] in text
         assert len(text) <= 200

@@ -27,7 +27,9 @@ _INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
 def _info_text(ctx: BotContext, locale: str, record: Any) -> str:
     req = record.request
     values: dict[str, Any] = dict(record.values or req.params)
-    shown = " ".join(f"{k}={values[k]}" for k in _INFO_PARAMS if k in values and values[k] not in (None, ""))
+    shown = " ".join(
+        f"{k}={_number(values[k])}" for k in _INFO_PARAMS if k in values and values[k] not in (None, "")
+    )
     text = ctx.t(
         locale,
         "info.text",
@@ -40,6 +42,11 @@ def _info_text(ctx: BotContext, locale: str, record: Any) -> str:
         run=format_duration(record.run_ms / 1000),
     )
     return truncate(text, 200)
+
+
+def _number(value: Any) -> Any:
+    """``7.0`` → ``7``, ``0.75`` stays: a toast has 200 characters and no room for noise."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 async def job_button(
