@@ -128,6 +128,30 @@ def _dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+class _RenderOnce(structlog.stdlib.ProcessorFormatter):
+    """Renders a record once for all our handlers (file and stdout) instead of once per handler."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: str | None = getattr(record, "_comfybot_line", None)
+        if line is None:
+            line = super().format(record)
+            record._comfybot_line = line  # a cache slot of our own on the record
+        return line
+
+
+class _SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The stdlib's size rotation without its per-line cost: it stats the file twice for every record and
+    measures the record by rendering it (free here: :class:`_RenderOnce` keeps the line for the write)."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.maxBytes <= 0:
+            return False
+        if self.stream is None:
+            self.stream = self._open()
+        size = len(self.format(record).encode("utf-8")) + 1
+        return bool(self.stream.tell() + size >= self.maxBytes)
+
+
 def configure_logging(
     process: str,
     log_dir: Path,
@@ -166,7 +190,7 @@ def configure_logging(
         # Not cached: module-level loggers must follow a later reconfiguration (tests, CLI subcommands).
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = _RenderOnce(
         foreign_pre_chain=[*shared, _record_timestamp, _foreign_component],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -177,7 +201,7 @@ def configure_logging(
     )
     _remove_installed()
     log_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = _SizeRotatingFileHandler(
         log_dir / f"{process}.log", maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
     )
     handlers: list[logging.Handler] = [file_handler]

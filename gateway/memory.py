@@ -79,6 +79,8 @@ class MemoryBackend(Backend):
             async with self._has_waiting:
                 self._waiting[job_id] = None
                 self._has_waiting.notify()
+                # Appended last: its position is the depth, no scan (submit stays O(1) at any depth).
+                return Enqueued(position=len(self._waiting), depth=len(self._waiting))
         return Enqueued(position=await self.position(job_id) or 0, depth=len(self._waiting))
 
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
