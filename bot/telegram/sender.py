@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import itertools
 import time
@@ -124,6 +125,8 @@ class _Op(Generic[T]):
     key: Hashable | None = None  # edits only: the coalescing slot
     retries_429: int = 0
     retries_error: int = 0
+    #: the submitter's log context (request_id, job_id): lines about this op carry them
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
     @property
     def is_edit(self) -> bool:
@@ -366,6 +369,7 @@ class TelegramSender:
                 return fut
             # Latest state wins: swap the operation, keep its place in line, share the outcome.
             pending.factory = factory
+            pending.context = contextvars.copy_context()  # log lines follow the newest request
             pending.priority = min(pending.priority, priority)
             pending.waiters.append(fut)
             return fut
@@ -463,7 +467,7 @@ class TelegramSender:
         chat.pop(op)
         chat.busy = True
         self._in_flight += 1
-        task = asyncio.create_task(self._execute(chat, op))
+        task = asyncio.create_task(self._execute(chat, op), context=op.context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return 0.0
