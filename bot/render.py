@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.i18n import I18n
+from bot.i18n import I18n, placeholders
 from bot.parsing import FLAGS, ParseError
 from gateway.models import (
     Cancelled,
@@ -213,8 +213,8 @@ class Renderer:
             key = "reason.too_small"
         elif reason == "too_large" and "max" in b:
             key = "reason.too_large"
-        if not self.i18n.has(locale, key):
-            key = "reason.invalid"
+        if not self.i18n.has(locale, key) or not placeholders(self.i18n.raw(locale, key)) <= values.keys():
+            key = "reason.invalid"  # never show a raw "{max}" when the bounds are unknown
         text = self.t(locale, key, **values)
         return self.t(locale, "error.param", field=self.field_name(locale, field), reason=text)
 
