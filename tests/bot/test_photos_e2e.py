@@ -36,7 +36,7 @@ async def test_reply_to_photo_with_generate_uses_it(data_dir: Path, registry: Wo
     async with bench(data_dir, registry) as b:
         photo = b.fake.send_photo(USER, CHAT, jpeg())
         # A photo without caption asks for one (img2img needs a prompt)…
-        await b.text_reply(CHAT, "Tell me what to draw")
+        await b.text_reply(CHAT, "Add a caption")
         assert photo.message is not None
         b.fake.send_text(
             USER, CHAT, "/generate a watercolor version", reply_to_message_id=photo.message.message_id
