@@ -89,6 +89,11 @@ async def test_upscale_runs_the_upscale_workflow_on_that_output(
         job_texts = [str(c.params.get("text", "")) for c in b.fake.calls_of("sendMessage", CHAT)]
         assert any("Upscale a picture" in t for t in job_texts), job_texts
         assert not any("(no prompt)" in t for t in job_texts), job_texts
+        b.fake.send_text(USER, CHAT, "/history")
+        history = await b.text_reply(CHAT, "Your recent jobs")
+        assert "Upscale a picture" in (history.text or "")
+        rerolls = [x["callback_data"] for r in history.buttons for x in r]
+        assert len(rerolls) == 1, "a 🔁 for the picture, none for its upscale"
         assert any(
             n.get("class_type") == "ImageUpscaleWithModel"
             for p in b.comfy.received_prompts

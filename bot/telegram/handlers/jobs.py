@@ -95,11 +95,12 @@ async def history(message: Message, ctx: BotContext, locale: str, received_at: f
         prompt = ctx.renderer.title(locale, prompt_of(wf, req.params), req.workflow, limit=60)
         mark = _STATE_MARK.get(JobState(record.state), "•")
         lines.append(ctx.t(locale, "history.line", n=n, state=mark, prompt=prompt, workflow=req.workflow))
-        buttons.append(
-            InlineKeyboardButton(
-                text=f"🔁 {n}", callback_data=JobCb(action=JobAction.REROLL, job=record.job_id).pack()
+        if wf is not None and wf.seed_param:  # a reroll is a new seed: none for an upscale
+            buttons.append(
+                InlineKeyboardButton(
+                    text=f"🔁 {n}", callback_data=JobCb(action=JobAction.REROLL, job=record.job_id).pack()
+                )
             )
-        )
     markup = InlineKeyboardMarkup(inline_keyboard=[buttons[i : i + 5] for i in range(0, len(buttons), 5)])
     await reply_text(ctx, message, "\n".join(lines), markup=markup, kind="history", received_at=received_at)
 
