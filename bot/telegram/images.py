@@ -12,7 +12,7 @@ from aiogram.types import Message
 from bot.telegram.context import BotContext
 from comfybot.logs import get_logger
 from gateway.errors import ImageRejected
-from gateway.models import ImageRef
+from gateway.models import FailureCode, ImageRef
 
 __all__ = ["ImageSource", "fetch_image", "image_source"]
 
@@ -82,6 +82,13 @@ async def fetch_image(ctx: BotContext, bot: Bot, source: ImageSource, locale: st
         ref = await ctx.gateway.store_image(data)
     except ImageRejected as exc:
         log.info("validation_error", field="image", reason=exc.code.value, bytes=len(data))
+        if exc.code is FailureCode.IMAGE_TOO_LARGE:  # say what fits, not just "smaller"
+            return ctx.t(
+                locale,
+                "error.image_too_large_limits",
+                megapixels=max(1, ctx.gateway.limits.max_image_pixels // 1_000_000),
+                mb=_mb(limit),
+            )
         return ctx.renderer.failure(locale, exc.code)
     log.info("photo_received", bytes=len(data), width=ref.width, height=ref.height)
     return ref

@@ -84,7 +84,9 @@ async def test_decompression_bomb_is_refused(data_dir: Path, registry: WorkflowR
     Image.new("1", (30_000, 30_000), 0).save(buf, "PNG")  # ~900 Mpx, a few hundred KB on disk
     async with bench(data_dir, registry) as b:
         b.fake.send_document(USER, CHAT, buf.getvalue(), file_name="bomb.png", caption="redraw")
-        await b.text_reply(CHAT, "too large")
+        reply = await b.text_reply(CHAT, "too big")
+        limit_mp = b.gateway.limits.max_image_pixels // 1_000_000
+        assert f"{limit_mp} megapixels" in (reply.text or ""), "the answer says what would fit"
         assert not b.comfy.received_prompts
 
 
