@@ -71,6 +71,7 @@ class _Tracker:
         self.locale = "en"
         self.view = JobView(prompt="", workflow="", request_id="")
         self.kind = ""
+        self.rerollable = True
         self.received_at = time.time()
         self.started = False
         self.last_text = ""
@@ -86,6 +87,7 @@ class _Tracker:
         req = record.request
         wf = self.ctx.registry.get(req.workflow) if req.workflow in self.ctx.registry else None
         self.kind = wf.kind if wf is not None else ""
+        self.rerollable = wf is None or bool(wf.seed_param)
         self.locale = req.locale
         self.received_at = req.received_at
         self.view = JobView(prompt_of(wf, req.params), req.workflow, req.request_id, record.started_at)
@@ -222,7 +224,14 @@ class _Tracker:
             caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
             log.info("result_shrunk", limit=limit)
         upscale = self.kind != "upscale" and upscale_workflow(self.ctx) is not None
-        view = result_view(self.ctx.i18n, self.locale, self.job_id, upscale=upscale, images=len(files))
+        view = result_view(
+            self.ctx.i18n,
+            self.locale,
+            self.job_id,
+            upscale=upscale,
+            images=len(files),
+            reroll=self.rerollable,
+        )
         try:
             await self._final(Render(caption, view, files), "result", images=len(files))
         except discord.HTTPException as exc:

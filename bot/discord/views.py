@@ -115,10 +115,11 @@ def progress_view(i18n: I18n, locale: str, job_id: str) -> Callable[[], discord.
 
 
 def result_view(
-    i18n: I18n, locale: str, job_id: str, *, upscale: bool, images: int = 1
+    i18n: I18n, locale: str, job_id: str, *, upscale: bool, images: int = 1, reroll: bool = True
 ) -> Callable[[], discord.ui.View]:
-    """🔁 Reroll 🎲 Variations ⬆️ Upscale ℹ️ Info; a batch gets ⬆️ 1…⬆️ N on the rows below."""
-    actions = [JobAction.REROLL, JobAction.VARIATIONS]
+    """🔁 Reroll 🎲 Variations ⬆️ Upscale ℹ️ Info; a batch gets ⬆️ 1…⬆️ N on the rows below. ``reroll``
+    False (a workflow without a seed, like upscale): no Reroll/Variations — a new seed means nothing."""
+    actions = [JobAction.REROLL, JobAction.VARIATIONS] if reroll else []
     if upscale and images == 1:
         actions.append(JobAction.UPSCALE)
     actions.append(JobAction.INFO)

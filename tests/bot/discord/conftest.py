@@ -34,7 +34,7 @@ from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui  # noqa: E402
 from tests.fakes.discord import FakeDiscord, FakeInteraction, StoredMessage  # noqa: E402
 
 USER, OTHER, CHANNEL = 4242, 4343, 7001
-RESULT_PREFIX = "comfybot:r:"
+RESULT_PREFIX = "comfybot:i:"  # every result has ℹ️ Info
 
 
 @dataclass

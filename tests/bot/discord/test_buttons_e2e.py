@@ -36,7 +36,8 @@ async def test_info_and_upscale(bench: DBench) -> None:
     up = await bench.fake.click(USER, first.id, _button(first, "u"))
     upscaled = await bench.result(count=2)
     assert upscaled.id == bench.fake.original(up).id
-    assert "comfybot:u:" not in " ".join(upscaled.custom_ids)  # no upscale of an upscale
+    # No upscale of an upscale, and no Reroll/Variations: the upscale workflow has no seed.
+    assert [c.split(":")[1] for c in upscaled.custom_ids] == ["i"]
     assert len(bench.comfy.uploads) == 1  # the first result went to ComfyUI as the upscale's input
 
 
