@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from gateway.models import JobEvent
+from gateway.errors import LimitExceeded
+from gateway.models import FailureCode, JobEvent
 from gateway.records import JobRecord
 
 RECENT_MAX = 50  # per-user recent jobs kept
@@ -43,6 +44,10 @@ class Enqueued:
 
     position: int
     depth: int
+
+
+def too_many_pending(pending: int, limit: int) -> LimitExceeded:
+    return LimitExceeded(f"{pending} pending, limit {limit}", code=FailureCode.TOO_MANY_PENDING)
 
 
 class SettingsStore:
@@ -91,8 +96,12 @@ class Backend(abc.ABC):
 
     # --- queue ----------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def enqueue(self, record: JobRecord, *, max_depth: int | None = None) -> Enqueued | None:
-        """Store and append a job; ``None`` when ``max_depth`` jobs already wait. Idempotent per job_id."""
+    async def enqueue(
+        self, record: JobRecord, *, max_depth: int | None = None, max_pending: int | None = None
+    ) -> Enqueued | None:
+        """Store and append a job; ``None`` when ``max_depth`` jobs already wait; raises
+        :func:`too_many_pending` when its user has ``max_pending`` unfinished jobs. Both checks are
+        atomic with the append (front ends in many processes). Idempotent per job_id."""
 
     @abc.abstractmethod
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
@@ -190,4 +199,4 @@ class Backend(abc.ABC):
         """Recent run times of this workflow in ms, newest first."""
 
 
-__all__ = ["Backend", "Enqueued", "SettingsStore"]
+__all__ = ["Backend", "Enqueued", "SettingsStore", "too_many_pending"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, Backend, Enqueued
+from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, Backend, Enqueued, too_many_pending
 from gateway.models import JobEvent, event_from_json, event_to_json
 from gateway.records import JobRecord
 
@@ -67,11 +67,16 @@ class MemoryBackend(Backend):
         return None if raw is None else JobRecord.from_json(raw)
 
     # --- queue ----------------------------------------------------------------------------------
-    async def enqueue(self, record: JobRecord, *, max_depth: int | None = None) -> Enqueued | None:
+    async def enqueue(
+        self, record: JobRecord, *, max_depth: int | None = None, max_pending: int | None = None
+    ) -> Enqueued | None:
         job_id = record.job_id
         if job_id not in self._records:
             if max_depth is not None and len(self._waiting) >= max_depth:
                 return None
+            pending = len(self._pending.get(record.user_id, ()))
+            if max_pending is not None and pending >= max_pending:
+                raise too_many_pending(pending, max_pending)
             self._records[job_id] = record.to_json()
             self._pending.setdefault(record.user_id, set()).add(job_id)
             recent = self._recent.setdefault(record.user_id, deque(maxlen=RECENT_MAX))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
 import structlog
 
@@ -19,9 +21,31 @@ from gateway.servers import ServerPool
 log = structlog.get_logger(component="gateway")
 
 
-async def estimate_wait_s(backend: Backend, pool: ServerPool, workflow: str, position: int) -> float | None:
+class RecentDurations:
+    """Recent run times per workflow, re-read from the backend at most every ``ttl_s``: an ETA needs no
+    fresher numbers, and it saves ``submit`` and the position loop a round trip per job."""
+
+    def __init__(self, backend: Backend, *, ttl_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.backend = backend
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._cache: dict[str, tuple[float, list[int]]] = {}
+
+    async def get(self, workflow: str) -> list[int]:
+        now = self.clock()
+        hit = self._cache.get(workflow)
+        if hit is None or hit[0] <= now:
+            hit = (now + self.ttl_s, await self.backend.durations(workflow))
+            self._cache[workflow] = hit
+        return hit[1]
+
+
+async def estimate_wait_s(
+    durations: RecentDurations, pool: ServerPool, workflow: str, position: int
+) -> float | None:
     """Rough wait: jobs ahead × recent mean run time of this workflow ÷ healthy servers."""
-    recent = await backend.durations(workflow)
+    recent = await durations.get(workflow)
     if not recent:
         return None
     servers = max(1, sum(1 for s in pool.servers if s.healthy))
@@ -36,6 +60,7 @@ class PositionNotifier:
     ) -> None:
         self.backend = backend
         self.pool = pool
+        self.durations = RecentDurations(backend)
         self.interval_s = interval_s
         self.window = window
         self._wake = asyncio.Event()
@@ -73,7 +98,7 @@ class PositionNotifier:
                 meta = (record.platform, record.request.request_id, record.request.workflow)
                 self._meta[job_id] = meta
             platform, request_id, workflow = meta
-            eta = await estimate_wait_s(self.backend, self.pool, workflow, position)
+            eta = await estimate_wait_s(self.durations, self.pool, workflow, position)
             event = Queued(job_id=job_id, request_id=request_id, position=position, depth=depth, eta_s=eta)
             await self.backend.publish(platform, event)
             self._sent[job_id] = position
@@ -85,4 +110,4 @@ class PositionNotifier:
         return published
 
 
-__all__ = ["PositionNotifier", "estimate_wait_s"]
+__all__ = ["PositionNotifier", "RecentDurations", "estimate_wait_s"]

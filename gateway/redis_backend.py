@@ -36,7 +36,14 @@ import orjson
 import structlog
 from redis.exceptions import ResponseError
 
-from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, RECORD_TTL_S, Enqueued
+from gateway.backend import (
+    DURATIONS_MAX,
+    EVENTS_MAX,
+    RECENT_MAX,
+    RECORD_TTL_S,
+    Enqueued,
+    too_many_pending,
+)
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
 from gateway.records import JobRecord
 from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
@@ -59,15 +66,21 @@ class RedisBackend(RedisBase):
         return None if raw is None else JobRecord.from_json(raw)
 
     # --- queue ----------------------------------------------------------------------------------
-    async def enqueue(self, record: JobRecord, *, max_depth: int | None = None) -> Enqueued | None:
+    async def enqueue(
+        self, record: JobRecord, *, max_depth: int | None = None, max_pending: int | None = None
+    ) -> Enqueued | None:
         keys = [
             self._key("job", record.job_id), self._waiting_key, self._stream, self._key("seq"),
             self._key("user", record.user_id, "pending"), self._key("user", record.user_id, "recent"),
         ]
-        args: list[bytes | str | int] = [record.job_id, record.to_json(), max_depth or 0, RECENT_MAX]
+        args: list[bytes | str | int] = [
+            record.job_id, record.to_json(), max_depth or 0, RECENT_MAX, max_pending or 0
+        ]
         position, depth = await self._retry(
             lambda: self._scripts["ENQUEUE"](keys=keys, args=args), "enqueue"
         )
+        if position == -2:
+            raise too_many_pending(int(depth), max_pending or 0)
         return None if position < 0 else Enqueued(position=int(position), depth=int(depth))
 
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:

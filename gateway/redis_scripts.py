@@ -8,8 +8,9 @@ from __future__ import annotations
 
 ENQUEUE = """
 -- KEYS: job hash, waiting zset, queue stream, seq, user pending set, user recent list
--- ARGV: job_id, record json, max_depth (0 = no cap), recent_max
+-- ARGV: job_id, record json, max_depth (0 = no cap), recent_max, max_pending (0 = no cap)
 -- A retry after a lost reply finds the job already there and only reports its position.
+-- Both caps are checked here, atomically: checked before the call, many processes could all pass.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
   if rank then rank = rank + 1 else rank = 0 end
@@ -19,6 +20,10 @@ local depth = redis.call('ZCARD', KEYS[2])
 local cap = tonumber(ARGV[3])
 if cap > 0 and depth >= cap then
   return {-1, depth}
+end
+local max_pending = tonumber(ARGV[5])
+if max_pending > 0 and redis.call('SCARD', KEYS[5]) >= max_pending then
+  return {-2, redis.call('SCARD', KEYS[5])}
 end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])

@@ -22,7 +22,7 @@ from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits, MemoryRateLimiter, RateLimiter
 from gateway.models import FailureCode, ImageRef, JobEvent, JobRequest, Role
-from gateway.positions import estimate_wait_s
+from gateway.positions import RecentDurations, estimate_wait_s
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
 from gateway.storage import ImageStore
@@ -88,6 +88,7 @@ class Gateway:
         self.rate_limiter = rate_limiter or MemoryRateLimiter()
         self.pool = pool  # only for the ETA; a front-end-only process has none
         self._finisher = Finisher(backend)
+        self._durations = RecentDurations(backend)
         self.worker: Worker | None = None  # set when this process also runs jobs
 
     @property
@@ -136,12 +137,16 @@ class Gateway:
         except Exception as exc:  # the limiter's store is down: fail open rather than refuse everyone
             log.warning("rate_limiter_unavailable", error=repr(exc))
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
-        where = await self.backend.enqueue(record, max_depth=self.limits.queue_cap)
+        exempt = role is Role.ADMIN and self.limits.admins_exempt
+        where = await self.backend.enqueue(  # the checks above are early answers; these are atomic
+            record, max_depth=self.limits.queue_cap,
+            max_pending=None if exempt else self.limits.max_pending_per_user,
+        )
         if where is None:
             raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
         eta = None
         if self.pool is not None:
-            eta = await estimate_wait_s(self.backend, self.pool, req.workflow, where.position)
+            eta = await estimate_wait_s(self._durations, self.pool, req.workflow, where.position)
         structlog.contextvars.bind_contextvars(job_id=record.job_id)
         log.info("job_enqueued", position=where.position, depth=where.depth, workflow=req.workflow,
                  platform=req.platform, user_id=req.user_id, eta_s=eta)

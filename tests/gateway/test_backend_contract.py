@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.backend import Backend
+from gateway.errors import LimitExceeded
 from gateway.memory import MemoryBackend
-from gateway.models import Cancelled, JobRequest, JobState, Progress, Queued, Succeeded
+from gateway.models import Cancelled, FailureCode, JobRequest, JobState, Progress, Queued, Succeeded
 from gateway.records import JobRecord
 from gateway.redis_backend import RedisBackend
 
@@ -214,6 +215,17 @@ class TestBackendContract:
         assert await backend.mark_delivered("j1")
         assert not await backend.mark_delivered("j1")
         assert await backend.mark_delivered("j2")
+
+    async def test_pending_cap_is_atomic_with_enqueue(self, backend: Backend) -> None:
+        """Regression: checked before the enqueue only, a flood from several processes passed it at once."""
+        results = await asyncio.gather(
+            *(backend.enqueue(make_record(user="flood"), max_pending=3) for _ in range(20)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, LimitExceeded)]
+        assert len(refused) == 17 and all(r.code is FailureCode.TOO_MANY_PENDING for r in refused)
+        assert await backend.pending_count("flood") == 3
+        assert await backend.enqueue(make_record(user="someone-else"), max_pending=3) is not None
 
     async def test_view_of_a_job_roundtrip(self, backend: Backend) -> None:
         assert await backend.get_view("j1") is None

@@ -41,15 +41,17 @@ async def test_server_down_at_submit_goes_to_the_other(session, registry, data_d
 
 async def test_only_server_down_retries_then_comfy_unreachable(session, registry, data_dir) -> None:
     async with harness(session, registry, data_dir) as h:
-        await h.fakes[0].refuse_connections()
-        h.gateway.worker.pool.servers[0].healthy = True  # as if the outage began after the last check
+        # Health checks pass, every POST /prompt fails: no race with the health loop over who notices
+        # first (a server the health check already took out makes jobs wait, see the next test).
+        h.fakes[0].reject_next(502, times=100)
         with capture_logs() as logs:
             job = await h.gateway.submit(request())
             assert isinstance(job, Accepted)
             failed = await h.log.terminal(job.job_id)
         assert isinstance(failed, Failed) and failed.code is FailureCode.COMFY_UNREACHABLE
         events = [e["event"] for e in logs]
-        assert "job_retry" in events and "backend_down" in events
+        assert events.count("job_retry") == 2 and "backend_down" in events
+        assert len(h.fakes[0].received_prompts) == 3  # max_attempts, then the job fails
 
 
 async def test_jobs_wait_while_all_servers_are_down(session, registry, data_dir) -> None:
