@@ -1,4 +1,9 @@
-"""Who the bot answers in groups: only commands addressed to it (``/cmd@ThisBot``) or replies to it."""
+"""Who the bot answers in groups: commands addressed to it, or replies to its messages.
+
+A bare ``/cmd`` counts as addressed: Telegram's own command menu inserts it without ``@ThisBot`` when the
+bot is the only one in the group, and in privacy mode Telegram delivers bare commands only to the bot it
+meant. ``/cmd@OtherBot`` and ordinary chatter are left alone.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ __all__ = ["Addressed", "addressed"]
 
 
 def addressed(message: Message, ctx: BotContext) -> bool:
-    """True in private chats; in groups, only for ``/cmd@ThisBot`` or a reply to one of our messages."""
+    """True in private chats; in groups for ``/cmd``, ``/cmd@ThisBot`` or a reply to one of our messages."""
     if message.chat.type == "private":
         return True
     replied = message.reply_to_message
@@ -21,7 +26,7 @@ def addressed(message: Message, ctx: BotContext) -> bool:
     if text.startswith("/"):
         head = text.split(maxsplit=1)[0]
         _, _, mention = head.partition("@")
-        return bool(mention) and mention.lower() == ctx.bot_username.lower()
+        return not mention or mention.lower() == ctx.bot_username.lower()
     return False
 
 

@@ -10,7 +10,7 @@ import pytest
 from bot.telegram.sender import SenderLimits
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import Limits
-from tests.bot.conftest import bench
+from tests.bot.conftest import bench, png
 from tests.fakes.telegram import RateLimits
 
 
@@ -67,12 +67,22 @@ async def test_group_ignores_commands_not_addressed_to_the_bot(
 ) -> None:
     group = -1009001
     async with bench(data_dir, registry) as b:
-        b.fake.send_text(1, group, "/generate a cat", chat_type="supergroup")
         b.fake.send_text(1, group, "/generate@other_bot a cat", chat_type="supergroup")
+        b.fake.send_text(1, group, "a cat, please", chat_type="supergroup")
+        b.fake.send_photo(1, group, png(), caption="make it winter", chat_type="supergroup")
         b.fake.send_text(1, group, "/help@comfy_test_bot", chat_type="supergroup")
         await b.text_reply(group, "/generate <prompt>")
         assert len(b.bot_msgs(group)) == 1
         assert not b.comfy.received_prompts
+
+
+async def test_group_answers_a_bare_command_from_the_menu(data_dir: Path, registry: WorkflowRegistry) -> None:
+    """Telegram's command menu inserts ``/generate`` without ``@bot`` when the bot is alone in a group."""
+    group = -1009002
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(1, group, "/generate a cat on a roof --steps 2", chat_type="supergroup")
+        result = await b.result(group)
+        assert "a cat on a roof" in (result.caption or "")
 
 
 @pytest.mark.timeout(120)
