@@ -115,6 +115,9 @@ SECRETS = {
     "bot_token": (TOKEN, TOKEN_TAIL),
     "telegram_file_url": (FILE_URL, TOKEN_TAIL),
     "redis_url": (REDIS_URL, REDIS_PASSWORD),
+    # A self-hosted Bot API server (TELEGRAM_API_BASE, --local) answers getFile with an absolute path that
+    # holds the token as a directory name.
+    "local_bot_api_file_path": (f"/var/lib/telegram-bot-api/{TOKEN}/photos/file_0.jpg", TOKEN_TAIL),
 }
 
 
