@@ -3,7 +3,8 @@
 It decides what this process is from the settings alone, opens the resources in nested ``async with``
 blocks and passes them down (STYLE.md §1, §9):
 
-- chat front ends that have a token (Telegram) + workers for ``COMFYUI_URLS``: the usual single process;
+- chat front ends that have a token (Telegram, Discord), the HTTP API when enabled, and workers for
+  ``COMFYUI_URLS``: the usual single process;
 - with ``REDIS_URL``: the same process can be front-end-only (no ``COMFYUI_URLS``) or worker-only
   (no chat token) and share the queue with any number of others.
 
@@ -32,7 +33,7 @@ EXIT_NOTHING_TO_DO = 2
 
 def plan(settings: Settings) -> str | None:
     """Why this configuration cannot run (one line), or None when it can."""
-    front_end = settings.telegram.enabled or settings.api.enabled
+    front_end = settings.telegram.enabled or settings.discord.enabled or settings.api.enabled
     if not settings.comfy.urls and settings.redis is None:
         return (
             "COMFYUI_URLS is not set: no ComfyUI server would run the jobs "
@@ -40,11 +41,11 @@ def plan(settings: Settings) -> str | None:
         )
     if not front_end and settings.redis is None:
         return (
-            "no front end is configured: set TELEGRAM_BOT_TOKEN or COMFYBOT_API_ENABLED "
+            "no front end is configured: set TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN or COMFYBOT_API_ENABLED "
             "(or REDIS_URL to run this process as a worker for other front ends)"
         )
     if not front_end and not settings.comfy.urls:
-        return "neither a front end (TELEGRAM_BOT_TOKEN) nor ComfyUI servers (COMFYUI_URLS): nothing to run"
+        return "neither a front end (a chat token) nor ComfyUI servers (COMFYUI_URLS): nothing to run"
     return None
 
 
@@ -59,10 +60,8 @@ async def run(settings: Settings) -> int:
     reason = plan(settings)
     if reason is not None:
         return _refuse(reason)
-    if settings.discord.enabled:
-        log.warning("discord_front_end_unavailable",
-                    detail="DISCORD_BOT_TOKEN is set, but this version ships the Telegram front end only")
-    # Imported here so `comfybot --help`, `monitor` and `trace` stay fast and need no aiogram import.
+    # Imported here so `comfybot --help`, `monitor` and `trace` stay fast and import no chat library.
+    from bot.discord.app import run_discord
     from bot.telegram.app import run_telegram
     from gateway.app import open_gateway
     from gateway.http_api import start_api
@@ -90,12 +89,15 @@ async def run(settings: Settings) -> int:
         tasks: list[asyncio.Task[None]] = []
         if settings.telegram.enabled:
             tasks.append(asyncio.create_task(
-                run_telegram(settings.telegram, gateway, gateway.registry),
-                name="telegram",
+                run_telegram(settings.telegram, gateway, gateway.registry), name="telegram"
             ))
-        elif api is None:
+        if settings.discord.enabled:
+            tasks.append(asyncio.create_task(
+                run_discord(settings.discord, gateway, gateway.registry), name="discord"
+            ))
+        if not tasks and api is None:
             log.info("worker_only", detail="no front end configured; running jobs from the shared queue")
-        front_ends = (["telegram"] if tasks else []) + (["http_api"] if api is not None else [])
+        front_ends = [t.get_name() for t in tasks] + (["http_api"] if api is not None else [])
         log.info("comfybot_started", front_ends=front_ends,
                  servers=len(settings.comfy.urls), backend="redis" if settings.redis else "memory")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
