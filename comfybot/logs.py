@@ -47,6 +47,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![\w-])\d{6,12}:[A-Za-z0-9_-]{30,}"), REDACTED),
     # Discord bot tokens: base64(user id).timestamp.hmac
     (re.compile(r"(?<![\w-])[MNO][A-Za-z\d_-]{23,27}\.[A-Za-z\d_-]{6,7}\.[A-Za-z\d_-]{27,}"), REDACTED),
+    # Discord interaction tokens in webhook and callback paths (discord.py logs these routes at DEBUG):
+    # /webhooks/<application id>/<token>..., /interactions/<interaction id>/<token>/callback
+    (re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s\"'?#]+"), rf"\g<1>{REDACTED}"),
     # Any URL's userinfo password: redis://user:password@host, http://user:pass@host
     (re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/@\"']*):[^\s@/\"']+@", re.IGNORECASE), rf"\g<1>:{REDACTED}@"),
 )
