@@ -17,9 +17,9 @@ import discord
 from PIL import Image
 
 from bot.discord.context import DiscordContext
-from bot.discord.jobs import prompt_of, upscale_workflow
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view, result_view
+from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
 from comfybot.logs import bound, get_logger
 from gateway.models import (

@@ -10,62 +10,15 @@ import discord
 from bot.discord.context import DiscordContext, Request
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view
+from bot.jobs import prompt_of, refusal_text
 from bot.render import JobView
-from comfy.workflows import Workflow
 from comfybot.logs import get_logger
-from gateway.models import FailureCode, ImageRef, JobRequest, Queued
+from gateway.models import ImageRef, JobRequest, Queued
 from gateway.service import Refused
 
-__all__ = ["prompt_of", "refusal_text", "reply_error", "submit_job", "upscale_workflow"]
+__all__ = ["reply_error", "submit_job"]
 
 log = get_logger("discord")
-
-
-def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
-    """The prompt text of a request (empty when the workflow has none)."""
-    name = workflow.prompt_param if workflow is not None else "prompt"
-    value = params.get(name or "prompt", "")
-    return value if isinstance(value, str) else ""
-
-
-def upscale_workflow(ctx: DiscordContext) -> str | None:
-    """The workflow the ⬆️ button runs: one named ``upscale``, else the first of kind ``upscale``."""
-    if "upscale" in ctx.registry:
-        return "upscale"
-    return next((wf.name for wf in ctx.registry if wf.kind == "upscale"), None)
-
-
-def _bounds(ctx: DiscordContext, workflow: str, field: str, reason: str, value: Any) -> dict[str, Any]:
-    """What the manifest allows for ``field`` — the range a refusal quotes."""
-    bounds: dict[str, Any] = {}
-    if workflow in ctx.registry:
-        spec = ctx.registry.get(workflow).params.get(field)
-        for name in ("min", "max", "max_length", "options"):
-            got = getattr(spec, name, None)
-            if got is not None:
-                bounds[name] = got
-        max_ratio = getattr(spec, "max_ratio", None)
-        if max_ratio is not None:
-            bounds["min_ratio"], bounds["max_ratio"] = f"1:{max_ratio:g}", f"{max_ratio:g}:1"
-        if getattr(spec, "type", None) == "seed" and reason in ("too_small", "too_large"):
-            bounds.setdefault("min", 0)
-    if isinstance(value, str):
-        bounds["length"] = len(value)
-    return bounds
-
-
-def refusal_text(ctx: DiscordContext, locale: str, refused: Refused, req: JobRequest) -> str:
-    """Localized text for a refusal, naming the field and the allowed range when it can."""
-    if refused.code is FailureCode.UNKNOWN_WORKFLOW:
-        return ctx.t(
-            locale, "error.unknown_workflow_named", name=req.workflow, names=", ".join(ctx.registry.names())
-        )
-    if refused.code is FailureCode.INVALID_INPUT and refused.field and refused.reason:
-        bounds = _bounds(ctx, req.workflow, refused.field, refused.reason, req.params.get(refused.field))
-        return ctx.renderer.param_error(locale, refused.field, refused.reason, bounds)
-    return ctx.renderer.failure(
-        locale, refused.code, request_id=req.request_id, retry_after_s=refused.retry_after_s
-    )
 
 
 async def reply_error(interaction: discord.Interaction[Any], text: str, request: Request) -> None:

@@ -17,10 +17,10 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
+from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.delivery import ResultTarget, deliver_images, finish_text, remove_message
-from bot.telegram.jobs import prompt_of
 from bot.telegram.keyboards import progress_keyboard, result_keyboard
 from bot.telegram.sender import MessageGone, Priority
 from comfybot.logs import bound, get_logger
@@ -41,13 +41,6 @@ __all__ = ["EventConsumer"]
 log = get_logger("telegram")
 
 _TERMINAL = (Succeeded, Failed, Cancelled, TimedOut)
-
-
-def upscale_workflow(ctx: BotContext) -> str | None:
-    """The workflow the ⬆️ button runs: one named ``upscale``, else the first of kind ``upscale``."""
-    if "upscale" in ctx.registry:
-        return "upscale"
-    return next((wf.name for wf in ctx.registry if wf.kind == "upscale"), None)
 
 
 class _Tracker:

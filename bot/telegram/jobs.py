@@ -7,17 +7,17 @@ from typing import Any
 
 from aiogram import Bot
 
+from bot.jobs import prompt_of, refusal_text
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.keyboards import progress_keyboard
 from bot.telegram.replies import send_text
 from bot.telegram.sender import Priority
-from comfy.workflows import Workflow
 from comfybot.logs import get_logger
 from gateway.models import FailureCode, ImageRef, JobRequest, Queued, Role
 from gateway.service import Refused
 
-__all__ = ["Origin", "prompt_of", "refusal_text", "submit_job", "user_key"]
+__all__ = ["Origin", "submit_job", "user_key"]
 
 log = get_logger("telegram")
 
@@ -42,47 +42,6 @@ _BUSY = frozenset({FailureCode.RATE_LIMITED, FailureCode.TOO_MANY_PENDING, Failu
 def user_key(user_id: int | str) -> str:
     """The key of a Telegram user's settings in the gateway's settings store."""
     return f"telegram:{user_id}"
-
-
-def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
-    """The prompt text of a request, for captions and history (empty when the workflow has none)."""
-    name = workflow.prompt_param if workflow is not None else "prompt"
-    value = params.get(name or "prompt", "")
-    return value if isinstance(value, str) else ""
-
-
-def _bounds(ctx: BotContext, workflow: str, field: str, reason: str, value: Any) -> dict[str, Any]:
-    """What the manifest allows for ``field`` — the range a refusal message quotes."""
-    bounds: dict[str, Any] = {}
-    if workflow in ctx.registry:
-        spec = ctx.registry.get(workflow).params.get(field)
-        for name in ("min", "max", "max_length", "options"):
-            got = getattr(spec, name, None)
-            if got is not None:
-                bounds[name] = got
-        max_ratio = getattr(spec, "max_ratio", None)
-        if max_ratio is not None:
-            bounds["min_ratio"], bounds["max_ratio"] = f"1:{max_ratio:g}", f"{max_ratio:g}:1"
-        if getattr(spec, "type", None) == "seed" and reason in ("too_small", "too_large"):
-            bounds.setdefault("min", 0)
-    if isinstance(value, str):
-        bounds["length"] = len(value)
-    return bounds
-
-
-def refusal_text(ctx: BotContext, locale: str, refused: Refused, req: JobRequest) -> str:
-    """Localized text for a refusal: names the field and the allowed range when it can."""
-    if refused.code is FailureCode.UNKNOWN_WORKFLOW:
-        return ctx.t(
-            locale, "error.unknown_workflow_named", name=req.workflow, names=", ".join(ctx.registry.names())
-        )
-    if refused.code is FailureCode.INVALID_INPUT and refused.field and refused.reason:
-        value = req.params.get(refused.field)
-        bounds = _bounds(ctx, req.workflow, refused.field, refused.reason, value)
-        return ctx.renderer.param_error(locale, refused.field, refused.reason, bounds)
-    return ctx.renderer.failure(
-        locale, refused.code, request_id=req.request_id, retry_after_s=refused.retry_after_s
-    )
 
 
 async def submit_job(

@@ -14,8 +14,9 @@ from discord.ext import commands
 
 from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
-from bot.discord.jobs import submit_job, upscale_workflow
+from bot.discord.jobs import submit_job
 from bot.discord.views import JobAction, JobButton
+from bot.jobs import upscale_workflow
 from bot.render import format_duration, truncate
 from comfybot.logs import get_logger
 from gateway.models import short_id

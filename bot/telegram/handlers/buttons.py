@@ -7,10 +7,10 @@ from typing import Any
 from aiogram import Router
 from aiogram.types import CallbackQuery, Message
 
+from bot.jobs import upscale_workflow
 from bot.render import format_duration, truncate
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
-from bot.telegram.events import upscale_workflow
 from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.jobs import Origin, submit_job
 from comfybot.logs import get_logger

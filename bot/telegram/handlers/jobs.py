@@ -6,10 +6,10 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
+from bot.jobs import prompt_of
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.filters import Addressed
-from bot.telegram.jobs import prompt_of
 from bot.telegram.replies import reply_text
 from comfybot.logs import get_logger
 from gateway.models import JobState, Role

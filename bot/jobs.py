@@ -1,0 +1,73 @@
+"""Job helpers every chat front end shares: the prompt of a request, the localized answer to a refusal,
+the workflow behind the ⬆️ button. Front ends differ in how they send; what they say is decided here."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bot.render import Renderer
+from comfy.workflows import Workflow, WorkflowRegistry
+from gateway.models import FailureCode, JobRequest
+from gateway.service import Refused
+
+__all__ = ["FrontEnd", "param_bounds", "prompt_of", "refusal_text", "upscale_workflow"]
+
+
+class FrontEnd(Protocol):
+    """What these helpers need of a front end's context (Telegram's ``BotContext``, Discord's)."""
+
+    @property
+    def registry(self) -> WorkflowRegistry: ...
+
+    @property
+    def renderer(self) -> Renderer: ...
+
+
+def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
+    """The prompt text of a request, for captions and history (empty when the workflow has none)."""
+    name = workflow.prompt_param if workflow is not None else "prompt"
+    value = params.get(name or "prompt", "")
+    return value if isinstance(value, str) else ""
+
+
+def upscale_workflow(ctx: FrontEnd) -> str | None:
+    """The workflow the ⬆️ button runs: one named ``upscale``, else the first of kind ``upscale``."""
+    if "upscale" in ctx.registry:
+        return "upscale"
+    return next((wf.name for wf in ctx.registry if wf.kind == "upscale"), None)
+
+
+def param_bounds(
+    registry: WorkflowRegistry, workflow: str, field: str, reason: str, value: Any
+) -> dict[str, Any]:
+    """What the manifest allows for ``field`` — the range a refusal message quotes."""
+    bounds: dict[str, Any] = {}
+    if workflow in registry:
+        spec = registry.get(workflow).params.get(field)
+        for name in ("min", "max", "max_length", "options"):
+            got = getattr(spec, name, None)
+            if got is not None:
+                bounds[name] = got
+        max_ratio = getattr(spec, "max_ratio", None)
+        if max_ratio is not None:
+            bounds["min_ratio"], bounds["max_ratio"] = f"1:{max_ratio:g}", f"{max_ratio:g}:1"
+        if getattr(spec, "type", None) == "seed" and reason in ("too_small", "too_large"):
+            bounds.setdefault("min", 0)
+    if isinstance(value, str):
+        bounds["length"] = len(value)
+    return bounds
+
+
+def refusal_text(ctx: FrontEnd, locale: str, refused: Refused, req: JobRequest) -> str:
+    """Localized text for a refusal: names the field and the allowed range when it can."""
+    if refused.code is FailureCode.UNKNOWN_WORKFLOW:
+        return ctx.renderer.t(
+            locale, "error.unknown_workflow_named", name=req.workflow, names=", ".join(ctx.registry.names())
+        )
+    if refused.code is FailureCode.INVALID_INPUT and refused.field and refused.reason:
+        value = req.params.get(refused.field)
+        bounds = param_bounds(ctx.registry, req.workflow, refused.field, refused.reason, value)
+        return ctx.renderer.param_error(locale, refused.field, refused.reason, bounds)
+    return ctx.renderer.failure(
+        locale, refused.code, request_id=req.request_id, retry_after_s=refused.retry_after_s
+    )
