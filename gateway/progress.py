@@ -2,9 +2,11 @@
 
 Done/total counts nodes of the rendered graph: cached nodes count as done at once, a node is done when
 ``progress_state`` says ``finished`` (or the next node starts, for servers without ``progress_state``).
-The overall percent adds the running node's sampler fraction; the label is the manifest's step label
-for the node, else its class type. The ETA comes from recent run times of the workflow when known,
-else from the pace so far.
+The overall percent weighs each node by its work: a sampler by its steps (``inputs.steps``, or the
+``max`` it reports), any other node as one step, so the bar moves evenly through sampling instead of
+sitting at 60 % and jumping. The label is the manifest's step label for the node, else its class type.
+The ETA comes from recent run times of the workflow when known (until the job outlives them), else from
+the pace so far.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class ProgressModel:
         self.done: set[str] = set()
         self.current: str | None = None
         self.last: str | None = None  # the node most recently started, finished or served from cache
+        self._steps: dict[str, float] = {}  # node -> the step count it reported (progress max)
         self.value = 0.0
         self.max = 0.0
 
@@ -78,6 +81,8 @@ class ProgressModel:
             case ce.Progress(node=node, value=value, max=maximum):
                 if node is not None:
                     self._move_to(node)
+                    if maximum > 1:
+                        self._steps[node] = maximum
                 self.value, self.max = value, maximum
             case ce.Executed(node=node):
                 if node in self._graph:
@@ -106,19 +111,28 @@ class ProgressModel:
         spec = self._graph.get(node)
         return str(spec.get("class_type", node)) if spec is not None else node
 
+    def weight(self, node: str) -> float:
+        """A node's share of the work, in sampler steps (every other node counts as one step)."""
+        if node in self._steps:
+            return self._steps[node]
+        steps = self._graph.get(node, {}).get("inputs", {}).get("steps")
+        return float(steps) if isinstance(steps, int | float) and steps > 1 else 1.0
+
     @property
     def percent(self) -> float:
-        running = 0.0
+        total = sum(self.weight(n) for n in self._graph) or 1.0
+        done = sum(self.weight(n) for n in self.done if n in self._graph)
         if self.current is not None and self.current not in self.done and self.max > 0:
-            running = min(1.0, self.value / self.max)
-        return min(99.0, 100.0 * (len(self.done) + running) / self.total)
+            done += self.weight(self.current) * min(1.0, self.value / self.max)
+        return min(99.0, 100.0 * done / total)
 
     def eta_s(self) -> float | None:
         if self._started is None:
             return self._expected_s
         elapsed = self._clock() - self._started
-        if self._expected_s is not None:
-            return max(0.0, self._expected_s - elapsed)
+        if self._expected_s is not None and elapsed < self._expected_s:
+            return self._expected_s - elapsed
+        # No history, or slower than usual: from the pace so far (never "0 s left" while it still runs).
         pct = self.percent
         if pct < 5:
             return None

@@ -60,7 +60,7 @@ def test_eta_from_recent_durations_counts_down() -> None:
     clock.now += 5
     assert pm.eta_s() == 10.0
     clock.now += 60
-    assert pm.eta_s() == 0.0
+    assert pm.eta_s() is None  # past the usual time with no progress to go by: no made-up "0 s left"
 
 
 def test_eta_from_pace_without_history() -> None:
@@ -90,3 +90,16 @@ def test_fully_cached_rerun_names_its_steps() -> None:
     assert cached is not None and cached.node_label and cached.done_nodes == len(graph)
     saved = pm.feed(ce.Executed(prompt_id="p", node="9", output={"images": []}, display_node="9"))
     assert saved is not None and saved.node_label == "Saving"
+
+
+def test_percent_moves_evenly_through_sampling() -> None:
+    """Regression: every node weighed the same, so a 20-step sampler sat at ~60 % and then jumped."""
+    pm, graph = model()  # txt2img: 7 nodes, KSampler "3" with 20 steps (the manifest default)
+    for node in ("4", "6", "7", "5"):
+        pm.feed(ce.Executing(prompt_id="p", node=node, display_node=node))
+    first = pm.feed(ce.Progress(prompt_id="p", node="3", value=1, max=20))
+    assert first is not None and first.percent < 25
+    half = pm.feed(ce.Progress(prompt_id="p", node="3", value=10, max=20))
+    assert half is not None and 45 < half.percent < 65
+    late = pm.feed(ce.Progress(prompt_id="p", node="3", value=19, max=20))
+    assert late is not None and late.percent > 80
