@@ -86,7 +86,7 @@ class _Tracker:
         if msg is None and reply_to.get("origin") == self.ctx.instance:
             # Ours, and the handler is still sending the job message: wait for it (bounded).
             msg = await self.ctx.messages.wait(self.job_id, self.ctx.register_timeout_s)
-        if msg is None and (view := await self.ctx.gateway.get_view(self.job_id)) is not None:
+        if msg is None and (view := await self._saved_view()) is not None:
             # Shown by a process that has restarted since (or by another one): keep editing that message.
             msg = JobMessage(int(view["chat_id"]), int(view["message_id"]), media=bool(view.get("media")))
             self.ctx.messages.register(self.job_id, msg)
@@ -94,6 +94,13 @@ class _Tracker:
         if msg is not None:
             self.last_text = msg.text  # the handler's "queued" text: repeating it is not an edit
         return True
+
+    async def _saved_view(self) -> dict[str, Any] | None:
+        try:
+            return await self.ctx.gateway.get_view(self.job_id)
+        except Exception as exc:  # without it the result comes as a new message: still delivered
+            log.warning("job_view_unavailable", error=repr(exc))
+            return None
 
     # --- loop -------------------------------------------------------------------------------------
 
@@ -233,9 +240,12 @@ class _Tracker:
             return
         new = JobMessage(sent.chat.id, sent.message_id, media=True)
         self.ctx.messages.moved(self.job_id, new)
-        await self.ctx.gateway.set_view(
-            self.job_id, {"chat_id": new.chat_id, "message_id": new.message_id, "media": True}
-        )
+        try:
+            await self.ctx.gateway.set_view(
+                self.job_id, {"chat_id": new.chat_id, "message_id": new.message_id, "media": True}
+            )
+        except Exception as exc:  # only a restart mid-job would miss it
+            log.warning("job_view_not_saved", error=repr(exc))
         self.target.message = new
         await remove_message(self.ctx, bot, msg)
 

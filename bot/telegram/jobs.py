@@ -125,5 +125,8 @@ async def submit_job(
         job_id, None if msg is None else JobMessage(origin.chat_id, msg.message_id, text=text)
     )
     if msg is not None:  # so a restarted front end edits this message instead of leaving it stale
-        await ctx.gateway.set_view(job_id, {"chat_id": origin.chat_id, "message_id": msg.message_id})
+        try:
+            await ctx.gateway.set_view(job_id, {"chat_id": origin.chat_id, "message_id": msg.message_id})
+        except Exception as exc:  # the job runs anyway; only a restart mid-job would lose the message
+            log.warning("job_view_not_saved", job_id=job_id, error=repr(exc))
     return job_id
