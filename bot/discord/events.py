@@ -8,7 +8,6 @@ The result — image files and the persistent buttons — is delivered once (``g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import discord
 from PIL import Image
 
+from bot.consumer import EventConsumer as BaseConsumer
 from bot.discord.context import DiscordContext
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view, result_view
@@ -268,49 +268,13 @@ def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
     return out
 
 
-class EventConsumer:
+class EventConsumer(BaseConsumer[_Tracker]):
     """Reads the gateway's events for Discord and keeps one tracker task per live job."""
 
     def __init__(self, ctx: DiscordContext, client: discord.Client) -> None:
+        super().__init__(ctx.gateway, "discord")
         self.ctx = ctx
         self.client = client
-        self._trackers: dict[str, _Tracker] = {}
 
-    def forget(self, job_id: str) -> None:
-        self._trackers.pop(job_id, None)
-
-    def dispatch(self, ev: JobEvent) -> None:
-        tracker = self._trackers.get(ev.job_id)
-        if tracker is None:
-            tracker = self._trackers[ev.job_id] = _Tracker(self, ev.job_id)
-            tracker.task = asyncio.create_task(tracker.run(), name=f"dc-job-{ev.job_id}")
-        tracker.queue.put_nowait(ev)
-
-    async def run(self) -> None:
-        """Consume forever; a broken subscription is re-opened after a short pause."""
-        while True:
-            try:
-                events = self.ctx.gateway.subscribe("discord")
-                try:
-                    async for ev in events:
-                        self.dispatch(ev)
-                finally:
-                    aclose = getattr(events, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event_subscription_failed")
-            await asyncio.sleep(1.0)
-
-    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
-        """Let running trackers finish (results in flight), then cancel the rest."""
-        tasks = [t.task for t in self._trackers.values() if t.task is not None]
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await asyncio.gather(*tasks, return_exceptions=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def new_tracker(self, job_id: str) -> _Tracker:
+        return _Tracker(self, job_id)

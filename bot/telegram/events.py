@@ -8,7 +8,6 @@ a small task per job that applies its events in order. Progress edits go to the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
+from bot.consumer import EventConsumer as BaseConsumer
 from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
@@ -310,50 +310,14 @@ def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
     return out
 
 
-class EventConsumer:
+class EventConsumer(BaseConsumer[_Tracker]):
     """Reads the gateway's events for Telegram and keeps one tracker task per live job."""
 
     def __init__(self, ctx: BotContext, bot: Bot, *, preview_interval_s: float = 3.0) -> None:
+        super().__init__(ctx.gateway, "telegram")
         self.ctx = ctx
         self.bot = bot
         self.preview_interval_s = preview_interval_s
-        self._trackers: dict[str, _Tracker] = {}
 
-    def forget(self, job_id: str) -> None:
-        self._trackers.pop(job_id, None)
-
-    def dispatch(self, ev: JobEvent) -> None:
-        tracker = self._trackers.get(ev.job_id)
-        if tracker is None:
-            tracker = self._trackers[ev.job_id] = _Tracker(self, ev.job_id)
-            tracker.task = asyncio.create_task(tracker.run(), name=f"tg-job-{ev.job_id}")
-        tracker.queue.put_nowait(ev)
-
-    async def run(self) -> None:
-        """Consume forever; a broken subscription is re-opened after a short pause."""
-        while True:
-            try:
-                events = self.ctx.gateway.subscribe("telegram")
-                try:
-                    async for ev in events:
-                        self.dispatch(ev)
-                finally:
-                    aclose = getattr(events, "aclose", None)  # an async generator: close it now, not at GC
-                    if aclose is not None:
-                        await aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event_subscription_failed")
-            await asyncio.sleep(1.0)
-
-    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
-        """Let running trackers finish (results in flight), then cancel the rest."""
-        tasks = [t.task for t in self._trackers.values() if t.task is not None]
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await asyncio.gather(*tasks, return_exceptions=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def new_tracker(self, job_id: str) -> _Tracker:
+        return _Tracker(self, job_id)

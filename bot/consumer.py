@@ -1,0 +1,81 @@
+"""The gateway-event consumer every chat front end runs: one subscription for the platform, one tracker
+task per live job (which turns that job's events into edits of its chat message)."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from typing import Generic, Protocol, TypeVar
+
+from comfybot.logs import get_logger
+from gateway.models import JobEvent
+from gateway.service import Gateway
+
+__all__ = ["EventConsumer", "JobTracker"]
+
+log = get_logger("bot")
+
+
+class JobTracker(Protocol):
+    """Follows one job: ``run`` reads its events from ``queue`` until the job has ended."""
+
+    queue: asyncio.Queue[JobEvent]
+    task: asyncio.Task[None] | None
+
+    async def run(self) -> None: ...
+
+
+T = TypeVar("T", bound=JobTracker)
+
+
+class EventConsumer(abc.ABC, Generic[T]):
+    """Reads ``platform``'s events from the gateway and hands each to the tracker of its job."""
+
+    def __init__(self, gateway: Gateway, platform: str) -> None:
+        self.gateway = gateway
+        self.platform = platform
+        self._trackers: dict[str, T] = {}
+
+    @abc.abstractmethod
+    def new_tracker(self, job_id: str) -> T:
+        """A tracker for a job this process has not seen an event of yet."""
+
+    def forget(self, job_id: str) -> None:
+        self._trackers.pop(job_id, None)
+
+    def dispatch(self, ev: JobEvent) -> None:
+        tracker = self._trackers.get(ev.job_id)
+        if tracker is None:
+            tracker = self._trackers[ev.job_id] = self.new_tracker(ev.job_id)
+            tracker.task = asyncio.create_task(tracker.run(), name=f"{self.platform}-job-{ev.job_id}")
+        tracker.queue.put_nowait(ev)
+
+    async def run(self) -> None:
+        """Consume forever; a broken subscription is re-opened after a short pause."""
+        while True:
+            try:
+                events = self.gateway.subscribe(self.platform)
+                try:
+                    async for ev in events:
+                        self.dispatch(ev)
+                finally:
+                    aclose = getattr(events, "aclose", None)  # an async generator: close it now, not at GC
+                    if aclose is not None:
+                        await aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event_subscription_failed", platform=self.platform)
+            await asyncio.sleep(1.0)
+
+    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
+        """Let running trackers finish (results in flight), then cancel the rest."""
+        tasks = [t.task for t in self._trackers.values() if t.task is not None]
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
