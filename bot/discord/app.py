@@ -18,6 +18,7 @@ from bot.discord.client import ComfyBot, RateLimitLogFilter
 from bot.discord.context import DiscordContext, DiscordOptions
 from bot.discord.events import EventConsumer
 from bot.i18n import I18n
+from bot.lifecycle import wait_stopped_or_failed
 from bot.render import Renderer
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import DiscordSettings
@@ -85,14 +86,7 @@ class DiscordFrontend:
 
     async def wait(self) -> None:
         """Until :meth:`stop`, or until the connection or the consumer dies (then its error is raised)."""
-        waiter = asyncio.ensure_future(self._stopped.wait())
-        try:
-            done, _ = await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        for task in done:
-            if task is not waiter and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await wait_stopped_or_failed(self._stopped, self._tasks)
 
     async def stop(self) -> None:
         """Stop taking interactions, let results in flight go out, close what we opened."""

@@ -23,6 +23,7 @@ from aiogram.types import BotCommand, BotCommandScopeDefault
 from aiohttp import web
 
 from bot.i18n import I18n
+from bot.lifecycle import wait_stopped_or_failed
 from bot.render import Renderer
 from bot.telegram.context import BotContext, PhotoLimits
 from bot.telegram.events import EventConsumer
@@ -175,14 +176,7 @@ class TelegramFrontend:
 
     async def wait(self) -> None:
         """Until :meth:`stop`, or until polling or the consumer dies (then its error is raised)."""
-        waiter = asyncio.ensure_future(self._stopped.wait())
-        try:
-            done, _ = await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        for task in done:
-            if task is not waiter and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await wait_stopped_or_failed(self._stopped, self._tasks)
 
     async def stop(self) -> None:
         """Stop taking updates, let results in flight go out, close what we opened."""
