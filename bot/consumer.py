@@ -6,13 +6,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from comfybot.logs import get_logger
-from gateway.models import JobEvent
+from comfybot.logs import bound, get_logger
+from gateway.models import TERMINAL_EVENTS, JobEvent, Preview, Progress, Queued, Started
 from gateway.service import Gateway
 
-__all__ = ["EventConsumer", "JobTracker"]
+__all__ = ["EventConsumer", "JobTracker", "TrackerBase", "latest_only"]
 
 log = get_logger("bot")
 
@@ -27,6 +27,65 @@ class JobTracker(Protocol):
 
 
 T = TypeVar("T", bound=JobTracker)
+
+
+def latest_only(events: list[JobEvent]) -> list[JobEvent]:
+    """Drop progress states superseded by a later one in the same batch (the newest state wins)."""
+    out: list[JobEvent] = []
+    for i, ev in enumerate(events):
+        later = events[i + 1 :]
+        if isinstance(ev, Queued | Progress) and any(
+            isinstance(e, Queued | Progress | Started) for e in later
+        ):
+            continue
+        if isinstance(ev, Preview) and any(isinstance(e, Preview) for e in later):
+            continue
+        out.append(ev)
+    return out
+
+
+class TrackerBase(abc.ABC):
+    """One job's events, applied in order to the chat message that shows it. A burst of events that
+    queued up while an edit was in flight is applied as its newest state only (:func:`latest_only`)."""
+
+    def __init__(self, consumer: EventConsumer[Any], job_id: str) -> None:
+        self.consumer = consumer
+        self.job_id = job_id
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    @abc.abstractmethod
+    async def _load(self, first: JobEvent) -> bool:
+        """Read the job and find its message; False: nothing to show it in (the events are dropped)."""
+
+    @abc.abstractmethod
+    async def _apply(self, ev: JobEvent) -> None: ...
+
+    async def _finish(self) -> None:  # noqa: B027 - optional hook: a front end may close its message here
+        """Called once when tracking ends, however it ends."""
+
+    async def run(self) -> None:
+        first = await self.queue.get()
+        with bound(request_id=first.request_id, job_id=self.job_id, platform=self.consumer.platform):
+            try:
+                if not await self._load(first):
+                    return
+                pending: list[JobEvent] = [first]
+                while True:
+                    while not self.queue.empty():
+                        pending.append(self.queue.get_nowait())
+                    for ev in latest_only(pending):
+                        await self._apply(ev)
+                        if isinstance(ev, TERMINAL_EVENTS):
+                            return
+                    pending = [await self.queue.get()]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job_event_failed")
+            finally:
+                self.consumer.forget(self.job_id)
+                await self._finish()
 
 
 class EventConsumer(abc.ABC, Generic[T]):

@@ -16,12 +16,13 @@ import discord
 from PIL import Image
 
 from bot.consumer import EventConsumer as BaseConsumer
+from bot.consumer import TrackerBase
 from bot.discord.context import DiscordContext
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view, result_view
 from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
-from comfybot.logs import bound, get_logger
+from comfybot.logs import get_logger
 from gateway.models import (
     Cancelled,
     Failed,
@@ -39,7 +40,6 @@ __all__ = ["EventConsumer", "shrink_to_jpeg"]
 
 log = get_logger("discord")
 
-_TERMINAL = (Succeeded, Failed, Cancelled, TimedOut)
 PAYLOAD_TOO_LARGE = 413
 
 
@@ -62,12 +62,11 @@ def shrink_to_jpeg(data: bytes, limit: int) -> bytes:
         quality = 75
 
 
-class _Tracker:
+class _Tracker(TrackerBase):
     def __init__(self, consumer: EventConsumer, job_id: str) -> None:
+        super().__init__(consumer, job_id)
         self.ctx = consumer.ctx
-        self.consumer = consumer
-        self.job_id = job_id
-        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.client = consumer.client
         self.locale = "en"
         self.view = JobView(prompt="", workflow="", request_id="")
         self.kind = ""
@@ -77,9 +76,8 @@ class _Tracker:
         self.last_text = ""
         self.last_preview_at = -1e9
         self.msg: JobMessage | None = None
-        self.task: asyncio.Task[None] | None = None
 
-    async def _load(self) -> bool:
+    async def _load(self, first: JobEvent) -> bool:
         record = await self.ctx.gateway.get_job(self.job_id)
         if record is None:
             log.warning("job_unknown")
@@ -99,7 +97,7 @@ class _Tracker:
         if msg is None:
             # Another process (or an earlier run) took the command: continue on a channel message.
             msg = JobMessage(
-                self.consumer.client,
+                self.client,
                 channel_id=int(reply_to.get("channel_id") or req.chat_id),
                 interaction=None,
                 token_deadline=0.0,
@@ -109,30 +107,10 @@ class _Tracker:
         self.msg = msg
         return True
 
-    async def run(self) -> None:
-        first = await self.queue.get()
-        with bound(request_id=first.request_id, job_id=self.job_id, platform="discord"):
-            try:
-                if not await self._load():
-                    return
-                pending: list[JobEvent] = [first]
-                while True:
-                    while not self.queue.empty():
-                        pending.append(self.queue.get_nowait())
-                    for ev in _latest_only(pending):
-                        await self._apply(ev)
-                        if isinstance(ev, _TERMINAL):
-                            return
-                    pending = [await self.queue.get()]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("job_event_failed")
-            finally:
-                self.consumer.forget(self.job_id)
-                self.ctx.messages.forget(self.job_id)
-                if self.msg is not None:
-                    await self.msg.close()  # no edit task outlives its job
+    async def _finish(self) -> None:
+        self.ctx.messages.forget(self.job_id)
+        if self.msg is not None:
+            await self.msg.close()  # no edit task outlives its job
 
     def _progress(self, text: str) -> None:
         assert self.msg is not None
@@ -251,21 +229,6 @@ class _Tracker:
             if not shrunk:
                 caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
             await self._final(Render(caption, view, small), "result_preview", images=len(small))
-
-
-def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
-    """Drop progress states superseded by a later one in the same batch (the newest state wins)."""
-    out: list[JobEvent] = []
-    for i, ev in enumerate(events):
-        later = events[i + 1 :]
-        if isinstance(ev, Queued | Progress) and any(
-            isinstance(e, Queued | Progress | Started) for e in later
-        ):
-            continue
-        if isinstance(ev, Preview) and any(isinstance(e, Preview) for e in later):
-            continue
-        out.append(ev)
-    return out
 
 
 class EventConsumer(BaseConsumer[_Tracker]):

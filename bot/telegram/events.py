@@ -17,13 +17,14 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
 from bot.consumer import EventConsumer as BaseConsumer
+from bot.consumer import TrackerBase
 from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.delivery import ResultTarget, deliver_images, finish_text, remove_message
 from bot.telegram.keyboards import progress_keyboard, result_keyboard
 from bot.telegram.sender import MessageGone, Priority
-from comfybot.logs import bound, get_logger
+from comfybot.logs import get_logger
 from gateway.models import (
     Cancelled,
     Failed,
@@ -40,16 +41,14 @@ __all__ = ["EventConsumer"]
 
 log = get_logger("telegram")
 
-_TERMINAL = (Succeeded, Failed, Cancelled, TimedOut)
 
 
-class _Tracker:
+class _Tracker(TrackerBase):
     def __init__(self, consumer: EventConsumer, job_id: str) -> None:
-        self.consumer = consumer
+        super().__init__(consumer, job_id)
         self.ctx = consumer.ctx
         self.bot = consumer.bot
-        self.job_id = job_id
-        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.preview_interval_s = consumer.preview_interval_s
         self.locale = "en"
         self.view = JobView(prompt="", workflow="", request_id="")
         self.target = ResultTarget(0, None, None)
@@ -58,7 +57,6 @@ class _Tracker:
         self.rerollable = True
         self.last_text = ""
         self.last_preview_at = 0.0
-        self.task: asyncio.Task[None] | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -103,28 +101,6 @@ class _Tracker:
             return None
 
     # --- loop -------------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        first = await self.queue.get()
-        with bound(request_id=first.request_id, job_id=self.job_id, platform="telegram"):
-            try:
-                if not await self._load(first):
-                    return
-                pending: list[JobEvent] = [first]
-                while True:
-                    while not self.queue.empty():
-                        pending.append(self.queue.get_nowait())
-                    for ev in _latest_only(pending):
-                        await self._apply(ev)
-                        if isinstance(ev, _TERMINAL):
-                            return
-                    pending = [await self.queue.get()]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("job_event_failed")
-            finally:
-                self.consumer.forget(self.job_id)
 
     # --- rendering --------------------------------------------------------------------------------
 
@@ -193,7 +169,7 @@ class _Tracker:
         if not self.ctx.previews or msg is None:
             return
         now = time.monotonic()
-        if now - self.last_preview_at < self.consumer.preview_interval_s:
+        if now - self.last_preview_at < self.preview_interval_s:
             return
         self.last_preview_at = now
         try:
@@ -293,21 +269,6 @@ def _mark_gone(msg: JobMessage, fut: asyncio.Future[Any]) -> None:
         return
     if isinstance(fut.exception(), MessageGone):
         msg.gone = True  # the user deleted it: stop editing; the result will come as a new message
-
-
-def _latest_only(events: list[JobEvent]) -> list[JobEvent]:
-    """Drop progress states superseded by a later one in the same batch (the newest state wins)."""
-    out: list[JobEvent] = []
-    for i, ev in enumerate(events):
-        later = events[i + 1 :]
-        if isinstance(ev, Queued | Progress) and any(
-            isinstance(e, Queued | Progress | Started) for e in later
-        ):
-            continue
-        if isinstance(ev, Preview) and any(isinstance(e, Preview) for e in later):
-            continue
-        out.append(ev)
-    return out
 
 
 class EventConsumer(BaseConsumer[_Tracker]):
