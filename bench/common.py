@@ -12,7 +12,6 @@ import contextlib
 import os
 import platform
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from gateway.models import JobEvent, JobRequest
 from gateway.redis_backend import RedisBackend
 from gateway.service import Gateway
 from gateway.storage import ImageStore
+from tests.conftest import RedisServer, free_port
 from tests.fakes.comfyui import REALISTIC_SIZE, FakeComfyUI, FakeImage, _encode_png, _Run, _save_path
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -122,64 +122,21 @@ def bench_logging(name: str, level: str = "INFO") -> Iterator[Path]:
 # --- redis ----------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RedisProcess:
-    """A redis-server of our own on a free port, AOF on with ``appendfsync`` as asked (default everysec)."""
-
-    appendfsync: str = "everysec"
-    port: int = field(default_factory=free_port)
-    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="comfybot-bench-redis-")))
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync,
-                "--protected-mode", "no", "--loglevel", "warning"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @contextmanager
 def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callable[[], Backend]]:
     """A factory of fresh backends of ``kind`` (``memory`` | ``redis``); Redis runs for the block."""
     if kind == "memory":
         yield MemoryBackend
         return
-    srv = RedisProcess(appendfsync=appendfsync)
+    # The test suite's redis-server starter, with a production-like fsync policy.
+    srv = RedisServer(port=free_port(), dir=Path(tempfile.mkdtemp(prefix="comfybot-bench-redis-")),
+                      appendfsync=appendfsync)
     srv.start()
     try:
         yield lambda: RedisBackend(srv.url, prefix=f"bench{uuid.uuid4().hex[:6]}:")
     finally:
-        srv.stop()
+        srv.stop(kill=True)
+        shutil.rmtree(srv.dir, ignore_errors=True)
 
 
 # --- the instrumented fake ComfyUI ----------------------------------------------------------------------
@@ -366,6 +323,6 @@ async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, Jo
 
 
 __all__ = [
-    "BenchComfyUI", "RedisProcess", "Rig", "backend_factory", "bench_limits", "bench_logging",
+    "BenchComfyUI", "Rig", "backend_factory", "bench_limits", "bench_logging",
     "bench_request", "gateway_rig", "machine", "stop_task", "percentiles", "say", "write_results",
 ]

@@ -26,6 +26,7 @@ class RedisServer:
     port: int
     dir: Path
     appendonly: bool = True
+    appendfsync: str = "always"  # the benchmarks use "everysec", as a production server would
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -39,7 +40,7 @@ class RedisServer:
         args = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always", "--protected-mode", "no", "--loglevel", "warning",
+            "--appendfsync", self.appendfsync, "--protected-mode", "no", "--loglevel", "warning",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
