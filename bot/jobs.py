@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from bot.render import Renderer
+from bot.render import Renderer, format_duration, truncate
 from comfy.workflows import Workflow, WorkflowRegistry
-from gateway.models import FailureCode, JobRequest
+from gateway.models import FailureCode, JobRequest, short_id
+from gateway.records import JobRecord
 from gateway.service import Refused
 
-__all__ = ["FrontEnd", "param_bounds", "prompt_of", "refusal_text", "upscale_workflow"]
+__all__ = ["FrontEnd", "info_text", "param_bounds", "prompt_of", "refusal_text", "upscale_workflow"]
+
+_INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
 
 
 class FrontEnd(Protocol):
@@ -71,3 +74,29 @@ def refusal_text(ctx: FrontEnd, locale: str, refused: Refused, req: JobRequest) 
     return ctx.renderer.failure(
         locale, refused.code, request_id=req.request_id, retry_after_s=refused.retry_after_s
     )
+
+
+def _number(value: Any) -> Any:
+    """``7.0`` → ``7``, ``0.75`` stays: Info has little room (a Telegram toast is 200 characters)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def info_text(ctx: FrontEnd, locale: str, record: JobRecord, limit: int) -> str:
+    """The ℹ️ Info answer for a job: short request id, workflow, seed, key parameters, server, times."""
+    req = record.request
+    values: dict[str, Any] = dict(record.values or req.params)
+    shown = " ".join(
+        f"{k}={_number(values[k])}" for k in _INFO_PARAMS if k in values and values[k] not in (None, "")
+    )
+    text = ctx.renderer.t(
+        locale,
+        "info.text",
+        rid=short_id(req.request_id),
+        workflow=req.workflow,
+        seed="–" if record.seed is None else record.seed,
+        params=shown or "–",
+        backend=record.backend or "–",
+        wait=format_duration(record.wait_ms / 1000),
+        run=format_duration(record.run_ms / 1000),
+    )
+    return truncate(text, limit)

@@ -16,18 +16,14 @@ from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.jobs import submit_job
 from bot.discord.views import JobAction, JobButton
-from bot.jobs import upscale_workflow
-from bot.render import format_duration, truncate
+from bot.jobs import info_text, upscale_workflow
 from comfybot.logs import get_logger
-from gateway.models import short_id
-from gateway.records import JobRecord
 
 __all__ = ["VARIATIONS", "ButtonsCog"]
 
 log = get_logger("discord")
 
 VARIATIONS = 4
-_INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
 
 
 class ButtonsCog(commands.Cog):
@@ -42,25 +38,6 @@ class ButtonsCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton)
-
-    def _info(self, locale: str, record: JobRecord) -> str:
-        req = record.request
-        values: dict[str, Any] = dict(record.values or req.params)
-        shown = " ".join(f"{k}={values[k]}" for k in _INFO_PARAMS if values.get(k) not in (None, ""))
-        return truncate(
-            self.ctx.t(
-                locale,
-                "info.text",
-                rid=short_id(req.request_id),
-                workflow=req.workflow,
-                seed="–" if record.seed is None else record.seed,
-                params=shown or "–",
-                backend=record.backend or "–",
-                wait=format_duration(record.wait_ms / 1000),
-                run=format_duration(record.run_ms / 1000),
-            ),
-            2000,
-        )
 
     async def handle(
         self, interaction: discord.Interaction[Any], action: JobAction, job_id: str, idx: int = 0
@@ -95,7 +72,7 @@ class ButtonsCog(commands.Cog):
             await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
             return
         if action is JobAction.INFO:
-            await self._ephemeral(interaction, self._info(locale, record))
+            await self._ephemeral(interaction, info_text(self.ctx, locale, record, 2000))
             return
         if action is JobAction.UPSCALE:
             name = upscale_workflow(ctx)

@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiogram import Router
 from aiogram.types import CallbackQuery, Message
 
-from bot.jobs import upscale_workflow
-from bot.render import format_duration, truncate
+from bot.jobs import info_text, upscale_workflow
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.jobs import Origin, submit_job
 from comfybot.logs import get_logger
-from gateway.models import Role, short_id
+from gateway.models import Role
 
 __all__ = ["make_router"]
 
 log = get_logger("telegram")
 
 VARIATIONS = 4
-_INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
-
-
-def _info_text(ctx: BotContext, locale: str, record: Any) -> str:
-    req = record.request
-    values: dict[str, Any] = dict(record.values or req.params)
-    shown = " ".join(
-        f"{k}={_number(values[k])}" for k in _INFO_PARAMS if k in values and values[k] not in (None, "")
-    )
-    text = ctx.t(
-        locale,
-        "info.text",
-        rid=short_id(req.request_id),
-        workflow=req.workflow,
-        seed="–" if record.seed is None else record.seed,
-        params=shown or "–",
-        backend=record.backend or "–",
-        wait=format_duration(record.wait_ms / 1000),
-        run=format_duration(record.run_ms / 1000),
-    )
-    return truncate(text, 200)
-
-
-def _number(value: Any) -> Any:
-    """``7.0`` → ``7``, ``0.75`` stays: a toast has 200 characters and no room for noise."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 async def job_button(
     query: CallbackQuery,
     callback_data: JobCb,
@@ -69,7 +38,7 @@ async def job_button(
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
         return
     if action is JobAction.INFO:
-        await answer_callback(query, _info_text(ctx, locale, record), alert=True)
+        await answer_callback(query, info_text(ctx, locale, record, 200), alert=True)
         return
     msg = query.message
     if not isinstance(msg, Message) or msg.bot is None:

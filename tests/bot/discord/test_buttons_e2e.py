@@ -33,6 +33,7 @@ async def test_info_and_upscale(bench: DBench) -> None:
     info = await bench.fake.click(USER, first.id, _button(first, "i"))
     answer = await bench.original(info)
     assert answer.ephemeral and "txt2img" in answer.content and "99" in answer.content
+    assert "steps=4" in answer.content and "cfg=7 " in answer.content, "whole numbers without '.0'"
     up = await bench.fake.click(USER, first.id, _button(first, "u"))
     upscaled = await bench.result(count=2)
     assert upscaled.id == bench.fake.original(up).id
