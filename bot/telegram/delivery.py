@@ -173,23 +173,10 @@ async def _send_file(
     reply: bool = True,
 ) -> Message:
     reply_parameters = target.reply_parameters() if reply else None
-    if document:
-        return await ctx.sender.send(
-            target.chat_id,
-            lambda: bot.send_document(
-                target.chat_id,
-                file,
-                caption=caption,
-                reply_markup=markup,
-                reply_parameters=reply_parameters,
-                message_thread_id=target.thread_id,
-                parse_mode=None,
-            ),
-            kind=Priority.RESULT,
-        )
+    send = bot.send_document if document else bot.send_photo
     return await ctx.sender.send(
         target.chat_id,
-        lambda: bot.send_photo(
+        lambda: send(
             target.chat_id,
             file,
             caption=caption,
