@@ -8,7 +8,8 @@ Keys (under ``prefix``, default ``comfybot:``):
   ``XDEL`` end them.
 * ``waiting`` — sorted set job id → enqueue sequence: ``ZRANK`` is the queue position, ``ZCARD`` the depth,
   both O(log n). ``ZREM`` is the arbiter between a worker taking a job and a user cancelling it.
-* ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id), ``done`` (set once, by ``finish``).
+* ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id), ``taken`` (the entry a worker took
+  it by), ``done`` (set once, by ``finish``).
 * ``events:<platform>`` — stream per platform, consumer group ``frontends``. One durable ordered channel for
   every event, progress included: the order queued → started → progress → succeeded holds by construction
   (pub/sub for progress plus a stream for terminal events could deliver a progress after the result), and a
@@ -95,16 +96,12 @@ class RedisBackend(RedisBase):
             return None
         entry_id, fields = reply[0][1][0]
         job_id = text(fields[b"job"])
-        removed = await self._retry(lambda: self.redis.zrem(self._waiting_key, job_id), "take")
-        if not removed:  # cancelled while it waited: the canceller already finished it
-            await self._ack_entry(entry_id)
-            return None
-        record = await self.get(job_id)
-        if record is None:
-            await self._ack_entry(entry_id)
+        keys = [self._waiting_key, self._key("job", job_id), self._stream]
+        raw = await self._retry(lambda: self._scripts["TAKE"](keys=keys, args=[job_id, entry_id]), "take")
+        if raw is None:  # cancelled while it waited (the canceller finished it), or gone: acknowledged
             return None
         self._entries[job_id] = entry_id
-        return record
+        return JobRecord.from_json(raw)
 
     async def _ack_entry(self, entry_id: bytes) -> None:
         async def op() -> None:

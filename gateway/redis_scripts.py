@@ -36,6 +36,28 @@ redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[4]) - 1)
 return {redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, depth + 1}
 """
 
+TAKE = """
+-- KEYS: waiting zset, job hash, queue stream ; ARGV: job_id, stream entry id
+-- After XREADGROUP handed us the entry: ZREM is the arbiter against a cancel of the waiting job. The
+-- record comes back in the same round trip. 'taken' makes a retry after a lost reply take it again
+-- instead of dropping it; an entry whose job was cancelled (or is gone) is acknowledged here.
+local taken = redis.call('ZREM', KEYS[1], ARGV[1]) == 1
+if taken then
+  redis.call('HSET', KEYS[2], 'taken', ARGV[2])
+else
+  taken = redis.call('HGET', KEYS[2], 'taken') == ARGV[2]
+end
+if taken then
+  local rec = redis.call('HGET', KEYS[2], 'rec')
+  if rec then
+    return rec
+  end
+end
+redis.call('XACK', KEYS[3], 'workers', ARGV[2])
+redis.call('XDEL', KEYS[3], ARGV[2])
+return false
+"""
+
 SAVE = """
 -- KEYS: job hash ; ARGV: record json. Refuses to overwrite a finished record.
 if redis.call('HEXISTS', KEYS[1], 'done') == 1 then
@@ -60,4 +82,4 @@ return 1
 """
 
 
-__all__ = ["ENQUEUE", "FINISH", "SAVE"]
+__all__ = ["ENQUEUE", "FINISH", "SAVE", "TAKE"]

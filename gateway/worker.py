@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -41,6 +42,7 @@ from gateway.recovery import Recovery, recover
 from gateway.servers import ComfyServer, NoBackend, ServerPool
 
 log = structlog.get_logger(component="gateway")
+EARLY_CANCELS_MAX = 1024  # cancel requests remembered for jobs this worker does not (yet) hold
 _RETRYABLE = (ComfyUnreachable, ComfyPromptLost, ComfyTimeout)
 
 
@@ -85,6 +87,9 @@ class Worker:
         self.finisher = Finisher(backend)
         self.positions = PositionNotifier(backend, pool)
         self.jobs: dict[str, JobRun] = {}
+        # A broadcast cancel can outrun the job it names: taken (so the canceller could not remove it
+        # from the queue) but not yet registered in ``jobs``. Kept here, read when the job registers.
+        self._early_cancels: OrderedDict[str, str] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -148,7 +153,12 @@ class Worker:
     def cancel_local(self, job_id: str, by: str) -> bool:
         """Cancel a job this worker runs: its task stops, the prompt is stopped in ComfyUI."""
         job = self.jobs.get(job_id)
-        if job is None or job.finishing or job.cancel_by is not None or job.task is None:
+        if job is None:
+            self._early_cancels[job_id] = by
+            if len(self._early_cancels) > EARLY_CANCELS_MAX:
+                self._early_cancels.popitem(last=False)
+            return False
+        if job.finishing or job.cancel_by is not None or job.task is None:
             return False
         job.cancel_by = by
         job.task.cancel()
@@ -171,6 +181,7 @@ class Worker:
                     return
                 job = JobRun(record, workflow, task=asyncio.current_task(), reserved=reserved)
                 self.jobs[record.job_id] = job
+                job.cancel_by = self._early_cancels.pop(record.job_id, None)
                 try:
                     await body(job)
                 finally:
@@ -189,7 +200,7 @@ class Worker:
             return
         wait_ms = int((time.time() - rec.enqueued_at) * 1000)
         log.info("job_dequeued", wait_ms=wait_ms, workflow=rec.request.workflow, consumer=self.consumer)
-        await self._attempts(job, resume=None)
+        await self._attempts(job, resume=None, recovered=False)
 
     async def _run_recovered(self, job: JobRun) -> None:
         outcome, server = await recover(job, self.pool, self.backend)
@@ -199,15 +210,22 @@ class Worker:
             detail = f"prompt {job.record.prompt_id} lost twice"
             await self.finisher.failed(job.record, FailureCode.COMFY_LOST_PROMPT, detail)
             return
-        await self._attempts(job, resume=server)
+        await self._attempts(job, resume=server, recovered=True)
 
-    async def _attempts(self, job: JobRun, *, resume: ComfyServer | None) -> None:
-        """Attempts until one outcome; every path ends in exactly one ``finisher`` call (or a shutdown)."""
+    async def _attempts(self, job: JobRun, *, resume: ComfyServer | None, recovered: bool) -> None:
+        """Attempts until one outcome; every path ends in exactly one ``finisher`` call (or a shutdown).
+
+        A job just taken from the queue needs no look at the cancel flag: a cancel that came before the
+        take removed it from the queue, one after it reached ``cancel_local``. A recovered job's cancel
+        may have gone to the worker that died, so its flag is read."""
         rec = job.record
         avoid: set[str] = set()
         last_error: Exception | None = None
         try:
-            if (by := await self.backend.cancel_requested(rec.job_id)) is not None:
+            by = job.cancel_by
+            if by is None and recovered:
+                by = await self.backend.cancel_requested(rec.job_id)
+            if by is not None:
                 await self.finisher.cancelled(rec, by)
                 return
             resuming = resume is not None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
+from gateway import redis_scripts
 from gateway.backend import Backend
 from gateway.errors import LimitExceeded
 from gateway.memory import MemoryBackend
@@ -278,3 +281,72 @@ async def test_memory_backend_forgets_old_finished_jobs() -> None:
             await mem.mark_delivered(rec.job_id)
         assert [await mem.get(r.job_id) is None for r in records] == [True, True, False, False, False]
         assert [r.job_id for r in await mem.recent("u1", 10)] == [r.job_id for r in reversed(records[2:])]
+
+
+class ReplyDropper:
+    """A TCP proxy to Redis that loses the reply to the first request containing ``marker``: the request
+    reaches Redis and runs, then the client's connection is closed, as when a network blip eats a reply."""
+
+    def __init__(self, target_port: int, marker: bytes) -> None:
+        self.target_port = target_port
+        self.marker = marker
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> ReplyDropper:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        drop = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await c_reader.read(65536):
+                s_writer.write(data)
+                await s_writer.drain()
+                if self.marker in data and not self.dropped:
+                    self.dropped += 1
+                    drop.set()
+
+        async def downstream() -> None:
+            while data := await s_reader.read(65536):
+                if drop.is_set():
+                    return
+                c_writer.write(data)
+                await c_writer.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (c_writer, s_writer):
+            writer.close()
+
+
+async def test_redis_take_retried_after_a_lost_reply_still_takes_the_job(redis_server) -> None:
+    """The take script ran (the job left the waiting set) but its reply was lost: the retry must hand
+    over the same job, not acknowledge its stream entry as if the job had been cancelled."""
+    rec = make_record()
+    take_sha = hashlib.sha1(redis_scripts.TAKE.encode()).hexdigest().encode()
+    direct = Redis.from_url(redis_server.url)
+    assert (await direct.script_load(redis_scripts.TAKE)).encode() == take_sha  # no NOSCRIPT round first
+    await direct.aclose()
+    async with (
+        ReplyDropper(redis_server.port, take_sha) as proxy,
+        RedisBackend(proxy.url, retry_for_s=10) as red,
+    ):
+        await red.enqueue(rec)
+        taken = await red.take("w1", 1.0)
+        assert proxy.dropped == 1
+        assert taken is not None and taken.job_id == rec.job_id
+        assert await red.depth() == 0

@@ -157,6 +157,26 @@ async def test_cancel_pipelined_job_deletes_it_from_comfyui_queue(session, regis
         assert isinstance(await h.log.terminal(first.job_id), Succeeded)
 
 
+async def test_cancel_broadcast_that_outruns_its_job_still_cancels_it(
+    session, registry, data_dir, backend_factory
+) -> None:
+    """The race the worker must not lose: the job was taken (so the canceller could not remove it from the
+    queue and broadcast instead), and the broadcast reached the worker before the job registered there.
+    Shown by delivering the broadcast while the job still waits; the job must end cancelled, unposted."""
+    async with harness(session, registry, data_dir, backend=backend_factory(), capacity=1,
+                       fake_options={"run_time_s": 0.5}) as h:
+        first = await h.gateway.submit(request("first"))
+        second = await h.gateway.submit(request("second"))
+        assert isinstance(first, Accepted) and isinstance(second, Accepted)
+        await h.log.wait_for(lambda: h.log.of(first.job_id, "started"))
+        assert h.gateway.worker is not None
+        assert not h.gateway.worker.cancel_local(second.job_id, "u1")  # not held yet: remembered
+        ended = await h.log.terminal(second.job_id)
+        assert isinstance(ended, Cancelled) and ended.by == "u1"
+        assert isinstance(await h.log.terminal(first.job_id), Succeeded)
+        assert len(h.fakes[0].received_prompts) == 1
+
+
 @pytest.fixture
 def slow_registry(tmp_path: Path):
     """txt2img as ``quick``, with a 0.5 s timeout."""
