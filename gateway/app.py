@@ -23,14 +23,7 @@ from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
 from gateway.backend import Backend
 from gateway.execution import Executor
-from gateway.limits import (
-    AccessPolicy,
-    Limits,
-    MemoryRateLimiter,
-    PromptFilter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from gateway.limits import AccessPolicy, Limits, PromptFilter
 from gateway.memory import MemoryBackend
 from gateway.redis_backend import RedisBackend
 from gateway.servers import ServerPool
@@ -92,7 +85,6 @@ async def run_gateway(
     capacity: int = 2,
     limits: Limits | None = None,
     access: AccessPolicy | None = None,
-    rate_limiter: RateLimiter | None = None,
     workers: bool = True,
     options: WorkerOptions | None = None,
 ) -> AsyncIterator[Gateway]:
@@ -102,8 +94,7 @@ async def run_gateway(
     """
     options = options or WorkerOptions()
     pool = ServerPool(clients, capacity=capacity, health_interval_s=options.health_interval_s)
-    gateway = Gateway(backend, registry, store, limits=limits, access=access, rate_limiter=rate_limiter,
-                      pool=pool)
+    gateway = Gateway(backend, registry, store, limits=limits, access=access, pool=pool)
     tasks: list[asyncio.Task[None]] = []
     if workers and clients:
         await pool.check_all()
@@ -146,9 +137,6 @@ async def open_gateway(
     comfy = settings.comfy
     async with AsyncExitStack() as stack:
         backend = await stack.enter_async_context(backend_from(settings))
-        rate_limiter: RateLimiter = (
-            RedisRateLimiter(backend.redis) if isinstance(backend, RedisBackend) else MemoryRateLimiter()
-        )
         clients = [
             await stack.enter_async_context(
                 ComfyClient(url, session, ws_stall_timeout_s=comfy.ws_stall_timeout_s,
@@ -160,7 +148,7 @@ async def open_gateway(
                  workflows=registry.names(), workers=workers)
         gateway = await stack.enter_async_context(
             run_gateway(backend, registry, store, clients, capacity=comfy.capacity, limits=limits,
-                        access=access, rate_limiter=rate_limiter, workers=workers, options=options)
+                        access=access, workers=workers, options=options)
         )
         yield gateway
 

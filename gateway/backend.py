@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gateway.errors import LimitExceeded
+from gateway.limits import RateRule
 from gateway.models import FailureCode, JobEvent
 from gateway.records import JobRecord
 
@@ -97,11 +98,18 @@ class Backend(abc.ABC):
     # --- queue ----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def enqueue(
-        self, record: JobRecord, *, max_depth: int | None = None, max_pending: int | None = None
+        self,
+        record: JobRecord,
+        *,
+        max_depth: int | None = None,
+        max_pending: int | None = None,
+        rate: RateRule | None = None,
     ) -> Enqueued | None:
-        """Store and append a job; ``None`` when ``max_depth`` jobs already wait; raises
-        :func:`too_many_pending` when its user has ``max_pending`` unfinished jobs. Both checks are
-        atomic with the append (front ends in many processes). Idempotent per job_id."""
+        """Store and append a job, if admitted. In this order: ``None`` when ``max_depth`` jobs already
+        wait; :func:`too_many_pending` raised when its user has ``max_pending`` unfinished jobs;
+        ``rate.exceeded(...)`` raised when the user is over ``rate`` — only a job that passes the caps
+        counts against the rate. All three checks are atomic with the append (front ends in many
+        processes), in one round trip. Idempotent per job_id (a retry is neither checked nor counted)."""
 
     @abc.abstractmethod
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:

@@ -3,9 +3,9 @@
 * :class:`AccessPolicy` — open or allowlist access, admins, bans.
 * :class:`PromptFilter` — prompt length and a configurable blocklist (whole words, light
   de-obfuscation, operator regexes).
-* :class:`RateLimiter` — sliding-window rate limiting behind one small interface, in memory
-  (:class:`MemoryRateLimiter`, the embedded default) or in Redis (:class:`RedisRateLimiter`, shared by
-  every process).
+* :class:`RateRule` — a sliding-window rate limit. The queue backend applies it in the same atomic step
+  that enqueues the job (after the per-user pending cap, so a refused flood spends no rate): in memory
+  with :class:`MemoryRateLimiter`, in Redis inside the enqueue script (``gateway/redis_scripts.py``).
 * :class:`Limits` — the plain values the gateway service applies on submit.
 
 Every refusal is a :class:`~gateway.errors.GatewayError` carrying a stable code; ``detail`` is for logs.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import re
-import secrets
 import time
 import unicodedata
 from collections import OrderedDict, deque
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
-from redis.asyncio import Redis
 
 from gateway.errors import AccessDenied, InputInvalid, LimitExceeded
 from gateway.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
@@ -218,6 +216,26 @@ class RateDecision:
     remaining: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """At most ``limit`` accepted hits under ``key`` in any ``window_s`` (refused hits are not counted).
+    ``now`` (seconds) is for tests; otherwise the limiter's own clock (Redis: the server's) is used."""
+
+    key: str
+    limit: int
+    window_s: float
+    now: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0:
+            raise ValueError("window_s must be positive")
+
+    def exceeded(self, retry_after_s: float) -> LimitExceeded:
+        """The refusal of a hit over this rule."""
+        detail = f"over {self.limit} per {self.window_s:g}s"
+        return LimitExceeded(detail, code=FailureCode.RATE_LIMITED, retry_after_s=retry_after_s)
+
+
 class RateLimiter(abc.ABC):
     """Sliding-window rate limiter: at most ``limit`` allowed hits per ``key`` in any ``window_s``.
 
@@ -295,61 +313,6 @@ class MemoryRateLimiter(RateLimiter):
         return len(stale)
 
 
-# Sliding log on a sorted set, atomically: drop expired members, count, add if under the limit. The key
-# expires one window after the last allowed hit. Without ARGV[3] the server's clock is used, so every
-# process shares one timeline. Floats go back as strings (Lua numbers become integers in replies).
-_HIT_LUA = """
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-if now == nil then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-if count < limit then
-  redis.call('ZADD', key, now, ARGV[4])
-  redis.call('PEXPIRE', key, math.ceil(window * 1000))
-  return {1, '0', limit - count - 1}
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + window - now), 0}
-"""
-
-
-class RedisRateLimiter(RateLimiter):
-    """Sliding log in Redis, one sorted set per key (``<prefix><key>``), updated by one Lua script so
-    concurrent processes cannot both take the last slot. Keys expire after their window.
-
-    The client is owned by the caller. Redis errors propagate: the gateway decides whether to refuse or
-    let the request through when Redis is down.
-    """
-
-    def __init__(self, redis: Redis, prefix: str = "comfybot:rate:") -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._script = redis.register_script(_HIT_LUA)  # EVALSHA, reloaded on NOSCRIPT after a restart
-
-    async def hit(self, key: str, limit: int, window_s: float, *, now: float | None = None) -> RateDecision:
-        refused = _refuse_nonpositive(limit, window_s)
-        if refused is not None:
-            return refused
-        member = secrets.token_hex(8)
-        args: list[str | int | float] = [
-            limit,
-            repr(float(window_s)),
-            "" if now is None else repr(float(now)),
-            member,
-        ]
-        allowed, retry, remaining = await self._script(keys=[self._prefix + key], args=args)
-        return RateDecision(allowed=bool(int(allowed)), retry_after_s=float(retry), remaining=int(remaining))
-
-    async def reset(self, key: str) -> None:
-        await self._redis.delete(self._prefix + key)
-
-
 # --- the bundle -----------------------------------------------------------------------------------
 
 
@@ -374,21 +337,12 @@ class Limits:
         """The rate limiter key of a user's submissions."""
         return f"submit:{user_id}"
 
-    async def check_rate(self, limiter: RateLimiter, user_id: str, role: Role = Role.USER) -> None:
-        """Count one submission; raise :class:`~gateway.errors.LimitExceeded` (``RATE_LIMITED``, with
-        ``retry_after_s``) when over the rate."""
+    def rate_rule(self, user_id: str, role: Role = Role.USER) -> RateRule | None:
+        """The submission rate ``user_id`` is held to, for the backend to apply atomically with the
+        enqueue; ``None`` for an exempt admin."""
         if role is Role.ADMIN and self.admins_exempt:
-            return
-        decision = await limiter.hit(self.rate_key(user_id), self.rate_count, self.rate_window_s)
-        if not decision.allowed:
-            log.info(
-                "rate_limited", component="gateway", user_id=user_id, retry_after_s=decision.retry_after_s
-            )
-            raise LimitExceeded(
-                f"over {self.rate_count} per {self.rate_window_s:g}s",
-                code=FailureCode.RATE_LIMITED,
-                retry_after_s=decision.retry_after_s,
-            )
+            return None
+        return RateRule(self.rate_key(user_id), self.rate_count, self.rate_window_s)
 
     def check_pending(self, pending: int, role: Role = Role.USER) -> None:
         """Raise ``TOO_MANY_PENDING`` when the user already has ``max_pending_per_user`` unfinished jobs."""
@@ -414,5 +368,5 @@ __all__ = [
     "PromptFilter",
     "RateDecision",
     "RateLimiter",
-    "RedisRateLimiter",
+    "RateRule",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, Backend, Enqueued, too_many_pending
+from gateway.limits import MemoryRateLimiter, RateRule
 from gateway.models import JobEvent, event_from_json, event_to_json
 from gateway.records import JobRecord
 
@@ -54,6 +55,7 @@ class MemoryBackend(Backend):
         self._delivered: set[str] = set()
         self._views: dict[str, bytes] = {}
         self._durations: dict[str, deque[int]] = {}
+        self._rates = MemoryRateLimiter()
 
     # --- records --------------------------------------------------------------------------------
     async def save(self, record: JobRecord) -> bool:
@@ -68,7 +70,12 @@ class MemoryBackend(Backend):
 
     # --- queue ----------------------------------------------------------------------------------
     async def enqueue(
-        self, record: JobRecord, *, max_depth: int | None = None, max_pending: int | None = None
+        self,
+        record: JobRecord,
+        *,
+        max_depth: int | None = None,
+        max_pending: int | None = None,
+        rate: RateRule | None = None,
     ) -> Enqueued | None:
         job_id = record.job_id
         if job_id not in self._records:
@@ -77,6 +84,10 @@ class MemoryBackend(Backend):
             pending = len(self._pending.get(record.user_id, ()))
             if max_pending is not None and pending >= max_pending:
                 raise too_many_pending(pending, max_pending)
+            if rate is not None:  # hit() never suspends: the checks and the append stay one step
+                decision = await self._rates.hit(rate.key, rate.limit, rate.window_s, now=rate.now)
+                if not decision.allowed:
+                    raise rate.exceeded(decision.retry_after_s)
             self._records[job_id] = record.to_json()
             self._pending.setdefault(record.user_id, set()).add(job_id)
             recent = self._recent.setdefault(record.user_id, deque(maxlen=RECENT_MAX))

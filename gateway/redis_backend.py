@@ -17,6 +17,7 @@ Keys (under ``prefix``, default ``comfybot:``):
   skipped on catch-up (``max_age_s``).
 * ``cancel:<id>`` + pub/sub channel ``cancels`` — cancel requests: broadcast to every worker, with the
   flag as the fallback for a worker that missed the broadcast.
+* ``rate:submit:<user>`` — sorted set, the sliding log of the user's submissions (enqueue script).
 * ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (SET NX),
   ``durations:<workflow>`` (list).
 
@@ -45,6 +46,7 @@ from gateway.backend import (
     Enqueued,
     too_many_pending,
 )
+from gateway.limits import RateRule
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
 from gateway.records import JobRecord
 from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
@@ -68,21 +70,31 @@ class RedisBackend(RedisBase):
 
     # --- queue ----------------------------------------------------------------------------------
     async def enqueue(
-        self, record: JobRecord, *, max_depth: int | None = None, max_pending: int | None = None
+        self,
+        record: JobRecord,
+        *,
+        max_depth: int | None = None,
+        max_pending: int | None = None,
+        rate: RateRule | None = None,
     ) -> Enqueued | None:
         keys = [
             self._key("job", record.job_id), self._waiting_key, self._stream, self._key("seq"),
             self._key("user", record.user_id, "pending"), self._key("user", record.user_id, "recent"),
+            self._key("rate", rate.key if rate is not None else record.user_id),
         ]
         args: list[bytes | str | int] = [
-            record.job_id, record.to_json(), max_depth or 0, RECENT_MAX, max_pending or 0
+            record.job_id, record.to_json(), max_depth or 0, RECENT_MAX, max_pending or 0,
+            *(("", "", "", "") if rate is None else (
+                rate.limit, repr(float(rate.window_s)), "" if rate.now is None else repr(float(rate.now)),
+                record.job_id,  # the log's member: unique, and the same if this call is retried
+            )),
         ]
-        position, depth = await self._retry(
-            lambda: self._scripts["ENQUEUE"](keys=keys, args=args), "enqueue"
-        )
-        if position == -2:
-            raise too_many_pending(int(depth), max_pending or 0)
-        return None if position < 0 else Enqueued(position=int(position), depth=int(depth))
+        code, value = await self._retry(lambda: self._scripts["ENQUEUE"](keys=keys, args=args), "enqueue")
+        if code == -3 and rate is not None:
+            raise rate.exceeded(float(value))
+        if code == -2:
+            raise too_many_pending(int(value), max_pending or 0)
+        return None if code < 0 else Enqueued(position=int(code), depth=int(value))
 
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
         block_ms = max(1, int(timeout_s * 1000))

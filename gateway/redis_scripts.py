@@ -7,10 +7,13 @@ after a Redis restart emptied the script cache.
 from __future__ import annotations
 
 ENQUEUE = """
--- KEYS: job hash, waiting zset, queue stream, seq, user pending set, user recent list
--- ARGV: job_id, record json, max_depth (0 = no cap), recent_max, max_pending (0 = no cap)
+-- KEYS: job hash, waiting zset, queue stream, seq, user pending set, user recent list, user rate zset
+-- ARGV: job_id, record json, max_depth (0 = no cap), recent_max, max_pending (0 = no cap),
+--       rate limit ('' = no rate), rate window s, rate now ('' = the server's clock), rate member
 -- A retry after a lost reply finds the job already there and only reports its position.
--- Both caps are checked here, atomically: checked before the call, many processes could all pass.
+-- Every admission check is here, atomically (checked before the call, many processes could all pass),
+-- in this order: queue cap {-1, depth}, pending cap {-2, pending}, rate {-3, retry_after_s as a string}.
+-- The rate is a sliding log on a sorted set; only an admitted job counts, so a refused flood spends none.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
   if rank then rank = rank + 1 else rank = 0 end
@@ -24,6 +27,24 @@ end
 local max_pending = tonumber(ARGV[5])
 if max_pending > 0 and redis.call('SCARD', KEYS[5]) >= max_pending then
   return {-2, redis.call('SCARD', KEYS[5])}
+end
+if ARGV[6] ~= '' then
+  local limit, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local now = tonumber(ARGV[8])
+  if now == nil then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  if limit <= 0 then
+    return {-3, tostring(window)}
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[7]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+    return {-3, tostring(tonumber(oldest[2]) + window - now)}
+  end
+  redis.call('ZADD', KEYS[7], now, ARGV[9])
+  redis.call('PEXPIRE', KEYS[7], math.ceil(window * 1000))
 end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])

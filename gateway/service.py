@@ -20,7 +20,7 @@ from gateway.backend import Backend, SettingsStore
 from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded
 from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
-from gateway.limits import AccessPolicy, Limits, MemoryRateLimiter, RateLimiter
+from gateway.limits import AccessPolicy, Limits
 from gateway.models import FailureCode, ImageRef, JobEvent, JobRequest, Role
 from gateway.positions import RecentDurations, estimate_wait_s
 from gateway.records import JobRecord
@@ -77,7 +77,6 @@ class Gateway:
         *,
         limits: Limits | None = None,
         access: AccessPolicy | None = None,
-        rate_limiter: RateLimiter | None = None,
         pool: ServerPool | None = None,
     ) -> None:
         self.backend = backend
@@ -85,7 +84,6 @@ class Gateway:
         self.store = store
         self.limits = limits or Limits()
         self.access = access or AccessPolicy()
-        self.rate_limiter = rate_limiter or MemoryRateLimiter()
         self.pool = pool  # only for the ETA; a front-end-only process has none
         self._finisher = Finisher(backend)
         self._durations = RecentDurations(backend)
@@ -103,7 +101,7 @@ class Gateway:
             try:
                 return await self._submit(req)
             except GatewayError as exc:
-                return self._refusal(exc)
+                return self._refusal(exc, req.user_id)
             except ParamError as exc:
                 log.info("validation_error", field=exc.field, reason=exc.reason, workflow=req.workflow)
                 return Refused(FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}",
@@ -129,18 +127,12 @@ class Gateway:
         for name, spec in workflow.images.items():
             if spec.required and name not in req.inputs:
                 raise InputInvalid(name, "required")
-        self.limits.check_pending(await self.backend.pending_count(req.user_id), role)
-        try:
-            await self.limits.check_rate(self.rate_limiter, req.user_id, role)
-        except GatewayError:
-            raise
-        except Exception as exc:  # the limiter's store is down: fail open rather than refuse everyone
-            log.warning("rate_limiter_unavailable", error=repr(exc))
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
         exempt = role is Role.ADMIN and self.limits.admins_exempt
-        where = await self.backend.enqueue(  # the checks above are early answers; these are atomic
+        where = await self.backend.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
             record, max_depth=self.limits.queue_cap,
             max_pending=None if exempt else self.limits.max_pending_per_user,
+            rate=self.limits.rate_rule(req.user_id, role),
         )
         if where is None:
             raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
@@ -153,14 +145,15 @@ class Gateway:
         structlog.contextvars.unbind_contextvars("job_id")
         return Accepted(record.job_id, where.position, where.depth, eta)
 
-    def _refusal(self, exc: GatewayError) -> Refused:
+    def _refusal(self, exc: GatewayError, user_id: str) -> Refused:
         retry_after = exc.retry_after_s if isinstance(exc, LimitExceeded) else None
         field_name = exc.field if isinstance(exc, InputInvalid) else None
         reason = exc.reason if isinstance(exc, InputInvalid) else None
-        if isinstance(exc, AccessDenied) or exc.code is FailureCode.RATE_LIMITED:
-            pass  # AccessPolicy and Limits log access_denied / rate_limited themselves
-        elif exc.code in (FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL):
-            log.info("rate_limited", code=exc.code.value, detail=exc.detail)
+        if isinstance(exc, AccessDenied):
+            pass  # AccessPolicy logs access_denied itself
+        elif exc.code in (FailureCode.RATE_LIMITED, FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL):
+            log.info("rate_limited", code=exc.code.value, detail=exc.detail, user_id=user_id,
+                     retry_after_s=retry_after)
         else:
             log.info("validation_error", code=exc.code.value, field=field_name, reason=reason,
                      detail=exc.detail)

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway import redis_scripts
 from gateway.backend import Backend
 from gateway.errors import LimitExceeded
+from gateway.limits import RateRule
 from gateway.memory import MemoryBackend
 from gateway.models import Cancelled, FailureCode, JobRequest, JobState, Progress, Queued, Succeeded
 from gateway.records import JobRecord
@@ -230,6 +231,71 @@ class TestBackendContract:
         assert await backend.pending_count("flood") == 3
         assert await backend.enqueue(make_record(user="someone-else"), max_pending=3) is not None
 
+    # --- the submission rate, applied by enqueue (time is passed in, never slept) ----------------
+    async def test_rate_admits_up_to_the_limit_then_refuses_with_retry_after(self, backend: Backend) -> None:
+        for i in range(3):
+            assert await backend.enqueue(make_record(), rate=RateRule("submit:u1", 3, 60, now=1000.0 + i))
+        with pytest.raises(LimitExceeded) as info:
+            await backend.enqueue(make_record(), rate=RateRule("submit:u1", 3, 60, now=1005.0))
+        assert info.value.code is FailureCode.RATE_LIMITED
+        assert info.value.retry_after_s == pytest.approx(55.0)  # the first (t=1000) leaves at 1060
+        assert await backend.depth() == 3  # the refused job was not queued
+        assert await backend.enqueue(make_record(user="u2"), rate=RateRule("submit:u2", 3, 60, now=1005.0))
+
+    async def test_rate_window_slides_and_refusals_are_not_counted(self, backend: Backend) -> None:
+        async def admitted(t: float) -> bool:
+            try:
+                return await backend.enqueue(make_record(), rate=RateRule("k", 2, 1.5, now=t)) is not None
+            except LimitExceeded:
+                return False
+
+        assert [await admitted(t) for t in (100.25, 100.5, 101.0, 101.5, 101.74)] == [
+            True, True, False, False, False
+        ]
+        assert await admitted(101.75)  # t=100.25 is exactly one window old; the refusals left no trace
+        with pytest.raises(LimitExceeded) as info:
+            await backend.enqueue(make_record(), rate=RateRule("k", 2, 1.5, now=101.8))
+        assert info.value.retry_after_s == pytest.approx(0.2)
+
+    async def test_rate_is_spent_only_by_admitted_jobs(self, backend: Backend) -> None:
+        """The caps are checked before the rate: a flood refused for too many pending jobs, or by a full
+        queue, spends none of the user's rate."""
+        rule = RateRule("submit:u1", 3, 60, now=0.0)
+        assert await backend.enqueue(make_record(), max_pending=1, rate=rule)
+        for _ in range(5):
+            with pytest.raises(LimitExceeded) as info:
+                await backend.enqueue(make_record(), max_pending=1, rate=rule)
+            assert info.value.code is FailureCode.TOO_MANY_PENDING
+            assert await backend.enqueue(make_record(user="u9"), max_depth=1, rate=rule) is None
+        assert await backend.enqueue(make_record(), rate=rule)
+        assert await backend.enqueue(make_record(), rate=rule)  # the third of 3: the refusals cost nothing
+        with pytest.raises(LimitExceeded):
+            await backend.enqueue(make_record(), rate=rule)
+
+    async def test_rate_counts_a_retried_enqueue_once(self, backend: Backend) -> None:
+        rec, rule = make_record(), RateRule("k", 1, 60, now=0.0)
+        assert await backend.enqueue(rec, rate=rule)
+        again = await backend.enqueue(rec, rate=rule)  # a retry after a lost reply: same job, no new hit
+        assert again is not None and again.position == 1
+
+    async def test_rate_is_atomic_under_concurrent_enqueues(self, backend: Backend) -> None:
+        results = await asyncio.gather(
+            *(backend.enqueue(make_record(), rate=RateRule("k", 5, 60, now=50.0)) for _ in range(40)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, LimitExceeded)]
+        assert len(refused) == 35 and all(r.code is FailureCode.RATE_LIMITED for r in refused)
+        assert await backend.depth() == 5
+
+    async def test_rate_of_zero_refuses_and_own_clock_when_now_is_omitted(self, backend: Backend) -> None:
+        with pytest.raises(LimitExceeded) as info:
+            await backend.enqueue(make_record(), rate=RateRule("z", 0, 60))
+        assert info.value.retry_after_s == 60.0
+        assert await backend.enqueue(make_record(), rate=RateRule("k", 1, 3600))
+        with pytest.raises(LimitExceeded) as info:
+            await backend.enqueue(make_record(), rate=RateRule("k", 1, 3600))
+        assert info.value.retry_after_s is not None and 0 < info.value.retry_after_s <= 3600
+
     async def test_view_of_a_job_roundtrip(self, backend: Backend) -> None:
         assert await backend.get_view("j1") is None
         await backend.set_view("j1", {"chat_id": 5, "message_id": 9, "media": False})
@@ -267,6 +333,18 @@ async def test_redis_calls_ride_out_a_restart(redis_server) -> None:
         assert not depth.done()
         await asyncio.to_thread(redis_server.start)
         assert await depth == 1
+
+
+async def test_redis_rate_log_is_one_expiring_key_that_survives_a_restart(redis_server) -> None:
+    async with RedisBackend(redis_server.url, prefix="p:", retry_for_s=10) as red:
+        assert await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
+        assert 0 < await red.redis.pttl("p:rate:submit:u1") <= 30_000
+        assert await red.redis.zcard("p:rate:submit:u1") == 1
+    await asyncio.to_thread(redis_server.restart)  # AOF: the hit survives (and the script is reloaded)
+    async with RedisBackend(redis_server.url, prefix="p:", retry_for_s=10) as red:
+        assert await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
+        with pytest.raises(LimitExceeded):
+            await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
 
 
 async def test_memory_backend_forgets_old_finished_jobs() -> None:

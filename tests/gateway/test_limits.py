@@ -1,14 +1,13 @@
-"""gateway.limits: access policy, prompt filter, rate limiters (one contract, memory + real Redis), Limits."""
+"""gateway.limits: access policy, prompt filter, the in-memory rate limiter, Limits. (The Redis backend's
+rate limit lives in its enqueue script: ``test_backend_contract.py`` holds both backends to the same rule.)"""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from gateway.errors import AccessDenied, InputInvalid, LimitExceeded
@@ -19,11 +18,9 @@ from gateway.limits import (
     MemoryRateLimiter,
     PromptFilter,
     RateDecision,
-    RateLimiter,
-    RedisRateLimiter,
+    RateRule,
 )
 from gateway.models import FailureCode, Role
-from tests.conftest import RedisServer
 
 # --- access policy --------------------------------------------------------------------------------
 
@@ -156,26 +153,18 @@ def test_empty_words_are_ignored() -> None:
     assert f.match("anything at all") is None
 
 
-# --- rate limiter contract: memory and real Redis ---------------------------------------------------
+# --- the in-memory rate limiter -----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
-    if request.param == "memory":
-        yield MemoryRateLimiter()
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    client: Redis = Redis.from_url(server.url)
-    try:
-        yield RedisRateLimiter(client, prefix="test:rate:")
-    finally:
-        await client.aclose()
+@pytest.fixture
+def limiter() -> MemoryRateLimiter:
+    return MemoryRateLimiter()
 
 
-class TestRateLimiterContract:
-    """Every RateLimiter behaves the same; time is passed in, never slept."""
+class TestMemoryRateLimiter:
+    """A sliding log; time is passed in, never slept."""
 
-    async def test_allows_up_to_the_limit_then_refuses(self, limiter: RateLimiter) -> None:
+    async def test_allows_up_to_the_limit_then_refuses(self, limiter: MemoryRateLimiter) -> None:
         decisions = [await limiter.hit("u1", 3, 60, now=1000.0 + i) for i in range(3)]
         assert [d.allowed for d in decisions] == [True, True, True]
         assert [d.remaining for d in decisions] == [2, 1, 0]
@@ -183,7 +172,7 @@ class TestRateLimiterContract:
         assert not refused.allowed
         assert refused.retry_after_s == pytest.approx(55.0)  # the first hit (t=1000) leaves at 1060
 
-    async def test_window_slides(self, limiter: RateLimiter) -> None:
+    async def test_window_slides(self, limiter: MemoryRateLimiter) -> None:
         for t in (0.0, 10.0, 20.0):
             assert (await limiter.hit("k", 3, 30, now=t)).allowed
         assert not (await limiter.hit("k", 3, 30, now=29.9)).allowed
@@ -191,42 +180,42 @@ class TestRateLimiterContract:
         refused = await limiter.hit("k", 3, 30, now=31.0)
         assert not refused.allowed and refused.retry_after_s == pytest.approx(9.0)
 
-    async def test_refused_hits_are_not_counted(self, limiter: RateLimiter) -> None:
+    async def test_refused_hits_are_not_counted(self, limiter: MemoryRateLimiter) -> None:
         assert (await limiter.hit("k", 1, 10, now=0.0)).allowed
         for t in range(1, 10):
             assert not (await limiter.hit("k", 1, 10, now=float(t))).allowed
         assert (await limiter.hit("k", 1, 10, now=10.0)).allowed
 
-    async def test_keys_are_independent(self, limiter: RateLimiter) -> None:
+    async def test_keys_are_independent(self, limiter: MemoryRateLimiter) -> None:
         assert (await limiter.hit("a", 1, 60, now=0.0)).allowed
         assert not (await limiter.hit("a", 1, 60, now=1.0)).allowed
         assert (await limiter.hit("b", 1, 60, now=1.0)).allowed
 
-    async def test_fractional_windows_and_times(self, limiter: RateLimiter) -> None:
+    async def test_fractional_windows_and_times(self, limiter: MemoryRateLimiter) -> None:
         assert (await limiter.hit("k", 2, 1.5, now=100.25)).allowed
         assert (await limiter.hit("k", 2, 1.5, now=100.5)).allowed
         refused = await limiter.hit("k", 2, 1.5, now=101.0)
         assert not refused.allowed and refused.retry_after_s == pytest.approx(0.75)
 
-    async def test_zero_limit_refuses_everything(self, limiter: RateLimiter) -> None:
+    async def test_zero_limit_refuses_everything(self, limiter: MemoryRateLimiter) -> None:
         decision = await limiter.hit("k", 0, 60, now=0.0)
         assert decision == RateDecision(allowed=False, retry_after_s=60.0)
 
-    async def test_bad_window_is_a_programming_error(self, limiter: RateLimiter) -> None:
+    async def test_bad_window_is_a_programming_error(self, limiter: MemoryRateLimiter) -> None:
         with pytest.raises(ValueError):
             await limiter.hit("k", 1, 0, now=0.0)
 
-    async def test_reset_forgets_a_key(self, limiter: RateLimiter) -> None:
+    async def test_reset_forgets_a_key(self, limiter: MemoryRateLimiter) -> None:
         assert (await limiter.hit("k", 1, 60, now=0.0)).allowed
         await limiter.reset("k")
         assert (await limiter.hit("k", 1, 60, now=1.0)).allowed
         await limiter.reset("never-seen")
 
-    async def test_concurrent_hits_never_exceed_the_limit(self, limiter: RateLimiter) -> None:
+    async def test_concurrent_hits_never_exceed_the_limit(self, limiter: MemoryRateLimiter) -> None:
         results = await asyncio.gather(*(limiter.hit("k", 5, 60, now=50.0) for _ in range(40)))
         assert sum(d.allowed for d in results) == 5
 
-    async def test_own_clock_when_now_is_omitted(self, limiter: RateLimiter) -> None:
+    async def test_own_clock_when_now_is_omitted(self, limiter: MemoryRateLimiter) -> None:
         assert (await limiter.hit("k", 1, 3600)).allowed
         refused = await limiter.hit("k", 1, 3600)
         assert not refused.allowed and 0 < refused.retry_after_s <= 3600
@@ -269,61 +258,19 @@ async def test_memory_limiter_uses_its_injected_clock() -> None:
     assert (await limiter.hit("k", 1, 10)).allowed
 
 
-async def test_redis_keys_expire_and_use_the_prefix(redis_server: RedisServer) -> None:
-    client: Redis = Redis.from_url(redis_server.url)
-    try:
-        limiter = RedisRateLimiter(client, prefix="p:")
-        await limiter.hit("user:1", 3, 30, now=0.0)
-        keys = await client.keys("*")
-        assert keys == [b"p:user:1"]
-        ttl_ms = await client.pttl("p:user:1")
-        assert 0 < ttl_ms <= 30_000
-    finally:
-        await client.aclose()
-
-
-async def test_redis_limiter_works_with_decoded_responses(redis_server: RedisServer) -> None:
-    client: Redis = Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        limiter = RedisRateLimiter(client)
-        assert (await limiter.hit("k", 1, 10, now=0.0)).allowed
-        refused = await limiter.hit("k", 1, 10, now=2.5)
-        assert not refused.allowed and refused.retry_after_s == pytest.approx(7.5)
-    finally:
-        await client.aclose()
-
-
-async def test_redis_limiter_survives_a_server_restart(redis_server: RedisServer) -> None:
-    # The script cache is empty after a restart: EVALSHA gets NOSCRIPT and must reload the script.
-    client: Redis = Redis.from_url(redis_server.url)
-    try:
-        limiter = RedisRateLimiter(client)
-        assert (await limiter.hit("k", 2, 600, now=0.0)).allowed
-        await asyncio.to_thread(redis_server.restart)
-        await client.connection_pool.disconnect()
-        decision = await limiter.hit("k", 2, 600, now=1.0)
-        assert decision.allowed and decision.remaining == 0  # the hit before the restart survived (AOF)
-    finally:
-        await client.aclose()
-
-
 # --- Limits bundle ----------------------------------------------------------------------------------
 
 
-async def test_limits_check_rate_raises_with_retry_after() -> None:
-    now = [0.0]
-    limiter = MemoryRateLimiter(clock=lambda: now[0])
+def test_limits_rate_rule_per_user_and_admins_exempt() -> None:
     limits = Limits(rate_count=2, rate_window_s=60)
-    await limits.check_rate(limiter, "u")
-    now[0] = 15.0
-    await limits.check_rate(limiter, "u")
-    with capture_logs() as logs, pytest.raises(LimitExceeded) as info:
-        await limits.check_rate(limiter, "u")
-    assert info.value.code is FailureCode.RATE_LIMITED
-    assert info.value.retry_after_s == pytest.approx(45.0)
-    assert logs[0]["event"] == "rate_limited"
-    await limits.check_rate(limiter, "admin", Role.ADMIN)  # exempt, and not counted
-    assert await limiter.hit("submit:admin", 1, 60) == RateDecision(allowed=True, remaining=0)
+    rule = limits.rate_rule("u")
+    assert rule == RateRule("submit:u", 2, 60)
+    assert limits.rate_rule("boss", Role.ADMIN) is None
+    assert Limits(admins_exempt=False).rate_rule("boss", Role.ADMIN) is not None
+    refusal = rule.exceeded(12.5)
+    assert refusal.code is FailureCode.RATE_LIMITED and refusal.retry_after_s == 12.5
+    with pytest.raises(ValueError):
+        RateRule("k", 1, 0)
 
 
 def test_limits_check_pending_and_queue() -> None:
