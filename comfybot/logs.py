@@ -10,6 +10,7 @@ every string value and the exception text: bot tokens and secrets never reach a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import re
@@ -67,15 +68,26 @@ def register_secret(value: str | SecretStr | None) -> None:
     _secrets.add(value)
     # Longest first so a secret that contains another is replaced whole.
     _secrets_re = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+    _redact_short.cache_clear()
+
+
+_SHORT = 256  # values up to this length repeat across lines (ids, names, workflows): their answers are cached
 
 
 def redact(text: str) -> str:
     """``text`` with registered secrets, bot tokens, ``/bot<token>`` paths and URL passwords replaced."""
+    return _redact_short(text) if len(text) <= _SHORT else _redact(text)
+
+
+def _redact(text: str) -> str:
     if _secrets_re is not None:
         text = _secrets_re.sub(REDACTED, text)
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text
+
+
+_redact_short = functools.lru_cache(maxsize=8192)(_redact)  # cleared whenever a secret is registered
 
 
 def _redact_value(value: Any) -> Any:
@@ -235,6 +247,7 @@ def reset_logging() -> None:
     structlog.contextvars.clear_contextvars()
     _secrets.clear()
     _secrets_re = None
+    _redact_short.cache_clear()
 
 
 def get_logger(component: str | None = None, **initial: Any) -> FilteringBoundLogger:
