@@ -1,7 +1,10 @@
 """Gateway overhead on an idle server: ``gateway.submit(req)`` → the fake ComfyUI receiving ``POST /prompt``.
 
-N jobs run one after another (each waits for the previous one's terminal event), against one idle fake
-ComfyUI in the same event loop, for the memory and the Redis backend. Also measured, per job:
+N jobs run one after another against one idle fake ComfyUI in the same event loop, for the memory and the
+Redis backend. Each is submitted ``--gap-ms`` after the previous job's terminal event reached the
+subscriber, so the previous job's tail (acknowledgements, the queue-position pass) is over and the
+gateway is idle, as the measurement asks; ``--gap-ms 0`` submits back to back, into that tail. Also
+measured, per job:
 
 * ``submit_call``: how long ``await gateway.submit(req)`` takes (what a front end waits for);
 * ``submit_to_queued_event``: submit → a ``Queued`` event delivered to the subscriber (if one comes);
@@ -10,6 +13,7 @@ ComfyUI in the same event loop, for the memory and the Redis backend. Also measu
   ``/history``, ``/view`` download, storing the image, the terminal write, delivery).
 
     .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis] [--quick] [--log-level INFO]
+                                       [--gap-ms 100]
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ def stage_breakdown(log_dir: Path, request_ids: set[str]) -> dict[str, Any]:
     return out
 
 
-async def one_job(rig: Rig, i: int) -> dict[str, float | None]:
-    """Submit job ``i``, wait for its terminal event; the timings of that job in ms."""
+async def one_job(rig: Rig, i: int, gap_s: float) -> dict[str, float | None]:
+    """Submit job ``i`` once the gateway is idle, wait for its terminal event; its timings in ms."""
+    if gap_s > 0:
+        await asyncio.sleep(gap_s)  # the previous job's tail (acks, the position pass) ends meanwhile
     req = bench_request(i, user="bench")
     t0 = time.perf_counter()
     accepted = await rig.gateway.submit(req)
@@ -97,19 +103,21 @@ async def one_job(rig: Rig, i: int) -> dict[str, float | None]:
     }
 
 
-async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path) -> dict[str, Any]:
+async def run_backend(
+    kind: str, jobs: int, appendfsync: str, log_dir: Path, gap_s: float
+) -> dict[str, Any]:
     registry = load_workflows()
     with backend_factory(kind, appendfsync) as make_backend:
         async with aiohttp.ClientSession() as session, gateway_rig(
             session, registry, make_backend(), fake_options={"node_delay_s": 0.001, "step_delay_s": 0.001}
         ) as rig:
             for i in range(WARMUP):
-                await one_job(rig, 1_000_000 + i)
+                await one_job(rig, 1_000_000 + i, gap_s)
             rig.request_ids.clear()
             rows = []
             started = time.perf_counter()
             for i in range(jobs):
-                rows.append(await one_job(rig, i))
+                rows.append(await one_job(rig, i, gap_s))
                 if (i + 1) % 100 == 0:
                     say(f"overhead {kind}: {i + 1}/{jobs}")
             elapsed = time.perf_counter() - started
@@ -128,11 +136,12 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     results = []
     for kind in args.backends.split(","):
         say(f"overhead: backend {kind}, {args.jobs} jobs")
-        results.append(await run_backend(kind, args.jobs, args.appendfsync, log_dir))
+        results.append(await run_backend(kind, args.jobs, args.appendfsync, log_dir, args.gap_ms / 1000))
     return {
         "benchmark": "overhead",
         "machine": machine(),
         "params": {"jobs": args.jobs, "warmup": WARMUP, "redis_appendfsync": args.appendfsync,
+                   "gap_ms": args.gap_ms,
                    "fake": "1 idle FakeComfyUI in-loop, node_delay_s=0.001, step_delay_s=0.001, 20 steps",
                    "logging": f"JSON lines to a file (comfybot.logs), level {args.log_level}"},
         "goal": {"submit_to_post_p50_ms": 5.0},
@@ -146,6 +155,8 @@ def main() -> None:
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     parser.add_argument("--quick", action="store_true", help="50 jobs per backend")
+    parser.add_argument("--gap-ms", type=float, default=100.0,
+                        help="idle time before each submit, after the last job's end (0: back to back)")
     parser.add_argument("--log-level", default="INFO", help="WARNING: what the log lines cost")
     parser.add_argument("--name", default=None, help="results file name (default overhead[-quick])")
     args = parser.parse_args()

@@ -1,7 +1,9 @@
 """Queue position updates: ``Queued(position)`` for waiting jobs whose position changed.
 
 Runs in every worker. Woken when this worker took a job, and every ``interval_s`` regardless, to see
-changes made elsewhere (another worker took a job, a user cancelled one). Only the first ``window``
+changes made elsewhere (another worker took a job, a user cancelled one). A wake waits ``settle_s``
+first: a burst of takes becomes one pass, and the pass stays off the path of the job just taken (on its
+way to ComfyUI) — a position shown 50 ms later is no different to a user. Only the first ``window``
 waiting jobs get updates; the ones behind them learn their position when they move into the window.
 """
 
@@ -56,12 +58,14 @@ class PositionNotifier:
     """Publishes position changes of waiting jobs to their platforms."""
 
     def __init__(
-        self, backend: Backend, pool: ServerPool, *, interval_s: float = 2.0, window: int = 100
+        self, backend: Backend, pool: ServerPool, *, interval_s: float = 2.0, settle_s: float = 0.05,
+        window: int = 100,
     ) -> None:
         self.backend = backend
         self.pool = pool
         self.durations = RecentDurations(backend)
         self.interval_s = interval_s
+        self.settle_s = settle_s
         self.window = window
         self._wake = asyncio.Event()
         self._sent: dict[str, int] = {}  # job_id -> last position published by this process
@@ -75,6 +79,7 @@ class PositionNotifier:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
+                    await asyncio.sleep(self.settle_s)
             self._wake.clear()
             try:
                 await self.publish_changes()
