@@ -1,10 +1,10 @@
 """Gateway overhead on an idle server: ``gateway.submit(req)`` → the fake ComfyUI receiving ``POST /prompt``.
 
 N jobs run one after another against one idle fake ComfyUI in the same event loop, for the memory and the
-Redis backend. Each is submitted ``--gap-ms`` after the previous job's terminal event reached the
-subscriber, so the previous job's tail (acknowledgements, the queue-position pass) is over and the
-gateway is idle, as the measurement asks; ``--gap-ms 0`` submits back to back, into that tail. Also
-measured, per job:
+Redis backend: each is submitted when the previous job's terminal event reached the subscriber (its tail
+of acknowledgements still runs then), or ``--gap-ms`` later, when the whole process has been idle for a
+while (on this VM an idle vCPU then has to wake up on every hop, which costs more than the tail did).
+Also measured, per job:
 
 * ``submit_call``: how long ``await gateway.submit(req)`` takes (what a front end waits for);
 * ``submit_to_queued_event``: submit → a ``Queued`` event delivered to the subscriber (if one comes);
@@ -13,7 +13,7 @@ measured, per job:
   ``/history``, ``/view`` download, storing the image, the terminal write, delivery).
 
     .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis] [--quick] [--log-level INFO]
-                                       [--gap-ms 100]
+                                       [--gap-ms 0]
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ def main() -> None:
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     parser.add_argument("--quick", action="store_true", help="50 jobs per backend")
-    parser.add_argument("--gap-ms", type=float, default=100.0,
-                        help="idle time before each submit, after the last job's end (0: back to back)")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="idle time before each submit after the last job's end (default: none)")
     parser.add_argument("--log-level", default="INFO", help="WARNING: what the log lines cost")
     parser.add_argument("--name", default=None, help="results file name (default overhead[-quick])")
     args = parser.parse_args()

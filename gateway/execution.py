@@ -74,20 +74,28 @@ class Executor:
     async def run(self, job: JobRun, server: ComfyServer) -> list[ImageRef]:
         """A fresh attempt: new prompt id, inputs uploaded, graph rendered and posted, then followed."""
         rec, client = job.record, server.client
-        images: dict[str, str] = {}
-        for name, ref in rec.request.inputs.items():
-            data = await self.store.read(ref)
-            images[name] = await client.upload_image(data, PurePosixPath(ref.path).name)
-        graph = job.workflow.render(rec.values, images)
-        log.info("workflow_rendered", workflow=job.workflow.name, nodes=len(graph))
         prompt_id = str(uuid.uuid4())
         rec.prompt_id, rec.backend, rec.state = prompt_id, server.name, JobState.SUBMITTED
         rec.attempts += 1
         rec.submitted_at = time.time()
         job.server, job.started = server, False
         # Saved BEFORE the POST: a worker that dies right after it leaves the prompt id to its successor,
-        # which then finds the prompt in ComfyUI instead of running it twice.
-        await self.backend.save(rec)
+        # which then finds the prompt in ComfyUI instead of running it twice. The save is sent first and
+        # runs while the inputs are uploaded and the graph rendered; the POST waits for its answer.
+        saving = asyncio.create_task(self.backend.save(rec))
+        await asyncio.sleep(0)  # let it send now: rendering below does not yield
+        try:
+            images: dict[str, str] = {}
+            for name, ref in rec.request.inputs.items():
+                data = await self.store.read(ref)
+                images[name] = await client.upload_image(data, PurePosixPath(ref.path).name)
+            graph = job.workflow.render(rec.values, images)
+            log.info("workflow_rendered", workflow=job.workflow.name, nodes=len(graph))
+        except BaseException:
+            saving.cancel()  # nothing will be posted; the attempt's outcome is written by the worker
+            saving.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
+        await saving
         structlog.contextvars.bind_contextvars(prompt_id=prompt_id, backend=server.name)
         extra = {"request_id": rec.request.request_id, "job_id": rec.job_id}
         async with client.track(prompt_id) as tracker:
