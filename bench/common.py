@@ -139,6 +139,42 @@ def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callab
         shutil.rmtree(srv.dir, ignore_errors=True)
 
 
+# --- event loop stalls ------------------------------------------------------------------------------------
+
+
+class LoopStalls:
+    """Notices when this event loop was blocked: a task wakes every ``tick_s`` and records each wake-up that
+    came more than ``threshold_s`` late as ``(perf_counter when it should have woken, seconds late)``.
+
+    A blocked loop delays every timer and socket read at once, which the per-job timings cannot tell
+    apart from slow work; this can."""
+
+    def __init__(self, tick_s: float = 0.005, threshold_s: float = 0.05) -> None:
+        self.tick_s = tick_s
+        self.threshold_s = threshold_s
+        self.stalls: list[tuple[float, float]] = []
+
+    async def run(self) -> None:
+        while True:
+            due = time.perf_counter() + self.tick_s
+            await asyncio.sleep(self.tick_s)
+            late = time.perf_counter() - due
+            if late > self.threshold_s:
+                self.stalls.append((due, late))
+
+    @asynccontextmanager
+    async def watching(self) -> AsyncIterator[LoopStalls]:
+        task = asyncio.create_task(self.run())
+        try:
+            yield self
+        finally:
+            await stop_task(task)
+
+    def between(self, start: float, end: float) -> list[list[float]]:
+        """Stalls that began in [start, end], as ``[seconds after start, seconds late]``."""
+        return [[round(at - start, 4), round(late, 4)] for at, late in self.stalls if start <= at <= end]
+
+
 # --- the instrumented fake ComfyUI ----------------------------------------------------------------------
 
 
@@ -150,7 +186,9 @@ class BenchComfyUI(FakeComfyUI):
     """The fake ComfyUI, timed: ``posted[prompt_id]`` is ``perf_counter()`` when ``POST /prompt`` arrived
     (handler entry, before the body is read), ``done[prompt_id]`` when the prompt finished executing
     (history written, just before the final ``executing {node: null}``), ``busy_s`` the sum of execution
-    times.
+    times. ``timeline[prompt_id]`` has all of a prompt's moments (``posted``, ``started``/``ended``
+    executing, ``done``, first ``history`` and ``view`` request) for ``GET /bench/stats``; ``perf_counter``
+    is CLOCK_MONOTONIC on Linux, so a benchmark in another process can put them on its own time line.
 
     Realistic PNGs are encoded ONCE (a 704×704 noise PNG takes ~190 ms of CPU here, which would otherwise
     be added to every prompt's run time and blur the measurement); each save writes those bytes with a
@@ -166,14 +204,26 @@ class BenchComfyUI(FakeComfyUI):
         self.posted: dict[str, float] = {}
         self.done: dict[str, float] = {}
         self.busy_s = 0.0
+        self.timeline: dict[str, dict[str, float]] = {}
+        self.loop_stalls: LoopStalls | None = None  # the serving process's, if it watches its loop
+        self._output_of: dict[str, str] = {}  # saved file name -> prompt_id, to time its /view
         self._png_cache: dict[tuple[int, int], bytes] = {}
+
+    def _mark(self, prompt_id: str, moment: str, at: float | None = None) -> None:
+        self.timeline.setdefault(prompt_id, {}).setdefault(moment, time.perf_counter() if at is None else at)
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
         arrived = time.perf_counter()
         response = await super()._post_prompt(request)
         if response.status == 200:
-            self.posted[orjson.loads(response.body)["prompt_id"]] = arrived  # type: ignore[arg-type]  # bytes body
+            prompt_id = orjson.loads(response.body)["prompt_id"]  # type: ignore[arg-type]  # bytes body
+            self.posted[prompt_id] = arrived
+            self._mark(prompt_id, "posted", arrived)
         return response
+
+    async def _get_history_id(self, request: web.Request) -> web.Response:
+        self._mark(request.match_info["prompt_id"], "history")
+        return await super()._get_history_id(request)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -182,6 +232,9 @@ class BenchComfyUI(FakeComfyUI):
         return await super()._middleware(request, handler)
 
     async def _view(self, request: web.Request) -> web.StreamResponse:
+        prompt_id = self._output_of.get(request.query.get("filename", ""))
+        if prompt_id is not None:
+            self._mark(prompt_id, "view")
         if self.link_mbps:
             q = request.query
             base = self._dir_for(q.get("type", "output"))
@@ -192,14 +245,18 @@ class BenchComfyUI(FakeComfyUI):
 
     async def _execute(self, run: _Run) -> tuple[str, bool]:
         start = time.perf_counter()
+        self._mark(run.prompt_id, "started", start)
         try:
             return await super()._execute(run)
         finally:
-            self.busy_s += time.perf_counter() - start
+            end = time.perf_counter()
+            self.busy_s += end - start
+            self._mark(run.prompt_id, "ended", end)
 
     def _store_history(self, run: _Run, status_str: str, completed: bool) -> None:
         super()._store_history(run, status_str, completed)
         self.done[run.prompt_id] = time.perf_counter()
+        self._mark(run.prompt_id, "done", self.done[run.prompt_id])
 
     async def _save_images(self, run: _Run, img: FakeImage, prefix: str, type_: str) -> list[dict[str, Any]]:
         if not self.realistic_png:
@@ -215,6 +272,7 @@ class BenchComfyUI(FakeComfyUI):
             unique = _png_chunk(b"tEXt", b"prompt_id\x00" + f"{run.prompt_id}/{uuid.uuid4()}".encode())
             data = base[:33] + unique + base[33:]  # after the 8-byte signature and the 25-byte IHDR
             await asyncio.to_thread((folder / filename).write_bytes, data)
+            self._output_of[filename] = run.prompt_id
             results.append({"filename": filename, "subfolder": subfolder, "type": type_})
         return results
 
@@ -224,8 +282,10 @@ class BenchComfyUI(FakeComfyUI):
         return app
 
     async def _bench_stats(self, request: web.Request) -> web.Response:
-        """For a benchmark in another process: prompts done and seconds spent executing."""
-        return web.json_response({"busy_s": self.busy_s, "done": len(self.done), "posted": len(self.posted)})
+        """For a benchmark in another process: prompts done, seconds executing, each prompt's moments."""
+        stalls = [] if self.loop_stalls is None else self.loop_stalls.stalls
+        return web.json_response({"busy_s": self.busy_s, "done": len(self.done), "posted": len(self.posted),
+                                  "timeline": self.timeline, "loop_stalls": stalls})
 
     async def _cached_png(self, size: tuple[int, int]) -> bytes:
         if size not in self._png_cache:
@@ -323,6 +383,6 @@ async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, Jo
 
 
 __all__ = [
-    "BenchComfyUI", "Rig", "backend_factory", "bench_limits", "bench_logging",
+    "BenchComfyUI", "LoopStalls", "Rig", "backend_factory", "bench_limits", "bench_logging",
     "bench_request", "gateway_rig", "machine", "stop_task", "percentiles", "say", "write_results",
 ]

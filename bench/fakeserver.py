@@ -1,7 +1,8 @@
 """Fake ComfyUI servers in their own process, so their timing does not share the gateway's event loop.
 
 Writes one JSON line ``{"urls": [...]}`` on stdout once they listen, and stops when stdin closes.
-``GET <url>/bench/stats`` answers ``{"busy_s", "done", "posted"}``.
+``GET <url>/bench/stats`` answers ``{"busy_s", "done", "posted", "timeline", "loop_stalls"}`` (the stalls of
+this process's event loop, the same for every server).
 
     .venv/bin/python -m bench.fakeserver --servers 4 --run-time 0.5 --realistic
 """
@@ -15,16 +16,18 @@ from contextlib import AsyncExitStack
 
 import orjson
 
-from bench.common import CHECKPOINTS, BenchComfyUI
+from bench.common import CHECKPOINTS, BenchComfyUI, LoopStalls
 
 
 async def serve(servers: int, run_time: float | None, realistic: bool, link_mbps: float | None,
                 rtt_ms: float) -> None:
     async with AsyncExitStack() as stack:
+        stalls = await stack.enter_async_context(LoopStalls().watching())
         fakes = []
         for _ in range(servers):
             fake = BenchComfyUI(checkpoints=CHECKPOINTS, run_time_s=run_time, realistic_png=realistic,
                                 link_mbps=link_mbps, rtt_ms=rtt_ms)
+            fake.loop_stalls = stalls
             fakes.append(await stack.enter_async_context(fake))
             if realistic:
                 await fake._cached_png(fake.output_size or (704, 704))

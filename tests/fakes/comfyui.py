@@ -254,7 +254,11 @@ class _Run:
     executed: list[str] = field(default_factory=list)
     ui: dict[str, JSON] = field(default_factory=dict)
     current_node: str | None = None
+    # When execution started (time.monotonic()); with a run-time budget, the length of one unit (a node or
+    # a sampler step) and how many units have been waited out: unit k ends at started + k × unit.
     unit_delay_s: float | None = None
+    started: float = 0.0
+    units_done: int = 0
     progress_sent: bool = False
 
     @property
@@ -384,8 +388,11 @@ class FakeComfyUI:
     """A ComfyUI 0.3.64 look-alike on 127.0.0.1. Start with ``async with`` or :meth:`start`/:meth:`stop`.
 
     Timing: each non-cached node sleeps ``node_delay_s``; each sampler step (KSampler) sleeps
-    ``step_delay_s``. With ``run_time_s`` set, a prompt's run time is spread evenly over its nodes and
-    steps instead. GwSlowProgress (the trace's test node) uses its own ``delay`` input per step.
+    ``step_delay_s``. GwSlowProgress (the trace's test node) uses its own ``delay`` input per step. With
+    ``run_time_s`` set, a prompt takes that long on the wall clock instead, like a GPU: the budget is split
+    evenly over its non-cached nodes and steps, each of which ends at its own deadline counted from the
+    execution's start, so timer overshoot does not add up and the work in between (events, writing the
+    image) comes out of the budget.
 
     Websockets: a new socket with a known ``clientId`` replaces the old one (which stays open and gets
     nothing). As in ComfyUI, when *any* socket of a ``clientId`` closes, that id is unregistered — closing the
@@ -1126,6 +1133,7 @@ class FakeComfyUI:
 
     async def _execute(self, run: _Run) -> tuple[str, bool]:
         """Run one prompt; returns (status_str, completed) for history."""
+        run.started = time.monotonic()
         pid = run.prompt_id
         start = {"prompt_id": pid, "timestamp": _now_ms()}
         run.messages.append(["execution_start", start])
@@ -1239,7 +1247,13 @@ class FakeComfyUI:
         return None
 
     async def _sleep(self, run: _Run, seconds: float) -> None:
-        await asyncio.sleep(run.unit_delay_s if run.unit_delay_s is not None else seconds)
+        """One unit of work: ``seconds``, or with a run-time budget until the unit's own deadline."""
+        if run.unit_delay_s is None:
+            await asyncio.sleep(seconds)
+            return
+        run.units_done += 1
+        # Absolute deadlines: a late wake-up shortens the next wait instead of delaying every later unit.
+        await asyncio.sleep(max(run.started + run.units_done * run.unit_delay_s - time.monotonic(), 0.0))
 
     # ---------------------------------------------------------------- node behaviours
 
@@ -1264,9 +1278,21 @@ class FakeComfyUI:
                     raise _NodeFailure("ValueError", f"GwSlowProgress failing on purpose at step {step}")
             src = inputs.get("latent_image", inputs.get("image"))
             return [src if isinstance(src, FakeImage) else FakeImage(512, 512)], None
-        await self._sleep(run, self.node_delay_s)
         if fault is not None:
+            await self._sleep(run, self.node_delay_s)
             raise _NodeFailure(fault.exception_type, fault.message)
+        if run.unit_delay_s is None:
+            await self._sleep(run, self.node_delay_s)
+            return await self._compute_checked(run, nid, class_type, inputs)
+        # With a budget the node works first and then waits out the rest of its unit, so the last node's
+        # work (SaveImage writing a 1.5 MB PNG) is inside the run time rather than after it.
+        result = await self._compute_checked(run, nid, class_type, inputs)
+        await self._sleep(run, self.node_delay_s)
+        return result
+
+    async def _compute_checked(
+        self, run: _Run, nid: str, class_type: str, inputs: JSON
+    ) -> tuple[list[Any], JSON | None]:
         try:
             return await self._compute(run, nid, class_type, inputs)
         except (_NodeFailure, _Interrupted):

@@ -447,6 +447,29 @@ async def test_reconnect_same_client_id(fake_comfy: FakeComfyUI, http: aiohttp.C
     assert not any(f.get("type") == "executing" and f["data"].get("node") is None for f in first.frames)
 
 
+@pytest.mark.parametrize(
+    ("trace", "graph", "metadata"),
+    [
+        ("tinysd_metadata", lambda: tinysd_graph(2), True),
+        ("custom_progress_metadata", lambda: slow_graph(4), True),
+        ("wsimage_legacy", lambda: recorded_graph("wsimage_legacy_history"), False),
+        ("progress_text", lambda: recorded_graph("text_history"), False),
+    ],
+)
+async def test_run_time_budget_keeps_the_recorded_order(
+    http: aiohttp.ClientSession, trace: str, graph: Callable[[], JSON], metadata: bool
+) -> None:
+    """With ``run_time_s`` a node works, then waits out its unit (not the other way round): same frames."""
+    checkpoints = ["tiny_sd15_fullclip.safetensors"]
+    async with (
+        FakeComfyUI(run_time_s=0.1, checkpoints=checkpoints) as fake,
+        WsRecorder(http, fake.url, client_id="c", metadata=metadata) as rec,
+    ):
+        _, body = await post(http, fake.url, {"prompt": graph(), "client_id": "c"})
+        await rec.wait_done(body["prompt_id"])
+    assert_matches_trace(rec.frames, load_trace(trace))
+
+
 # ------------------------------------------------------------------------------------------ HTTP answers
 
 
