@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,6 +28,11 @@ from gateway.servers import ComfyServer
 from gateway.storage import ImageStore
 
 log = structlog.get_logger(component="gateway")
+
+
+def _preview_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("preview_dropped", error=repr(exc))
 
 
 class JobTimeout(Exception):
@@ -49,6 +55,13 @@ class JobRun:
     finishing: bool = False
     reserved: bool = False  # holds a slot reservation of the take loop, not yet handed to acquire
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    # Called once the prompt is done in ComfyUI, before its images are fetched: the worker frees the
+    # server's slot there, so the next prompt is posted while this one's images download and store.
+    prompt_done: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+    async def _prompt_done(self) -> None:
+        if self.prompt_done is not None:
+            await self.prompt_done()
 
 
 class Executor:
@@ -101,6 +114,7 @@ class Executor:
         async with client.track(prompt_id) as tracker:
             await client.submit(graph, prompt_id=prompt_id, extra_data=extra)
             result = await self._follow(job, server, graph, tracker)
+        await job._prompt_done()
         return await self.collect(job, server, result)
 
     async def resume(self, job: JobRun, server: ComfyServer) -> list[ImageRef]:
@@ -114,12 +128,14 @@ class Executor:
         while True:
             result = await server.client.history(rec.prompt_id)
             if result is not None:
+                await job._prompt_done()
                 return await self.collect(job, server, result)
             queue = await server.client.queue()
             if rec.prompt_id not in queue:
                 result = await server.client.history(rec.prompt_id)  # it may just have finished
                 if result is None:
                     raise ComfyPromptLost(backend=server.name, prompt_id=rec.prompt_id)
+                await job._prompt_done()
                 return await self.collect(job, server, result)
             if queue.position(rec.prompt_id) == 0 and not job.started:
                 await self._mark_started(job, server)
@@ -142,6 +158,10 @@ class Executor:
         last_label = ""
         loop = asyncio.get_running_loop()
         events = aiter(tracker)
+        # A preview is stored and published beside the event loop below, one at a time: a slow disk must
+        # not hold up reading the prompt's events (its end among them). Frames that come while one is
+        # being stored are skipped, and one still in flight when the prompt ends is dropped.
+        previewing: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(timeout_s) as scope:
                 while True:
@@ -164,9 +184,12 @@ class Executor:
                         await self._mark_started(job, server)
                     if isinstance(event, ce.PreviewImage):
                         now = loop.time()
-                        if now - last_preview >= self.preview_interval_s:
+                        if now - last_preview >= self.preview_interval_s and (
+                            previewing is None or previewing.done()
+                        ):
                             last_preview = now
-                            await self._preview(job, event)
+                            previewing = asyncio.create_task(self._preview(job, event))
+                            previewing.add_done_callback(_preview_done)
                         continue
                     update = progress.feed(event)
                     if update is None:
@@ -178,6 +201,9 @@ class Executor:
         except TimeoutError:
             await self.stop_in_comfy(job)
             raise JobTimeout(timeout_s) from None
+        finally:
+            if previewing is not None:
+                previewing.cancel()  # a preview after the result (or a failure) would only confuse
         assert tracker.result is not None
         result: PromptResult = tracker.result
         return result

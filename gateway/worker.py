@@ -57,6 +57,19 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+class _Slot:
+    """A job's slot on a server, released once: when its prompt is done in ComfyUI, or when the attempt
+    ends, whichever comes first."""
+
+    def __init__(self, pool: ServerPool, server: ComfyServer) -> None:
+        self.pool, self.server, self.held = pool, server, True
+
+    async def release(self) -> None:
+        if self.held:
+            self.held = False
+            await self.pool.release(self.server)
+
+
 class Worker:
     """Runs jobs from ``backend`` on ``pool``'s servers. ``await worker.run()`` until cancelled."""
 
@@ -245,6 +258,8 @@ class Worker:
                     except NoBackend:  # every server that could take it is down
                         await self.finisher.failed(rec, _code_of(last_error), f"{last_error}; no server left")
                         return
+                slot = _Slot(self.pool, server)
+                job.prompt_done = slot.release
                 try:
                     if resuming:
                         resuming = False
@@ -265,7 +280,7 @@ class Worker:
                     await asyncio.sleep(backoff)
                     continue
                 finally:
-                    await self.pool.release(server)
+                    await slot.release()
                 job.finishing = True  # the result is in: a cancel arriving now is too late
                 seed_param = job.workflow.seed_param
                 seed = rec.values.get(seed_param) if seed_param else None

@@ -462,6 +462,7 @@ class FakeComfyUI:
         self._faults: list[_FaultRule] = []
         self._rejects: list[tuple[int, JSON | str | None]] = []
         self._late_answers: list[float] = []
+        self._view_gate: asyncio.Event | None = None
         self.accepting = False
 
         # Server state.
@@ -624,6 +625,9 @@ class FakeComfyUI:
         self._faults.clear()
         self._rejects.clear()
         self._late_answers.clear()
+        if self._view_gate is not None:
+            self._view_gate.set()
+            self._view_gate = None
         self.drop_ws_mid_run = False
         self._stall_until = 0.0
 
@@ -636,6 +640,11 @@ class FakeComfyUI:
         """Queue the next ``times`` valid POST /prompt as usual but hold the answer ``delay_s`` seconds
         (a server that is busy or a slow network: the client times out although the prompt was queued)."""
         self._late_answers.extend([delay_s] * times)
+
+    def hold_views(self) -> asyncio.Event:
+        """Hold every ``GET /view`` answer until the returned event is set (a slow download)."""
+        self._view_gate = asyncio.Event()
+        return self._view_gate
 
     def set_models(
         self, checkpoints: Sequence[str] | None = None, upscale_models: Sequence[str] | None = None
@@ -1488,6 +1497,8 @@ class FakeComfyUI:
         return web.json_response({"name": filename, "subfolder": subfolder, "type": type_})
 
     async def _view(self, request: web.Request) -> web.StreamResponse:
+        if self._view_gate is not None:
+            await self._view_gate.wait()
         q = request.query
         if "filename" not in q:
             return web.Response(status=404)

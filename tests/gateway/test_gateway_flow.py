@@ -177,6 +177,27 @@ async def test_cancel_broadcast_that_outruns_its_job_still_cancels_it(
         assert len(h.fakes[0].received_prompts) == 1
 
 
+async def test_next_prompt_is_posted_while_the_last_images_download(
+    session, registry, data_dir, backend_factory
+) -> None:
+    """A server's slot is freed when its prompt is done in ComfyUI, not when the images are stored: with
+    capacity 1, the second job's prompt reaches ComfyUI while the first job's download is held."""
+    async with harness(session, registry, data_dir, backend=backend_factory(), capacity=1) as h:
+        fake = h.fakes[0]
+        gate = fake.hold_views()
+        first = await h.gateway.submit(request("first"))
+        second = await h.gateway.submit(request("second"))
+        assert isinstance(first, Accepted) and isinstance(second, Accepted)
+        await h.log.wait_for(lambda: len(fake.received_prompts) == 2)
+        assert not h.log.of(first.job_id, "succeeded")  # still downloading
+        gate.set()
+        assert isinstance(await h.log.terminal(first.job_id), Succeeded)
+        assert isinstance(await h.log.terminal(second.job_id), Succeeded)
+        record = await h.gateway.get_job(first.job_id)
+        assert record is not None and record.attempts == 1  # no download timed out and ran it again
+        assert len(fake.received_prompts) == 2
+
+
 @pytest.fixture
 def slow_registry(tmp_path: Path):
     """txt2img as ``quick``, with a 0.5 s timeout."""
