@@ -1,19 +1,45 @@
 """Job helpers every chat front end shares: the prompt of a request, the localized answer to a refusal,
-the workflow behind the ⬆️ button. Front ends differ in how they send; what they say is decided here."""
+the workflow behind the ⬆️ button, the /history and /stats answers. Front ends differ in how they send;
+what they say is decided here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.render import Renderer, format_duration, truncate
 from comfy.workflows import Workflow, WorkflowRegistry
-from gateway.models import FailureCode, JobRequest, short_id
+from gateway.models import FailureCode, JobRequest, JobState, short_id
 from gateway.records import JobRecord
-from gateway.service import Refused
+from gateway.service import Gateway, Refused
 
-__all__ = ["FrontEnd", "info_text", "param_bounds", "prompt_of", "refusal_text", "upscale_workflow"]
+__all__ = [
+    "HISTORY_SIZE",
+    "FrontEnd",
+    "History",
+    "info_text",
+    "param_bounds",
+    "prompt_of",
+    "refusal_text",
+    "stats_text",
+    "upscale_workflow",
+    "user_history",
+]
 
 _INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
+
+#: jobs /history lists, newest first
+HISTORY_SIZE = 10
+#: how a job's state shows in /history
+_STATE_MARK: dict[JobState, str] = {
+    JobState.QUEUED: "🕒",
+    JobState.SUBMITTED: "🕒",
+    JobState.RUNNING: "⏳",
+    JobState.SUCCEEDED: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELLED: "🚫",
+    JobState.TIMED_OUT: "⌛",
+}
 
 
 class FrontEnd(Protocol):
@@ -24,6 +50,9 @@ class FrontEnd(Protocol):
 
     @property
     def renderer(self) -> Renderer: ...
+
+    @property
+    def gateway(self) -> Gateway: ...
 
 
 def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
@@ -100,3 +129,43 @@ def info_text(ctx: FrontEnd, locale: str, record: JobRecord, limit: int) -> str:
         run=format_duration(record.run_ms / 1000),
     )
     return truncate(text, limit)
+
+
+@dataclass(frozen=True)
+class History:
+    """The /history answer: its text, and ``(n, job_id)`` of each listed job a 🔁 button may run again
+    (``n`` is its number in the text; a job without a seed, like an upscale, has no reroll)."""
+
+    text: str
+    rerolls: list[tuple[int, str]]
+
+
+async def user_history(ctx: FrontEnd, locale: str, user_id: str) -> History:
+    """The user's :data:`HISTORY_SIZE` latest jobs, newest first: state mark, prompt (or what the workflow
+    does), workflow."""
+    records = await ctx.gateway.recent_jobs(user_id, HISTORY_SIZE)
+    if not records:
+        return History(ctx.renderer.t(locale, "history.empty"), [])
+    lines = [ctx.renderer.t(locale, "history.header")]
+    rerolls: list[tuple[int, str]] = []
+    for n, record in enumerate(records, start=1):
+        req = record.request
+        wf = ctx.registry.get(req.workflow) if req.workflow in ctx.registry else None
+        prompt = ctx.renderer.title(locale, prompt_of(wf, req.params), req.workflow, limit=60)
+        mark = _STATE_MARK.get(JobState(record.state), "•")
+        lines.append(
+            ctx.renderer.t(locale, "history.line", n=n, state=mark, prompt=prompt, workflow=req.workflow)
+        )
+        if wf is not None and wf.seed_param:  # a reroll is a new seed: none for an upscale
+            rerolls.append((n, record.job_id))
+    return History("\n".join(lines), rerolls)
+
+
+async def stats_text(ctx: FrontEnd, locale: str, user_id: str) -> str:
+    """The admins' /stats: jobs waiting, the admin's own recent jobs (up to 50), workflows installed.
+    The caller checks that ``user_id`` is an admin."""
+    info = await ctx.gateway.queue_info(user_id)
+    recent = await ctx.gateway.recent_jobs(user_id, 50)
+    return ctx.renderer.t(
+        locale, "stats.text", depth=info.depth, recent=len(recent), workflows=len(ctx.registry)
+    )

@@ -8,7 +8,7 @@ What the startup module uses::
     # or: async with DiscordFrontend(settings.discord, gateway, registry) as fe: await fe.wait()
 
 Layout: ``app`` (DiscordFrontend), ``client`` (ComfyBot, the Cogs' home), ``cogs/`` (generate, jobs,
-settings, buttons), ``events`` (gateway events → job messages), ``messages`` (the throttled job message
+settings, help, buttons), ``events`` (gateway events → job messages), ``messages`` (the throttled job message
 and its 15-minute-token continuation), ``views`` (persistent JobButton), ``jobs`` (submit + refusals),
 ``images`` (attachments), ``translator`` (command descriptions from the PO catalogues).
 """

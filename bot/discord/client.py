@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.discord.cogs.buttons import ButtonsCog
 from bot.discord.cogs.generate import GenerateCog
+from bot.discord.cogs.help import HelpCog
 from bot.discord.cogs.jobs import JobsCog
 from bot.discord.cogs.settings import SettingsCog
 from bot.discord.context import DiscordContext
@@ -35,6 +36,7 @@ class ComfyBot(commands.Bot):
         await self.add_cog(JobsCog(self.ctx))
         await self.add_cog(SettingsCog(self.ctx))
         await self.add_cog(ButtonsCog(self, self.ctx))
+        await self.add_cog(HelpCog(self, self.ctx))
         await self.tree.set_translator(CatalogueTranslator(self.ctx.i18n))
         if self.ctx.options.sync_commands:
             synced = await self.tree.sync()

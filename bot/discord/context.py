@@ -20,7 +20,7 @@ from bot.i18n import I18n
 from bot.render import Renderer
 from comfy.workflows import WorkflowRegistry
 from comfybot.logs import get_logger
-from gateway.models import new_request_id
+from gateway.models import Role, new_request_id
 from gateway.service import Gateway
 
 if TYPE_CHECKING:
@@ -109,6 +109,10 @@ class DiscordContext:
 
     def t(self, locale: str, key: str, /, **values: Any) -> str:
         return self.i18n.t(locale, key, **values)
+
+    def role_of(self, user_id: int | str) -> Role:
+        """The gateway's access policy decides who is an admin (the same ``admins`` on every platform)."""
+        return self.gateway.access.role_of(user_id)
 
     def locale_of(self, interaction: discord.Interaction[Any]) -> str:
         """``ru`` → ru, ``ko`` → ko, ``zh-TW`` → zh_Hant, anything else → en (the user's client language)."""

@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.i18n import I18n
 
-__all__ = ["PREFIX", "JobAction", "JobButton", "progress_view", "result_view"]
+__all__ = ["PREFIX", "JobAction", "JobButton", "progress_view", "result_view", "reroll_view"]
 
 PREFIX = "comfybot"
 
@@ -124,3 +124,11 @@ def result_view(
         actions.append(JobAction.UPSCALE)
     actions.append(JobAction.INFO)
     return _view(i18n, locale, job_id, actions, upscales=min(images, 10) if upscale and images > 1 else 0)
+
+
+def reroll_view(jobs: list[tuple[int, str]]) -> discord.ui.View:
+    """🔁 1 … 🔁 N under /history, five a row: each reruns job N with a new seed, like 🔁 under a result."""
+    view = discord.ui.View(timeout=None)
+    for i, (n, job_id) in enumerate(jobs[:25]):
+        view.add_item(JobButton(JobAction.REROLL, job_id, f"🔁 {n}", row=i // 5))
+    return view

@@ -1,2 +1,2 @@
-"""One Cog per feature: ``generate`` (/generate), ``jobs`` (/workflows, /cancel, /queue), ``settings``
-(/settings), ``buttons`` (the persistent job buttons)."""
+"""One Cog per feature: ``generate`` (/generate), ``jobs`` (/workflows, /cancel, /queue, /history, /stats),
+``settings`` (/settings), ``help`` (/help), ``buttons`` (the persistent job buttons)."""

@@ -1,4 +1,5 @@
-"""``/workflows``, ``/cancel`` and ``/queue``: short ephemeral answers about workflows and the user's jobs."""
+"""``/workflows``, ``/cancel``, ``/queue``, ``/history`` and the admins' ``/stats``: short ephemeral
+answers about workflows and the user's jobs. /history and /stats say what Telegram's say (``bot.jobs``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from discord.ext import commands
 
 from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
+from bot.discord.views import reroll_view
+from bot.jobs import stats_text, user_history
 from comfybot.logs import get_logger
-from gateway.models import JobState
+from gateway.models import JobState, Role
 
 __all__ = ["JobsCog"]
 
@@ -25,9 +28,19 @@ class JobsCog(commands.Cog):
     def __init__(self, ctx: DiscordContext) -> None:
         self.ctx = ctx
 
-    async def _answer(self, interaction: discord.Interaction[Any], request: Request, text: str) -> None:
-        await interaction.response.send_message(text[:2000], ephemeral=True)
-        log.info("response_sent", kind="text", bytes=len(text.encode()))
+    async def _answer(
+        self,
+        interaction: discord.Interaction[Any],
+        request: Request,
+        text: str,
+        view: discord.ui.View | None = None,
+        *,
+        kind: str = "text",
+    ) -> None:
+        await interaction.response.send_message(
+            text[:2000], ephemeral=True, view=view if view is not None else discord.utils.MISSING
+        )
+        log.info("response_sent", kind=kind, bytes=len(text.encode()))
 
     @app_commands.command(name="workflows", description=_("Available workflows", key="cmd.workflows"))
     async def workflows(self, interaction: discord.Interaction[Any]) -> None:
@@ -84,6 +97,31 @@ class JobsCog(commands.Cog):
                 else ctx.t(locale, "queue.line", position=position)
             )
         await self._answer(interaction, request, "\n".join(lines))
+
+    @app_commands.command(name="history", description=_("Your recent pictures", key="cmd.history"))
+    async def history(self, interaction: discord.Interaction[Any]) -> None:
+        request = begin_request(self.ctx, interaction, command="history")
+        log.info("command_received", command="history")
+        got = await user_history(self.ctx, request.locale, str(interaction.user.id))
+        # 🔁 N are the result buttons' own Reroll: the new job is posted in this channel, as on Telegram.
+        view = reroll_view(got.rerolls) if got.rerolls else None
+        await self._answer(interaction, request, got.text, view, kind="history")
+
+    @app_commands.command(
+        name="stats", description=_("Statistics (admins)", key="cmd.stats"), extras={"admin": True}
+    )
+    async def stats(self, interaction: discord.Interaction[Any]) -> None:
+        request = begin_request(self.ctx, interaction, command="stats")
+        log.info("command_received", command="stats")
+        user_id = str(interaction.user.id)
+        if self.ctx.role_of(user_id) is not Role.ADMIN:
+            log.info("access_denied", reason="not_admin", command="stats")
+            await self._answer(
+                interaction, request, self.ctx.t(request.locale, "error.admin_only"), kind="denied"
+            )
+            return
+        text = await stats_text(self.ctx, request.locale, user_id)
+        await self._answer(interaction, request, text, kind="stats")
 
     async def cog_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

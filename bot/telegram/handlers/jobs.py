@@ -6,7 +6,7 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.jobs import prompt_of
+from bot.jobs import stats_text, user_history
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.filters import Addressed
@@ -17,16 +17,6 @@ from gateway.models import JobState, Role
 __all__ = ["make_router"]
 
 log = get_logger("telegram")
-
-_STATE_MARK = {
-    JobState.QUEUED: "🕒",
-    JobState.SUBMITTED: "🕒",
-    JobState.RUNNING: "⏳",
-    JobState.SUCCEEDED: "✅",
-    JobState.FAILED: "❌",
-    JobState.CANCELLED: "🚫",
-    JobState.TIMED_OUT: "⌛",
-}
 
 
 async def _latest_live_job(ctx: BotContext, user_id: int) -> str | None:
@@ -81,28 +71,17 @@ async def queue(message: Message, ctx: BotContext, locale: str, received_at: flo
 async def history(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     assert message.from_user is not None
     log.info("command_received", command="history", chat_id=message.chat.id)
-    records = await ctx.gateway.recent_jobs(str(message.from_user.id), 10)
-    if not records:
-        await reply_text(
-            ctx, message, ctx.t(locale, "history.empty"), kind="history", received_at=received_at
-        )
-        return
-    lines = [ctx.t(locale, "history.header")]
-    buttons: list[InlineKeyboardButton] = []
-    for n, record in enumerate(records, start=1):
-        req = record.request
-        wf = ctx.registry.get(req.workflow) if req.workflow in ctx.registry else None
-        prompt = ctx.renderer.title(locale, prompt_of(wf, req.params), req.workflow, limit=60)
-        mark = _STATE_MARK.get(JobState(record.state), "•")
-        lines.append(ctx.t(locale, "history.line", n=n, state=mark, prompt=prompt, workflow=req.workflow))
-        if wf is not None and wf.seed_param:  # a reroll is a new seed: none for an upscale
-            buttons.append(
-                InlineKeyboardButton(
-                    text=f"🔁 {n}", callback_data=JobCb(action=JobAction.REROLL, job=record.job_id).pack()
-                )
-            )
-    markup = InlineKeyboardMarkup(inline_keyboard=[buttons[i : i + 5] for i in range(0, len(buttons), 5)])
-    await reply_text(ctx, message, "\n".join(lines), markup=markup, kind="history", received_at=received_at)
+    got = await user_history(ctx, locale, str(message.from_user.id))
+    buttons = [
+        InlineKeyboardButton(text=f"🔁 {n}", callback_data=JobCb(action=JobAction.REROLL, job=job_id).pack())
+        for n, job_id in got.rerolls
+    ]
+    markup = (
+        InlineKeyboardMarkup(inline_keyboard=[buttons[i : i + 5] for i in range(0, len(buttons), 5)])
+        if buttons
+        else None
+    )
+    await reply_text(ctx, message, got.text, markup=markup, kind="history", received_at=received_at)
 
 
 async def stats(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
@@ -114,15 +93,7 @@ async def stats(message: Message, ctx: BotContext, locale: str, received_at: flo
             ctx, message, ctx.t(locale, "error.admin_only"), kind="denied", received_at=received_at
         )
         return
-    info = await ctx.gateway.queue_info(str(message.from_user.id))
-    recent = await ctx.gateway.recent_jobs(str(message.from_user.id), 50)
-    text = ctx.t(
-        locale,
-        "stats.text",
-        depth=info.depth,
-        recent=len(recent),
-        workflows=len(ctx.registry),
-    )
+    text = await stats_text(ctx, locale, str(message.from_user.id))
     await reply_text(ctx, message, text, kind="stats", received_at=received_at)
 
 

@@ -25,7 +25,7 @@ from comfy.workflows import WorkflowRegistry  # noqa: E402
 from comfybot.config import DiscordSettings  # noqa: E402
 from gateway.app import run_gateway  # noqa: E402
 from gateway.backend import Backend  # noqa: E402
-from gateway.limits import Limits  # noqa: E402
+from gateway.limits import AccessPolicy, Limits  # noqa: E402
 from gateway.memory import MemoryBackend  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from gateway.storage import ImageStore  # noqa: E402
@@ -114,6 +114,7 @@ async def dbench(
     *,
     options: DiscordOptions | None = None,
     limits: Limits | None = None,
+    access: AccessPolicy | None = None,
     comfy_options: dict[str, Any] | None = None,
     fake_options: dict[str, Any] | None = None,
     capacity: int = 2,
@@ -142,6 +143,7 @@ async def dbench(
                 [client],
                 capacity=capacity,
                 limits=limits,
+                access=access,
                 options=FAST,
             )
         )

@@ -1,4 +1,5 @@
-"""/workflows, /queue and /cancel (ephemeral, localized), and one request traced by its request_id."""
+"""/workflows, /queue, /cancel, /help, /history and /stats (ephemeral, localized), and one request traced by
+its request_id."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from comfy.workflows import WorkflowRegistry
-from tests.bot.discord.conftest import CHANNEL, USER, DBench, dbench
+from gateway.limits import AccessPolicy
+from tests.bot.discord.conftest import CHANNEL, OTHER, RESULT_PREFIX, USER, DBench, dbench
+from tests.fakes.discord import StoredMessage
 
 
 async def test_workflows_lists_the_registry(bench: DBench) -> None:
@@ -46,6 +49,83 @@ async def test_queue_and_cancel(
             await b.until(lambda n=n: cancelled in b.fake.original(jobs[n]).content)
         again = await b.fake.slash(USER, CHANNEL, "cancel")
         assert (await b.original(again)).content == t("en", "cancel.nothing")
+
+
+async def test_help_lists_the_slash_commands_in_the_users_language(bench: DBench) -> None:
+    t = bench.frontend.ctx.t
+    synced = {c["name"]: c for c in bench.fake.commands}
+    for name in ("help", "history", "stats"):  # the picker's descriptions, in every shipped language
+        localized = synced[name]["description_localizations"]
+        assert (localized["ru"], localized["ko"], localized["zh-TW"]) == (
+            t("ru", f"cmd.{name}"),
+            t("ko", f"cmd.{name}"),
+            t("zh_Hant", f"cmd.{name}"),
+        )
+    answer = await bench.original(await bench.fake.slash(USER, CHANNEL, "help"))
+    assert answer.ephemeral and not answer.components
+    assert answer.content.startswith(t("en", "discord.help") + "\n")
+    lines = answer.content.splitlines()
+    for name in synced.keys() - {"stats"}:
+        assert f"/{name} — {t('en', f'cmd.{name}')}" in lines
+    assert not [line for line in lines if line.startswith("/stats")], "admins only"
+    ko = await bench.original(await bench.fake.slash(USER, CHANNEL, "help", locale="ko"))
+    assert ko.ephemeral and ko.content.startswith(t("ko", "discord.help") + "\n")
+    ko_lines = ko.content.splitlines()
+    assert f"/history — {t('ko', 'cmd.history')}" in ko_lines
+    for option in synced["generate"]["options"]:  # each option as the picker describes it
+        assert f"  • {option['name']} — {option['description_localizations']['ko']}" in ko_lines
+    assert len(ko.content) <= 2000
+
+
+def _job_of(result: StoredMessage) -> str:
+    """The job id behind a result message (its ℹ️ Info button carries it)."""
+    return next(c for c in result.custom_ids if c.startswith(RESULT_PREFIX)).removeprefix(RESULT_PREFIX)
+
+
+async def test_history_lists_my_jobs_and_reroll_buttons_run_them_again(bench: DBench) -> None:
+    t = bench.frontend.ctx.t
+    empty = await bench.original(await bench.fake.slash(USER, CHANNEL, "history"))
+    assert empty.ephemeral and empty.content == t("en", "history.empty") and not empty.custom_ids
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a blue bird", "steps": 4})
+    bird = await bench.result()
+    upscale = next(c for c in bird.custom_ids if c.startswith("comfybot:u:"))
+    await bench.fake.click(USER, bird.id, upscale)
+    await bench.result(count=2)
+    listing = await bench.original(await bench.fake.slash(USER, CHANNEL, "history", locale="ru"))
+    assert listing.ephemeral
+    assert listing.content.splitlines() == [  # newest first, as on Telegram
+        t("ru", "history.header"),
+        t("ru", "history.line", n=1, state="✅", prompt=t("ru", "wf.upscale"), workflow="upscale"),
+        t("ru", "history.line", n=2, state="✅", prompt="a blue bird", workflow="txt2img"),
+    ]
+    # An upscale has no seed to change: only the bird gets a 🔁, the result's own Reroll button.
+    assert listing.custom_ids == [f"comfybot:r:{_job_of(bird)}"] and listing.labels == ["🔁 2"]
+    others = await bench.original(await bench.fake.slash(OTHER, CHANNEL, "history"))
+    assert others.content == t("en", "history.empty")
+    again = await bench.fake.click(USER, listing.id, listing.custom_ids[0], locale="ru")
+    rerolled = await bench.result(count=3)
+    assert rerolled.id == bench.fake.original(again).id and not rerolled.ephemeral
+    assert "a blue bird" in rerolled.content and _job_of(rerolled) != _job_of(bird)
+    assert len(bench.comfy.received_prompts) == 3
+
+
+async def test_stats_is_for_admins(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dbench(tmp_path, registry, monkeypatch, access=AccessPolicy(admins=[USER])) as b:
+        t = b.frontend.ctx.t
+        with capture_logs(processors=[merge_contextvars]) as logs:
+            refused = await b.original(await b.fake.slash(OTHER, CHANNEL, "stats", locale="ru"))
+        assert refused.ephemeral and refused.content == t("ru", "error.admin_only")
+        denied = [e for e in logs if e["event"] == "access_denied"]
+        assert denied and denied[0]["reason"] == "not_admin" and denied[0]["user_id"] == str(OTHER)
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "counted", "steps": 4})
+        await b.result()
+        stats = await b.original(await b.fake.slash(USER, CHANNEL, "stats", locale="zh-TW"))
+        assert stats.ephemeral
+        assert stats.content == t("zh_Hant", "stats.text", depth=0, recent=1, workflows=len(registry))
+        shown = await b.original(await b.fake.slash(USER, CHANNEL, "help"))
+        assert f"/stats — {t('en', 'cmd.stats')}" in shown.content.splitlines()
 
 
 async def test_one_request_traced_by_request_id(bench: DBench) -> None:

@@ -74,7 +74,7 @@ async def test_workflow_autocomplete_comes_from_the_registry(bench: DBench) -> N
 
 async def test_synced_commands_and_options(bench: DBench) -> None:
     names = {c["name"] for c in bench.fake.commands}
-    assert names == {"generate", "workflows", "cancel", "queue", "settings"}
+    assert names == {"generate", "workflows", "cancel", "queue", "settings", "history", "stats", "help"}
     generate = next(c for c in bench.fake.commands if c["name"] == "generate")
     options = {o["name"]: o for o in generate["options"]}
     assert list(options) == ["prompt", "workflow", "ar", "seed", "steps", "negative", "image", "batch"]
