@@ -344,20 +344,12 @@ class Limits:
             return None
         return RateRule(self.rate_key(user_id), self.rate_count, self.rate_window_s)
 
-    def check_pending(self, pending: int, role: Role = Role.USER) -> None:
-        """Raise ``TOO_MANY_PENDING`` when the user already has ``max_pending_per_user`` unfinished jobs."""
+    def pending_cap(self, role: Role = Role.USER) -> int | None:
+        """How many unfinished jobs a user of ``role`` may have; ``None`` for an exempt admin. (The queue
+        cap holds for admins too: it protects the servers.)"""
         if role is Role.ADMIN and self.admins_exempt:
-            return
-        if pending >= self.max_pending_per_user:
-            raise LimitExceeded(
-                f"{pending} pending, limit {self.max_pending_per_user}", code=FailureCode.TOO_MANY_PENDING
-            )
-
-    def check_queue(self, depth: int) -> None:
-        """Raise ``QUEUE_FULL`` when the global queue holds ``queue_cap`` jobs (admins included: the cap
-        protects the servers)."""
-        if depth >= self.queue_cap:
-            raise LimitExceeded(f"queue depth {depth}, cap {self.queue_cap}", code=FailureCode.QUEUE_FULL)
+            return None
+        return self.max_pending_per_user
 
 
 __all__ = [

@@ -128,10 +128,8 @@ class Gateway:
             if spec.required and name not in req.inputs:
                 raise InputInvalid(name, "required")
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
-        exempt = role is Role.ADMIN and self.limits.admins_exempt
         where = await self.backend.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
-            record, max_depth=self.limits.queue_cap,
-            max_pending=None if exempt else self.limits.max_pending_per_user,
+            record, max_depth=self.limits.queue_cap, max_pending=self.limits.pending_cap(role),
             rate=self.limits.rate_rule(req.user_id, role),
         )
         if where is None:

@@ -273,17 +273,11 @@ def test_limits_rate_rule_per_user_and_admins_exempt() -> None:
         RateRule("k", 1, 0)
 
 
-def test_limits_check_pending_and_queue() -> None:
-    limits = Limits(max_pending_per_user=2, queue_cap=3)
-    limits.check_pending(1)
-    with pytest.raises(LimitExceeded) as info:
-        limits.check_pending(2)
-    assert info.value.code is FailureCode.TOO_MANY_PENDING
-    limits.check_pending(10, Role.ADMIN)
-    limits.check_queue(2)
-    with pytest.raises(LimitExceeded) as queue_info:
-        limits.check_queue(3)
-    assert queue_info.value.code is FailureCode.QUEUE_FULL
+def test_limits_pending_cap_exempts_admins_only_when_configured() -> None:
+    limits = Limits(max_pending_per_user=2)
+    assert limits.pending_cap() == 2 and limits.pending_cap(Role.BANNED) == 2
+    assert limits.pending_cap(Role.ADMIN) is None
+    assert Limits(max_pending_per_user=2, admins_exempt=False).pending_cap(Role.ADMIN) == 2
 
 
 def test_limits_defaults_are_plain_values() -> None:
