@@ -19,12 +19,12 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import orjson
@@ -375,9 +375,7 @@ async def stop_task(task: asyncio.Task[Any]) -> None:
 
 
 async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, JobEvent]]) -> None:
-    # subscribe() is typed AsyncIterator; both backends implement it as an async generator (aclose).
-    source = cast(AsyncGenerator[JobEvent, None], gateway.subscribe("telegram"))
-    async with contextlib.aclosing(source) as events:
+    async with contextlib.aclosing(gateway.subscribe("telegram")) as events:
         async for event in events:
             inbox.put_nowait((time.perf_counter(), time.time(), event))
 

@@ -98,7 +98,7 @@ def where_time_went(stats: list[dict[str, Any]], run_time: float, jobs: int, sta
     ``run_time`` each; gaps: idle between one prompt ending and the next starting; tail: its last prompt
     ended → the last result is in the user's hands (``tail_detail``: when that prompt's history and image
     were asked for, from its end). Seconds; ``perf_counter`` is one clock across processes on Linux."""
-    servers = []
+    servers: list[dict[str, Any]] = []
     for stat in stats:
         runs = sorted((m for m in stat["timeline"].values() if "started" in m and "ended" in m),
                       key=lambda m: m["started"])

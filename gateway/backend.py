@@ -23,7 +23,7 @@ Semantics shared by both:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -151,7 +151,7 @@ class Backend(abc.ABC):
     async def publish(self, platform: str, event: JobEvent) -> None: ...
 
     @abc.abstractmethod
-    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
         """Events of one platform in publish order; close it with ``contextlib.aclosing``."""
 
     # --- cancel ---------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ class Backend(abc.ABC):
         """Who asked to cancel this job, if anyone."""
 
     @abc.abstractmethod
-    def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
+    def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
         """Every cancel request from now on, as ``(job_id, by)``, to every listener."""
 
     # --- per user and per workflow --------------------------------------------------------------

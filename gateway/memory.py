@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 from typing import Any
 
 import orjson
@@ -199,7 +199,7 @@ class MemoryBackend(Backend):
             channel = self._channels[platform] = _Channel()
         return channel
 
-    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
         channel = self._channel(platform)
         while True:
             while channel.items:
@@ -216,7 +216,7 @@ class MemoryBackend(Backend):
     async def cancel_requested(self, job_id: str) -> str | None:
         return self._cancels.get(job_id)
 
-    async def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
+    async def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
         listener: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._cancel_listeners.add(listener)
         try:

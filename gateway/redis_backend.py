@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 from functools import partial
 from typing import Any
 
@@ -206,7 +206,7 @@ class RedisBackend(RedisBase):
             lambda: self.redis.xadd(stream, {"ev": raw}, maxlen=EVENTS_MAX, approximate=True), "publish"
         )
 
-    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
         stream = self._key("events", platform)
         await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
         cursor = "0"  # first our own unacknowledged events (a restart), then new ones
@@ -262,7 +262,7 @@ class RedisBackend(RedisBase):
         by = await self._retry(lambda: self.redis.get(self._key("cancel", job_id)), "cancel_requested")
         return None if by is None else text(by)
 
-    async def cancel_requests(self) -> AsyncIterator[tuple[str, str]]:
+    async def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
         channel = self._key("cancels")
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)

@@ -7,7 +7,7 @@ The gateway does not run jobs itself; workers (``gateway/worker.py``) do, in thi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,7 +177,7 @@ class Gateway:
             return True
 
     # --- reading --------------------------------------------------------------------------------
-    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncIterator[JobEvent]:
+    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
         """Events of the jobs of ``platform``, in order. Use with ``contextlib.aclosing``. With Redis,
         events that arrived while no subscriber ran are delivered when it starts."""
         return self.backend.subscribe(platform, consumer=consumer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ class EventLog:
     events: list[JobEvent] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def collect(self, source: AsyncIterator[JobEvent]) -> None:
+    async def collect(self, source: AsyncGenerator[JobEvent, None]) -> None:
         async with contextlib.aclosing(source) as events:
             async for event in events:
                 async with self.changed:

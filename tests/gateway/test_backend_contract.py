@@ -15,7 +15,7 @@ from gateway.backend import Backend
 from gateway.errors import LimitExceeded
 from gateway.limits import RateRule
 from gateway.memory import MemoryBackend
-from gateway.models import Cancelled, FailureCode, JobRequest, JobState, Progress, Queued, Succeeded
+from gateway.models import Cancelled, FailureCode, JobEvent, JobRequest, JobState, Progress, Queued, Succeeded
 from gateway.records import JobRecord
 from gateway.redis_backend import RedisBackend
 
@@ -25,7 +25,7 @@ def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "t
         platform=platform,
         user_id=user,
         chat_id="c1",
-        workflow=workflow,  # type: ignore[arg-type]
+        workflow=workflow,
         params={"prompt": "a lighthouse"},
     )
     return JobRecord(request=req, values={"prompt": "a lighthouse", "seed": 42})
@@ -135,7 +135,7 @@ class TestBackendContract:
                     await anext(events)
 
     async def test_events_are_per_platform_and_ordered(self, backend: Backend) -> None:
-        sent = [
+        sent: list[JobEvent] = [
             Queued(job_id="j", request_id="r", position=2, depth=2),
             Queued(job_id="j", request_id="r", position=1, depth=1),
             Progress(job_id="j", request_id="r", node_label="Sampling", done_nodes=1, total_nodes=3),

@@ -57,6 +57,7 @@ async def test_only_server_down_retries_then_comfy_unreachable(session, registry
 async def test_jobs_wait_while_all_servers_are_down(session, registry, data_dir) -> None:
     async with harness(session, registry, data_dir) as h:
         await h.fakes[0].refuse_connections()
+        assert h.gateway.worker is not None
         pool = h.gateway.worker.pool
         await pool.check_all()
         assert not pool.servers[0].healthy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from comfy import events as ce
 from comfy.workflows import load_workflows
 from gateway.progress import ProgressModel
@@ -15,7 +17,9 @@ class Clock:
         return self.now
 
 
-def model(recent_ms=(), clock=None):
+def model(
+    recent_ms: tuple[int, ...] | list[int] = (), clock: Clock | None = None
+) -> tuple[ProgressModel, dict[str, Any]]:
     wf = load_workflows().get("txt2img")
     graph = wf.render(wf.validate({"prompt": "x", "seed": 1}))
     pm = ProgressModel(wf, graph, job_id="j", request_id="r", recent_ms=recent_ms, clock=clock or Clock())
