@@ -23,6 +23,7 @@ Semantics shared by both:
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 from types import TracebackType
@@ -30,13 +31,15 @@ from typing import Any, Self
 
 from gateway.errors import LimitExceeded
 from gateway.limits import RateRule
-from gateway.models import FailureCode, JobEvent
+from gateway.models import Failed, FailureCode, JobEvent
 from gateway.records import JobRecord
 
 RECENT_MAX = 50  # per-user recent jobs kept
 DURATIONS_MAX = 20  # per-workflow run times kept for the ETA
 EVENTS_MAX = 100_000  # per-platform events kept for subscribers that are away
 RECORD_TTL_S = 7 * 24 * 3600  # finished records and delivery markers live a week
+OUTCOME_HOURS = 24  # outcomes are counted per UTC hour; ``outcomes()`` sums the last day
+OUTCOME_TTL_S = 2 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,23 @@ class Enqueued:
 
     position: int
     depth: int
+
+
+def outcome_fields(event: JobEvent) -> tuple[str, ...]:
+    """The counters a terminal event adds one to: its kind, and a failure's code (``failed:<code>``)."""
+    if isinstance(event, Failed):
+        return (event.kind, f"failed:{event.code.value}")
+    return (event.kind,)
+
+
+def outcome_hour(at: float) -> str:
+    """The UTC hour bucket of a moment, ``YYYYMMDDHH``."""
+    return time.strftime("%Y%m%d%H", time.gmtime(at))
+
+
+def outcome_hours(now: float, hours: int = OUTCOME_HOURS) -> list[str]:
+    """The buckets of the last ``hours`` hours, this one included."""
+    return [outcome_hour(now - 3600 * h) for h in range(hours)]
 
 
 def too_many_pending(pending: int, limit: int) -> LimitExceeded:
@@ -145,7 +165,13 @@ class Backend(abc.ABC):
     # --- outcome and events ---------------------------------------------------------------------
     @abc.abstractmethod
     async def finish(self, record: JobRecord, event: JobEvent) -> bool:
-        """Write the terminal record and publish ``event`` to its platform — once. True the first time."""
+        """Write the terminal record, count its outcome (:func:`outcome_fields`) in this hour's bucket and
+        publish ``event`` to its platform — once, atomically. True the first time."""
+
+    @abc.abstractmethod
+    async def outcomes(self, now: float | None = None) -> dict[str, int]:
+        """Finished jobs of the last :data:`OUTCOME_HOURS` hours by outcome: ``succeeded``, ``failed``,
+        ``failed:<code>``, ``cancelled``, ``timed_out`` (absent: none). ``now`` is for tests."""
 
     @abc.abstractmethod
     async def publish(self, platform: str, event: JobEvent) -> None: ...

@@ -7,11 +7,13 @@ Binds to 127.0.0.1 by default and requires ``Authorization: Bearer <token>`` on 
   ``{code, detail, field, reason, retry_after_s}``.
 * ``GET /v1/jobs/{id}`` — the job record (state, images, failure...) or 404.
 * ``DELETE /v1/jobs/{id}`` — cancel (the token holder acts as an admin) → 200 ``{cancelled: bool}``.
-* ``GET /v1/health`` — backend, queue depth, and each ComfyUI server's state.
+* ``GET /v1/health`` — backend, queue depth, and each ComfyUI server's state (503 if none is up).
+* ``GET /v1/stats`` — queue depth, the last 24 h's outcomes, mean run time per workflow, the servers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,14 +87,14 @@ async def _cancel(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     gateway = request.app[_GATEWAY]
-    servers = [
-        {"name": s.name, "healthy": s.healthy, "inflight": s.inflight, "capacity": s.capacity,
-         "queue_remaining": s.queue_remaining, "down_reason": s.down_reason or None}
-        for s in (gateway.pool.servers if gateway.pool is not None else [])
-    ]
-    ok = any(s["healthy"] for s in servers) or gateway.pool is None
+    servers = gateway.servers()
+    ok = any(s.healthy for s in servers) or not servers
     return _json({"ok": ok, "backend": gateway.backend.name, "depth": await gateway.backend.depth(),
-                  "servers": servers}, 200 if ok else 503)
+                  "servers": [dataclasses.asdict(s) for s in servers]}, 200 if ok else 503)
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return _json(dataclasses.asdict(await request.app[_GATEWAY].stats()))
 
 
 def make_app(gateway: Gateway, token: str) -> web.Application:
@@ -105,6 +107,7 @@ def make_app(gateway: Gateway, token: str) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}", _get)
     app.router.add_delete("/v1/jobs/{job_id}", _cancel)
     app.router.add_get("/v1/health", _health)
+    app.router.add_get("/v1/stats", _stats)
     return app
 
 

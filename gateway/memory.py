@@ -14,7 +14,18 @@ from typing import Any
 
 import orjson
 
-from gateway.backend import DURATIONS_MAX, EVENTS_MAX, RECENT_MAX, Backend, Enqueued, too_many_pending
+from gateway.backend import (
+    DURATIONS_MAX,
+    EVENTS_MAX,
+    OUTCOME_HOURS,
+    RECENT_MAX,
+    Backend,
+    Enqueued,
+    outcome_fields,
+    outcome_hour,
+    outcome_hours,
+    too_many_pending,
+)
 from gateway.limits import MemoryRateLimiter, RateRule
 from gateway.models import JobEvent, event_from_json, event_to_json
 from gateway.records import JobRecord
@@ -62,6 +73,7 @@ class MemoryBackend(Backend):
         self._views: dict[str, bytes] = {}
         self._durations: dict[str, deque[int]] = {}
         self._rates = MemoryRateLimiter()
+        self._outcomes: OrderedDict[str, dict[str, int]] = OrderedDict()  # hour bucket -> counters
 
     # --- records --------------------------------------------------------------------------------
     async def save(self, record: JobRecord) -> bool:
@@ -178,8 +190,20 @@ class MemoryBackend(Backend):
             self._forget(self._finished_order.popleft())
         self._waiting.pop(record.job_id, None)
         self._pending.get(record.user_id, set()).discard(record.job_id)
+        bucket = self._outcomes.setdefault(outcome_hour(time.time()), {})
+        for name in outcome_fields(event):
+            bucket[name] = bucket.get(name, 0) + 1
+        while len(self._outcomes) > OUTCOME_HOURS + 1:  # insertion order is time order
+            self._outcomes.popitem(last=False)
         await self.publish(record.platform, event)
         return True
+
+    async def outcomes(self, now: float | None = None) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for hour in outcome_hours(time.time() if now is None else now):
+            for name, count in self._outcomes.get(hour, {}).items():
+                total[name] = total.get(name, 0) + count
+        return total
 
     def _forget(self, job_id: str) -> None:
         """Drop an old finished job entirely, so a long-running embedded process stays bounded."""

@@ -18,6 +18,7 @@ Keys (under ``prefix``, default ``comfybot:``):
 * ``cancel:<id>`` + pub/sub channel ``cancels`` — cancel requests: broadcast to every worker, with the
   flag as the fallback for a worker that missed the broadcast.
 * ``rate:submit:<user>`` — sorted set, the sliding log of the user's submissions (enqueue script).
+* ``outcomes:<YYYYMMDDHH>`` — hash of counters of the jobs finished in that UTC hour (kept two days).
 * ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (SET NX),
   ``durations:<workflow>`` (list).
 
@@ -41,9 +42,13 @@ from redis.exceptions import ResponseError
 from gateway.backend import (
     DURATIONS_MAX,
     EVENTS_MAX,
+    OUTCOME_TTL_S,
     RECENT_MAX,
     RECORD_TTL_S,
     Enqueued,
+    outcome_fields,
+    outcome_hour,
+    outcome_hours,
     too_many_pending,
 )
 from gateway.limits import RateRule
@@ -192,12 +197,29 @@ class RedisBackend(RedisBase):
         keys = [
             self._key("job", record.job_id), self._key("user", record.user_id, "pending"),
             self._waiting_key, self._key("events", record.platform),
+            self._key("outcomes", outcome_hour(time.time())),
         ]
         args: list[bytes | str | int] = [
-            record.job_id, record.to_json(), event_to_json(event), RECORD_TTL_S, EVENTS_MAX
+            record.job_id, record.to_json(), event_to_json(event), RECORD_TTL_S, EVENTS_MAX, OUTCOME_TTL_S,
+            *outcome_fields(event),
         ]
         first = await self._retry(lambda: self._scripts["FINISH"](keys=keys, args=args), "finish")
         return bool(first)
+
+    async def outcomes(self, now: float | None = None) -> dict[str, int]:
+        hours = outcome_hours(time.time() if now is None else now)
+
+        async def op() -> list[dict[bytes, bytes]]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for hour in hours:
+                    pipe.hgetall(self._key("outcomes", hour))
+                return list(await pipe.execute())
+
+        total: dict[str, int] = {}
+        for counters in await self._retry(op, "outcomes"):
+            for name, count in counters.items():
+                total[text(name)] = total.get(text(name), 0) + int(count)
+        return total
 
     async def publish(self, platform: str, event: JobEvent) -> None:
         stream = self._key("events", platform)

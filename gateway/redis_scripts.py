@@ -89,8 +89,8 @@ return 1
 """
 
 FINISH = """
--- KEYS: job hash, user pending set, waiting zset, platform events stream
--- ARGV: job_id, record json, event json, ttl_s, events_max
+-- KEYS: job hash, user pending set, waiting zset, platform events stream, this hour's outcome counters
+-- ARGV: job_id, record json, event json, ttl_s, events_max, counters ttl_s, counter fields...
 if redis.call('HSETNX', KEYS[1], 'done', '1') == 0 then
   return 0
 end
@@ -98,6 +98,10 @@ redis.call('HSET', KEYS[1], 'rec', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+for i = 7, #ARGV do
+  redis.call('HINCRBY', KEYS[5], ARGV[i], 1)
+end
+redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]))
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'ev', ARGV[3])
 return 1
 """

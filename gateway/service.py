@@ -59,6 +59,29 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class ServerStatus:
+    """One ComfyUI server as this process's worker sees it."""
+
+    name: str
+    healthy: bool
+    inflight: int
+    capacity: int
+    queue_remaining: int
+    down_reason: str | None
+
+
+@dataclass(frozen=True)
+class GatewayStats:
+    """What an admin asks for: the queue, the last day's outcomes (``Backend.outcomes``), the mean of
+    each workflow's recent run times, and the servers (none in a process that runs no worker)."""
+
+    depth: int
+    outcomes: dict[str, int]
+    mean_run_s: dict[str, float]
+    servers: list[ServerStatus]
+
+
+@dataclass(frozen=True)
 class QueueInfo:
     """The queue as one user sees it: ``mine`` is ``(job_id, position)``, position 0 = running."""
 
@@ -203,6 +226,26 @@ class Gateway:
     async def recent_jobs(self, user_id: str, limit: int = 10) -> list[JobRecord]:
         return await self.backend.recent(user_id, limit)
 
+    def servers(self) -> list[ServerStatus]:
+        """The ComfyUI servers of this process's worker (none without one: it would know nothing)."""
+        if self.pool is None or self.worker is None:
+            return []
+        return [
+            ServerStatus(s.name, s.healthy, s.inflight, s.capacity, s.queue_remaining,
+                         None if s.healthy else s.down_reason or None)
+            for s in self.pool.servers
+        ]
+
+    async def stats(self) -> GatewayStats:
+        """The numbers behind the admins' /stats and ``GET /v1/stats``."""
+        mean_run_s: dict[str, float] = {}
+        for name in self.registry.names():
+            recent = await self.backend.durations(name)  # fresh: the ETA cache may be 10 s old
+            if recent:
+                mean_run_s[name] = round(sum(recent) / len(recent) / 1000, 1)
+        return GatewayStats(depth=await self.backend.depth(), outcomes=await self.backend.outcomes(),
+                            mean_run_s=mean_run_s, servers=self.servers())
+
     async def mark_delivered(self, job_id: str) -> bool:
         """True exactly once per job: only the caller that gets True sends the result to the chat."""
         return await self.backend.mark_delivered(job_id)
@@ -222,4 +265,4 @@ class Gateway:
         return self.store.path(ref)
 
 
-__all__ = ["Accepted", "Gateway", "QueueInfo", "Refused"]
+__all__ = ["Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +16,17 @@ from gateway.backend import Backend
 from gateway.errors import LimitExceeded
 from gateway.limits import RateRule
 from gateway.memory import MemoryBackend
-from gateway.models import Cancelled, FailureCode, JobEvent, JobRequest, JobState, Progress, Queued, Succeeded
+from gateway.models import (
+    Cancelled,
+    Failed,
+    FailureCode,
+    JobEvent,
+    JobRequest,
+    JobState,
+    Progress,
+    Queued,
+    Succeeded,
+)
 from gateway.records import JobRecord
 from gateway.redis_backend import RedisBackend
 
@@ -230,6 +241,24 @@ class TestBackendContract:
         assert len(refused) == 17 and all(r.code is FailureCode.TOO_MANY_PENDING for r in refused)
         assert await backend.pending_count("flood") == 3
         assert await backend.enqueue(make_record(user="someone-else"), max_pending=3) is not None
+
+    async def test_outcomes_are_counted_once_per_job_for_a_day(self, backend: Backend) -> None:
+        assert await backend.outcomes() == {}
+        done = [make_record() for _ in range(4)]
+        events: list[JobEvent] = [
+            Succeeded(job_id=done[0].job_id, request_id="r", images=[], duration_ms=5),
+            Succeeded(job_id=done[1].job_id, request_id="r", images=[], duration_ms=5),
+            Failed(job_id=done[2].job_id, request_id="r", code=FailureCode.COMFY_UNREACHABLE),
+            Cancelled(job_id=done[3].job_id, request_id="r", by="u1"),
+        ]
+        for rec, event in zip(done, events, strict=True):
+            await backend.enqueue(rec)
+            assert await backend.finish(rec, event)
+            assert not await backend.finish(rec, event)  # a second finish counts nothing
+        assert await backend.outcomes() == {
+            "succeeded": 2, "failed": 1, "failed:comfy_unreachable": 1, "cancelled": 1
+        }
+        assert await backend.outcomes(now=time.time() + 25 * 3600) == {}  # a day later: gone
 
     # --- the submission rate, applied by enqueue (time is passed in, never slept) ----------------
     async def test_rate_admits_up_to_the_limit_then_refuses_with_retry_after(self, backend: Backend) -> None:

@@ -89,3 +89,21 @@ async def test_cancel(api, session) -> None:
         assert (await resp.json())["cancelled"] is True
     ended = await h.log.terminal(job_id)
     assert isinstance(ended, Cancelled) and ended.by == "http-api"
+
+
+async def test_stats_count_the_day_and_name_the_servers(api, session) -> None:
+    h, url = api
+    job = {"user_id": "s", "chat_id": "-", "workflow": "txt2img", "params": {"prompt": "a cat", "steps": 3}}
+    async with session.post(f"{url}/v1/jobs", json=job, headers=auth()) as resp:
+        job_id = (await resp.json())["job_id"]
+    assert isinstance(await h.log.terminal(job_id), Succeeded)
+    h.fakes[0].fail_node("KSampler", times=1)
+    async with session.post(f"{url}/v1/jobs", json=job, headers=auth()) as resp:
+        failing = (await resp.json())["job_id"]
+    await h.log.terminal(failing)
+    async with session.get(f"{url}/v1/stats", headers=auth()) as resp:
+        assert resp.status == 200
+        stats = await resp.json()
+    assert stats["outcomes"] == {"succeeded": 1, "failed": 1, "failed:comfy_execution_error": 1}
+    assert stats["depth"] == 0 and stats["mean_run_s"]["txt2img"] >= 0
+    assert [(s["name"], s["healthy"], s["capacity"]) for s in stats["servers"]] == [("comfy0", True, 2)]
