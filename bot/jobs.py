@@ -1,6 +1,6 @@
-"""Job helpers every chat front end shares: the prompt of a request, the localized answer to a refusal,
-the workflow behind the ⬆️ button, the /history and /stats answers. Front ends differ in how they send;
-what they say is decided here."""
+"""Helpers every chat front end shares: who may use the bot, the prompt of a request, the localized answer
+to a refusal, the workflow behind the ⬆️ button, the /workflows, /history and /stats answers. Front ends
+differ in how they send; what they say is decided here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from bot.render import Renderer, format_duration, truncate
 from comfy.workflows import Workflow, WorkflowRegistry
+from gateway.errors import AccessDenied
 from gateway.models import FailureCode, JobRequest, JobState, short_id
 from gateway.records import JobRecord
 from gateway.service import Gateway, Refused
@@ -18,12 +19,15 @@ __all__ = [
     "FrontEnd",
     "History",
     "info_text",
+    "may_use",
     "param_bounds",
     "prompt_of",
     "refusal_text",
     "stats_text",
     "upscale_workflow",
     "user_history",
+    "workflow_description",
+    "workflows_text",
 ]
 
 _INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
@@ -53,6 +57,44 @@ class FrontEnd(Protocol):
 
     @property
     def gateway(self) -> Gateway: ...
+
+
+def may_use(ctx: FrontEnd, user_id: int | str, chat_id: int | str | None) -> bool:
+    """The gateway's access policy lets this user use the bot in this chat (it logs ``access_denied``
+    if not). Asked before every command and button, on every platform."""
+    try:
+        ctx.gateway.access.check(user_id, chat_id)
+    except AccessDenied:
+        return False
+    return True
+
+
+def workflow_description(ctx: FrontEnd, locale: str, wf: Workflow) -> str:
+    """What ``wf`` does in the user's language: the catalogue's ``wf.<name>``, else the manifest's own
+    (English) description — an operator's extra workflow has no catalogue entry — else its kind."""
+    key = f"wf.{wf.name}"
+    if ctx.renderer.i18n.has(locale, key):
+        return ctx.renderer.t(locale, key)
+    return wf.description or wf.kind
+
+
+def workflows_text(
+    ctx: FrontEnd, locale: str, current: str | None, *, header: str = "workflows.header"
+) -> str:
+    """The /workflows answer: ``header``, then ``• name — description`` per workflow, the user's default
+    (``current``) marked. Each platform has its own header: they say differently how to pick one."""
+    if not len(ctx.registry):
+        return ctx.renderer.t(locale, "workflows.empty")
+    lines = [ctx.renderer.t(locale, header)]
+    for name in ctx.registry.names():
+        wf = ctx.registry.get(name)
+        line = ctx.renderer.t(
+            locale, "workflows.line", name=name, description=workflow_description(ctx, locale, wf)
+        )
+        if name == current:
+            line += " " + ctx.renderer.t(locale, "workflows.default_mark")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:

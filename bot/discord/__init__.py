@@ -10,7 +10,8 @@ What the startup module uses::
 Layout: ``app`` (DiscordFrontend), ``client`` (ComfyBot, the Cogs' home), ``cogs/`` (generate, jobs,
 settings, help, buttons), ``events`` (gateway events → job messages), ``messages`` (the throttled job message
 and its 15-minute-token continuation), ``views`` (persistent JobButton), ``jobs`` (submit + refusals),
-``images`` (attachments), ``translator`` (command descriptions from the PO catalogues).
+``access`` (the access policy before every command and button), ``images`` (attachments), ``translator``
+(command descriptions from the PO catalogues).
 """
 
 import warnings

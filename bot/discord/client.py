@@ -1,4 +1,10 @@
-"""``ComfyBot``: the discord.py client with its app-command tree and the feature Cogs."""
+"""``ComfyBot``: the discord.py client with its app-command tree and the feature Cogs.
+
+Every message it sends or edits pings no one: prompts are user text and are repeated in public job
+messages, so ``@everyone``, ``@here``, ``<@id>`` or ``<@&id>`` in a prompt must stay plain text.
+discord.py applies the client's ``allowed_mentions`` to channel sends and edits, interaction responses,
+followups and edits of the original response alike.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot.discord.access import GuardedTree
 from bot.discord.cogs.buttons import ButtonsCog
 from bot.discord.cogs.generate import GenerateCog
 from bot.discord.cogs.help import HelpCog
@@ -23,12 +30,16 @@ log = get_logger("discord")
 
 
 class ComfyBot(commands.Bot):
-    """Slash commands only (no message content intent); Cogs get their dependencies in the constructor."""
+    """Slash commands only (no message content intent); Cogs get their dependencies in the constructor.
+    The access policy is checked before every command (:class:`GuardedTree`) and button."""
 
     def __init__(self, ctx: DiscordContext, **options: Any) -> None:
         options.setdefault("intents", discord.Intents.none())
         options.setdefault("guild_ready_timeout", 0.1)
-        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
+        options["allowed_mentions"] = discord.AllowedMentions.none()  # not an option: see the module doc
+        super().__init__(
+            command_prefix=commands.when_mentioned, help_command=None, tree_cls=GuardedTree, **options
+        )
         self.ctx = ctx
 
     async def setup_hook(self) -> None:

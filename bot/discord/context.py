@@ -17,6 +17,7 @@ import discord
 import structlog
 
 from bot.i18n import I18n
+from bot.jobs import may_use
 from bot.render import Renderer
 from comfy.workflows import WorkflowRegistry
 from comfybot.logs import get_logger
@@ -113,6 +114,11 @@ class DiscordContext:
     def role_of(self, user_id: int | str) -> Role:
         """The gateway's access policy decides who is an admin (the same ``admins`` on every platform)."""
         return self.gateway.access.role_of(user_id)
+
+    def allowed(self, user_id: int | str, channel_id: int | str | None) -> bool:
+        """The same policy, asked as Telegram asks it: banned users, and strangers in allowlist mode, are
+        refused (it logs ``access_denied``). The channel is the ``chat_id`` of the user's jobs."""
+        return may_use(self, user_id, channel_id)
 
     def locale_of(self, interaction: discord.Interaction[Any]) -> str:
         """``ru`` → ru, ``ko`` → ko, ``zh-TW`` → zh_Hant, anything else → en (the user's client language)."""

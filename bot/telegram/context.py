@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.i18n import I18n
+from bot.jobs import may_use
 from bot.render import Renderer
 from bot.telegram.sender import TelegramSender
 from comfy.workflows import WorkflowRegistry
-from gateway.errors import AccessDenied
 from gateway.models import Role
 from gateway.service import Gateway
 
@@ -143,11 +143,7 @@ class BotContext:
 
     def allowed(self, user_id: int | str, chat_id: int | str | None) -> bool:
         """The gateway's policy says this user may use the bot here (it logs ``access_denied`` if not)."""
-        try:
-            self.gateway.access.check(user_id, chat_id)
-        except AccessDenied:
-            return False
-        return True
+        return may_use(self, user_id, chat_id)
 
     def should_notify_rate_limit(self, user_id: str) -> bool:
         now = self.clock()

@@ -12,7 +12,8 @@ Content-Type exactly ``application/json`` (discord.py decodes nothing else).
 What tests get:
 
 * a message store (``fake.messages``: content, embeds, components, attachments with bytes, flags, the
-  interaction that made it, the edit history) and a call log (``fake.calls``);
+  interaction that made it, the edit history, the ``allowed_mentions`` sent and the mentions that would
+  have pinged someone: ``pings``) and a call log (``fake.calls``);
 * simulated users: ``slash(user, channel, "generate", {...}, attachments=[...])``, ``autocomplete(...)``,
   ``click(user, message_id, custom_id)``; each returns the :class:`FakeInteraction` whose callback and
   original message a test can inspect; ``wait_for(predicate)`` waits on any change;
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -66,6 +68,29 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return _json({"message": message, "code": code}, status)
 
 
+_MENTION_RE = re.compile(r"@(everyone|here)\b|<@!?(\d+)>|<@&(\d+)>")
+
+
+def would_ping(content: str, allowed_mentions: JSON | None) -> list[str]:
+    """Who Discord would notify for ``content`` sent with ``allowed_mentions``: ``@everyone``/``@here``,
+    ``user:<id>``, ``role:<id>``. Without ``allowed_mentions`` Discord parses every kind from the content;
+    with it, only the kinds in ``parse`` and the ids listed in ``users``/``roles`` (``@here`` counts as
+    ``everyone``)."""
+    allowed = allowed_mentions or {}
+    parse = {"everyone", "users", "roles"} if allowed_mentions is None else set(allowed.get("parse") or [])
+    users = {str(u) for u in allowed.get("users") or []}
+    roles = {str(r) for r in allowed.get("roles") or []}
+    out = []
+    for m in _MENTION_RE.finditer(content):
+        if m[1] and "everyone" in parse:
+            out.append("@" + m[1])
+        elif m[2] and ("users" in parse or m[2] in users):
+            out.append(f"user:{m[2]}")
+        elif m[3] and ("roles" in parse or m[3] in roles):
+            out.append(f"role:{m[3]}")
+    return out
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}000+00:00"
 
@@ -80,7 +105,11 @@ class StoredFile:
 
 @dataclass
 class StoredMessage:
-    """A message as the fake holds it. ``history`` has a snapshot (content, components, files) per edit."""
+    """A message as the fake holds it. ``history`` has a snapshot (content, components, files) per edit.
+
+    ``pings`` collects what every create or edit carrying content would have notified (see
+    :func:`would_ping`). Discord notifies on an edit only when it fills a deferred ("thinking") response;
+    counting every edit is stricter, so "no pings" here means none on Discord."""
 
     id: int
     channel_id: int
@@ -95,6 +124,8 @@ class StoredMessage:
     deleted: bool = False
     created_at: float = 0.0
     history: list[JSON] = field(default_factory=list)
+    allowed_mentions: JSON | None = None  # as last sent with content (None: never sent)
+    pings: list[str] = field(default_factory=list)
 
     @property
     def custom_ids(self) -> list[str]:
@@ -118,6 +149,7 @@ class StoredMessage:
             "custom_ids": self.custom_ids,
             "files": [f.filename for f in self.attachments],
             "flags": self.flags,
+            "allowed_mentions": self.allowed_mentions,
         }
 
 
@@ -639,6 +671,8 @@ class FakeDiscord:
     def _apply(self, msg: StoredMessage, payload: JSON, files: list[tuple[str, bytes, str | None]]) -> None:
         if "content" in payload:
             msg.content = payload["content"] or ""
+            msg.allowed_mentions = payload.get("allowed_mentions")
+            msg.pings.extend(would_ping(msg.content, msg.allowed_mentions))
         if "embeds" in payload:
             msg.embeds = payload["embeds"] or []
         if "components" in payload:

@@ -1,7 +1,8 @@
 """Buttons under job messages: ✖️ Cancel, 🔁 Reroll, 🎲 Variations, ⬆️ Upscale, ℹ️ Info.
 
 The buttons are :class:`~bot.discord.views.JobButton` dynamic items, registered when this Cog loads, so
-they work on messages sent before a restart. Reroll, Variations and Upscale answer with
+they work on messages sent before a restart. A user the access policy refuses gets its refusal
+(:func:`~bot.discord.access.admit`), as for commands. Reroll, Variations and Upscale answer with
 ``defer(thinking=True)``: the new job's message is the button interaction's own response.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot.discord.access import admit
 from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.jobs import submit_job
@@ -43,6 +45,8 @@ class ButtonsCog(commands.Cog):
         self, interaction: discord.Interaction[Any], action: JobAction, job_id: str, idx: int = 0
     ) -> None:
         request = begin_request(self.ctx, interaction, button=action.name.lower())
+        if not await admit(self.ctx, interaction):  # buttons bypass the command tree's check
+            return
         log.info("button_pressed", action=action.name.lower(), job_id=job_id, idx=idx)
         try:
             await self._handle(interaction, request, action, job_id, idx)

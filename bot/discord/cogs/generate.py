@@ -14,6 +14,7 @@ from bot.discord.context import DiscordContext, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.images import fetch_image
 from bot.discord.jobs import reply_error, submit_job
+from bot.jobs import workflow_description
 from bot.parsing import normalize_aspect
 from comfybot.logs import get_logger
 from gateway.models import ImageRef
@@ -126,11 +127,13 @@ class GenerateCog(commands.Cog):
         self, interaction: discord.Interaction[Any], current: str
     ) -> list[app_commands.Choice[str]]:
         needle = current.strip().lower()
+        locale = self.ctx.locale_of(interaction)
         out = []
         for wf in self.ctx.registry:
-            if needle and needle not in wf.name and needle not in wf.description.lower():
+            about = workflow_description(self.ctx, locale, wf)  # what /workflows says of it
+            if needle and not any(needle in text.lower() for text in (wf.name, about, wf.description)):
                 continue
-            label = f"{wf.name} — {wf.description}" if wf.description else wf.name
+            label = f"{wf.name} — {about}" if about else wf.name
             out.append(app_commands.Choice(name=label[:100], value=wf.name))
         return out[:MAX_CHOICES]
 

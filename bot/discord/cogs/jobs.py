@@ -1,5 +1,6 @@
 """``/workflows``, ``/cancel``, ``/queue``, ``/history`` and the admins' ``/stats``: short ephemeral
-answers about workflows and the user's jobs. /history and /stats say what Telegram's say (``bot.jobs``)."""
+answers about workflows and the user's jobs. /workflows, /history and /stats say what Telegram's say
+(``bot.jobs``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from discord.ext import commands
 from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.views import reroll_view
-from bot.jobs import stats_text, user_history
+from bot.jobs import stats_text, user_history, workflows_text
 from comfybot.logs import get_logger
 from gateway.models import JobState, Role
 
@@ -46,17 +47,10 @@ class JobsCog(commands.Cog):
     async def workflows(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="workflows")
         log.info("command_received", command="workflows")
-        locale, ctx = request.locale, self.ctx
-        if not len(ctx.registry):
-            await self._answer(interaction, request, ctx.t(locale, "workflows.empty"))
-            return
-        lines = [ctx.t(locale, "discord.workflows_header")]
-        for wf in ctx.registry:
-            line = ctx.t(locale, "workflows.line", name=wf.name, description=wf.description or wf.kind)
-            if wf.name == ctx.default_workflow:
-                line += " " + ctx.t(locale, "workflows.default_mark")
-            lines.append(line)
-        await self._answer(interaction, request, "\n".join(lines))
+        saved = (await self.ctx.user_defaults(interaction.user.id)).get("workflow")
+        current = saved if saved in self.ctx.registry else self.ctx.default_workflow
+        text = workflows_text(self.ctx, request.locale, current, header="discord.workflows_header")
+        await self._answer(interaction, request, text, kind="workflows")
 
     @app_commands.command(name="cancel", description=_("Cancel your latest job", key="cmd.cancel"))
     async def cancel(self, interaction: discord.Interaction[Any]) -> None:

@@ -9,6 +9,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandStart
 from aiogram.types import CallbackQuery, Message
 
+from bot.jobs import workflows_text
 from bot.telegram.callbacks import LangCb
 from bot.telegram.context import BotContext
 from bot.telegram.filters import Addressed
@@ -17,7 +18,7 @@ from bot.telegram.keyboards import language_keyboard
 from bot.telegram.replies import reply_text
 from comfybot.logs import get_logger
 
-__all__ = ["answer_callback", "make_router", "workflows_text"]
+__all__ = ["answer_callback", "make_router"]
 
 log = get_logger("telegram")
 
@@ -38,21 +39,6 @@ async def start(message: Message, ctx: BotContext, locale: str, received_at: flo
 async def help_(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     log.info("command_received", command="help", chat_id=message.chat.id)
     await reply_text(ctx, message, ctx.t(locale, "help.text"), kind="help", received_at=received_at)
-
-
-def workflows_text(ctx: BotContext, locale: str, current: str | None) -> str:
-    if not len(ctx.registry):
-        return ctx.t(locale, "workflows.empty")
-    lines = [ctx.t(locale, "workflows.header")]
-    for name in ctx.registry.names():
-        wf = ctx.registry.get(name)
-        key = f"wf.{name}"
-        description = ctx.t(locale, key) if ctx.i18n.has(locale, key) else wf.description
-        line = ctx.t(locale, "workflows.line", name=name, description=description)
-        if name == current:
-            line += " " + ctx.t(locale, "workflows.default_mark")
-        lines.append(line)
-    return "\n".join(lines)
 
 
 async def workflows(

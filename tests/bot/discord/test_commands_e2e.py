@@ -24,6 +24,31 @@ async def test_workflows_lists_the_registry(bench: DBench) -> None:
         assert f"• {name} — " in answer.content
 
 
+async def test_workflows_descriptions_are_in_the_users_language(bench: DBench) -> None:
+    """/workflows said each manifest's English description where Telegram said the catalogue's
+    ``wf.<name>``; both now ask ``bot.jobs.workflow_description``, and the mark follows /settings."""
+    t = bench.frontend.ctx.t
+    mark = t("ko", "workflows.default_mark")
+    answer = await bench.original(await bench.fake.slash(USER, CHANNEL, "workflows", locale="ko"))
+    lines = answer.content.splitlines()
+    assert lines[0] == t("ko", "discord.workflows_header")
+    for name in bench.registry.names():
+        line = t("ko", "workflows.line", name=name, description=t("ko", f"wf.{name}"))
+        assert (line + " " + mark if name == "txt2img" else line) in lines
+        english = bench.registry.get(name).description
+        assert english and english not in answer.content
+    await bench.original(await bench.fake.slash(USER, CHANNEL, "settings", {"workflow": "hires"}))
+    again = await bench.original(await bench.fake.slash(USER, CHANNEL, "workflows", locale="ko"))
+    marked = [line for line in again.content.splitlines() if line.endswith(mark)]
+    assert marked == [t("ko", "workflows.line", name="hires", description=t("ko", "wf.hires")) + " " + mark]
+    # /generate's workflow picker describes them the same way.
+    typed = {"prompt": "x", "workflow": ""}
+    choices = await bench.fake.autocomplete(USER, CHANNEL, "generate", typed, "workflow", locale="ko")
+    assert {c["value"]: c["name"] for c in choices} == {
+        name: f"{name} — {t('ko', f'wf.{name}')}"[:100] for name in bench.registry.names()
+    }
+
+
 async def test_queue_and_cancel(
     tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

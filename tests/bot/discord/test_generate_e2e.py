@@ -1,13 +1,20 @@
-"""/generate end to end: deferred, queued → progress edits → result with files and persistent buttons."""
+"""/generate end to end: deferred, queued → progress edits → result with files and persistent buttons; a
+prompt's mentions ping no one."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
+import pytest
 from PIL import Image
 
+from bot.discord.context import DiscordOptions
+from comfy.workflows import WorkflowRegistry
 from tests.bot.conftest import png
-from tests.bot.discord.conftest import CHANNEL, USER, DBench
+from tests.bot.discord.conftest import CHANNEL, USER, DBench, dbench
+from tests.fakes.discord import Call, would_ping
 
 
 async def test_generate_defers_edits_in_place_and_delivers_result_with_buttons(bench: DBench) -> None:
@@ -94,3 +101,39 @@ async def test_command_descriptions_are_localized(bench: DBench) -> None:
     }
     steps = next(o for o in generate["options"] if o["name"] == "steps")
     assert steps["description_localizations"]["ru"] == t("ru", "discord.opt.steps")
+
+
+def _message_body(call: Call) -> dict[str, Any] | None:
+    """The message a REST call sends or edits (an interaction callback nests it in ``data``)."""
+    body = call.payload if isinstance(call.payload, dict) else {}
+    if call.kind == "callback":
+        body = body.get("data") or {}
+    return body if "content" in body else None
+
+
+async def test_prompt_mentions_ping_no_one(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job message repeats the prompt in public: its @everyone, @here, role and user mentions must stay
+    text — on the interaction's original response, on the channel message a long job moves to, on
+    followups and on ephemeral answers alike."""
+    prompt = "@everyone look <@&123> and <@42>, @here"
+    assert would_ping(prompt, None) == ["@everyone", "role:123", "user:42", "@here"]  # Discord's default
+    # A token that "expires" mid-job: the job continues on a channel message (sent, then edited).
+    options = DiscordOptions(token_ttl_s=0.6, edit_interval_s=0.2)
+    async with dbench(
+        tmp_path, registry, monkeypatch, options=options, comfy_options={"step_delay_s": 0.05}
+    ) as b:
+        inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt, "steps": 40})
+        result = await b.result()
+        original = b.fake.original(inter)
+        assert original is not None and original.id != result.id
+        assert any(prompt in h["content"] for h in original.history)  # the prompt was shown on both
+        assert prompt in result.content
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt, "steps": 0})  # refused: followup
+        await b.ephemeral(b.frontend.ctx.t("en", "field.steps"))
+        await b.original(await b.fake.slash(USER, CHANNEL, "help"))  # an immediate ephemeral answer
+        sent = [(c.kind, body) for c in b.fake.calls if (body := _message_body(c)) is not None]
+        assert {"callback", "edit", "followup", "channel_send", "channel_edit"} <= {k for k, _ in sent}
+        assert [k for k, body in sent if body.get("allowed_mentions") != {"parse": []}] == []
+        assert [m.pings for m in b.fake.messages.values() if m.pings] == []
