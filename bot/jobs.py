@@ -203,11 +203,24 @@ async def user_history(ctx: FrontEnd, locale: str, user_id: str) -> History:
     return History("\n".join(lines), rerolls)
 
 
-async def stats_text(ctx: FrontEnd, locale: str, user_id: str) -> str:
-    """The admins' /stats: jobs waiting, the admin's own recent jobs (up to 50), workflows installed.
-    The caller checks that ``user_id`` is an admin."""
-    info = await ctx.gateway.queue_info(user_id)
-    recent = await ctx.gateway.recent_jobs(user_id, 50)
-    return ctx.renderer.t(
-        locale, "stats.text", depth=info.depth, recent=len(recent), workflows=len(ctx.registry)
+async def stats_text(ctx: FrontEnd, locale: str) -> str:
+    """The admins' /stats (``Gateway.stats``): the queue, the last 24 hours' outcomes and failure codes,
+    the mean run time per workflow, and this process's ComfyUI servers. The caller checks the admin."""
+    stats = await ctx.gateway.stats()
+    t = ctx.renderer.t
+    count = stats.outcomes.get
+    runs = ", ".join(t(locale, "stats.run", name=name, seconds=f"{secs:g}")
+                     for name, secs in stats.mean_run_s.items())
+    servers = "\n".join(
+        t(locale, "stats.server_up", name=s.name, inflight=s.inflight, capacity=s.capacity) if s.healthy
+        else t(locale, "stats.server_down", name=s.name, reason=s.down_reason or "?")
+        for s in stats.servers
     )
+    text = t(locale, "stats.text", depth=stats.depth, succeeded=count("succeeded", 0),
+             failed=count("failed", 0), cancelled=count("cancelled", 0), timed_out=count("timed_out", 0),
+             runs=runs or t(locale, "stats.no_runs"), servers=servers or t(locale, "stats.no_servers"))
+    codes = sorted(((n, k.split(":", 1)[1]) for k, n in stats.outcomes.items() if k.startswith("failed:")),
+                   reverse=True)
+    if codes:
+        text += "\n" + t(locale, "stats.failures", codes=", ".join(f"{code} × {n}" for n, code in codes))
+    return text

@@ -70,8 +70,16 @@ async def test_stats_is_for_admins(data_dir: Path, registry: WorkflowRegistry) -
     async with bench(data_dir, registry, access=AccessPolicy(admins=[USER])) as b:
         b.fake.send_text(USER + 1, USER + 1, "/stats")
         await b.text_reply(USER + 1, "admins only")
+        b.fake.send_text(USER, CHAT, "/generate a counted cat --steps 4")
+        await b.result(CHAT)
+        b.comfy.fail_node("KSampler", times=1)
+        b.fake.send_text(USER, CHAT, "/generate a failing cat --steps 4")
+        await b.text_reply(CHAT, "Something failed while drawing")
         b.fake.send_text(USER, CHAT, "/stats")
-        await b.text_reply(CHAT, "Statistics")
+        stats = await b.text_reply(CHAT, "Statistics")
+        assert stats.text is not None and "Last 24 hours: ✅ 1 done · ❌ 1 failed" in stats.text
+        assert "Average run time: txt2img " in stats.text and "🟢" in stats.text
+        assert stats.text.endswith("Failures: comfy_execution_error × 1")
 
 
 async def test_allowlist_and_banned_get_a_short_answer(data_dir: Path, registry: WorkflowRegistry) -> None:

@@ -114,7 +114,7 @@ class JobsCog(commands.Cog):
                 interaction, request, self.ctx.t(request.locale, "error.admin_only"), kind="denied"
             )
             return
-        text = await stats_text(self.ctx, request.locale, user_id)
+        text = await stats_text(self.ctx, request.locale)
         await self._answer(interaction, request, text, kind="stats")
 
     async def cog_app_command_error(

@@ -93,7 +93,7 @@ async def stats(message: Message, ctx: BotContext, locale: str, received_at: flo
             ctx, message, ctx.t(locale, "error.admin_only"), kind="denied", received_at=received_at
         )
         return
-    text = await stats_text(ctx, locale, str(message.from_user.id))
+    text = await stats_text(ctx, locale)
     await reply_text(ctx, message, text, kind="stats", received_at=received_at)
 
 

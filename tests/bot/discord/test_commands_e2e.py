@@ -3,6 +3,7 @@ its request_id."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,12 @@ async def test_stats_is_for_admins(
         await b.result()
         stats = await b.original(await b.fake.slash(USER, CHANNEL, "stats", locale="zh-TW"))
         assert stats.ephemeral
-        assert stats.content == t("zh_Hant", "stats.text", depth=0, recent=1, workflows=len(registry))
+        lines = stats.content.splitlines()
+        assert lines[1:3] == ["等待中的工作：0", "過去 24 小時：✅ 完成 1 · ❌ 失敗 0 · ⏹ 取消 0 · ⏱ 逾時 0"]
+        assert re.fullmatch(r"平均執行時間：txt2img [\d.]+ 秒", lines[3])
+        server = b.frontend.ctx.gateway.servers()[0]
+        up = t("zh_Hant", "stats.server_up", name=server.name, inflight=0, capacity=server.capacity)
+        assert lines[-1] == up
         shown = await b.original(await b.fake.slash(USER, CHANNEL, "help"))
         assert f"/stats — {t('en', 'cmd.stats')}" in shown.content.splitlines()
 
