@@ -72,16 +72,27 @@ class AccessPolicy:
         return Role.USER
 
     def check(self, user_id: str | int, chat_id: str | int | None = None) -> Role:
-        """Return the user's role, or raise :class:`~gateway.errors.AccessDenied`."""
+        """The user's role; else ``access_denied`` is logged and :class:`~gateway.errors.AccessDenied`
+        raised."""
         uid, cid = str(user_id), None if chat_id is None else str(chat_id)
+        reason = self._refusal(uid, cid)
+        if reason is not None:
+            raise self._deny(reason, uid, cid)
+        return self.role_of(uid)
+
+    def permits(self, user_id: str | int, chat_id: str | int | None = None) -> bool:
+        """:meth:`check` without the log line, for what a user does many times a second (autocomplete)."""
+        return self._refusal(str(user_id), None if chat_id is None else str(chat_id)) is None
+
+    def _refusal(self, uid: str, cid: str | None) -> str | None:
         role = self.role_of(uid)
         if role is Role.BANNED:
-            raise self._deny("banned", uid, cid)
+            return "banned"
         if self.mode == "allowlist" and not (
             role is Role.ADMIN or uid in self.allowed_users or (cid is not None and cid in self.allowed_chats)
         ):
-            raise self._deny("not_allowlisted", uid, cid)
-        return role
+            return "not_allowlisted"
+        return None
 
     def require_admin(self, user_id: str | int) -> None:
         """Raise :class:`~gateway.errors.AccessDenied` unless ``user_id`` is an admin."""

@@ -9,6 +9,7 @@ ephemeral; the policy logs ``access_denied``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -31,15 +32,19 @@ async def admit(ctx: DiscordContext, interaction: discord.Interaction[Any]) -> b
     Otherwise the interaction is answered — an ephemeral refusal, or no choices for autocomplete — and
     False is returned. The caller has bound the request's log context (:func:`begin_request`).
     """
+    if interaction.type is discord.InteractionType.autocomplete:
+        # Asked on every keystroke: refused quietly (the command itself, if sent, logs the refusal).
+        if ctx.gateway.access.permits(interaction.user.id, interaction.channel_id):
+            return True
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.response.autocomplete([])
+        return False
     if ctx.allowed(interaction.user.id, interaction.channel_id):
         return True
     try:
-        if interaction.type is discord.InteractionType.autocomplete:
-            await interaction.response.autocomplete([])
-        else:
-            text = ctx.t(ctx.locale_of(interaction), "error.access_denied")
-            await interaction.response.send_message(text, ephemeral=True)
-            log.info("response_sent", kind="denied", bytes=len(text.encode()))
+        text = ctx.t(ctx.locale_of(interaction), "error.access_denied")
+        await interaction.response.send_message(text, ephemeral=True)
+        log.info("response_sent", kind="denied", bytes=len(text.encode()))
     except discord.HTTPException as exc:  # late or already answered: the refusal stands anyway
         log.warning("denied_reply_failed", code=exc.code)
     return False

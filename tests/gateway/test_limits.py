@@ -65,6 +65,20 @@ def test_role_of_and_require_admin() -> None:
         policy.require_admin("8")
 
 
+def test_permits_decides_as_check_does_without_logging() -> None:
+    policy = AccessPolicy(
+        "allowlist", allowed_users=["10"], allowed_chats=["-100"], admins=["1"], banned=["7"]
+    )
+    cases = [("10", "dm"), ("1", "x"), ("999", "-100"), ("999", "dm"), ("7", "-100"), ("7", None)]
+    with capture_logs() as logs:
+        decisions = [policy.permits(uid, cid) for uid, cid in cases]
+    assert decisions == [True, True, True, False, False, False] and logs == []
+    for (uid, cid), allowed in zip(cases, decisions, strict=True):
+        if not allowed:
+            with pytest.raises(AccessDenied):
+                policy.check(uid, cid)
+
+
 def test_bad_access_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="allowlist"):
         AccessPolicy("closed")  # type: ignore[arg-type]

@@ -46,7 +46,10 @@ async def test_banned_user_is_refused_every_command(
             await _refused(b, await b.fake.slash(OTHER, CHANNEL, name, options, locale="ko"), "ko")
         assert not await b.gateway.settings.get(user_key(OTHER))  # /settings saved nothing
         typed = {"prompt": "x", "workflow": ""}
-        assert await b.fake.autocomplete(OTHER, CHANNEL, "generate", typed, "workflow") == []
+        with capture_logs() as keystrokes:
+            assert await b.fake.autocomplete(OTHER, CHANNEL, "generate", typed, "workflow") == []
+        assert not [e for e in keystrokes if e["event"] == "access_denied"]  # refused quietly, per keystroke
+        assert await b.fake.autocomplete(USER, CHANNEL, "generate", typed, "workflow")  # others get choices
         served = await b.original(await b.fake.slash(USER, CHANNEL, "help"))
         assert served.content.startswith(b.frontend.ctx.t("en", "discord.help"))
         assert not b.comfy.received_prompts
