@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from comfy.workflow_params import IntParam
 from comfy.workflows import WorkflowRegistry
 from tests.bot.conftest import bench
 
@@ -26,7 +27,9 @@ async def test_unknown_workflow_lists_the_known_ones(data_dir: Path, registry: W
 
 
 async def test_steps_out_of_range_names_field_and_range(data_dir: Path, registry: WorkflowRegistry) -> None:
-    top = registry.get("txt2img").params["steps"].max  # type: ignore[attr-defined]
+    steps = registry.get("txt2img").params["steps"]
+    assert isinstance(steps, IntParam)
+    top = steps.max
     async with bench(data_dir, registry) as b:
         b.fake.send_text(USER, CHAT, "/generate a cat --steps 99999")
         reply = await b.text_reply(CHAT, "--steps")

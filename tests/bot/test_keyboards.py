@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from aiogram.filters.callback_data import CallbackData
+
 from bot.i18n import I18n
 from bot.telegram.callbacks import JobAction, JobCb, LangCb, SetCb, SettingKey, fits
 from bot.telegram.keyboards import (
@@ -33,12 +35,12 @@ def test_every_keyboard_fits_and_round_trips() -> None:
         language_keyboard(TEXTS, "en", "en"),
         language_keyboard(TEXTS, "en", "en", in_settings=True),
     ]
+    factories: dict[str, type[CallbackData]] = {"j": JobCb, "s": SetCb, "l": LangCb}
     for board in boards:
         for data in _all_data(board):
             assert 1 <= len(data.encode()) <= 64, data
             prefix = data[0]
-            factory = {"j": JobCb, "s": SetCb, "l": LangCb}[prefix]
-            assert factory.unpack(data).pack() == data
+            assert factories[prefix].unpack(data).pack() == data
 
 
 def test_album_gets_one_upscale_button_per_image() -> None:

@@ -10,11 +10,11 @@ import pytest
 from bot.telegram.sender import SenderLimits
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import Limits
-from tests.bot.conftest import bench, png
-from tests.fakes.telegram import RateLimits
+from tests.bot.conftest import Bench, bench, png
+from tests.fakes.telegram import RateLimits, StoredMessage
 
 
-def _photos(b, chat: int) -> list:
+def _photos(b: Bench, chat: int) -> list[StoredMessage]:
     return [m for m in b.fake.messages(chat, from_bot=True, include_deleted=True) if m.photo or m.document]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -25,7 +26,7 @@ def log_dir(tmp_path: Path) -> Iterator[Path]:
         reset_logging()
 
 
-def _lines(log_dir: Path) -> list[dict]:
+def _lines(log_dir: Path) -> list[dict[str, Any]]:
     return [
         orjson.loads(line) for line in (log_dir / "comfybot.log").read_text().splitlines() if line.strip()
     ]

@@ -5,17 +5,18 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import Limits
-from tests.bot.conftest import bench, jpeg, png
+from tests.bot.conftest import Bench, bench, jpeg, png
 
 USER, CHAT = 2002, 2002
 
 
-def _img2img_prompts(b) -> list[dict]:
+def _img2img_prompts(b: Bench) -> list[dict[str, Any]]:
     return [
         p
         for p in b.comfy.received_prompts

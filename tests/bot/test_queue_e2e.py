@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import Limits
+from gateway.records import JobRecord
 from tests.bot.conftest import bench
 
 
@@ -50,14 +53,14 @@ async def test_first_queued_event_repeating_the_job_message_costs_no_edit(
 
 
 async def test_unexpected_error_gets_a_polite_answer_with_request_id(
-    data_dir: Path, registry: WorkflowRegistry
+    data_dir: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with bench(data_dir, registry) as b:
 
-        async def broken(*_args: object, **_kwargs: object) -> list[object]:
+        async def broken(user_id: str, limit: int = 10) -> list[JobRecord]:
             raise RuntimeError("database on fire")
 
-        b.gateway.recent_jobs = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(b.gateway, "recent_jobs", broken)
         b.fake.send_text(9401, 9401, "/history")
         reply = await b.text_reply(9401, "Something went wrong")
         assert "Request ID" in (reply.text or "")

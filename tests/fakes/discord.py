@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yarl
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 JSON = dict[str, Any]
 
@@ -414,10 +414,10 @@ class FakeDiscord:
         ``declared_sizes`` overrides the size Discord announces (a huge file without sending its bytes)."""
         options = dict(options or {})
         resolved: dict[str, JSON] = {}
-        for opt, (filename, data, content_type) in (attachments or {}).items():
-            stored = StoredFile(next(self._ids), filename, data, content_type)
+        for opt, (filename, content, content_type) in (attachments or {}).items():
+            stored = StoredFile(next(self._ids), filename, content, content_type)
             self.files[stored.id] = stored
-            size = (declared_sizes or {}).get(opt, len(data))
+            size = (declared_sizes or {}).get(opt, len(content))
             url = f"{self.url}/attachments/{stored.id}/{filename}"
             resolved[str(stored.id)] = {
                 "id": str(stored.id),
@@ -532,7 +532,10 @@ class FakeDiscord:
             files: list[tuple[str, bytes, str | None]] = []
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                data = await part.read()  # type: ignore[union-attr]
+                # discord.py sends a flat form (payload_json + files[n]), never a nested multipart part.
+                if not isinstance(part, BodyPartReader):
+                    raise web.HTTPBadRequest(text="nested multipart is not supported")
+                data = await part.read()
                 if part.name == "payload_json":
                     payload = json.loads(data)
                 else:

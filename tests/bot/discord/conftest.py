@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +54,12 @@ class DBench:
     async def until(self, condition: Callable[[], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
         return await self.fake.wait_for(condition, timeout)
 
-    async def logged(self, logs: list[dict[str, Any]], event: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def logged(
+        self,
+        logs: Sequence[Mapping[str, Any]],
+        event: str,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> Mapping[str, Any]:
         """The first captured log entry named ``event`` (logged after the fake's last change, so polled)."""
         async with asyncio.timeout(timeout):
             while True:

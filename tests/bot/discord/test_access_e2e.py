@@ -4,6 +4,7 @@ stranger in allowlist mode, gets the localized refusal (ephemeral) whatever they
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.contextvars import merge_contextvars
@@ -35,14 +36,15 @@ async def test_banned_user_is_refused_every_command(
         assert denied["reason"] == "banned" and denied["user_id"] == str(OTHER)
         assert denied["platform"] == "discord" and denied["request_id"]
         assert not [e for e in logs if e["event"] == "command_received"]
-        for name, options in [
+        commands: list[tuple[str, dict[str, Any]]] = [
             ("workflows", {}),
             ("queue", {}),
             ("history", {}),
             ("cancel", {}),
             ("settings", {"workflow": "img2img"}),
             ("generate", {"prompt": "a cat", "steps": 4}),
-        ]:
+        ]
+        for name, options in commands:
             await _refused(b, await b.fake.slash(OTHER, CHANNEL, name, options, locale="ko"), "ko")
         assert not await b.gateway.settings.get(user_key(OTHER))  # /settings saved nothing
         typed = {"prompt": "x", "workflow": ""}

@@ -9,9 +9,10 @@ import pytest
 
 from comfy.workflows import WorkflowRegistry
 from tests.bot.discord.conftest import CHANNEL, OTHER, USER, DBench, dbench
+from tests.fakes.discord import StoredMessage
 
 
-def _button(msg, action: str) -> str:  # type: ignore[no-untyped-def]
+def _button(msg: StoredMessage, action: str) -> str:
     return next(c for c in msg.custom_ids if c.startswith(f"comfybot:{action}:"))
 
 
@@ -21,7 +22,9 @@ async def test_reroll_makes_a_new_job_message_with_a_new_seed(bench: DBench) -> 
     click = await bench.fake.click(OTHER, first.id, _button(first, "r"))
     second = await bench.result(count=2)
     assert click.callback is not None and click.callback["type"] == 5  # thinking: the new job's message
-    assert second.id == bench.fake.original(click).id != first.id
+    original = bench.fake.original(click)
+    assert original is not None
+    assert second.id == original.id != first.id
     assert "a red fox" in second.content and "🌱 7 " in first.content and "🌱 7 " not in second.content
     jobs = [p for p in bench.comfy.received_prompts]
     assert len(jobs) == 2
@@ -36,7 +39,9 @@ async def test_info_and_upscale(bench: DBench) -> None:
     assert "steps=4" in answer.content and "cfg=7 " in answer.content, "whole numbers without '.0'"
     up = await bench.fake.click(USER, first.id, _button(first, "u"))
     upscaled = await bench.result(count=2)
-    assert upscaled.id == bench.fake.original(up).id
+    original = bench.fake.original(up)
+    assert original is not None
+    assert upscaled.id == original.id
     # No upscale of an upscale, and no Reroll/Variations: the upscale workflow has no seed.
     assert [c.split(":")[1] for c in upscaled.custom_ids] == ["i"]
     assert len(bench.comfy.uploads) == 1  # the first result went to ComfyUI as the upscale's input
@@ -86,7 +91,9 @@ async def test_buttons_work_after_the_bot_restarts(bench: DBench) -> None:
     assert bench.frontend.bot is not old_client and bench.fake.identified == 2
     click = await bench.fake.click(USER, first.id, _button(first, "r"))
     second = await bench.result(count=2)
-    assert second.id == bench.fake.original(click).id
+    original = bench.fake.original(click)
+    assert original is not None
+    assert second.id == original.id
     assert "a castle" in second.content
 
 
@@ -99,10 +106,11 @@ async def test_a_job_running_across_a_restart_finishes_on_a_channel_message(
         await b.until(lambda: (m := b.fake.original(inter)) and m.edits >= 1)
         await b.restart()
         result = await b.result(timeout=30)
-        assert result.interaction_id is None and result.id != b.fake.original(inter).id
+        old = b.fake.original(inter)
+        assert old is not None
+        assert result.interaction_id is None and result.id != old.id
         assert "across" in result.content and len(b.results()) == 1
         # The old message's Cancel button is still understood by the new client (job finished: refused).
-        old = b.fake.original(inter)
         cancel = next(c for c in old.custom_ids if c.startswith("comfybot:c:"))
         answer = await b.original(await b.fake.click(USER, old.id, cancel))
         assert answer.ephemeral and answer.content == b.frontend.ctx.t("en", "cancel.failed")

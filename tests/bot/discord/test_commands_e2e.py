@@ -72,7 +72,13 @@ async def test_queue_and_cancel(
         for n in (1, 0):  # the latest live job first
             cancel = await b.fake.slash(USER, CHANNEL, "cancel", locale="ru")
             assert (await b.original(cancel)).content == t("ru", "cancel.done")
-            await b.until(lambda n=n: cancelled in b.fake.original(jobs[n]).content)
+            job = b.fake.original(jobs[n])
+            assert job is not None
+
+            def shows_cancelled(job: StoredMessage = job) -> bool:
+                return cancelled in job.content
+
+            await b.until(shows_cancelled)
         again = await b.fake.slash(USER, CHANNEL, "cancel")
         assert (await b.original(again)).content == t("en", "cancel.nothing")
 
@@ -130,7 +136,9 @@ async def test_history_lists_my_jobs_and_reroll_buttons_run_them_again(bench: DB
     assert others.content == t("en", "history.empty")
     again = await bench.fake.click(USER, listing.id, listing.custom_ids[0], locale="ru")
     rerolled = await bench.result(count=3)
-    assert rerolled.id == bench.fake.original(again).id and not rerolled.ephemeral
+    original = bench.fake.original(again)
+    assert original is not None
+    assert rerolled.id == original.id and not rerolled.ephemeral
     assert "a blue bird" in rerolled.content and _job_of(rerolled) != _job_of(bird)
     assert len(bench.comfy.received_prompts) == 3
 

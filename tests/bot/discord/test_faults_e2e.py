@@ -55,7 +55,9 @@ async def test_429_is_honoured_without_duplicates(bench: DBench) -> None:
         inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "busy", "steps": 4})
         result = await bench.result()
     assert bench.fake.count_429 == 3
-    assert result.id == bench.fake.original(inter).id
+    original = bench.fake.original(inter)
+    assert original is not None
+    assert result.id == original.id
     assert len(bench.fake.channel_messages(CHANNEL)) == 1
     assert sum(1 for h in result.history if "result.png" in h["files"]) == 1  # the result was applied once
     limited = [e for e in logs if e["event"] == "discord_rate_limited"]
@@ -139,7 +141,9 @@ async def test_preview_is_shown_then_replaced_by_the_result(
     async with dbench(tmp_path, registry, monkeypatch, options=options, comfy_options=SLOW) as b:
         inter = await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "peek", "steps": 40})
         result = await b.result()
-        assert result.id == b.fake.original(inter).id
+        original = b.fake.original(inter)
+        assert original is not None
+        assert result.id == original.id
         shown = [h for h in result.history if h["files"] == ["preview.jpg"]]
         assert shown and all(any(c.startswith("comfybot:c:") for c in h["custom_ids"]) for h in shown)
         assert [f.filename for f in result.attachments] == ["result.png"]  # the preview was replaced

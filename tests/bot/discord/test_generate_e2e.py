@@ -21,7 +21,9 @@ async def test_generate_defers_edits_in_place_and_delivers_result_with_buttons(b
     inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a lighthouse at dusk", "steps": 4})
     result = await bench.result()
     assert inter.callback is not None and inter.callback["type"] == 5  # defer(thinking=True)
-    assert result.id == bench.fake.original(inter).id  # the original response, edited in place
+    original = bench.fake.original(inter)
+    assert original is not None
+    assert result.id == original.id  # the original response, edited in place
     assert len(result.attachments) == 1 and result.attachments[0].filename == "result.png"
     with Image.open(io.BytesIO(result.attachments[0].data)) as img:
         assert img.size == (512, 512)
@@ -43,7 +45,9 @@ async def test_image_attachment_runs_img2img(bench: DBench) -> None:
         attachments={"image": ("photo.png", png(64, 48), "image/png")},
     )
     result = await bench.result()
-    assert result.id == bench.fake.original(inter).id
+    original = bench.fake.original(inter)
+    assert original is not None
+    assert result.id == original.id
     assert "img2img" in result.content
     assert len(bench.comfy.uploads) == 1
     [prompt] = bench.comfy.received_prompts
