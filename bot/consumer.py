@@ -6,6 +6,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import math
+import time
 from typing import Any, Generic, Protocol, TypeVar
 
 from comfybot.logs import bound, get_logger
@@ -53,6 +55,7 @@ class TrackerBase(abc.ABC):
         self.job_id = job_id
         self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.last_preview_at = -math.inf
 
     @abc.abstractmethod
     async def _load(self, first: JobEvent) -> bool:
@@ -60,6 +63,18 @@ class TrackerBase(abc.ABC):
 
     @abc.abstractmethod
     async def _apply(self, ev: JobEvent) -> None: ...
+
+    async def _preview_bytes(self, ev: Preview, interval_s: float) -> bytes | None:
+        """The preview's image, at most one per ``interval_s``; None when it is too soon or unreadable."""
+        now = time.monotonic()
+        if now - self.last_preview_at < interval_s:
+            return None
+        self.last_preview_at = now
+        try:
+            return await asyncio.to_thread(self.consumer.gateway.image_path(ev.image).read_bytes)
+        except OSError as exc:
+            log.info("preview_unreadable", error=type(exc).__name__)
+            return None
 
     async def _finish(self) -> None:  # noqa: B027 - optional hook: a front end may close its message here
         """Called once when tracking ends, however it ends."""

@@ -74,7 +74,6 @@ class _Tracker(TrackerBase):
         self.received_at = time.time()
         self.started = False
         self.last_text = ""
-        self.last_preview_at = -1e9
         self.msg: JobMessage | None = None
 
     async def _load(self, first: JobEvent) -> bool:
@@ -119,16 +118,10 @@ class _Tracker(TrackerBase):
 
     async def _preview(self, ev: Preview) -> None:
         assert self.msg is not None
-        now = time.monotonic()
-        if not self.ctx.options.previews or now - self.last_preview_at < self.ctx.options.preview_interval_s:
+        if not self.ctx.options.previews:
             return
-        self.last_preview_at = now
-        try:
-            data = await asyncio.to_thread(self.ctx.gateway.image_path(ev.image).read_bytes)
-        except OSError as exc:
-            log.info("preview_unreadable", error=type(exc).__name__)
-            return
-        if len(data) > self.msg.attachment_limit:
+        data = await self._preview_bytes(ev, self.ctx.options.preview_interval_s)
+        if data is None or len(data) > self.msg.attachment_limit:
             return
         text = self.last_text or self.ctx.renderer.started(self.locale, self.view)
         view = progress_view(self.ctx.i18n, self.locale, self.job_id)

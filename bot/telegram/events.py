@@ -56,7 +56,6 @@ class _Tracker(TrackerBase):
         self.kind = ""
         self.rerollable = True
         self.last_text = ""
-        self.last_preview_at = 0.0
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -168,14 +167,8 @@ class _Tracker(TrackerBase):
         msg = self.target.live_message
         if not self.ctx.previews or msg is None:
             return
-        now = time.monotonic()
-        if now - self.last_preview_at < self.preview_interval_s:
-            return
-        self.last_preview_at = now
-        try:
-            data = await asyncio.to_thread(self.ctx.gateway.image_path(ev.image).read_bytes)
-        except OSError as exc:
-            log.info("preview_unreadable", error=type(exc).__name__)
+        data = await self._preview_bytes(ev, self.preview_interval_s)
+        if data is None:
             return
         caption = (self.last_text or self.ctx.renderer.started(self.locale, self.view))[:1024]
         file = BufferedInputFile(data, filename="preview.jpg")
