@@ -59,8 +59,10 @@ def machine() -> dict[str, Any]:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     os_name = platform.platform()
     with contextlib.suppress(OSError), open("/etc/os-release", encoding="utf-8") as f:
-        os_name = next((line.split("=", 1)[1].strip().strip('"') for line in f
-                        if line.startswith("PRETTY_NAME=")), os_name)
+        os_name = next(
+            (line.split("=", 1)[1].strip().strip('"') for line in f if line.startswith("PRETTY_NAME=")),
+            os_name,
+        )
     redis_version = ""
     binary = shutil.which("redis-server")
     if binary:
@@ -103,8 +105,14 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
     def rank(p: float) -> float:
         return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
 
-    return {"n": len(s), "p50": round(rank(50), 3), "p95": round(rank(95), 3), "p99": round(rank(99), 3),
-            "max": round(s[-1], 3), "mean": round(sum(s) / len(s), 3)}
+    return {
+        "n": len(s),
+        "p50": round(rank(50), 3),
+        "p95": round(rank(95), 3),
+        "p99": round(rank(99), 3),
+        "max": round(s[-1], 3),
+        "mean": round(sum(s) / len(s), 3),
+    }
 
 
 @contextmanager
@@ -129,8 +137,9 @@ def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callab
         yield MemoryBackend
         return
     # The test suite's redis-server starter, with a production-like fsync policy.
-    srv = RedisServer(port=free_port(), dir=Path(tempfile.mkdtemp(prefix="comfybot-bench-redis-")),
-                      appendfsync=appendfsync)
+    srv = RedisServer(
+        port=free_port(), dir=Path(tempfile.mkdtemp(prefix="comfybot-bench-redis-")), appendfsync=appendfsync
+    )
     srv.start()
     try:
         yield lambda: RedisBackend(srv.url, prefix=f"bench{uuid.uuid4().hex[:6]}:")
@@ -284,8 +293,15 @@ class BenchComfyUI(FakeComfyUI):
     async def _bench_stats(self, request: web.Request) -> web.Response:
         """For a benchmark in another process: prompts done, seconds executing, each prompt's moments."""
         stalls = [] if self.loop_stalls is None else self.loop_stalls.stalls
-        return web.json_response({"busy_s": self.busy_s, "done": len(self.done), "posted": len(self.posted),
-                                  "timeline": self.timeline, "loop_stalls": stalls})
+        return web.json_response(
+            {
+                "busy_s": self.busy_s,
+                "done": len(self.done),
+                "posted": len(self.posted),
+                "timeline": self.timeline,
+                "loop_stalls": stalls,
+            }
+        )
 
     async def _cached_png(self, size: tuple[int, int]) -> bytes:
         if size not in self._png_cache:
@@ -309,15 +325,21 @@ class Rig:
 
 
 def bench_request(i: int, *, user: str | None = None, steps: int = 20) -> JobRequest:
-    return JobRequest(platform="telegram", user_id=user or f"u{i % 1000}", chat_id="c1", workflow="txt2img",
-                      params={"prompt": f"a lighthouse at dusk, variation {i}", "steps": steps, "seed": i},
-                      reply_to={"chat_id": 1, "message_id": i})
+    return JobRequest(
+        platform="telegram",
+        user_id=user or f"u{i % 1000}",
+        chat_id="c1",
+        workflow="txt2img",
+        params={"prompt": f"a lighthouse at dusk, variation {i}", "steps": steps, "seed": i},
+        reply_to={"chat_id": 1, "message_id": i},
+    )
 
 
 def bench_limits(queue_cap: int = 100_000) -> Limits:
     """Limits that never refuse a benchmark's submissions."""
-    return Limits(max_pending_per_user=queue_cap, rate_count=10 * queue_cap, rate_window_s=60.0,
-                  queue_cap=queue_cap)
+    return Limits(
+        max_pending_per_user=queue_cap, rate_count=10 * queue_cap, rate_window_s=60.0, queue_cap=queue_cap
+    )
 
 
 @asynccontextmanager
@@ -349,8 +371,15 @@ async def gateway_rig(
             for i, url in enumerate(urls if urls is not None else [f.url for f in fakes])
         ]
         gateway = await stack.enter_async_context(
-            run_gateway(backend, registry, store, clients, capacity=capacity, limits=limits or bench_limits(),
-                        options=BENCH_OPTIONS)
+            run_gateway(
+                backend,
+                registry,
+                store,
+                clients,
+                capacity=capacity,
+                limits=limits or bench_limits(),
+                options=BENCH_OPTIONS,
+            )
         )
         inbox: asyncio.Queue[tuple[float, float, JobEvent]] = asyncio.Queue()
         task: asyncio.Task[None] | None = None
@@ -381,6 +410,17 @@ async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, Jo
 
 
 __all__ = [
-    "BenchComfyUI", "LoopStalls", "Rig", "backend_factory", "bench_limits", "bench_logging",
-    "bench_request", "gateway_rig", "machine", "stop_task", "percentiles", "say", "write_results",
+    "BenchComfyUI",
+    "LoopStalls",
+    "Rig",
+    "backend_factory",
+    "bench_limits",
+    "bench_logging",
+    "bench_request",
+    "gateway_rig",
+    "machine",
+    "stop_task",
+    "percentiles",
+    "say",
+    "write_results",
 ]

@@ -19,14 +19,20 @@ import orjson
 from bench.common import CHECKPOINTS, BenchComfyUI, LoopStalls
 
 
-async def serve(servers: int, run_time: float | None, realistic: bool, link_mbps: float | None,
-                rtt_ms: float) -> None:
+async def serve(
+    servers: int, run_time: float | None, realistic: bool, link_mbps: float | None, rtt_ms: float
+) -> None:
     async with AsyncExitStack() as stack:
         stalls = await stack.enter_async_context(LoopStalls().watching())
         fakes = []
         for _ in range(servers):
-            fake = BenchComfyUI(checkpoints=CHECKPOINTS, run_time_s=run_time, realistic_png=realistic,
-                                link_mbps=link_mbps, rtt_ms=rtt_ms)
+            fake = BenchComfyUI(
+                checkpoints=CHECKPOINTS,
+                run_time_s=run_time,
+                realistic_png=realistic,
+                link_mbps=link_mbps,
+                rtt_ms=rtt_ms,
+            )
             fake.loop_stalls = stalls
             fakes.append(await stack.enter_async_context(fake))
             if realistic:

@@ -78,9 +78,10 @@ async def run_backend(kind: str, jobs: int) -> dict[str, Any]:
     registry = load_workflows()
     fake_options = {"run_time_s": 3600.0}
     with backend_factory(kind) as make_backend:
-        async with aiohttp.ClientSession() as session, gateway_rig(
-            session, registry, make_backend(), fake_options=fake_options, subscribe=False
-        ) as rig:
+        async with (
+            aiohttp.ClientSession() as session,
+            gateway_rig(session, registry, make_backend(), fake_options=fake_options, subscribe=False) as rig,
+        ):
             # Two jobs occupy the server; then measure the idle baseline.
             for i in range(2):
                 await rig.gateway.submit(bench_request(jobs + i, user="occupier"))
@@ -103,9 +104,13 @@ async def run_backend(kind: str, jobs: int) -> dict[str, Any]:
             rss_after = rss_mib()
             depth = await rig.backend.depth()
             row: dict[str, Any] = {
-                "backend": kind, "jobs": jobs, "depth_after": depth, "last_position": last and last.position,
+                "backend": kind,
+                "jobs": jobs,
+                "depth_after": depth,
+                "last_position": last and last.position,
                 "submit_rate_per_s": round(jobs / submit_s, 1),
-                "rss_before_mib": rss_before, "rss_after_mib": rss_after,
+                "rss_before_mib": rss_before,
+                "rss_after_mib": rss_after,
                 "rss_delta_mib": round(rss_after - rss_before, 1),
                 "rss_per_job_bytes": round((rss_after - rss_before) * MIB / jobs),
                 "rss_peak_mib": round(status_kib("VmHWM") / 1024, 1),
@@ -114,7 +119,8 @@ async def run_backend(kind: str, jobs: int) -> dict[str, Any]:
             if isinstance(rig.backend, RedisBackend) and redis_before is not None and first is not None:
                 redis_after = await redis_used(rig.backend)
                 row |= {
-                    "redis_used_before_bytes": redis_before, "redis_used_after_bytes": redis_after,
+                    "redis_used_before_bytes": redis_before,
+                    "redis_used_after_bytes": redis_after,
                     "redis_per_job_bytes": round((redis_after - redis_before) / jobs),
                     "redis_key_usage_bytes": await redis_breakdown(rig.backend, *first),
                 }
@@ -130,10 +136,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "memory",
         "machine": machine(),
-        "params": {"jobs": args.jobs, "users": 1000, "workflow": "txt2img", "capacity": 2,
-                   "server": "1 FakeComfyUI busy (run_time_s=3600) with 2 other jobs",
-                   "note": "backends run in order in one process: run one backend per process "
-                           "(--backends redis --name memory-redis) for a clean RSS baseline"},
+        "params": {
+            "jobs": args.jobs,
+            "users": 1000,
+            "workflow": "txt2img",
+            "capacity": 2,
+            "server": "1 FakeComfyUI busy (run_time_s=3600) with 2 other jobs",
+            "note": "backends run in order in one process: run one backend per process "
+            "(--backends redis --name memory-redis) for a clean RSS baseline",
+        },
         "goal": {"rss_after_mib": 200, "redis_per_job_bytes": 2048},
         "results": rows,
     }

@@ -60,8 +60,11 @@ async def naive_server_loop(
                 history = (await r.json())[prompt_id]
             for node_output in history["outputs"].values():
                 for image in node_output.get("images", []):
-                    params = {"filename": image["filename"], "subfolder": image["subfolder"],
-                              "type": image["type"]}
+                    params = {
+                        "filename": image["filename"],
+                        "subfolder": image["subfolder"],
+                        "type": image["type"],
+                    }
                     async with session.get(f"{base_url}/view", params=params) as r:
                         r.raise_for_status()
                         data = await r.read()

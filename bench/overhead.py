@@ -103,14 +103,15 @@ async def one_job(rig: Rig, i: int, gap_s: float) -> dict[str, float | None]:
     }
 
 
-async def run_backend(
-    kind: str, jobs: int, appendfsync: str, log_dir: Path, gap_s: float
-) -> dict[str, Any]:
+async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path, gap_s: float) -> dict[str, Any]:
     registry = load_workflows()
     with backend_factory(kind, appendfsync) as make_backend:
-        async with aiohttp.ClientSession() as session, gateway_rig(
-            session, registry, make_backend(), fake_options={"node_delay_s": 0.001, "step_delay_s": 0.001}
-        ) as rig:
+        async with (
+            aiohttp.ClientSession() as session,
+            gateway_rig(
+                session, registry, make_backend(), fake_options={"node_delay_s": 0.001, "step_delay_s": 0.001}
+            ) as rig,
+        ):
             for i in range(WARMUP):
                 await one_job(rig, 1_000_000 + i, gap_s)
             rig.request_ids.clear()
@@ -128,8 +129,13 @@ async def run_backend(
         metrics[name] = percentiles([v for v in values if v is not None])
         metrics[name]["jobs_with_value"] = len(values)
     stages = stage_breakdown(log_dir, request_ids)
-    return {"backend": kind, "jobs": jobs, "elapsed_s": round(elapsed, 2), "metrics_ms": metrics,
-            "stages_ms_from_logs": stages}
+    return {
+        "backend": kind,
+        "jobs": jobs,
+        "elapsed_s": round(elapsed, 2),
+        "metrics_ms": metrics,
+        "stages_ms_from_logs": stages,
+    }
 
 
 async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
@@ -140,10 +146,14 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     return {
         "benchmark": "overhead",
         "machine": machine(),
-        "params": {"jobs": args.jobs, "warmup": WARMUP, "redis_appendfsync": args.appendfsync,
-                   "gap_ms": args.gap_ms,
-                   "fake": "1 idle FakeComfyUI in-loop, node_delay_s=0.001, step_delay_s=0.001, 20 steps",
-                   "logging": f"JSON lines to a file (comfybot.logs), level {args.log_level}"},
+        "params": {
+            "jobs": args.jobs,
+            "warmup": WARMUP,
+            "redis_appendfsync": args.appendfsync,
+            "gap_ms": args.gap_ms,
+            "fake": "1 idle FakeComfyUI in-loop, node_delay_s=0.001, step_delay_s=0.001, 20 steps",
+            "logging": f"JSON lines to a file (comfybot.logs), level {args.log_level}",
+        },
         "goal": {"submit_to_post_p50_ms": 5.0},
         "results": results,
     }
@@ -155,8 +165,12 @@ def main() -> None:
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     parser.add_argument("--quick", action="store_true", help="50 jobs per backend")
-    parser.add_argument("--gap-ms", type=float, default=0.0,
-                        help="idle time before each submit after the last job's end (default: none)")
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="idle time before each submit after the last job's end (default: none)",
+    )
     parser.add_argument("--log-level", default="INFO", help="WARNING: what the log lines cost")
     parser.add_argument("--name", default=None, help="results file name (default overhead[-quick])")
     args = parser.parse_args()

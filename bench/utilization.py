@@ -65,29 +65,49 @@ class Link:
         return f"{self.mbps} Mbit/s, {self.rtt_ms} ms"
 
 
-def _row(mode: str, run_time: float, servers: int, jobs: int, start: float, end: float,
-         stats: list[dict[str, Any]], ok: int, stalls: LoopStalls) -> dict[str, Any]:
+def _row(
+    mode: str,
+    run_time: float,
+    servers: int,
+    jobs: int,
+    start: float,
+    end: float,
+    stats: list[dict[str, Any]],
+    ok: int,
+    stalls: LoopStalls,
+) -> dict[str, Any]:
     ideal = jobs * run_time / servers
     makespan = end - start
     busy = sum(float(s["busy_s"]) for s in stats)
     where = where_time_went(stats, run_time, jobs, start, end)
     return {
-        "mode": mode, "run_time_s": run_time, "servers": servers, "jobs": jobs, "succeeded": ok,
-        "ideal_s": round(ideal, 2), "makespan_s": round(makespan, 2),
+        "mode": mode,
+        "run_time_s": run_time,
+        "servers": servers,
+        "jobs": jobs,
+        "succeeded": ok,
+        "ideal_s": round(ideal, 2),
+        "makespan_s": round(makespan, 2),
         "utilization": round(ideal / makespan, 4),
         "fake_busy": round(busy / (servers * makespan), 4),
         "jobs_per_min": round(jobs / makespan * 60, 2),
         "exec_per_prompt_s": where.pop("exec_per_prompt_s"),
         "where": where,
         # [seconds after the first submit, seconds late] of each blocked moment of either event loop
-        "loop_stalls": {"client": stalls.between(start, end),
-                        "fakes": [[round(at - start, 4), round(late, 4)]
-                                  for at, late in stats[0]["loop_stalls"] if start <= at <= end]},
+        "loop_stalls": {
+            "client": stalls.between(start, end),
+            "fakes": [
+                [round(at - start, 4), round(late, 4)]
+                for at, late in stats[0]["loop_stalls"]
+                if start <= at <= end
+            ],
+        },
     }
 
 
-def where_time_went(stats: list[dict[str, Any]], run_time: float, jobs: int, start: float,
-                    end: float) -> dict[str, Any]:
+def where_time_went(
+    stats: list[dict[str, Any]], run_time: float, jobs: int, start: float, end: float
+) -> dict[str, Any]:
     """The makespan of the server that finished executing last, cut into what adds up to it exactly::
 
         makespan = head + n × run_time + overrun + gaps + tail
@@ -100,12 +120,20 @@ def where_time_went(stats: list[dict[str, Any]], run_time: float, jobs: int, sta
     were asked for, from its end). Seconds; ``perf_counter`` is one clock across processes on Linux."""
     servers: list[dict[str, Any]] = []
     for stat in stats:
-        runs = sorted((m for m in stat["timeline"].values() if "started" in m and "ended" in m),
-                      key=lambda m: m["started"])
+        runs = sorted(
+            (m for m in stat["timeline"].values() if "started" in m and "ended" in m),
+            key=lambda m: m["started"],
+        )
         gaps = [b["started"] - a["ended"] for a, b in itertools.pairwise(runs)]
-        servers.append({"runs": runs, "gaps": gaps,
-                        "first_post": min((m["posted"] for m in stat["timeline"].values() if "posted" in m),
-                                          default=start)})
+        servers.append(
+            {
+                "runs": runs,
+                "gaps": gaps,
+                "first_post": min(
+                    (m["posted"] for m in stat["timeline"].values() if "posted" in m), default=start
+                ),
+            }
+        )
     executions = [m["ended"] - m["started"] for srv in servers for m in srv["runs"]]
     last = max(servers, key=lambda srv: srv["runs"][-1]["ended"])
     runs, gaps = last["runs"], last["gaps"]
@@ -122,13 +150,20 @@ def where_time_went(stats: list[dict[str, Any]], run_time: float, jobs: int, sta
     return {
         "exec_per_prompt_s": round(sum(executions) / len(executions), 5),
         "exec_max_s": round(max(executions), 5),
-        "last_server": {"prompts": n, **{k: round(v, 4) for k, v in parts.items()},
-                        "gap_mean_ms": round(sum(gaps) / len(gaps) * ms, 3) if gaps else 0.0,
-                        "gap_max_ms": round(max(gaps) * ms, 3) if gaps else 0.0},
-        "head_detail_ms": {"first_post": round((min(s["first_post"] for s in servers) - start) * ms, 3),
-                           "first_post_on_last_server": round((last["first_post"] - start) * ms, 3)},
-        "tail_detail_ms": {k: round((final[k] - final["ended"]) * ms, 3) for k in ("done", "history", "view")
-                           if k in final} | {"delivered": round(parts["tail_s"] * ms, 3)},
+        "last_server": {
+            "prompts": n,
+            **{k: round(v, 4) for k, v in parts.items()},
+            "gap_mean_ms": round(sum(gaps) / len(gaps) * ms, 3) if gaps else 0.0,
+            "gap_max_ms": round(max(gaps) * ms, 3) if gaps else 0.0,
+        },
+        "head_detail_ms": {
+            "first_post": round((min(s["first_post"] for s in servers) - start) * ms, 3),
+            "first_post_on_last_server": round((last["first_post"] - start) * ms, 3),
+        },
+        "tail_detail_ms": {
+            k: round((final[k] - final["ended"]) * ms, 3) for k in ("done", "history", "view") if k in final
+        }
+        | {"delivered": round(parts["tail_s"] * ms, 3)},
         "prompts_per_server": [len(s["runs"]) for s in servers],
     }
 
@@ -138,9 +173,19 @@ async def remote_fakes(servers: int, run_time: float, link: Link) -> AsyncIterat
     """``servers`` fake ComfyUIs in a child process (``bench.fakeserver``); yields their URLs."""
     extra = [] if link.mbps is None else ["--link-mbps", str(link.mbps)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.fakeserver", "--servers", str(servers), "--run-time", str(run_time),
-        "--realistic", "--rtt-ms", str(link.rtt_ms), *extra,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bench.fakeserver",
+        "--servers",
+        str(servers),
+        "--run-time",
+        str(run_time),
+        "--realistic",
+        "--rtt-ms",
+        str(link.rtt_ms),
+        *extra,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -173,8 +218,10 @@ def store_times(log_dir: Path, job_ids: set[str], wall_start: float) -> dict[str
                 retrieved[job_id] = at
             elif job_id in retrieved:
                 spans.append((retrieved[job_id] - wall_start, (at - retrieved.pop(job_id)) * 1000))
-    return {"store_ms": percentiles([ms for _, ms in spans]),
-            "slow": [[round(at, 3), round(ms, 1)] for at, ms in sorted(spans) if ms > 50]}
+    return {
+        "store_ms": percentiles([ms for _, ms in spans]),
+        "slow": [[round(at, 3), round(ms, 1)] for at, ms in sorted(spans) if ms > 50],
+    }
 
 
 async def fake_stats(session: aiohttp.ClientSession, urls: list[str]) -> list[dict[str, Any]]:
@@ -186,8 +233,9 @@ async def fake_stats(session: aiohttp.ClientSession, urls: list[str]) -> list[di
     return stats
 
 
-async def run_ours(registry: WorkflowRegistry, kind: str, run_time: float, servers: int,
-                   jobs: int, link: Link, log_dir: Path) -> dict[str, Any]:
+async def run_ours(
+    registry: WorkflowRegistry, kind: str, run_time: float, servers: int, jobs: int, link: Link, log_dir: Path
+) -> dict[str, Any]:
     with backend_factory(kind) as make_backend:
         async with (
             LoopStalls().watching() as stalls,
@@ -218,8 +266,9 @@ async def run_ours(registry: WorkflowRegistry, kind: str, run_time: float, serve
     return row
 
 
-async def run_naive_config(registry: WorkflowRegistry, run_time: float, servers: int,
-                           jobs: int, link: Link) -> dict[str, Any]:
+async def run_naive_config(
+    registry: WorkflowRegistry, run_time: float, servers: int, jobs: int, link: Link
+) -> dict[str, Any]:
     workflow = registry.get("txt2img")
     graphs = [
         workflow.render(workflow.validate(bench_request(i, steps=STEPS).params), {}) for i in range(jobs)
@@ -251,10 +300,12 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 else:
                     row = await run_naive_config(registry, run_time, servers, args.jobs, link)
                 row["link"] = link.label
-                say(f"  -> utilization {row['utilization']:.4f}, makespan {row['makespan_s']}s "
+                say(
+                    f"  -> utilization {row['utilization']:.4f}, makespan {row['makespan_s']}s "
                     f"(ideal {row['ideal_s']}s), fake busy {row['fake_busy']:.4f}, "
                     f"exec/prompt {row['exec_per_prompt_s']}s; last server {row['where']['last_server']}; "
-                    f"loop stalls {row['loop_stalls']}; slow stores {row.get('store', {}).get('slow')}")
+                    f"loop stalls {row['loop_stalls']}; slow stores {row.get('store', {}).get('slow')}"
+                )
                 rows.append(row)
                 partial = RESULTS_DIR / f"{args.name}-partial.json"  # survives a run cut short
                 RESULTS_DIR.mkdir(exist_ok=True)
@@ -263,11 +314,16 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "benchmark": "utilization",
         "link": link.label,
         "machine": machine(),
-        "params": {"jobs": args.jobs, "steps": STEPS, "backend": args.backend, "capacity_per_server": 2,
-                   "fake": "BenchComfyUI servers in a child process (bench.fakeserver), realistic_png=True "
-                           "(704x704 noise PNG, ~1.49 MB, "
-                           "encoded once, unique tEXt per image), previews on",
-                   "logging": "JSON lines to a file (comfybot.logs)"},
+        "params": {
+            "jobs": args.jobs,
+            "steps": STEPS,
+            "backend": args.backend,
+            "capacity_per_server": 2,
+            "fake": "BenchComfyUI servers in a child process (bench.fakeserver), realistic_png=True "
+            "(704x704 noise PNG, ~1.49 MB, "
+            "encoded once, unique tEXt per image), previews on",
+            "logging": "JSON lines to a file (comfybot.logs)",
+        },
         "goal": {"ours_utilization": 0.98},
         "results": rows,
     }
@@ -281,8 +337,12 @@ def main() -> None:
     parser.add_argument("--modes", default="ours,naive")
     parser.add_argument("--backend", default="memory", choices=["memory", "redis"])
     parser.add_argument("--quick", action="store_true", help="40 jobs per config")
-    parser.add_argument("--link-mbps", type=float, default=None,
-                        help="simulate a network to ComfyUI: /view at this bandwidth (default: localhost)")
+    parser.add_argument(
+        "--link-mbps",
+        type=float,
+        default=None,
+        help="simulate a network to ComfyUI: /view at this bandwidth (default: localhost)",
+    )
     parser.add_argument("--rtt-ms", type=float, default=0.0, help="simulated delay of every HTTP answer")
     parser.add_argument("--name", default=None, help="results file name (default utilization[-quick])")
     args = parser.parse_args()

@@ -209,18 +209,29 @@ async def stats_text(ctx: FrontEnd, locale: str) -> str:
     stats = await ctx.gateway.stats()
     t = ctx.renderer.t
     count = stats.outcomes.get
-    runs = ", ".join(t(locale, "stats.run", name=name, seconds=f"{secs:g}")
-                     for name, secs in stats.mean_run_s.items())
+    runs = ", ".join(
+        t(locale, "stats.run", name=name, seconds=f"{secs:g}") for name, secs in stats.mean_run_s.items()
+    )
     servers = "\n".join(
-        t(locale, "stats.server_up", name=s.name, inflight=s.inflight, capacity=s.capacity) if s.healthy
+        t(locale, "stats.server_up", name=s.name, inflight=s.inflight, capacity=s.capacity)
+        if s.healthy
         else t(locale, "stats.server_down", name=s.name, reason=s.down_reason or "?")
         for s in stats.servers
     )
-    text = t(locale, "stats.text", depth=stats.depth, succeeded=count("succeeded", 0),
-             failed=count("failed", 0), cancelled=count("cancelled", 0), timed_out=count("timed_out", 0),
-             runs=runs or t(locale, "stats.no_runs"), servers=servers or t(locale, "stats.no_servers"))
-    codes = sorted(((n, k.split(":", 1)[1]) for k, n in stats.outcomes.items() if k.startswith("failed:")),
-                   reverse=True)
+    text = t(
+        locale,
+        "stats.text",
+        depth=stats.depth,
+        succeeded=count("succeeded", 0),
+        failed=count("failed", 0),
+        cancelled=count("cancelled", 0),
+        timed_out=count("timed_out", 0),
+        runs=runs or t(locale, "stats.no_runs"),
+        servers=servers or t(locale, "stats.no_servers"),
+    )
+    codes = sorted(
+        ((n, k.split(":", 1)[1]) for k, n in stats.outcomes.items() if k.startswith("failed:")), reverse=True
+    )
     if codes:
         text += "\n" + t(locale, "stats.failures", codes=", ".join(f"{code} × {n}" for n, code in codes))
     return text

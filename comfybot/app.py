@@ -80,26 +80,38 @@ async def run(settings: Settings) -> int:
         api = None
         if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
             try:
-                api = await start_api(gateway, settings.api.token.get_secret_value(),
-                                      host=settings.api.bind, port=settings.api.port)
+                api = await start_api(
+                    gateway,
+                    settings.api.token.get_secret_value(),
+                    host=settings.api.bind,
+                    port=settings.api.port,
+                )
             except OSError as exc:  # the port is taken: say so in one line
-                return _refuse(f"COMFYBOT_API_PORT: cannot listen on {settings.api.bind}:{settings.api.port} "
-                               f"({exc.strerror})")
+                return _refuse(
+                    f"COMFYBOT_API_PORT: cannot listen on {settings.api.bind}:{settings.api.port} "
+                    f"({exc.strerror})"
+                )
             stack.push_async_callback(api.cleanup)
         tasks: list[asyncio.Task[None]] = []
         if settings.telegram.enabled:
-            tasks.append(asyncio.create_task(
-                run_telegram(settings.telegram, gateway, gateway.registry), name="telegram"
-            ))
+            tasks.append(
+                asyncio.create_task(
+                    run_telegram(settings.telegram, gateway, gateway.registry), name="telegram"
+                )
+            )
         if settings.discord.enabled:
-            tasks.append(asyncio.create_task(
-                run_discord(settings.discord, gateway, gateway.registry), name="discord"
-            ))
+            tasks.append(
+                asyncio.create_task(run_discord(settings.discord, gateway, gateway.registry), name="discord")
+            )
         if not tasks and api is None:
             log.info("worker_only", detail="no front end configured; running jobs from the shared queue")
         front_ends = [t.get_name() for t in tasks] + (["http_api"] if api is not None else [])
-        log.info("comfybot_started", front_ends=front_ends,
-                 servers=len(settings.comfy.urls), backend="redis" if settings.redis else "memory")
+        log.info(
+            "comfybot_started",
+            front_ends=front_ends,
+            servers=len(settings.comfy.urls),
+            backend="redis" if settings.redis else "memory",
+        )
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]

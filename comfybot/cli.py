@@ -35,8 +35,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _configure(settings: Settings, process: str, stdout: bool) -> None:
     lg = settings.logging
-    configure_logging(process, settings.paths.log_dir, lg.level, lg.max_bytes, lg.backups, stdout=stdout,
-                      secrets=settings.secrets())
+    configure_logging(
+        process,
+        settings.paths.log_dir,
+        lg.level,
+        lg.max_bytes,
+        lg.backups,
+        stdout=stdout,
+        secrets=settings.secrets(),
+    )
 
 
 def _call_app(name: str, settings: Settings) -> int:

@@ -23,12 +23,33 @@ DIM = "\x1b[2m"
 
 _SHOWN = {"timestamp", "level", "component", "event", "request_id", "logger", "exception", "stack"}
 _BLUE_EVENTS = {
-    "workflow_rendered", "image_uploaded", "image_retrieved", "image_stored", "job_started", "job_dequeued",
-    "job_submitted", "comfyui_prompt_sent", "comfyui_history_checked", "model_loaded", "edit_started",
+    "workflow_rendered",
+    "image_uploaded",
+    "image_retrieved",
+    "image_stored",
+    "job_started",
+    "job_dequeued",
+    "job_submitted",
+    "comfyui_prompt_sent",
+    "comfyui_history_checked",
+    "model_loaded",
+    "edit_started",
 }
 _RED_WORDS = ("error", "failed", "failure", "timeout", "timed_out", "crash", "rejected", "lost", "refused")
-_YELLOW_WORDS = ("progress", "preview", "queued", "enqueued", "retry", "rate_limited", "reconnect",
-                 "throttle", "cancel", "recovered", "busy", "stall")
+_YELLOW_WORDS = (
+    "progress",
+    "preview",
+    "queued",
+    "enqueued",
+    "retry",
+    "rate_limited",
+    "reconnect",
+    "throttle",
+    "cancel",
+    "recovered",
+    "busy",
+    "stall",
+)
 _GREEN_WORDS = ("done", "succeeded", "success", "sent", "delivered", "complete", "completed", "finished")
 
 
@@ -86,8 +107,11 @@ def render(record: dict[str, Any], colour: bool = True) -> str:
     rid = str(record.get("request_id") or "-")[:8]
     event = str(record.get("event", ""))
     progress = _progress(record)
-    skip = _SHOWN | ({"done_nodes", "total_nodes", "node_label", "node_type", "value", "max", "percent"}
-                     if progress else set())
+    skip = _SHOWN | (
+        {"done_nodes", "total_nodes", "node_label", "node_type", "value", "max", "percent"}
+        if progress
+        else set()
+    )
     fields = " ".join(f"{k}={_value(v)}" for k, v in record.items() if k not in skip)
     text = f"{_clock(record)} {level:<5} {component:<10} {rid:<8} {event}"
     if progress:

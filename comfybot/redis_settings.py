@@ -49,12 +49,23 @@ class RedisSettings(BaseModel):
             if not parts.path:
                 raise ValueError(f"{_redact(url)!r} has no socket path")
             db_text = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
-            return cls(scheme="unix", unix_socket_path=parts.path, database=_db(db_text, url),
-                       username=username, password=password)
+            return cls(
+                scheme="unix",
+                unix_socket_path=parts.path,
+                database=_db(db_text, url),
+                username=username,
+                password=password,
+            )
         if not parts.hostname:
             raise ValueError(f"{_redact(url)!r} has no host")
-        return cls(scheme=parts.scheme, host=parts.hostname, port=port or 6379,
-                   database=_db(parts.path.lstrip("/") or "0", url), username=username, password=password)
+        return cls(
+            scheme=parts.scheme,
+            host=parts.hostname,
+            port=port or 6379,
+            database=_db(parts.path.lstrip("/") or "0", url),
+            username=username,
+            password=password,
+        )
 
     def url(self, *, redact: bool = False) -> str:
         """The URL to connect with (it contains the password unless ``redact``)."""

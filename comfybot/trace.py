@@ -16,8 +16,17 @@ from comfybot.monitor import GREEN, RED, RESET, YELLOW, colour_of
 
 # Milestones in the order a request passes them; the first line matching any name of a milestone marks it.
 MILESTONES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("received", ("command_received", "request_received", "message_received", "photo_received",
-                  "interaction_received", "api_request_received")),
+    (
+        "received",
+        (
+            "command_received",
+            "request_received",
+            "message_received",
+            "photo_received",
+            "interaction_received",
+            "api_request_received",
+        ),
+    ),
     ("enqueued", ("job_enqueued",)),
     ("dequeued", ("job_dequeued", "job_started")),
     ("prompt sent", ("comfyui_prompt_sent",)),
@@ -31,8 +40,18 @@ STAGE_NAMES = {
     ("prompt sent", "finished"): "prompt sent → finished (generate)",
     ("finished", "response sent"): "finished → response sent (deliver)",
 }
-_NOISE = {"timestamp", "level", "component", "event", "request_id", "logger", "exception", "platform",
-          "user_id", "chat_id"}
+_NOISE = {
+    "timestamp",
+    "level",
+    "component",
+    "event",
+    "request_id",
+    "logger",
+    "exception",
+    "platform",
+    "user_id",
+    "chat_id",
+}
 
 
 class AmbiguousRequestId(Exception):
@@ -165,6 +184,7 @@ def _fields(r: dict[str, Any]) -> str:
 
 def render(entries: list[Entry], request_id: str, colour: bool = True) -> str:
     """The full trace as text: header, timeline, stages, per-node times and the total."""
+
     def paint(text: str, c: str) -> str:
         return f"{c}{text}{RESET}" if colour and c else text
 
@@ -197,8 +217,9 @@ def render(entries: list[Entry], request_id: str, colour: bool = True) -> str:
         width = max(len(n.name) for n in spans)
         lines += [paint(f"  {n.name:<{width}}  {_secs(n.seconds):>9}", YELLOW) for n in spans]
     total = entries[-1].offset_s
-    outcome = next((str(e.record["event"]) for e in reversed(entries)
-                    if e.record.get("event") in MILESTONES[4][1]), "")
+    outcome = next(
+        (str(e.record["event"]) for e in reversed(entries) if e.record.get("event") in MILESTONES[4][1]), ""
+    )
     tail = f"total {total:.3f} s" + (f"  ({outcome})" if outcome else "")
     lines += ["", paint(tail, GREEN if outcome == "job_succeeded" else RED if outcome else "")]
     return "\n".join(lines) + "\n"

@@ -34,12 +34,15 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
     async with aiohttp.ClientSession() as session, open_gateway(settings, session, options=options) as gw:
         runner = None
         if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
-            runner = await start_api(gw, settings.api.token.get_secret_value(), host=settings.api.bind,
-                                     port=settings.api.port)
+            runner = await start_api(
+                gw, settings.api.token.get_secret_value(), host=settings.api.bind, port=settings.api.port
+            )
         if settings.redis is None and runner is None:
-            log.warning("gateway_unreachable",
-                        detail="embedded queue and no HTTP API: nothing can submit jobs to this process; "
-                        "set REDIS_URL or COMFYBOT_API_ENABLED, or use `comfybot run`")
+            log.warning(
+                "gateway_unreachable",
+                detail="embedded queue and no HTTP API: nothing can submit jobs to this process; "
+                "set REDIS_URL or COMFYBOT_API_ENABLED, or use `comfybot run`",
+            )
         if not settings.comfy.urls:
             log.warning("gateway_no_servers", detail="COMFYUI_URLS is empty: jobs will wait in the queue")
         log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None, api=runner is not None)
@@ -59,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"comfybot gateway: bad configuration: {exc}\n")
         return 2
     configure_logging(
-        "gateway", settings.paths.log_dir, settings.logging.level, int(settings.logging.max_bytes),
-        settings.logging.backups, secrets=settings.secrets(),
+        "gateway",
+        settings.paths.log_dir,
+        settings.logging.level,
+        int(settings.logging.max_bytes),
+        settings.logging.backups,
+        secrets=settings.secrets(),
     )
     options = WorkerOptions()
     args = argv if argv is not None else sys.argv[1:]

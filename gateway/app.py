@@ -62,8 +62,11 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
         max_input_side=settings.max_input_side,
     )
     access = AccessPolicy(
-        settings.access, allowed_users=settings.allowed_users, allowed_chats=settings.allowed_chats,
-        admins=settings.admins, banned=settings.banned,
+        settings.access,
+        allowed_users=settings.allowed_users,
+        allowed_chats=settings.allowed_chats,
+        admins=settings.admins,
+        banned=settings.banned,
     )
     return limits, access
 
@@ -99,9 +102,17 @@ async def run_gateway(
     if workers and clients:
         await pool.check_all()
         executor = Executor(backend, store, dead_after_s=pool.dead_after_s)
-        worker = Worker(backend, pool, registry, executor, consumer=options.consumer, lease_s=options.lease_s,
-                        max_attempts=options.max_attempts, retry_backoff_s=options.retry_backoff_s,
-                        retry_acquire_timeout_s=options.retry_acquire_timeout_s)
+        worker = Worker(
+            backend,
+            pool,
+            registry,
+            executor,
+            consumer=options.consumer,
+            lease_s=options.lease_s,
+            max_attempts=options.max_attempts,
+            retry_backoff_s=options.retry_backoff_s,
+            retry_acquire_timeout_s=options.retry_acquire_timeout_s,
+        )
         gateway.worker = worker
         tasks = [
             asyncio.create_task(worker.run(), name="gateway-worker"),
@@ -139,16 +150,34 @@ async def open_gateway(
         backend = await stack.enter_async_context(backend_from(settings))
         clients = [
             await stack.enter_async_context(
-                ComfyClient(url, session, ws_stall_timeout_s=comfy.ws_stall_timeout_s,
-                            request_timeout_s=comfy.request_timeout_s)
+                ComfyClient(
+                    url,
+                    session,
+                    ws_stall_timeout_s=comfy.ws_stall_timeout_s,
+                    request_timeout_s=comfy.request_timeout_s,
+                )
             )
             for url in comfy.urls
         ]
-        log.info("gateway_starting", backend=backend.name, servers=[c.name for c in clients],
-                 workflows=registry.names(), workers=workers)
+        log.info(
+            "gateway_starting",
+            backend=backend.name,
+            servers=[c.name for c in clients],
+            workflows=registry.names(),
+            workers=workers,
+        )
         gateway = await stack.enter_async_context(
-            run_gateway(backend, registry, store, clients, capacity=comfy.capacity, limits=limits,
-                        access=access, workers=workers, options=options)
+            run_gateway(
+                backend,
+                registry,
+                store,
+                clients,
+                capacity=comfy.capacity,
+                limits=limits,
+                access=access,
+                workers=workers,
+                options=options,
+            )
         )
         yield gateway
 

@@ -151,7 +151,10 @@ class Executor:
         dead_after_s = self.dead_after_s
         timeout_s = job.workflow.timeout_s
         progress = ProgressModel(
-            job.workflow, graph, job_id=rec.job_id, request_id=rec.request.request_id,
+            job.workflow,
+            graph,
+            job_id=rec.job_id,
+            request_id=rec.request.request_id,
             recent_ms=await self.backend.durations(job.workflow.name),
         )
         last_progress = last_preview = 0.0
@@ -236,9 +239,7 @@ class Executor:
         rec = job.record
         if rec.started_at is None:  # the start was missed (history-only path)
             rec.started_at = rec.submitted_at or time.time()
-        outputs = result.images_of(job.workflow.outputs) or [
-            i for i in result.images if i.type == "output"
-        ]
+        outputs = result.images_of(job.workflow.outputs) or [i for i in result.images if i.type == "output"]
         stored: list[ImageRef] = []
         for index, image in enumerate(outputs):
             data = await server.client.view(image)

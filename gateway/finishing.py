@@ -26,10 +26,16 @@ from gateway.records import JobRecord
 log = structlog.get_logger(component="gateway")
 
 # Failures of the servers are errors an operator must look at; the rest are the user's or expected.
-_ERROR_CODES = frozenset({
-    FailureCode.COMFY_UNREACHABLE, FailureCode.COMFY_EXECUTION_ERROR, FailureCode.COMFY_LOST_PROMPT,
-    FailureCode.NO_BACKEND, FailureCode.INTERNAL, FailureCode.COMFY_REJECTED,
-})
+_ERROR_CODES = frozenset(
+    {
+        FailureCode.COMFY_UNREACHABLE,
+        FailureCode.COMFY_EXECUTION_ERROR,
+        FailureCode.COMFY_LOST_PROMPT,
+        FailureCode.NO_BACKEND,
+        FailureCode.INTERNAL,
+        FailureCode.COMFY_REJECTED,
+    }
+)
 
 
 class Finisher:
@@ -51,16 +57,28 @@ class Finisher:
         record.images, record.seed = images, seed
         record.finished_at = time.time()
         event = Succeeded(
-            job_id=record.job_id, request_id=record.request.request_id, images=images, seed=seed,
-            duration_ms=record.duration_ms, wait_ms=record.wait_ms, run_ms=record.run_ms,
+            job_id=record.job_id,
+            request_id=record.request.request_id,
+            images=images,
+            seed=seed,
+            duration_ms=record.duration_ms,
+            wait_ms=record.wait_ms,
+            run_ms=record.run_ms,
             backend=record.backend or "",
         )
         first = await self._end(record, JobState.SUCCEEDED, event)
         if first:
             await self.backend.add_duration(record.request.workflow, record.run_ms)
-            log.info("job_succeeded", duration_ms=record.duration_ms, wait_ms=record.wait_ms,
-                     run_ms=record.run_ms, images=len(images), attempts=record.attempts,
-                     backend=record.backend, workflow=record.request.workflow)
+            log.info(
+                "job_succeeded",
+                duration_ms=record.duration_ms,
+                wait_ms=record.wait_ms,
+                run_ms=record.run_ms,
+                images=len(images),
+                attempts=record.attempts,
+                backend=record.backend,
+                workflow=record.request.workflow,
+            )
         return first
 
     async def failed(self, record: JobRecord, code: FailureCode, detail: str) -> bool:
@@ -69,8 +87,13 @@ class Finisher:
         first = await self._end(record, JobState.FAILED, event)
         if first:
             level = log.error if code in _ERROR_CODES else log.warning
-            level("job_failed", code=code.value, detail=detail, attempts=record.attempts,
-                  duration_ms=record.duration_ms)
+            level(
+                "job_failed",
+                code=code.value,
+                detail=detail,
+                attempts=record.attempts,
+                duration_ms=record.duration_ms,
+            )
         return first
 
     async def cancelled(self, record: JobRecord, by: str) -> bool:

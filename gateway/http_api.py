@@ -30,8 +30,12 @@ log = structlog.get_logger(component="gateway")
 
 _GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 _STATUS = {
-    FailureCode.RATE_LIMITED: 429, FailureCode.TOO_MANY_PENDING: 429, FailureCode.QUEUE_FULL: 503,
-    FailureCode.ACCESS_DENIED: 403, FailureCode.UNKNOWN_WORKFLOW: 404, FailureCode.INTERNAL: 503,
+    FailureCode.RATE_LIMITED: 429,
+    FailureCode.TOO_MANY_PENDING: 429,
+    FailureCode.QUEUE_FULL: 503,
+    FailureCode.ACCESS_DENIED: 403,
+    FailureCode.UNKNOWN_WORKFLOW: 404,
+    FailureCode.INTERNAL: 503,
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,11 +70,26 @@ async def _submit(request: web.Request) -> web.Response:
     log.info("request_received", platform="http", workflow=job.workflow, user_id=job.user_id)
     result = await request.app[_GATEWAY].submit(job)
     if isinstance(result, Accepted):
-        return _json({"job_id": result.job_id, "request_id": job.request_id, "position": result.position,
-                      "depth": result.depth, "eta_s": result.eta_s}, 202)
-    return _json({"code": result.code.value, "detail": result.detail, "field": result.field,
-                  "reason": result.reason, "retry_after_s": result.retry_after_s},
-                 _STATUS.get(result.code, 400))
+        return _json(
+            {
+                "job_id": result.job_id,
+                "request_id": job.request_id,
+                "position": result.position,
+                "depth": result.depth,
+                "eta_s": result.eta_s,
+            },
+            202,
+        )
+    return _json(
+        {
+            "code": result.code.value,
+            "detail": result.detail,
+            "field": result.field,
+            "reason": result.reason,
+            "retry_after_s": result.retry_after_s,
+        },
+        _STATUS.get(result.code, 400),
+    )
 
 
 async def _get(request: web.Request) -> web.Response:
@@ -89,8 +108,15 @@ async def _health(request: web.Request) -> web.Response:
     gateway = request.app[_GATEWAY]
     servers = gateway.servers()
     ok = any(s.healthy for s in servers) or not servers
-    return _json({"ok": ok, "backend": gateway.backend.name, "depth": await gateway.backend.depth(),
-                  "servers": [dataclasses.asdict(s) for s in servers]}, 200 if ok else 503)
+    return _json(
+        {
+            "ok": ok,
+            "backend": gateway.backend.name,
+            "depth": await gateway.backend.depth(),
+            "servers": [dataclasses.asdict(s) for s in servers],
+        },
+        200 if ok else 503,
+    )
 
 
 async def _stats(request: web.Request) -> web.Response:

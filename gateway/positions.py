@@ -27,8 +27,9 @@ class RecentDurations:
     """Recent run times per workflow, re-read from the backend at most every ``ttl_s``: an ETA needs no
     fresher numbers, and it saves ``submit`` and the position loop a round trip per job."""
 
-    def __init__(self, backend: Backend, *, ttl_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, backend: Backend, *, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.backend = backend
         self.ttl_s = ttl_s
         self.clock = clock
@@ -58,7 +59,12 @@ class PositionNotifier:
     """Publishes position changes of waiting jobs to their platforms."""
 
     def __init__(
-        self, backend: Backend, pool: ServerPool, *, interval_s: float = 2.0, settle_s: float = 0.05,
+        self,
+        backend: Backend,
+        pool: ServerPool,
+        *,
+        interval_s: float = 2.0,
+        settle_s: float = 0.05,
         window: int = 100,
     ) -> None:
         self.backend = backend

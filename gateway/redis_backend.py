@@ -83,16 +83,30 @@ class RedisBackend(RedisBase):
         rate: RateRule | None = None,
     ) -> Enqueued | None:
         keys = [
-            self._key("job", record.job_id), self._waiting_key, self._stream, self._key("seq"),
-            self._key("user", record.user_id, "pending"), self._key("user", record.user_id, "recent"),
+            self._key("job", record.job_id),
+            self._waiting_key,
+            self._stream,
+            self._key("seq"),
+            self._key("user", record.user_id, "pending"),
+            self._key("user", record.user_id, "recent"),
             self._key("rate", rate.key if rate is not None else record.user_id),
         ]
         args: list[bytes | str | int] = [
-            record.job_id, record.to_json(), max_depth or 0, RECENT_MAX, max_pending or 0,
-            *(("", "", "", "") if rate is None else (
-                rate.limit, repr(float(rate.window_s)), "" if rate.now is None else repr(float(rate.now)),
-                record.job_id,  # the log's member: unique, and the same if this call is retried
-            )),
+            record.job_id,
+            record.to_json(),
+            max_depth or 0,
+            RECENT_MAX,
+            max_pending or 0,
+            *(
+                ("", "", "", "")
+                if rate is None
+                else (
+                    rate.limit,
+                    repr(float(rate.window_s)),
+                    "" if rate.now is None else repr(float(rate.now)),
+                    record.job_id,  # the log's member: unique, and the same if this call is retried
+                )
+            ),
         ]
         code, value = await self._retry(lambda: self._scripts["ENQUEUE"](keys=keys, args=args), "enqueue")
         if code == -3 and rate is not None:
@@ -104,9 +118,7 @@ class RedisBackend(RedisBase):
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
         block_ms = max(1, int(timeout_s * 1000))
         reply = await self._retry(
-            lambda: self.redis.xreadgroup(
-                "workers", consumer, {self._stream: ">"}, count=1, block=block_ms
-            ),
+            lambda: self.redis.xreadgroup("workers", consumer, {self._stream: ">"}, count=1, block=block_ms),
             "take",
         )
         if not reply:
@@ -158,7 +170,12 @@ class RedisBackend(RedisBase):
             reply = await self._retry(
                 partial(
                     self.redis.xautoclaim,
-                    self._stream, "workers", consumer, int(min_idle_s * 1000), start_id=start, count=100,
+                    self._stream,
+                    "workers",
+                    consumer,
+                    int(min_idle_s * 1000),
+                    start_id=start,
+                    count=100,
                 ),
                 "claim_stale",
             )
@@ -195,12 +212,19 @@ class RedisBackend(RedisBase):
     # --- outcome and events ---------------------------------------------------------------------
     async def finish(self, record: JobRecord, event: JobEvent) -> bool:
         keys = [
-            self._key("job", record.job_id), self._key("user", record.user_id, "pending"),
-            self._waiting_key, self._key("events", record.platform),
+            self._key("job", record.job_id),
+            self._key("user", record.user_id, "pending"),
+            self._waiting_key,
+            self._key("events", record.platform),
             self._key("outcomes", outcome_hour(time.time())),
         ]
         args: list[bytes | str | int] = [
-            record.job_id, record.to_json(), event_to_json(event), RECORD_TTL_S, EVENTS_MAX, OUTCOME_TTL_S,
+            record.job_id,
+            record.to_json(),
+            event_to_json(event),
+            RECORD_TTL_S,
+            EVENTS_MAX,
+            OUTCOME_TTL_S,
             *outcome_fields(event),
         ]
         first = await self._retry(lambda: self._scripts["FINISH"](keys=keys, args=args), "finish")

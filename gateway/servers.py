@@ -225,8 +225,12 @@ class ServerPool:
                             break
                         await self._changed.wait()
             except TimeoutError:
-                raise NoBackend({s.name: s.problems(workflow, values) if s.healthy else [s.down_reason]
-                                 for s in self.servers}) from None
+                raise NoBackend(
+                    {
+                        s.name: s.problems(workflow, values) if s.healthy else [s.down_reason]
+                        for s in self.servers
+                    }
+                ) from None
             else:
                 server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
                 server.inflight += 1
@@ -240,8 +244,7 @@ class ServerPool:
             reason = "retry_elsewhere"
         else:
             reason = "least_busy"
-        log.info("backend_selected", backend=server.name, reason=reason, load=server.load,
-                 capable=len(able))
+        log.info("backend_selected", backend=server.name, reason=reason, load=server.load, capable=len(able))
         return server
 
     async def occupy(self, server: ComfyServer) -> None:

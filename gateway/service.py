@@ -127,8 +127,12 @@ class Gateway:
                 return self._refusal(exc, req.user_id)
             except ParamError as exc:
                 log.info("validation_error", field=exc.field, reason=exc.reason, workflow=req.workflow)
-                return Refused(FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}",
-                               field=exc.field, reason=exc.reason)
+                return Refused(
+                    FailureCode.INVALID_INPUT,
+                    f"{exc.field}: {exc.reason}",
+                    field=exc.field,
+                    reason=exc.reason,
+                )
             except UnknownWorkflow as exc:
                 log.info("validation_error", field="workflow", reason="unknown", workflow=req.workflow)
                 return Refused(FailureCode.UNKNOWN_WORKFLOW, str(exc), field="workflow", reason="unknown")
@@ -152,7 +156,9 @@ class Gateway:
                 raise InputInvalid(name, "required")
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
         where = await self.backend.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
-            record, max_depth=self.limits.queue_cap, max_pending=self.limits.pending_cap(role),
+            record,
+            max_depth=self.limits.queue_cap,
+            max_pending=self.limits.pending_cap(role),
             rate=self.limits.rate_rule(req.user_id, role),
         )
         if where is None:
@@ -161,8 +167,15 @@ class Gateway:
         if self.pool is not None:
             eta = await estimate_wait_s(self._durations, self.pool, req.workflow, where.position)
         structlog.contextvars.bind_contextvars(job_id=record.job_id)
-        log.info("job_enqueued", position=where.position, depth=where.depth, workflow=req.workflow,
-                 platform=req.platform, user_id=req.user_id, eta_s=eta)
+        log.info(
+            "job_enqueued",
+            position=where.position,
+            depth=where.depth,
+            workflow=req.workflow,
+            platform=req.platform,
+            user_id=req.user_id,
+            eta_s=eta,
+        )
         structlog.contextvars.unbind_contextvars("job_id")
         return Accepted(record.job_id, where.position, where.depth, eta)
 
@@ -173,11 +186,17 @@ class Gateway:
         if isinstance(exc, AccessDenied):
             pass  # AccessPolicy logs access_denied itself
         elif exc.code in (FailureCode.RATE_LIMITED, FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL):
-            log.info("rate_limited", code=exc.code.value, detail=exc.detail, user_id=user_id,
-                     retry_after_s=retry_after)
+            log.info(
+                "rate_limited",
+                code=exc.code.value,
+                detail=exc.detail,
+                user_id=user_id,
+                retry_after_s=retry_after,
+            )
         else:
-            log.info("validation_error", code=exc.code.value, field=field_name, reason=reason,
-                     detail=exc.detail)
+            log.info(
+                "validation_error", code=exc.code.value, field=field_name, reason=reason, detail=exc.detail
+            )
         return Refused(exc.code, exc.detail, retry_after, field_name, reason)
 
     # --- cancel ---------------------------------------------------------------------------------
@@ -231,8 +250,14 @@ class Gateway:
         if self.pool is None or self.worker is None:
             return []
         return [
-            ServerStatus(s.name, s.healthy, s.inflight, s.capacity, s.queue_remaining,
-                         None if s.healthy else s.down_reason or None)
+            ServerStatus(
+                s.name,
+                s.healthy,
+                s.inflight,
+                s.capacity,
+                s.queue_remaining,
+                None if s.healthy else s.down_reason or None,
+            )
             for s in self.pool.servers
         ]
 
@@ -243,8 +268,12 @@ class Gateway:
             recent = await self.backend.durations(name)  # fresh: the ETA cache may be 10 s old
             if recent:
                 mean_run_s[name] = round(sum(recent) / len(recent) / 1000, 1)
-        return GatewayStats(depth=await self.backend.depth(), outcomes=await self.backend.outcomes(),
-                            mean_run_s=mean_run_s, servers=self.servers())
+        return GatewayStats(
+            depth=await self.backend.depth(),
+            outcomes=await self.backend.outcomes(),
+            mean_run_s=mean_run_s,
+            servers=self.servers(),
+        )
 
     async def mark_delivered(self, job_id: str) -> bool:
         """True exactly once per job: only the caller that gets True sends the result to the chat."""
@@ -254,7 +283,9 @@ class Gateway:
     async def store_image(self, data: bytes) -> ImageRef:
         """Decode, check, strip metadata, re-encode and store an upload; raises ``ImageRejected``."""
         clean = await inspect_and_clean_async(
-            data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels,
+            data,
+            max_bytes=self.limits.max_image_bytes,
+            max_pixels=self.limits.max_image_pixels,
             max_side=self.limits.max_input_side,
         )
         ref = await self.store.save_input(clean)

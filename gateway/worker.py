@@ -275,8 +275,13 @@ class Worker:
                         await self.finisher.failed(rec, _code_of(exc), str(exc))
                         return
                     backoff = self.retry_backoff_s * 2 ** max(0, rec.attempts - 1)
-                    log.warning("job_retry", attempt=rec.attempts, error=str(exc),
-                                error_type=type(exc).__name__, backoff_s=backoff)
+                    log.warning(
+                        "job_retry",
+                        attempt=rec.attempts,
+                        error=str(exc),
+                        error_type=type(exc).__name__,
+                        backoff_s=backoff,
+                    )
                     await asyncio.sleep(backoff)
                     continue
                 finally:

@@ -26,8 +26,13 @@ USER = CHAT = 4242
 
 async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "comfybot", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "comfybot",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -39,13 +44,23 @@ async def test_comfybot_run_generates_and_is_traceable(tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
     async with FakeTelegram() as telegram, running_fake_comfyui() as comfy:
         env = {
-            "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-            "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN, "TELEGRAM_API_BASE": telegram.url,
-            "COMFYUI_URLS": comfy.url, "LOG_DIR": str(log_dir), "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+            "TELEGRAM_API_BASE": telegram.url,
+            "COMFYUI_URLS": comfy.url,
+            "LOG_DIR": str(log_dir),
+            "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "comfybot", "run", "--quiet", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "comfybot",
+            "run",
+            "--quiet",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             await telegram.wait_for(lambda c: c.method.lower() == "getupdates", timeout=120)
@@ -75,8 +90,14 @@ async def test_comfybot_run_generates_and_is_traceable(tmp_path: Path) -> None:
     for line in lines:
         assert {"timestamp", "level", "event", "component"} <= line.keys()
     mine = [line["event"] for line in lines if line.get("request_id") == request_id]
-    for event in ("command_received", "job_enqueued", "job_dequeued", "comfyui_prompt_sent",
-                  "job_succeeded", "response_sent"):
+    for event in (
+        "command_received",
+        "job_enqueued",
+        "job_dequeued",
+        "comfyui_prompt_sent",
+        "job_succeeded",
+        "response_sent",
+    ):
         assert event in mine, f"{event} missing from request {request_id}'s lines: {mine}"
     # From the chat to the GPU and back. The job message itself ("in queue") may be sent before or after the
     # POST (they race); the result, the last response, comes after it.
@@ -94,14 +115,24 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
     port, token = free_port(), "s3cret-token-for-tests"
     async with running_fake_comfyui() as comfy, aiohttp.ClientSession() as http:
         env = {
-            "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-            "COMFYUI_URLS": comfy.url, "LOG_DIR": str(tmp_path / "logs"),
-            "COMFYBOT_DATA_DIR": str(tmp_path / "data"), "COMFYBOT_API_ENABLED": "true",
-            "COMFYBOT_API_TOKEN": token, "COMFYBOT_API_PORT": str(port),
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "COMFYUI_URLS": comfy.url,
+            "LOG_DIR": str(tmp_path / "logs"),
+            "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
+            "COMFYBOT_API_ENABLED": "true",
+            "COMFYBOT_API_TOKEN": token,
+            "COMFYBOT_API_PORT": str(port),
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "comfybot", "run", "--quiet", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "comfybot",
+            "run",
+            "--quiet",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         base, auth = f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {token}"}
         try:
@@ -113,8 +144,12 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
                                 break
                     except aiohttp.ClientConnectionError:
                         await asyncio.sleep(0.2)
-            job = {"user_id": "1", "chat_id": "1", "workflow": "txt2img",
-                   "params": {"prompt": "a kite", "steps": 3}}
+            job = {
+                "user_id": "1",
+                "chat_id": "1",
+                "workflow": "txt2img",
+                "params": {"prompt": "a kite", "steps": 3},
+            }
             async with http.post(f"{base}/jobs", json=job) as resp:
                 assert resp.status == 401  # no token, no job
             async with http.post(f"{base}/jobs", headers=auth, json=job) as resp:

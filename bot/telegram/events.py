@@ -42,7 +42,6 @@ __all__ = ["EventConsumer"]
 log = get_logger("telegram")
 
 
-
 class _Tracker(TrackerBase):
     def __init__(self, consumer: EventConsumer, job_id: str) -> None:
         super().__init__(consumer, job_id)

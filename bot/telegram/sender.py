@@ -373,8 +373,15 @@ class TelegramSender:
             pending.priority = min(pending.priority, priority)
             pending.waiters.append(fut)
             return fut
-        op: _Op[Any] = _Op(chat_id=chat_id, factory=factory, priority=priority, seq=next(self._seq),
-                           waiters=[fut], message_id=message_id, key=key)
+        op: _Op[Any] = _Op(
+            chat_id=chat_id,
+            factory=factory,
+            priority=priority,
+            seq=next(self._seq),
+            waiters=[fut],
+            message_id=message_id,
+            key=key,
+        )
         chat.edits[key] = op
         self._enqueued(chat_id)
         return fut
@@ -417,8 +424,11 @@ class TelegramSender:
             return None
         if self._in_flight + len(self._global_done) >= lim.global_max:
             # the oldest completions age out first
-            t = max(t, self._global_done[self._in_flight + len(self._global_done) - lim.global_max]
-                    + lim.global_window_s)
+            t = max(
+                t,
+                self._global_done[self._in_flight + len(self._global_done) - lim.global_max]
+                + lim.global_window_s,
+            )
         return t
 
     async def _run(self) -> None:
@@ -567,8 +577,9 @@ class TelegramSender:
             op.resolve(EditOutcome.NOT_MODIFIED)
             return
         if op.is_edit and op.message_id is not None and any(m in text for m in _GONE_MARKERS):
-            log.info("telegram_message_gone", chat_id=op.chat_id, message_id=op.message_id,
-                     description=exc.message)
+            log.info(
+                "telegram_message_gone", chat_id=op.chat_id, message_id=op.message_id, description=exc.message
+            )
             self._remember(self._gone, (op.chat_id, op.message_id), exc.message)
             op.fail(MessageGone(op.chat_id, op.message_id, exc.message))
             # Later edits of that message would fail the same way: answer them now.
@@ -591,6 +602,12 @@ class TelegramSender:
 
     def _failed(self, op: _Op[Any], exc: BaseException) -> None:
         method = getattr(getattr(exc, "method", None), "__api_method__", None)
-        log.warning("telegram_send_failed", method=method, chat_id=op.chat_id,
-                    message_id=op.message_id, error=type(exc).__name__, description=str(exc))
+        log.warning(
+            "telegram_send_failed",
+            method=method,
+            chat_id=op.chat_id,
+            message_id=op.message_id,
+            error=type(exc).__name__,
+            description=str(exc),
+        )
         op.fail(exc)

@@ -21,8 +21,9 @@ USER = CHAT = 7117
 async def test_front_end_restart_mid_job_edits_the_same_message(
     data_dir: Path, registry: WorkflowRegistry, redis_server: RedisServer
 ) -> None:
-    async with bench(data_dir, registry, backend=RedisBackend(redis_server.url),
-                     comfy_options={"step_delay_s": 0.15}) as b:
+    async with bench(
+        data_dir, registry, backend=RedisBackend(redis_server.url), comfy_options={"step_delay_s": 0.15}
+    ) as b:
         b.fake.send_text(USER, CHAT, "/generate a harbour in fog --steps 20")
         await b.until(lambda: b.comfy.running_prompt_id is not None)
         [job_message] = b.bot_msgs(CHAT)

@@ -392,8 +392,10 @@ async def test_server_errors_are_retried_without_duplicates(
     fake.fail_next("sendMessage", 502, "Bad Gateway")
     fake.fail_next("editMessageText", 500, "Internal Server Error", times=2)
     msg = await sender.send(20, send_text(bot, 20, "Queued"))
-    assert await sender.edit(20, msg.message_id, edit_text(bot, 20, msg.message_id, "Done"),
-                             final=True) is EditOutcome.EDITED
+    assert (
+        await sender.edit(20, msg.message_id, edit_text(bot, 20, msg.message_id, "Done"), final=True)
+        is EditOutcome.EDITED
+    )
     assert [c.status for c in fake.calls_of("sendMessage")] == [502, 200]
     assert [c.status for c in fake.calls_of("editMessageText")] == [500, 500, 200]
     assert [m.text for m in fake.bot_messages(20)] == ["Done"]

@@ -24,9 +24,11 @@ async def comfy() -> AsyncIterator[FakeComfyUI]:
 
 async def test_late_answer_counts_as_submitted_and_completes(comfy: FakeComfyUI) -> None:
     comfy.answer_late(1.0)
-    async with aiohttp.ClientSession() as session, \
-            ComfyClient(comfy.url, session, request_timeout_s=0.3) as client, \
-            client.track("late-1") as tracker:
+    async with (
+        aiohttp.ClientSession() as session,
+        ComfyClient(comfy.url, session, request_timeout_s=0.3) as client,
+        client.track("late-1") as tracker,
+    ):
         number = await client.submit(GRAPH, prompt_id="late-1")
         result = await tracker.wait()
     assert number == -1  # unconfirmed: found in ComfyUI's queue/history after the timeout
@@ -38,4 +40,3 @@ async def test_timeout_of_a_prompt_that_never_landed_still_raises(comfy: FakeCom
     async with aiohttp.ClientSession() as session, ComfyClient(comfy.url, session) as client:
         with pytest.raises(ComfyUnreachable):
             await client.submit(GRAPH, prompt_id="never")
-

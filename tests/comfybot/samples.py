@@ -21,8 +21,20 @@ def rec(offset_s: float, event: str, component: str, level: str = "info", **fiel
 def progress(
     offset_s: float, done: int, label: str, node_type: str, value: int = 0, mx: int = 0
 ) -> dict[str, Any]:
-    return rec(offset_s, "job_progress", "gateway", request_id=RID, job_id="job-1", node_label=label,
-               node_type=node_type, done_nodes=done, total_nodes=16, value=value, max=mx, percent=done * 6.25)
+    return rec(
+        offset_s,
+        "job_progress",
+        "gateway",
+        request_id=RID,
+        job_id="job-1",
+        node_label=label,
+        node_type=node_type,
+        done_nodes=done,
+        total_nodes=16,
+        value=value,
+        max=mx,
+        percent=done * 6.25,
+    )
 
 
 def request_lines() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -39,8 +51,16 @@ def request_lines() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rec(1.700, "image_uploaded", "comfy", request_id=RID, job_id="job-1", bytes=1000),
         rec(1.800, "comfyui_prompt_sent", "comfy", request_id=RID, job_id="job-1", prompt_id="p-1"),
         progress(2.0, 1, "Loading model", "CheckpointLoaderSimple"),
-        rec(2.1, "job_progress", "gateway", request_id=OTHER, job_id="job-2", node_label="Sampling",
-            done_nodes=9, total_nodes=16),
+        rec(
+            2.1,
+            "job_progress",
+            "gateway",
+            request_id=OTHER,
+            job_id="job-2",
+            node_label="Sampling",
+            done_nodes=9,
+            total_nodes=16,
+        ),
         progress(4.5, 9, "Sampling", "KSampler", 1, 30),
         progress(10.0, 9, "Sampling", "KSampler", 15, 30),
         progress(16.9, 12, "Decoding", "VAEDecode"),

@@ -16,8 +16,12 @@ from tests.fakes.comfyui import running_fake_comfyui
 def _run(args: list[str], env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
-        [sys.executable, "-m", "comfybot", *args], env={**base, **env}, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [sys.executable, "-m", "comfybot", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -62,8 +66,13 @@ async def _arun(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
     """Run the CLI in a subprocess without blocking the loop that serves the fake."""
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "comfybot", *args, env={**base, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "comfybot",
+        *args,
+        env={**base, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None

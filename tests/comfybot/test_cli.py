@@ -22,8 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_ENV
-            and not k.startswith(MODEL_PREFIX)}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ENV_VARS and k != CONFIG_ENV and not k.startswith(MODEL_PREFIX)
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +46,10 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
 
     async def run(settings: Settings) -> None:
         calls.append(("run", settings))
-        structlog.get_logger().info("app_started", token=settings.telegram.bot_token.get_secret_value()
-                                    if settings.telegram.bot_token else None)
+        structlog.get_logger().info(
+            "app_started",
+            token=settings.telegram.bot_token.get_secret_value() if settings.telegram.bot_token else None,
+        )
 
     def doctor(settings: Settings) -> int:
         calls.append(("doctor", settings))
@@ -60,7 +65,11 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "comfybot", *args],
-        capture_output=True, text=True, timeout=30, cwd=REPO, env={**_clean_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={**_clean_env(), **(env or {})},
     )
 
 
@@ -79,8 +88,9 @@ def test_bad_config_is_one_line_and_exit_2_in_a_real_process() -> None:
 
 
 @pytest.mark.parametrize("command", ["run", "doctor", "config"])
-def test_bad_config_every_command(command: str, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_every_command(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LOG_LEVEL", "LOUD")
     assert main([command]) == 2
     err = capsys.readouterr().err
@@ -105,7 +115,7 @@ def test_run_configures_logging_and_calls_app(
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "999:short-secret")
     monkeypatch.setenv("COMFYUI_URLS", "http://127.0.0.1:8188")
     assert main(["run"]) == 0
-    (name, settings), = fake_app.calls
+    ((name, settings),) = fake_app.calls
     assert name == "run" and settings.comfy.urls == ("http://127.0.0.1:8188",)
     raw = (env / "gateway.log").read_bytes()
     record = orjson.loads(raw)
@@ -114,8 +124,9 @@ def test_run_configures_logging_and_calls_app(
     assert "short-secret" not in capsys.readouterr().out
 
 
-def test_run_process_name_and_quiet(fake_app: types.SimpleNamespace, env: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_process_name_and_quiet(
+    fake_app: types.SimpleNamespace, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", "--process", "bot", "--quiet"]) == 0
     assert (env / "bot.log").exists() and capsys.readouterr().out == ""
 
@@ -131,8 +142,9 @@ def test_doctor_returns_app_status(fake_app: types.SimpleNamespace) -> None:
     assert [name for name, _ in fake_app.calls] == ["doctor"]
 
 
-def test_config_prints_settings_without_secrets(monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_prints_settings_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawX")
     monkeypatch.setenv("REDIS_URL", "redis://u:hunter2@r:6379/0")
     assert main(["config"]) == 0
@@ -156,8 +168,12 @@ def test_monitor_stdin(env: Path) -> None:
     write_request(env)
     result = subprocess.run(
         [sys.executable, "-m", "comfybot", "monitor", "-", "--color"],
-        input=(env / "gateway.log").read_text() + "not json\n", capture_output=True, text=True, timeout=30,
-        cwd=REPO, env=_clean_env(),
+        input=(env / "gateway.log").read_text() + "not json\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env=_clean_env(),
     )
     assert result.returncode == 0
     lines = result.stdout.splitlines()

@@ -82,7 +82,10 @@ def test_every_variable_from_env() -> None:
     assert tg.bot_token is not None and tg.bot_token.get_secret_value() == FULL_ENV["TELEGRAM_BOT_TOKEN"]
     assert tg.api_base == "http://127.0.0.1:8081"
     assert (tg.mode, tg.webhook_url, tg.webhook_host, tg.webhook_port) == (
-        "webhook", "https://bot.example.org/tg", "0.0.0.0", 9000,
+        "webhook",
+        "https://bot.example.org/tg",
+        "0.0.0.0",
+        9000,
     )
     assert tg.webhook_secret is not None and tg.webhook_secret.get_secret_value() == "whsecret-123"
     assert tg.previews is False
@@ -110,14 +113,25 @@ def test_every_variable_from_env() -> None:
     assert s.api.token is not None and s.api.token.get_secret_value() == "api-token-123"
     assert s.models == {"checkpoint": "dreamshaper.safetensors", "upscale": "4x.pth"}
     assert set(s.secrets()) == {
-        FULL_ENV["TELEGRAM_BOT_TOKEN"], "whsecret-123", "discord-token-xyz", "api-token-123", "s3cr@t",
+        FULL_ENV["TELEGRAM_BOT_TOKEN"],
+        "whsecret-123",
+        "discord-token-xyz",
+        "api-token-123",
+        "s3cr@t",
     }
 
 
 def test_every_documented_variable_is_in_the_table() -> None:
     documented = {
-        "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_BASE", "DISCORD_BOT_TOKEN", "COMFYUI_URLS", "REDIS_URL",
-        "COMFYBOT_WORKFLOWS_DIR", "COMFYBOT_DATA_DIR", "LOG_DIR", "LOG_LEVEL",
+        "TELEGRAM_BOT_TOKEN",
+        "TELEGRAM_API_BASE",
+        "DISCORD_BOT_TOKEN",
+        "COMFYUI_URLS",
+        "REDIS_URL",
+        "COMFYBOT_WORKFLOWS_DIR",
+        "COMFYBOT_DATA_DIR",
+        "LOG_DIR",
+        "LOG_LEVEL",
     }
     assert documented <= set(ENV_VARS)
     assert set(ENV_VARS) <= set(FULL_ENV), "FULL_ENV must exercise every variable"
@@ -277,8 +291,15 @@ def test_bad_env_value_is_one_line_naming_the_variable(var: str, value: str, exp
 def test_every_variable_has_a_bad_value_case() -> None:
     tested = {var for var, _, _ in BAD_ENV}
     skip = {  # free-form strings and paths: any value is acceptable
-        "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_WEBHOOK_HOST", "DISCORD_BOT_TOKEN",
-        "COMFYBOT_WORKFLOWS_DIR", "COMFYBOT_DATA_DIR", "LOG_DIR", "COMFYBOT_API_BIND", "COMFYBOT_API_TOKEN",
+        "TELEGRAM_BOT_TOKEN",
+        "TELEGRAM_WEBHOOK_SECRET",
+        "TELEGRAM_WEBHOOK_HOST",
+        "DISCORD_BOT_TOKEN",
+        "COMFYBOT_WORKFLOWS_DIR",
+        "COMFYBOT_DATA_DIR",
+        "LOG_DIR",
+        "COMFYBOT_API_BIND",
+        "COMFYBOT_API_TOKEN",
     }
     assert set(ENV_VARS) - skip <= tested, set(ENV_VARS) - skip - tested
 
@@ -286,10 +307,14 @@ def test_every_variable_has_a_bad_value_case() -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"TELEGRAM_BOT_TOKEN": "1:a", "TELEGRAM_MODE": "webhook"},
-         "TELEGRAM_WEBHOOK_URL: required when TELEGRAM_MODE is webhook"),
-        ({"TELEGRAM_BOT_TOKEN": "1:a", "TELEGRAM_MODE": "webhook", "TELEGRAM_WEBHOOK_URL": "http://x/y"},
-         "TELEGRAM_WEBHOOK_URL: 'http://x/y' must be https://"),
+        (
+            {"TELEGRAM_BOT_TOKEN": "1:a", "TELEGRAM_MODE": "webhook"},
+            "TELEGRAM_WEBHOOK_URL: required when TELEGRAM_MODE is webhook",
+        ),
+        (
+            {"TELEGRAM_BOT_TOKEN": "1:a", "TELEGRAM_MODE": "webhook", "TELEGRAM_WEBHOOK_URL": "http://x/y"},
+            "TELEGRAM_WEBHOOK_URL: 'http://x/y' must be https://",
+        ),
         ({"COMFYBOT_API_ENABLED": "1"}, "COMFYBOT_API_TOKEN: required when the HTTP API is enabled"),
         ({"COMFYBOT_ACCESS": "allowlist"}, "COMFYBOT_ACCESS: allowlist needs COMFYBOT_ALLOWED_USERS"),
     ],
@@ -352,7 +377,11 @@ def test_missing_config_file() -> None:
         ("redis://localhost", ("redis", "localhost", 6379, 0, None, None), "redis://localhost:6379/0"),
         ("redis://:pw@h:1/3", ("redis", "h", 1, 3, None, "pw"), "redis://:***@h:1/3"),
         ("rediss://u:p%2Fw@h/2", ("rediss", "h", 6379, 2, "u", "p/w"), "rediss://u:***@h:6379/2"),
-        ("unix:///run/redis.sock?db=4", ("unix", "localhost", 6379, 4, None, None), "unix:///run/redis.sock?db=4"),
+        (
+            "unix:///run/redis.sock?db=4",
+            ("unix", "localhost", 6379, 4, None, None),
+            "unix:///run/redis.sock?db=4",
+        ),
     ],
 )
 def test_redis_from_url(url: str, fields: tuple[object, ...], redacted: str) -> None:

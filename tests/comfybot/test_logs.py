@@ -208,7 +208,10 @@ def test_registered_secrets_from_settings(log_dir: Path) -> None:
     ("text", "expected"),
     [
         (f"https://api.telegram.org/bot{TOKEN}/getUpdates", "https://api.telegram.org/bot***/getUpdates"),
-        (f"https://api.telegram.org/file/bot{TOKEN}/photos/a.jpg", "https://api.telegram.org/file/bot***/photos/a.jpg"),
+        (
+            f"https://api.telegram.org/file/bot{TOKEN}/photos/a.jpg",
+            "https://api.telegram.org/file/bot***/photos/a.jpg",
+        ),
         (f"token {TOKEN} leaked", "token *** leaked"),
         ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
         ("http://user:pass@host/x", "http://user:***@host/x"),

@@ -18,12 +18,20 @@ def test_interaction_tokens_in_discord_routes_are_redacted(
     configure_logging("bot", tmp_path, "DEBUG", 1_000_000, 1)
     http = logging.getLogger("discord.http")
     # The shapes discord.py 2.7 logs in HTTPClient.request (method, url, payload, status):
-    http.debug("%s %s with %s has returned %s", "PATCH",
-               f"https://discord.com/api/v10/webhooks/1180000000000000001/{INTERACTION_TOKEN}/messages/@original",
-               None, 200)
-    http.debug("%s %s with %s has returned %s", "POST",
-               f"https://discord.com/api/v10/interactions/1180000000000000002/{INTERACTION_TOKEN}/callback",
-               None, 204)
+    http.debug(
+        "%s %s with %s has returned %s",
+        "PATCH",
+        f"https://discord.com/api/v10/webhooks/1180000000000000001/{INTERACTION_TOKEN}/messages/@original",
+        None,
+        200,
+    )
+    http.debug(
+        "%s %s with %s has returned %s",
+        "POST",
+        f"https://discord.com/api/v10/interactions/1180000000000000002/{INTERACTION_TOKEN}/callback",
+        None,
+        204,
+    )
     written = (tmp_path / "bot.log").read_text() + capsys.readouterr().out
     assert INTERACTION_TOKEN not in written
     assert written.count("/webhooks/1180000000000000001/***/messages") == 2  # file and stdout

@@ -69,8 +69,19 @@ def test_columns() -> None:
 
 
 def test_progress_rendering() -> None:
-    r = rec(0, "job_progress", "gateway", request_id=RID, node_label="Sampling", node_type="KSampler",
-            done_nodes=9, total_nodes=16, value=12, max=30, percent=56.0)
+    r = rec(
+        0,
+        "job_progress",
+        "gateway",
+        request_id=RID,
+        node_label="Sampling",
+        node_type="KSampler",
+        done_nodes=9,
+        total_nodes=16,
+        value=12,
+        max=30,
+        percent=56.0,
+    )
     assert "job_progress  [ 9/16] Sampling (KSampler) 12/30 56%" in render(r, colour=False)
 
 
@@ -113,8 +124,12 @@ def test_follow_survives_rotation_and_new_files(tmp_path: Path) -> None:
     worker = threading.Thread(
         target=follow,
         args=([log], out, False),
-        kwargs={"backlog": 5, "poll_s": 0.01, "stop": done.is_set,
-                "discover": lambda: sorted(tmp_path.glob("*.log"))},
+        kwargs={
+            "backlog": 5,
+            "poll_s": 0.01,
+            "stop": done.is_set,
+            "discover": lambda: sorted(tmp_path.glob("*.log")),
+        },
     )
     worker.start()
     try:

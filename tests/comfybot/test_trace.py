@@ -64,9 +64,22 @@ def test_render_prints_stages_in_order_with_durations(log_dir: Path) -> None:
     assert "[ 9/16] Sampling (KSampler)  12.4 s" in text
     assert "+20.000s  telegram response_sent" in text
     order = [
-        "command_received", "job_enqueued", "job_dequeued", "workflow_rendered", "image_uploaded",
-        "comfyui_prompt_sent", "Loading model", "Sampling", "Decoding", "image_retrieved", "job_succeeded",
-        "response_sent", "queue wait", "generate", "deliver", "total 20.000 s",
+        "command_received",
+        "job_enqueued",
+        "job_dequeued",
+        "workflow_rendered",
+        "image_uploaded",
+        "comfyui_prompt_sent",
+        "Loading model",
+        "Sampling",
+        "Decoding",
+        "image_retrieved",
+        "job_succeeded",
+        "response_sent",
+        "queue wait",
+        "generate",
+        "deliver",
+        "total 20.000 s",
     ]
     positions = [text.index(word) for word in order]
     assert positions == sorted(positions)

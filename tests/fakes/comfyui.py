@@ -75,17 +75,62 @@ UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 # comfy/samplers.py SAMPLER_NAMES and SCHEDULER_NAMES (over 20 options: "(list of length N)" in errors)
 SAMPLERS = [
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
-    "exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
-    "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu",
-    "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
-    "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v",
-    "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde",
-    "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+    "euler",
+    "euler_cfg_pp",
+    "euler_ancestral",
+    "euler_ancestral_cfg_pp",
+    "heun",
+    "heunpp2",
+    "exp_heun_2_x0",
+    "exp_heun_2_x0_sde",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpm_fast",
+    "dpm_adaptive",
+    "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m",
+    "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "ipndm",
+    "ipndm_v",
+    "deis",
+    "res_multistep",
+    "res_multistep_cfg_pp",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
+    "gradient_estimation",
+    "gradient_estimation_cfg_pp",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
 ]
-SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
-              "linear_quadratic", "kl_optimal"]
+SCHEDULERS = [
+    "simple",
+    "sgm_uniform",
+    "karras",
+    "exponential",
+    "ddim_uniform",
+    "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
+]
 # A realistic-size PNG of noise: 704*704*3 bytes ≈ 1.49 MB (noise does not compress).
 REALISTIC_SIZE = (704, 704)
 # Events a prompt without client_id still broadcasts (PROTOCOL.md, routing table); the rest are not sent.
@@ -143,51 +188,144 @@ def build_object_info(
     image = ["IMAGE", {}]
     save_hidden = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
     nodes = [
-        _node("CheckpointLoaderSimple", {"ckpt_name": _combo(checkpoints, tooltip="The checkpoint to load.")},
-              ["MODEL", "CLIP", "VAE"], category="loaders"),
-        _node("CLIPTextEncode", {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}],
-                                 "clip": ["CLIP", {}]}, ["CONDITIONING"], category="conditioning"),
-        _node("EmptyLatentImage", {"width": _int(512, 16, 16384, 8), "height": _int(512, 16, 16384, 8),
-                                   "batch_size": _int(1, 1, 4096)}, ["LATENT"], category="latent"),
-        _node("KSampler", {
-            "model": ["MODEL", {}], "seed": _int(0, 0, 0xFFFFFFFFFFFFFFFF), "steps": _int(20, 1, 10000),
-            "cfg": _float(8.0, 0.0, 100.0, 0.1), "sampler_name": _combo(SAMPLERS),
-            "scheduler": _combo(SCHEDULERS), "positive": ["CONDITIONING", {}],
-            "negative": ["CONDITIONING", {}], "latent_image": ["LATENT", {}],
-            "denoise": _float(1.0, 0.0, 1.0)}, ["LATENT"], category="sampling"),
+        _node(
+            "CheckpointLoaderSimple",
+            {"ckpt_name": _combo(checkpoints, tooltip="The checkpoint to load.")},
+            ["MODEL", "CLIP", "VAE"],
+            category="loaders",
+        ),
+        _node(
+            "CLIPTextEncode",
+            {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}], "clip": ["CLIP", {}]},
+            ["CONDITIONING"],
+            category="conditioning",
+        ),
+        _node(
+            "EmptyLatentImage",
+            {
+                "width": _int(512, 16, 16384, 8),
+                "height": _int(512, 16, 16384, 8),
+                "batch_size": _int(1, 1, 4096),
+            },
+            ["LATENT"],
+            category="latent",
+        ),
+        _node(
+            "KSampler",
+            {
+                "model": ["MODEL", {}],
+                "seed": _int(0, 0, 0xFFFFFFFFFFFFFFFF),
+                "steps": _int(20, 1, 10000),
+                "cfg": _float(8.0, 0.0, 100.0, 0.1),
+                "sampler_name": _combo(SAMPLERS),
+                "scheduler": _combo(SCHEDULERS),
+                "positive": ["CONDITIONING", {}],
+                "negative": ["CONDITIONING", {}],
+                "latent_image": ["LATENT", {}],
+                "denoise": _float(1.0, 0.0, 1.0),
+            },
+            ["LATENT"],
+            category="sampling",
+        ),
         _node("VAEDecode", {"samples": ["LATENT", {}], "vae": ["VAE", {}]}, ["IMAGE"], category="latent"),
         _node("VAEEncode", {"pixels": image, "vae": ["VAE", {}]}, ["LATENT"], category="latent"),
-        _node("SaveImage", {"images": ["IMAGE", {"tooltip": "The images to save."}],
-                            "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
-              output_node=True, category="image", hidden=save_hidden),
+        _node(
+            "SaveImage",
+            {
+                "images": ["IMAGE", {"tooltip": "The images to save."}],
+                "filename_prefix": ["STRING", {"default": "ComfyUI"}],
+            },
+            output_node=True,
+            category="image",
+            hidden=save_hidden,
+        ),
         _node("PreviewImage", {"images": image}, output_node=True, category="image", hidden=save_hidden),
         _node("SaveImageWebsocket", {"images": image}, output_node=True, category="api node/image"),
-        _node("LoadImage", {"image": _combo(input_files, image_upload=True)}, ["IMAGE", "MASK"],
-              category="image"),
-        _node("UpscaleModelLoader", {"model_name": _combo(upscale_models)}, ["UPSCALE_MODEL"],
-              category="loaders"),
-        _node("ImageUpscaleWithModel", {"upscale_model": ["UPSCALE_MODEL", {}], "image": image}, ["IMAGE"],
-              category="image/upscaling"),
-        _node("ImageScale", {"image": image, "upscale_method": _combo(UPSCALE_METHODS),
-                             "width": _int(512, 0, 16384), "height": _int(512, 0, 16384),
-                             "crop": _combo(["disabled", "center"])}, ["IMAGE"], category="image/upscaling"),
-        _node("ImageScaleBy", {"image": image, "upscale_method": _combo(UPSCALE_METHODS),
-                               "scale_by": _float(1.0, 0.01, 8.0)}, ["IMAGE"], category="image/upscaling"),
-        _node("LatentUpscaleBy", {"samples": ["LATENT", {}], "upscale_method": _combo(LATENT_UPSCALE_METHODS),
-                                  "scale_by": _float(1.5, 0.01, 8.0)}, ["LATENT"], category="latent"),
-        _node("EmptyImage", {"width": _int(512, 1, 16384), "height": _int(512, 1, 16384),
-                             "batch_size": _int(1, 1, 4096), "color": _int(0, 0, 0xFFFFFF)}, ["IMAGE"],
-              category="image"),
+        _node(
+            "LoadImage",
+            {"image": _combo(input_files, image_upload=True)},
+            ["IMAGE", "MASK"],
+            category="image",
+        ),
+        _node(
+            "UpscaleModelLoader",
+            {"model_name": _combo(upscale_models)},
+            ["UPSCALE_MODEL"],
+            category="loaders",
+        ),
+        _node(
+            "ImageUpscaleWithModel",
+            {"upscale_model": ["UPSCALE_MODEL", {}], "image": image},
+            ["IMAGE"],
+            category="image/upscaling",
+        ),
+        _node(
+            "ImageScale",
+            {
+                "image": image,
+                "upscale_method": _combo(UPSCALE_METHODS),
+                "width": _int(512, 0, 16384),
+                "height": _int(512, 0, 16384),
+                "crop": _combo(["disabled", "center"]),
+            },
+            ["IMAGE"],
+            category="image/upscaling",
+        ),
+        _node(
+            "ImageScaleBy",
+            {"image": image, "upscale_method": _combo(UPSCALE_METHODS), "scale_by": _float(1.0, 0.01, 8.0)},
+            ["IMAGE"],
+            category="image/upscaling",
+        ),
+        _node(
+            "LatentUpscaleBy",
+            {
+                "samples": ["LATENT", {}],
+                "upscale_method": _combo(LATENT_UPSCALE_METHODS),
+                "scale_by": _float(1.5, 0.01, 8.0),
+            },
+            ["LATENT"],
+            category="latent",
+        ),
+        _node(
+            "EmptyImage",
+            {
+                "width": _int(512, 1, 16384),
+                "height": _int(512, 1, 16384),
+                "batch_size": _int(1, 1, 4096),
+                "color": _int(0, 0, 0xFFFFFF),
+            },
+            ["IMAGE"],
+            category="image",
+        ),
         _node("ImageInvert", {"image": image}, ["IMAGE"], category="image"),
-        _node("ImageBlur", {"image": image, "blur_radius": _int(1, 1, 31), "sigma": _float(1.0, 0.1, 10.0)},
-              ["IMAGE"], category="image/postprocessing"),
-        _node("GetImageSize", {"image": image}, ["INT", "INT", "INT"],
-              output_names=["width", "height", "batch_size"], category="image"),
+        _node(
+            "ImageBlur",
+            {"image": image, "blur_radius": _int(1, 1, 31), "sigma": _float(1.0, 0.1, 10.0)},
+            ["IMAGE"],
+            category="image/postprocessing",
+        ),
+        _node(
+            "GetImageSize",
+            {"image": image},
+            ["INT", "INT", "INT"],
+            output_names=["width", "height", "batch_size"],
+            category="image",
+        ),
         _node("PreviewAny", {"source": ["*", {}]}, output_node=True, category="utils"),
         # The test-only node of the recorded traces (custom_progress_*, errors, interrupt, queue).
-        _node("GwSlowProgress", {"image": image, "steps": _int(3, 1, 1000), "delay": _float(0.1, 0.0, 60.0),
-                                 "preview": ["BOOLEAN", {"default": True}], "fail_at": _int(-1, -1, 1000)},
-              ["IMAGE"], category="testing"),
+        _node(
+            "GwSlowProgress",
+            {
+                "image": image,
+                "steps": _int(3, 1, 1000),
+                "delay": _float(0.1, 0.0, 60.0),
+                "preview": ["BOOLEAN", {"default": True}],
+                "fail_at": _int(-1, -1, 1000),
+            },
+            ["IMAGE"],
+            category="testing",
+        ),
     ]
     return {n["name"]: n for n in nodes}
 
@@ -335,11 +473,17 @@ def _save_path(base: Path, prefix: str) -> tuple[str, str, Path, int]:
     subfolder, name = os.path.dirname(norm), os.path.basename(norm)
     folder = (base / subfolder).resolve()
     if not folder.is_relative_to(base.resolve()):
-        raise _NodeFailure("Exception", "**** ERROR: Saving image outside the output folder is not allowed."
-                                        f"\n full_output_folder: {folder}\n         output_dir: {base}")
+        raise _NodeFailure(
+            "Exception",
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            f"\n full_output_folder: {folder}\n         output_dir: {base}",
+        )
     pattern = re.compile(re.escape(name) + r"_(\d+)_.*")
-    existing = [int(m.group(1)) for p in (folder.iterdir() if folder.exists() else [])
-                if (m := pattern.fullmatch(p.name))]
+    existing = [
+        int(m.group(1))
+        for p in (folder.iterdir() if folder.exists() else [])
+        if (m := pattern.fullmatch(p.name))
+    ]
     return subfolder, name, folder, max(existing, default=0) + 1
 
 
@@ -721,9 +865,11 @@ class FakeComfyUI:
     def object_info(self, *, list_inputs: bool = True) -> dict[str, JSON]:
         """The ``/object_info`` answer; ``list_inputs=False`` skips listing the input dir for LoadImage
         (validation and execution do not need it: LoadImage has its own file check)."""
-        files = sorted(
-            str(p.relative_to(self.input_dir)) for p in self.input_dir.rglob("*") if p.is_file()
-        ) if list_inputs and self.input_dir.exists() else []
+        files = (
+            sorted(str(p.relative_to(self.input_dir)) for p in self.input_dir.rglob("*") if p.is_file())
+            if list_inputs and self.input_dir.exists()
+            else []
+        )
         info = build_object_info(self.checkpoints, self.upscale_models, files)
         return {k: v for k, v in info.items() if k in self.node_types}
 
@@ -732,16 +878,24 @@ class FakeComfyUI:
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_upload_size, middlewares=[self._middleware])
         routes = [
-            ("POST", "/prompt", self._post_prompt), ("GET", "/prompt", self._get_prompt),
-            ("GET", "/ws", self._ws_handler), ("GET", "/history", self._get_history),
-            ("GET", "/history/{prompt_id}", self._get_history_id), ("POST", "/history", self._post_history),
-            ("GET", "/queue", self._get_queue), ("POST", "/queue", self._post_queue),
-            ("POST", "/interrupt", self._post_interrupt), ("POST", "/upload/image", self._upload_image),
-            ("GET", "/view", self._view), ("GET", "/system_stats", self._system_stats),
-            ("GET", "/features", self._features), ("GET", "/object_info", self._get_object_info),
+            ("POST", "/prompt", self._post_prompt),
+            ("GET", "/prompt", self._get_prompt),
+            ("GET", "/ws", self._ws_handler),
+            ("GET", "/history", self._get_history),
+            ("GET", "/history/{prompt_id}", self._get_history_id),
+            ("POST", "/history", self._post_history),
+            ("GET", "/queue", self._get_queue),
+            ("POST", "/queue", self._post_queue),
+            ("POST", "/interrupt", self._post_interrupt),
+            ("POST", "/upload/image", self._upload_image),
+            ("GET", "/view", self._view),
+            ("GET", "/system_stats", self._system_stats),
+            ("GET", "/features", self._features),
+            ("GET", "/object_info", self._get_object_info),
             ("GET", "/object_info/{node_class}", self._get_object_info_one),
             ("POST", "/free", self._post_free),
-            ("GET", "/models", self._get_models), ("GET", "/models/{folder}", self._get_models_folder),
+            ("GET", "/models", self._get_models),
+            ("GET", "/models/{folder}", self._get_models_folder),
         ]
         for prefix in ("", "/api"):
             for method, path, handler in routes:
@@ -834,8 +988,12 @@ class FakeComfyUI:
                 return False, err, [], {}
             class_type = node["class_type"]
             if class_type not in info:
-                err = _error("invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
-                             f"Node ID '#{node_id}'", {})
+                err = _error(
+                    "invalid_prompt",
+                    f"Cannot execute because node {class_type} does not exist.",
+                    f"Node ID '#{node_id}'",
+                    {},
+                )
                 return False, err, [], {}
             if info[class_type]["output_node"] and (targets is None or node_id in targets):
                 outputs.append(node_id)
@@ -856,7 +1014,8 @@ class FakeComfyUI:
                 if not node_valid and node_reasons:
                     class_type = prompt[node_id]["class_type"]
                     entry = node_errors.setdefault(
-                        node_id, {"errors": node_reasons, "dependent_outputs": [], "class_type": class_type})
+                        node_id, {"errors": node_reasons, "dependent_outputs": [], "class_type": class_type}
+                    )
                     if out not in entry["dependent_outputs"]:
                         entry["dependent_outputs"].append(out)
         if not good:
@@ -896,17 +1055,29 @@ class FakeComfyUI:
                 src_node = prompt.get(src)
                 if not isinstance(src_node, dict) or src_node.get("class_type") not in info:
                     msg = "Exception when validating inner node"
-                    add("exception_during_inner_validation", msg, f"'{src}'", input_config=config,
-                        exception_message=f"'{src}'", exception_type="KeyError",
-                        traceback=[], linked_node=val)
+                    add(
+                        "exception_during_inner_validation",
+                        msg,
+                        f"'{src}'",
+                        input_config=config,
+                        exception_message=f"'{src}'",
+                        exception_type="KeyError",
+                        traceback=[],
+                        linked_node=val,
+                    )
                     continue
                 src_outputs = info[src_node["class_type"]]["output"]
                 slot = val[1] if isinstance(val[1], int) else -1
                 received = src_outputs[slot] if 0 <= slot < len(src_outputs) else None
                 if received != type_ and type_ != "*" and not isinstance(type_, list):
-                    add("return_type_mismatch", "Return type mismatch between linked nodes",
+                    add(
+                        "return_type_mismatch",
+                        "Return type mismatch between linked nodes",
                         f"{name}, received_type({received}) mismatch input_type({type_})",
-                        input_config=config, received_type=received, linked_node=val)
+                        input_config=config,
+                        received_type=received,
+                        linked_node=val,
+                    )
                     continue
                 src_valid, _ = self._validate_inputs(prompt, src, validated, info)
                 if not src_valid:
@@ -918,18 +1089,33 @@ class FakeComfyUI:
                     val = converters[type_](val)
                     inputs[name] = val
                 except (TypeError, ValueError) as ex:
-                    add("invalid_input_type", f"Failed to convert an input value to a {type_} value",
-                        f"{name}, {val}, {ex}", input_config=config, received_value=val,
-                        exception_message=str(ex))
+                    add(
+                        "invalid_input_type",
+                        f"Failed to convert an input value to a {type_} value",
+                        f"{name}, {val}, {ex}",
+                        input_config=config,
+                        received_value=val,
+                        exception_message=str(ex),
+                    )
                     continue
                 opts = config[1]
                 if "min" in opts and val < opts["min"]:
-                    add("value_smaller_than_min", f"Value {val} smaller than min of {opts['min']}", name,
-                        input_config=config, received_value=val)
+                    add(
+                        "value_smaller_than_min",
+                        f"Value {val} smaller than min of {opts['min']}",
+                        name,
+                        input_config=config,
+                        received_value=val,
+                    )
                     continue
                 if "max" in opts and val > opts["max"]:
-                    add("value_bigger_than_max", f"Value {val} bigger than max of {opts['max']}", name,
-                        input_config=config, received_value=val)
+                    add(
+                        "value_bigger_than_max",
+                        f"Value {val} bigger than max of {opts['max']}",
+                        name,
+                        input_config=config,
+                        received_value=val,
+                    )
                     continue
             elif (
                 isinstance(type_, list)
@@ -937,8 +1123,13 @@ class FakeComfyUI:
                 and val not in type_
             ):
                 listed = str(type_) if len(type_) <= 20 else f"(list of length {len(type_)})"
-                add("value_not_in_list", "Value not in list", f"{name}: '{val}' not in {listed}",
-                    input_config=config if len(type_) <= 20 else None, received_value=val)
+                add(
+                    "value_not_in_list",
+                    "Value not in list",
+                    f"{name}: '{val}' not in {listed}",
+                    input_config=config if len(type_) <= 20 else None,
+                    received_value=val,
+                )
                 continue
         if (
             node["class_type"] == "LoadImage"
@@ -946,8 +1137,14 @@ class FakeComfyUI:
             and "image" in inputs
             and self._input_image_path(str(inputs["image"])) is None
         ):
-            errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                                 f"image - Invalid image file: {inputs['image']}", {"input_name": "image"}))
+            errors.append(
+                _error(
+                    "custom_validation_failed",
+                    "Custom validation failed for node",
+                    f"image - Invalid image file: {inputs['image']}",
+                    {"input_name": "image"},
+                )
+            )
         result = (valid and not errors, errors)
         validated[node_id] = result
         return result
@@ -1031,8 +1228,15 @@ class FakeComfyUI:
         data = {"prompt_id": run.prompt_id, "nodes": copy.deepcopy(run.states)}
         await self._emit(run, "progress_state", data)
 
-    async def _emit_progress(self, run: _Run, node_id: str, value: int, max_: int, image: bytes | None,
-                             image_type: str = "image/jpeg") -> None:
+    async def _emit_progress(
+        self,
+        run: _Run,
+        node_id: str,
+        value: int,
+        max_: int,
+        image: bytes | None,
+        image_type: str = "image/jpeg",
+    ) -> None:
         """progress_state, then progress JSON + preview frame in the order each socket's mode dictates."""
         run.states[node_id].update(value=value, max=max_)
         await self._emit_progress_state(run)
@@ -1041,9 +1245,16 @@ class FakeComfyUI:
             if image is None:
                 await self._send_json(conn, "progress", progress)
             elif conn.metadata_previews:
-                meta = json.dumps({"node_id": node_id, "prompt_id": run.prompt_id, "display_node_id": node_id,
-                                   "parent_node_id": None, "real_node_id": node_id,
-                                   "image_type": image_type}).encode()
+                meta = json.dumps(
+                    {
+                        "node_id": node_id,
+                        "prompt_id": run.prompt_id,
+                        "display_node_id": node_id,
+                        "parent_node_id": None,
+                        "real_node_id": node_id,
+                        "image_type": image_type,
+                    }
+                ).encode()
                 await self._send_raw(conn, struct.pack(">II", 4, len(meta)) + meta + image)
                 await self._send_json(conn, "progress", progress)
             else:
@@ -1083,8 +1294,10 @@ class FakeComfyUI:
             "prompt": [run.number, run.prompt_id, run.prompt, run.extra_data, run.outputs_to_execute],
             "outputs": outputs,
             "status": {"status_str": status_str, "completed": completed, "messages": run.messages},
-            "meta": {nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
-                     for nid in outputs},
+            "meta": {
+                nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
+                for nid in outputs
+            },
         }
         while len(self._history) > 10000:
             self._history.pop(next(iter(self._history)))
@@ -1150,8 +1363,11 @@ class FakeComfyUI:
         order = self._execution_order(run)
         memo: dict[str, str] = {}
         sigs = {nid: self._signature(run.prompt, nid, memo) for nid in order}
-        cached = [nid for nid in run.prompt if nid in sigs and self.cache_enabled
-                  and nid in self._cache and self._cache[nid][0] == sigs[nid]]
+        cached = [
+            nid
+            for nid in run.prompt
+            if nid in sigs and self.cache_enabled and nid in self._cache and self._cache[nid][0] == sigs[nid]
+        ]
         cached_msg = {"nodes": cached, "prompt_id": pid, "timestamp": _now_ms()}
         run.messages.append(["execution_cached", cached_msg])
         await self._emit(run, "execution_cached", cached_msg)
@@ -1168,8 +1384,11 @@ class FakeComfyUI:
                     values[nid] = outs
                     if ui is not None:
                         run.ui[nid] = ui
-                        await self._emit(run, "executed", {"node": nid, "display_node": nid, "output": ui,
-                                                           "prompt_id": pid})
+                        await self._emit(
+                            run,
+                            "executed",
+                            {"node": nid, "display_node": nid, "output": ui, "prompt_id": pid},
+                        )
                         run.states[nid] = self._state(run, nid, 1, 1, "finished")
                         await self._emit_progress_state(run)
                     continue
@@ -1179,14 +1398,17 @@ class FakeComfyUI:
                 await self._emit(run, "executing", {"node": nid, "display_node": nid, "prompt_id": pid})
                 if self._interrupt:  # ComfyUI checks the flag as the node starts (pre_execute_cb)
                     raise _Interrupted()
-                inputs = {k: (values[str(v[0])][v[1]] if isinstance(v, list) and len(v) == 2 else v)
-                          for k, v in node.get("inputs", {}).items()}
+                inputs = {
+                    k: (values[str(v[0])][v[1]] if isinstance(v, list) and len(v) == 2 else v)
+                    for k, v in node.get("inputs", {}).items()
+                }
                 outs, ui = await self._run_node(run, nid, node["class_type"], inputs)
                 values[nid] = outs
                 if ui is not None:
                     run.ui[nid] = ui
-                    await self._emit(run, "executed", {"node": nid, "display_node": nid, "output": ui,
-                                                       "prompt_id": pid})
+                    await self._emit(
+                        run, "executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": pid}
+                    )
                 state = run.states[nid]
                 if state["max"] == 1.0 and isinstance(state["max"], float):
                     state["value"] = 1.0
@@ -1197,8 +1419,13 @@ class FakeComfyUI:
         except _Interrupted:
             nid = run.current_node or ""
             node_type = run.prompt.get(nid, {}).get("class_type", "")
-            data = {"prompt_id": pid, "node_id": nid, "node_type": node_type,
-                    "executed": list(run.executed), "timestamp": _now_ms()}
+            data = {
+                "prompt_id": pid,
+                "node_id": nid,
+                "node_type": node_type,
+                "executed": list(run.executed),
+                "timestamp": _now_ms(),
+            }
             run.messages.append(["execution_interrupted", data])
             await self._emit(run, "execution_interrupted", data)
             return self._finish(run, "error", False)
@@ -1206,13 +1433,20 @@ class FakeComfyUI:
             nid = run.current_node or ""
             node = run.prompt.get(nid, {})
             data = {
-                "prompt_id": pid, "node_id": nid, "node_type": node.get("class_type", ""),
-                "executed": list(run.executed), "exception_message": f"{failure.message}\n",
+                "prompt_id": pid,
+                "node_id": nid,
+                "node_type": node.get("class_type", ""),
+                "executed": list(run.executed),
+                "exception_message": f"{failure.message}\n",
                 "exception_type": failure.exception_type,
-                "traceback": ['  File "/opt/ComfyUI/execution.py", line 496, in execute\n',
-                              f'  File "tests/fakes/comfyui.py", line 1, in {node.get("class_type")}\n'],
-                "current_inputs": {k: [f"<linked from node {v[0]}>"] if isinstance(v, list) else [v]
-                                   for k, v in node.get("inputs", {}).items()},
+                "traceback": [
+                    '  File "/opt/ComfyUI/execution.py", line 496, in execute\n',
+                    f'  File "tests/fakes/comfyui.py", line 1, in {node.get("class_type")}\n',
+                ],
+                "current_inputs": {
+                    k: [f"<linked from node {v[0]}>"] if isinstance(v, list) else [v]
+                    for k, v in node.get("inputs", {}).items()
+                },
                 # ComfyUI lists every node of the prompt's cache key set (observed ["3", "2", "1"] for 1→2→3)
                 "current_outputs": list(reversed(run.prompt)),
                 "timestamp": _now_ms(),
@@ -1235,8 +1469,16 @@ class FakeComfyUI:
 
     @staticmethod
     def _state(run: _Run, nid: str, value: float, max_: float, state: str) -> JSON:
-        return {"value": value, "max": max_, "state": state, "node_id": nid, "prompt_id": run.prompt_id,
-                "display_node_id": nid, "parent_node_id": None, "real_node_id": nid}
+        return {
+            "value": value,
+            "max": max_,
+            "state": state,
+            "node_id": nid,
+            "prompt_id": run.prompt_id,
+            "display_node_id": nid,
+            "parent_node_id": None,
+            "real_node_id": nid,
+        }
 
     @staticmethod
     def _steps_of(node: JSON) -> int:
@@ -1272,8 +1514,11 @@ class FakeComfyUI:
         fault = self._fault_for(nid, class_type)
         if class_type in ("KSampler", "GwSlowProgress"):
             steps = max(int(inputs.get("steps", 1)), 1)
-            delay = float(inputs.get("delay", self.step_delay_s)) if class_type == "GwSlowProgress" \
+            delay = (
+                float(inputs.get("delay", self.step_delay_s))
+                if class_type == "GwSlowProgress"
                 else self.step_delay_s
+            )
             fail_at = int(inputs.get("fail_at", -1)) if class_type == "GwSlowProgress" else -1
             preview = bool(inputs.get("preview", True)) and self.previews
             for step in range(1, steps + 1):
@@ -1328,8 +1573,14 @@ class FakeComfyUI:
         if class_type == "EmptyLatentImage":
             return [FakeImage(int(inputs["width"]), int(inputs["height"]), int(inputs["batch_size"]))], None
         if class_type == "EmptyImage":
-            return [FakeImage(int(inputs["width"]), int(inputs["height"]), int(inputs["batch_size"]),
-                              int(inputs.get("color", 0)))], None
+            return [
+                FakeImage(
+                    int(inputs["width"]),
+                    int(inputs["height"]),
+                    int(inputs["batch_size"]),
+                    int(inputs.get("color", 0)),
+                )
+            ], None
         if class_type == "LoadImage":
             path = self._input_image_path(str(inputs["image"]))
             if path is None:
@@ -1355,8 +1606,11 @@ class FakeComfyUI:
                 scale = float(m.group(1) or m.group(2)) if m else 4.0
             else:
                 scale = float(inputs["scale_by"])
-            return [FakeImage(max(round(img.width * scale), 1), max(round(img.height * scale), 1),
-                              img.batch, img.color)], None
+            return [
+                FakeImage(
+                    max(round(img.width * scale), 1), max(round(img.height * scale), 1), img.batch, img.color
+                )
+            ], None
         if class_type == "ImageInvert":
             return [FakeImage(img.width, img.height, img.batch, img.color ^ 0xFFFFFF)], None
         if class_type in ("VAEDecode", "VAEEncode", "ImageBlur"):
@@ -1411,7 +1665,7 @@ class FakeComfyUI:
             n = int(max_items)
             if offset is None:
                 offset = max(len(items) - n, 0)
-            items = items[offset: offset + n]
+            items = items[offset : offset + n]
         elif offset is not None:
             items = items[offset:]
         return web.json_response(dict(items))
@@ -1431,9 +1685,19 @@ class FakeComfyUI:
         return web.Response(status=200)
 
     async def _get_queue(self, request: web.Request) -> web.Response:
-        running = [] if self._running is None else [[
-            self._running.number, self._running.prompt_id, self._running.prompt, self._running.extra_data,
-            self._running.outputs_to_execute]]
+        running = (
+            []
+            if self._running is None
+            else [
+                [
+                    self._running.number,
+                    self._running.prompt_id,
+                    self._running.prompt,
+                    self._running.extra_data,
+                    self._running.outputs_to_execute,
+                ]
+            ]
+        )
         return web.json_response({"queue_running": running, "queue_pending": [list(i) for i in self._queue]})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
@@ -1492,8 +1756,17 @@ class FakeComfyUI:
         if stored is None:
             return web.Response(status=400)
         filename, duplicate = stored
-        self.uploads.append({"filename": image.filename, "name": filename, "subfolder": subfolder,
-                             "type": type_, "overwrite": overwrite, "duplicate": duplicate, "data": data})
+        self.uploads.append(
+            {
+                "filename": image.filename,
+                "name": filename,
+                "subfolder": subfolder,
+                "type": type_,
+                "overwrite": overwrite,
+                "duplicate": duplicate,
+                "data": data,
+            }
+        )
         return web.json_response({"name": filename, "subfolder": subfolder, "type": type_})
 
     async def _view(self, request: web.Request) -> web.StreamResponse:
@@ -1520,8 +1793,11 @@ class FakeComfyUI:
             if fmt == "jpeg":
                 data = await asyncio.to_thread(path.read_bytes)
                 body = await asyncio.to_thread(_reencode_jpeg, data, int(quality or 90))
-                return web.Response(body=body, content_type="image/jpeg",
-                                    headers={"Content-Disposition": f'filename="{name}"'})
+                return web.Response(
+                    body=body,
+                    content_type="image/jpeg",
+                    headers={"Content-Disposition": f'filename="{name}"'},
+                )
         return web.FileResponse(path, headers={"Content-Disposition": f'filename="{name}"'})
 
     # ---------------------------------------------------------------- info endpoints
@@ -1534,16 +1810,34 @@ class FakeComfyUI:
 
     async def _system_stats(self, request: web.Request) -> web.Response:
         ram = 25276510208
-        return web.json_response({
-            "system": {"os": "posix", "ram_total": ram, "ram_free": ram // 2,
-                       "comfyui_version": COMFYUI_VERSION,
-                       "required_frontend_version": "1.27.10", "installed_templates_version": "0.1.95",
-                       "required_templates_version": "0.1.95", "python_version": "3.11.7 (fake)",
-                       "pytorch_version": "2.13.0+cpu", "embedded_python": False,
-                       "argv": ["main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self._port)]},
-            "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram,
-                         "vram_free": ram // 2, "torch_vram_total": ram, "torch_vram_free": ram // 2}],
-        })
+        return web.json_response(
+            {
+                "system": {
+                    "os": "posix",
+                    "ram_total": ram,
+                    "ram_free": ram // 2,
+                    "comfyui_version": COMFYUI_VERSION,
+                    "required_frontend_version": "1.27.10",
+                    "installed_templates_version": "0.1.95",
+                    "required_templates_version": "0.1.95",
+                    "python_version": "3.11.7 (fake)",
+                    "pytorch_version": "2.13.0+cpu",
+                    "embedded_python": False,
+                    "argv": ["main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self._port)],
+                },
+                "devices": [
+                    {
+                        "name": "cpu",
+                        "type": "cpu",
+                        "index": None,
+                        "vram_total": ram,
+                        "vram_free": ram // 2,
+                        "torch_vram_total": ram,
+                        "torch_vram_free": ram // 2,
+                    }
+                ],
+            }
+        )
 
     async def _get_object_info(self, request: web.Request) -> web.Response:
         return web.json_response(self.object_info())
@@ -1657,8 +1951,13 @@ class WsRecorder:
     async def wait_done(self, prompt_id: str, timeout_s: float = 10.0) -> JSON:
         """Wait for ``executing {node: null, prompt_id}``."""
         return await self.wait_for(
-            lambda f: f.get("type") == "executing" and f["data"].get("node") is None
-            and f["data"].get("prompt_id") == prompt_id, timeout_s)
+            lambda f: (
+                f.get("type") == "executing"
+                and f["data"].get("node") is None
+                and f["data"].get("prompt_id") == prompt_id
+            ),
+            timeout_s,
+        )
 
     def json_of(self, type_: str) -> list[JSON]:
         return [f["data"] for f in self.frames if f.get("type") == type_]

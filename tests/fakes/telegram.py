@@ -76,18 +76,42 @@ NOT_MODIFIED = (
 )
 
 METHODS = [
-    "getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
-    "getMyCommands", "deleteMyCommands", "sendMessage", "editMessageText", "editMessageCaption",
-    "editMessageMedia", "editMessageReplyMarkup", "sendPhoto", "sendDocument", "sendMediaGroup",
-    "sendChatAction", "deleteMessage", "answerCallbackQuery", "getFile", "close", "logOut",
+    "getMe",
+    "getUpdates",
+    "setWebhook",
+    "deleteWebhook",
+    "getWebhookInfo",
+    "setMyCommands",
+    "getMyCommands",
+    "deleteMyCommands",
+    "sendMessage",
+    "editMessageText",
+    "editMessageCaption",
+    "editMessageMedia",
+    "editMessageReplyMarkup",
+    "sendPhoto",
+    "sendDocument",
+    "sendMediaGroup",
+    "sendChatAction",
+    "deleteMessage",
+    "answerCallbackQuery",
+    "getFile",
+    "close",
+    "logOut",
 ]
 _CANONICAL = {m.lower(): m for m in METHODS}
 
 #: Methods that count against the per-chat, per-group and global rate limits (edits count like sends).
 RATE_COUNTED = frozenset(
     [
-        "sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "editMessageText",
-        "editMessageCaption", "editMessageMedia", "editMessageReplyMarkup",
+        "sendMessage",
+        "sendPhoto",
+        "sendDocument",
+        "sendMediaGroup",
+        "editMessageText",
+        "editMessageCaption",
+        "editMessageMedia",
+        "editMessageReplyMarkup",
     ]
 )
 #: Methods an untargeted ``inject_429`` leaves alone, so polling keeps working during a storm.
@@ -95,20 +119,39 @@ _STORM_EXEMPT = frozenset({"getUpdates", "getMe", "deleteWebhook", "getWebhookIn
 
 _JSON_FIELDS = frozenset(
     [
-        "reply_markup", "media", "commands", "scope", "allowed_updates", "entities", "caption_entities",
-        "reply_parameters", "link_preview_options",
+        "reply_markup",
+        "media",
+        "commands",
+        "scope",
+        "allowed_updates",
+        "entities",
+        "caption_entities",
+        "reply_parameters",
+        "link_preview_options",
     ]
 )
 _INT_FIELDS = frozenset(
     [
-        "chat_id", "message_id", "offset", "limit", "timeout", "reply_to_message_id",
-        "message_thread_id", "cache_time", "max_connections",
+        "chat_id",
+        "message_id",
+        "offset",
+        "limit",
+        "timeout",
+        "reply_to_message_id",
+        "message_thread_id",
+        "cache_time",
+        "max_connections",
     ]
 )
 _BOOL_FIELDS = frozenset(
     [
-        "disable_notification", "protect_content", "show_alert", "drop_pending_updates",
-        "disable_web_page_preview", "allow_sending_without_reply", "show_caption_above_media",
+        "disable_notification",
+        "protect_content",
+        "show_alert",
+        "drop_pending_updates",
+        "disable_web_page_preview",
+        "allow_sending_without_reply",
+        "show_caption_above_media",
         "has_spoiler",
     ]
 )
@@ -225,8 +268,17 @@ class StoredMessage:
             "chat": dict(self.chat),
             "from": dict(self.from_user),
         }
-        for key in ("text", "entities", "caption", "caption_entities", "photo", "document",
-                    "reply_markup", "media_group_id", "edit_date"):
+        for key in (
+            "text",
+            "entities",
+            "caption",
+            "caption_entities",
+            "photo",
+            "document",
+            "reply_markup",
+            "media_group_id",
+            "edit_date",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -320,7 +372,8 @@ async def _read_multipart(reader: MultipartReader) -> tuple[dict[str, str], dict
             continue
         if part.filename is not None:
             files[part.name] = UploadedFile(
-                name=part.name, filename=part.filename,
+                name=part.name,
+                filename=part.filename,
                 content_type=part.headers.get("Content-Type", "application/octet-stream"),
                 data=bytes(await part.read()),
             )
@@ -346,8 +399,13 @@ class FakeTelegram:
         self.bot_username = bot_username
         self.bot_id = int(token.split(":", 1)[0])
         self.bot_user = {
-            "id": self.bot_id, "is_bot": True, "first_name": bot_name, "username": bot_username,
-            "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False,
+            "id": self.bot_id,
+            "is_bot": True,
+            "first_name": bot_name,
+            "username": bot_username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
         }
         self.rate_limits_enabled = rate_limits_enabled
         self.limits = limits or RateLimits()
@@ -436,7 +494,8 @@ class FakeTelegram:
     ) -> list[StoredMessage]:
         """Messages of a chat in order; by default the ones not deleted, from the bot and users."""
         return [
-            m for _, m in sorted(self._msgs[chat_id].items())
+            m
+            for _, m in sorted(self._msgs[chat_id].items())
             if (include_deleted or not m.deleted) and (from_bot is None or m.from_bot == from_bot)
         ]
 
@@ -448,14 +507,19 @@ class FakeTelegram:
 
     def calls_of(self, method: str, chat_id: int | None = None, *, ok: bool | None = None) -> list[Call]:
         return [
-            c for c in self.calls
+            c
+            for c in self.calls
             if c.method.lower() == method.lower()
             and (chat_id is None or c.chat_id == chat_id)
             and (ok is None or c.ok == ok)
         ]
 
     async def wait_for(
-        self, predicate: Callable[[Call], bool], timeout: float = 5.0, *, start: int = 0  # noqa: ASYNC109 - test API
+        self,
+        predicate: Callable[[Call], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 - test API
+        *,
+        start: int = 0,
     ) -> Call:
         """The first call (from index ``start``) matching ``predicate``; waits on new calls, not sleeps."""
         async with asyncio.timeout(timeout):
@@ -485,8 +549,13 @@ class FakeTelegram:
     # ------------------------------------------------------------------ fault injection
 
     def inject_429(
-        self, method: str | None = None, *, times: int = 1, retry_after: int = 1,
-        chat_id: int | None = None, block: bool = True,
+        self,
+        method: str | None = None,
+        *,
+        times: int = 1,
+        retry_after: int = 1,
+        chat_id: int | None = None,
+        block: bool = True,
     ) -> None:
         """The next ``times`` matching calls get 429 ``retry after N``.
 
@@ -494,17 +563,37 @@ class FakeTelegram:
         without a chat, the whole bot) stays blocked for ``retry_after`` seconds like real Telegram:
         an early retry gets another 429.
         """
-        self._faults.append(_Fault(
-            method=_CANONICAL.get(method.lower(), method) if method else None, times=times, status=429,
-            description=f"Too Many Requests: retry after {retry_after}",
-            parameters={"retry_after": retry_after}, chat_id=chat_id, block=block,
-        ))
+        self._faults.append(
+            _Fault(
+                method=_CANONICAL.get(method.lower(), method) if method else None,
+                times=times,
+                status=429,
+                description=f"Too Many Requests: retry after {retry_after}",
+                parameters={"retry_after": retry_after},
+                chat_id=chat_id,
+                block=block,
+            )
+        )
 
-    def fail_next(self, method: str, status: int = 400, description: str = "Bad Request: injected",
-                  *, times: int = 1, chat_id: int | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        status: int = 400,
+        description: str = "Bad Request: injected",
+        *,
+        times: int = 1,
+        chat_id: int | None = None,
+    ) -> None:
         """The next ``times`` calls of ``method`` fail with this status and description."""
-        self._faults.append(_Fault(method=_CANONICAL.get(method.lower(), method), times=times,
-                                   status=status, description=description, chat_id=chat_id))
+        self._faults.append(
+            _Fault(
+                method=_CANONICAL.get(method.lower(), method),
+                times=times,
+                status=status,
+                description=description,
+                chat_id=chat_id,
+            )
+        )
 
     def block_bot(self, chat_id: int, blocked: bool = True) -> None:
         """As if the user blocked the bot: sends to the chat get 403 "bot was blocked by the user"."""
@@ -519,13 +608,17 @@ class FakeTelegram:
 
     # ------------------------------------------------------------------ simulated users
 
-    def _chat(self, chat_id: int, chat_type: str | None = None, user: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+    def _chat(
+        self, chat_id: int, chat_type: str | None = None, user: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         if chat_id not in self.chats:
             kind = chat_type or ("private" if chat_id > 0 else "supergroup")
             if kind == "private":
-                chat: dict[str, Any] = {"id": chat_id, "type": "private",
-                                        "first_name": (user or {}).get("first_name", f"User{chat_id}")}
+                chat: dict[str, Any] = {
+                    "id": chat_id,
+                    "type": "private",
+                    "first_name": (user or {}).get("first_name", f"User{chat_id}"),
+                }
             else:
                 chat = {"id": chat_id, "type": kind, "title": f"Group {chat_id}"}
             self.chats[chat_id] = chat
@@ -533,49 +626,84 @@ class FakeTelegram:
 
     @staticmethod
     def user(user_id: int, language_code: str = "en") -> dict[str, Any]:
-        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}",
-                "username": f"user{user_id}", "language_code": language_code}
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": f"User{user_id}",
+            "username": f"user{user_id}",
+            "language_code": language_code,
+        }
 
-    def _new_message(self, chat_id: int, from_user: dict[str, Any], *, from_bot: bool,
-                     chat_type: str | None = None) -> StoredMessage:
+    def _new_message(
+        self, chat_id: int, from_user: dict[str, Any], *, from_bot: bool, chat_type: str | None = None
+    ) -> StoredMessage:
         chat = self._chat(chat_id, chat_type, None if from_bot else from_user)
         msg_id = self._next_msg_id[chat_id]
         self._next_msg_id[chat_id] = msg_id + 1
-        msg = StoredMessage(message_id=msg_id, chat=chat, from_user=from_user, date=int(time.time()),
-                            from_bot=from_bot)
+        msg = StoredMessage(
+            message_id=msg_id, chat=chat, from_user=from_user, date=int(time.time()), from_bot=from_bot
+        )
         self._msgs[chat_id][msg_id] = msg
         return msg
 
-    def _store_file(self, data: bytes, *, kind: str, mime_type: str | None = None,
-                    file_name: str | None = None, width: int | None = None,
-                    height: int | None = None) -> StoredFile:
+    def _store_file(
+        self,
+        data: bytes,
+        *,
+        kind: str,
+        mime_type: str | None = None,
+        file_name: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> StoredFile:
         n = next(self._file_seq)
         digest = hashlib.sha1(data).hexdigest()[:16]  # noqa: S324 - an id, not security
-        ext = (file_name or "").rsplit(".", 1)[-1] if file_name and "." in file_name else (
-            "jpg" if kind == "photo" else "bin")
+        ext = (
+            (file_name or "").rsplit(".", 1)[-1]
+            if file_name and "." in file_name
+            else ("jpg" if kind == "photo" else "bin")
+        )
         stored = StoredFile(
-            file_id=f"{kind[:3].upper()}{n:06d}{digest}", file_unique_id=f"U{n}{digest[:8]}", data=data,
-            file_path=f"{kind}s/file_{n}.{ext}", mime_type=mime_type, file_name=file_name,
-            width=width, height=height,
+            file_id=f"{kind[:3].upper()}{n:06d}{digest}",
+            file_unique_id=f"U{n}{digest[:8]}",
+            data=data,
+            file_path=f"{kind}s/file_{n}.{ext}",
+            mime_type=mime_type,
+            file_name=file_name,
+            width=width,
+            height=height,
         )
         self.files[stored.file_id] = stored
         return stored
 
     def _photo_sizes(self, stored: StoredFile) -> list[dict[str, Any]]:
         w, h = stored.width or 0, stored.height or 0
-        full = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                "width": w, "height": h, "file_size": len(stored.data)}
+        full = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "width": w,
+            "height": h,
+            "file_size": len(stored.data),
+        }
         scale = 90 / max(w, h, 1)
         if scale >= 1:
             return [full]
         # Telegram always adds thumbnails; this one points at the same bytes (it is a fake).
         thumb: dict[str, Any] = {
-                 "file_id": stored.file_id + "t", "file_unique_id": stored.file_unique_id + "t",
-                 "width": max(1, round(w * scale)), "height": max(1, round(h * scale)),
-                 "file_size": max(1, len(stored.data) // 20)}
+            "file_id": stored.file_id + "t",
+            "file_unique_id": stored.file_unique_id + "t",
+            "width": max(1, round(w * scale)),
+            "height": max(1, round(h * scale)),
+            "file_size": max(1, len(stored.data) // 20),
+        }
         self.files[stored.file_id + "t"] = StoredFile(
-            file_id=thumb["file_id"], file_unique_id=thumb["file_unique_id"], data=stored.data,
-            file_path=stored.file_path + ".thumb.jpg", width=thumb["width"], height=thumb["height"])
+            file_id=thumb["file_id"],
+            file_unique_id=thumb["file_unique_id"],
+            data=stored.data,
+            file_path=stored.file_path + ".thumb.jpg",
+            width=thumb["width"],
+            height=thumb["height"],
+        )
         return [thumb, full]
 
     def _enqueue(self, kind: str, payload: dict[str, Any], message: StoredMessage | None) -> SentUpdate:
@@ -585,31 +713,57 @@ class FakeTelegram:
         self._notify()  # wakes a held long poll (or the webhook deliverer) at once
         return SentUpdate(update_id=update_id, data=update, message=message)
 
-    def send_text(self, user_id: int, chat_id: int, text: str, *, reply_to_message_id: int | None = None,
-                  chat_type: str = "private", language_code: str = "en") -> SentUpdate:
+    def send_text(
+        self,
+        user_id: int,
+        chat_id: int,
+        text: str,
+        *,
+        reply_to_message_id: int | None = None,
+        chat_type: str = "private",
+        language_code: str = "en",
+    ) -> SentUpdate:
         """A user types ``text`` (``/cmd`` and ``/cmd@Bot`` get a bot_command entity)."""
         msg = self._user_message(user_id, chat_id, chat_type, language_code, reply_to_message_id)
         msg.text = text
         msg.entities = _command_entities(text)
         return self._enqueue("message", self._user_json(msg), msg)
 
-    def send_photo(self, user_id: int, chat_id: int, image_bytes: bytes, *, caption: str | None = None,
-                   reply_to_message_id: int | None = None, chat_type: str = "private",
-                   language_code: str = "en") -> SentUpdate:
+    def send_photo(
+        self,
+        user_id: int,
+        chat_id: int,
+        image_bytes: bytes,
+        *,
+        caption: str | None = None,
+        reply_to_message_id: int | None = None,
+        chat_type: str = "private",
+        language_code: str = "en",
+    ) -> SentUpdate:
         """A user sends a photo; ``getFile`` + download return ``image_bytes``."""
         size = _image_size(image_bytes) or (0, 0)
-        stored = self._store_file(image_bytes, kind="photo", mime_type="image/jpeg",
-                                  width=size[0], height=size[1])
+        stored = self._store_file(
+            image_bytes, kind="photo", mime_type="image/jpeg", width=size[0], height=size[1]
+        )
         msg = self._user_message(user_id, chat_id, chat_type, language_code, reply_to_message_id)
         msg.photo, msg.file_data = self._photo_sizes(stored), image_bytes
         if caption is not None:
             msg.caption, msg.caption_entities = caption, _command_entities(caption)
         return self._enqueue("message", self._user_json(msg), msg)
 
-    def send_document(self, user_id: int, chat_id: int, data: bytes, *, file_name: str = "file.bin",
-                      mime_type: str | None = None, caption: str | None = None,
-                      reply_to_message_id: int | None = None, chat_type: str = "private",
-                      language_code: str = "en") -> SentUpdate:
+    def send_document(
+        self,
+        user_id: int,
+        chat_id: int,
+        data: bytes,
+        *,
+        file_name: str = "file.bin",
+        mime_type: str | None = None,
+        caption: str | None = None,
+        reply_to_message_id: int | None = None,
+        chat_type: str = "private",
+        language_code: str = "en",
+    ) -> SentUpdate:
         """A user sends a file as a document."""
         mime = mime_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         stored = self._store_file(data, kind="document", mime_type=mime, file_name=file_name)
@@ -620,20 +774,28 @@ class FakeTelegram:
             msg.caption, msg.caption_entities = caption, _command_entities(caption)
         return self._enqueue("message", self._user_json(msg), msg)
 
-    def press_button(self, user_id: int, chat_id: int, message_id: int, callback_data: str, *,
-                     language_code: str = "en") -> SentUpdate:
+    def press_button(
+        self, user_id: int, chat_id: int, message_id: int, callback_data: str, *, language_code: str = "en"
+    ) -> SentUpdate:
         """A user presses an inline button of a bot message: a ``callback_query`` update."""
         msg = self._msgs[chat_id][message_id]
         query_id = str(next(self._file_seq) * 7919 + user_id)
         self._callbacks[query_id] = chat_id
-        payload = {"id": query_id, "from": self.user(user_id, language_code),
-                   "message": msg.to_json(), "chat_instance": f"ci{chat_id}", "data": callback_data}
+        payload = {
+            "id": query_id,
+            "from": self.user(user_id, language_code),
+            "message": msg.to_json(),
+            "chat_instance": f"ci{chat_id}",
+            "data": callback_data,
+        }
         return self._enqueue("callback_query", payload, msg)
 
-    def _user_message(self, user_id: int, chat_id: int, chat_type: str, language_code: str,
-                      reply_to: int | None) -> StoredMessage:
-        msg = self._new_message(chat_id, self.user(user_id, language_code), from_bot=False,
-                                chat_type=chat_type)
+    def _user_message(
+        self, user_id: int, chat_id: int, chat_type: str, language_code: str, reply_to: int | None
+    ) -> StoredMessage:
+        msg = self._new_message(
+            chat_id, self.user(user_id, language_code), from_bot=False, chat_type=chat_type
+        )
         msg.reply_to_message_id = reply_to
         return msg
 
@@ -647,8 +809,11 @@ class FakeTelegram:
 
     @staticmethod
     def _document_json(stored: StoredFile) -> dict[str, Any]:
-        doc: dict[str, Any] = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                               "file_size": len(stored.data)}
+        doc: dict[str, Any] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(stored.data),
+        }
         if stored.file_name:
             doc["file_name"] = stored.file_name
         if stored.mime_type:
@@ -674,12 +839,20 @@ class FakeTelegram:
 
     async def _handle(self, request: web.Request) -> web.Response:
         fields, files = await self._read(request)
-        call = await self._process(request.match_info["method"], fields, files,
-                                   token_ok=request.match_info["token"] == self.token)
+        call = await self._process(
+            request.match_info["method"], fields, files, token_ok=request.match_info["token"] == self.token
+        )
         return web.json_response(call.response, status=call.status)
 
-    async def _process(self, raw_method: str, fields: dict[str, str], files: dict[str, UploadedFile],
-                       *, token_ok: bool = True, via: str = "http") -> Call:
+    async def _process(
+        self,
+        raw_method: str,
+        fields: dict[str, str],
+        files: dict[str, UploadedFile],
+        *,
+        token_ok: bool = True,
+        via: str = "http",
+    ) -> Call:
         method = _CANONICAL.get(raw_method.lower(), raw_method)
         call = Call(method=method, params=_decode_params(fields), files=files, at=self.clock(), via=via)
         try:
@@ -710,8 +883,9 @@ class FakeTelegram:
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
-            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"},
-                                     status=401)
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
         path = request.match_info["path"]
         for stored in self.files.values():
             if stored.file_path == path:
@@ -897,8 +1071,11 @@ class FakeTelegram:
 
     async def _get_updates(self, call: Call) -> list[dict[str, Any]]:
         if self.webhook_url:
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
-                                "use deleteWebhook to delete the webhook first")
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         offset = int(call.params.get("offset", 0) or 0)
         limit = int(call.params.get("limit", 100) or 100)
         timeout = float(call.params.get("timeout", 0) or 0)
@@ -907,8 +1084,7 @@ class FakeTelegram:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
 
         def ready() -> list[dict[str, Any]]:
-            return [u for u in self._updates
-                    if allowed is None or any(k in u for k in allowed)][:limit]
+            return [u for u in self._updates if allowed is None or any(k in u for k in allowed)][:limit]
 
         # A newer getUpdates terminates a held one with 409, like Telegram (two bot instances).
         self._poll_generation += 1
@@ -924,8 +1100,11 @@ class FakeTelegram:
             finally:
                 self.polling -= 1
             if generation != self._poll_generation:
-                raise ApiError(409, "Conflict: terminated by other getUpdates request; "
-                                    "make sure that only one bot instance is running")
+                raise ApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; "
+                    "make sure that only one bot instance is running",
+                )
         return ready()
 
     def _m_setWebhook(self, call: Call) -> Any:
@@ -973,8 +1152,12 @@ class FakeTelegram:
                 headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
                 reply: tuple[dict[str, str], dict[str, UploadedFile]] | None = None
                 try:
-                    async with http.post(self.webhook_url, json=update, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    async with http.post(
+                        self.webhook_url,
+                        json=update,
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=10),
+                    ) as resp:
                         status = resp.status
                         if 200 <= status < 300:
                             reply = await self._read_webhook_reply(resp)
@@ -1011,8 +1194,11 @@ class FakeTelegram:
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}, {}
 
     def _m_getWebhookInfo(self, call: Call) -> Any:
-        return {"url": self.webhook_url, "has_custom_certificate": False,
-                "pending_update_count": len(self._updates)}
+        return {
+            "url": self.webhook_url,
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
 
     @staticmethod
     def _commands_key(call: Call) -> tuple[str, str]:
@@ -1022,8 +1208,9 @@ class FakeTelegram:
     def _m_setMyCommands(self, call: Call) -> Any:
         commands = call.params.get("commands")
         if not isinstance(commands, list) or len(commands) > 100:
-            raise bad_request("BOT_COMMANDS_TOO_MUCH" if isinstance(commands, list) else
-                              "can't parse commands JSON")
+            raise bad_request(
+                "BOT_COMMANDS_TOO_MUCH" if isinstance(commands, list) else "can't parse commands JSON"
+            )
         for cmd in commands:
             name = str(cmd.get("command", ""))
             if not re.fullmatch(r"[a-z0-9_]{1,32}", name):
@@ -1043,10 +1230,14 @@ class FakeTelegram:
     def _bot_message(self, call: Call) -> StoredMessage:
         chat_id = self._chat_id(call)
         reply = call.params.get("reply_parameters")
-        reply_to = (reply.get("message_id") if isinstance(reply, dict)
-                    else call.params.get("reply_to_message_id"))
-        allow = (reply.get("allow_sending_without_reply") if isinstance(reply, dict)
-                 else call.params.get("allow_sending_without_reply"))
+        reply_to = (
+            reply.get("message_id") if isinstance(reply, dict) else call.params.get("reply_to_message_id")
+        )
+        allow = (
+            reply.get("allow_sending_without_reply")
+            if isinstance(reply, dict)
+            else call.params.get("allow_sending_without_reply")
+        )
         replied = self._msgs[chat_id].get(reply_to) if isinstance(reply_to, int) else None
         if reply_to is not None and (replied is None or replied.deleted):
             if not allow:
@@ -1072,7 +1263,12 @@ class FakeTelegram:
         sizes, data = self._photo_payload(data, existing)
         msg = self._bot_message(call)
         msg.photo, msg.file_data, msg.caption, msg.parse_mode, msg.reply_markup = (
-            sizes, data, caption, parse_mode, markup)
+            sizes,
+            data,
+            caption,
+            parse_mode,
+            markup,
+        )
         return msg.to_json()
 
     def _m_sendDocument(self, call: Call) -> Any:
@@ -1083,7 +1279,12 @@ class FakeTelegram:
         doc = self._document_payload(data, filename, existing)
         msg = self._bot_message(call)
         msg.document, msg.file_data, msg.caption, msg.parse_mode, msg.reply_markup = (
-            doc, data, caption, parse_mode, markup)
+            doc,
+            data,
+            caption,
+            parse_mode,
+            markup,
+        )
         return msg.to_json()
 
     def _m_sendMediaGroup(self, call: Call) -> Any:
@@ -1131,8 +1332,9 @@ class FakeTelegram:
         msg = self._editable(call)
         if msg.text is not None:
             raise bad_request("there is no caption in the message to edit")
-        return self._apply_edit(msg, call, {"caption": caption, "parse_mode": parse_mode,
-                                            "reply_markup": markup})
+        return self._apply_edit(
+            msg, call, {"caption": caption, "parse_mode": parse_mode, "reply_markup": markup}
+        )
 
     def _m_editMessageReplyMarkup(self, call: Call) -> Any:
         markup = self._check_markup(call.params.get("reply_markup"))
@@ -1148,8 +1350,14 @@ class FakeTelegram:
         markup = self._check_markup(call.params.get("reply_markup"))
         msg = self._editable(call)
         data, filename, existing = self._resolve_file(media.get("media"), call.files)
-        changes: dict[str, Any] = {"caption": caption, "parse_mode": parse_mode, "reply_markup": markup,
-                                   "file_data": data, "text": None, "entities": None}
+        changes: dict[str, Any] = {
+            "caption": caption,
+            "parse_mode": parse_mode,
+            "reply_markup": markup,
+            "file_data": data,
+            "text": None,
+            "entities": None,
+        }
         if media.get("type") == "photo":
             sizes, data = self._photo_payload(data, existing)
             changes.update(photo=sizes, document=None)
@@ -1184,8 +1392,12 @@ class FakeTelegram:
             raise bad_request("invalid file_id")
         if len(stored.data) > MAX_DOWNLOAD_BYTES:
             raise bad_request("file is too big")
-        return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                "file_size": len(stored.data), "file_path": stored.file_path}
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(stored.data),
+            "file_path": stored.file_path,
+        }
 
 
 @pytest.fixture

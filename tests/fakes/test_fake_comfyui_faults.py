@@ -528,7 +528,9 @@ async def test_load_image_of_a_non_image_fails_at_run_time_like_comfyui(
     kind, error = entry["status"]["messages"][-1]
     assert kind == "execution_error"
     assert (error["node_id"], error["node_type"], error["exception_type"]) == (
-        "1", "LoadImage", "PIL.UnidentifiedImageError",
+        "1",
+        "LoadImage",
+        "PIL.UnidentifiedImageError",
     )
     assert error["current_outputs"] == ["2", "1"]
     # The fake keeps working after the failure.

@@ -33,8 +33,15 @@ class _TimedFake(FakeComfyUI):
         time.sleep(self.save_s)  # noqa: ASYNC251  # a blocking write of a big PNG, on purpose
         return await super()._save_images(run, img, prefix, type_)
 
-    async def _emit_progress(self, run: _Run, node_id: str, value: int, max_: int, image: bytes | None,
-                             image_type: str = "image/jpeg") -> None:
+    async def _emit_progress(
+        self,
+        run: _Run,
+        node_id: str,
+        value: int,
+        max_: int,
+        image: bytes | None,
+        image_type: str = "image/jpeg",
+    ) -> None:
         time.sleep(self.progress_s)  # noqa: ASYNC251  # a late timer wake-up or slow event sending
         await super()._emit_progress(run, node_id, value, max_, image, image_type)
 

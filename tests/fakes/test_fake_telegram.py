@@ -66,16 +66,20 @@ def bot(fake: FakeTelegram) -> Bot:
 
 
 def keyboard(*data: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text=d[:10] or "x", callback_data=d)
-                                                  for d in data]])
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=d[:10] or "x", callback_data=d) for d in data]]
+    )
 
 
 async def test_get_me_and_commands_round_trip(fake: FakeTelegram, bot: Bot) -> None:
     me = await bot.get_me()
     assert me.username == fake.bot_username and me.is_bot
     await bot.set_my_commands([BotCommand(command="generate", description="Make an image")])
-    await bot.set_my_commands([BotCommand(command="generate", description="Сделать картинку")],
-                              language_code="ru", scope=BotCommandScopeAllPrivateChats())
+    await bot.set_my_commands(
+        [BotCommand(command="generate", description="Сделать картинку")],
+        language_code="ru",
+        scope=BotCommandScopeAllPrivateChats(),
+    )
     assert [c.description for c in await bot.get_my_commands()] == ["Make an image"]
     ru = await bot.get_my_commands(language_code="ru", scope=BotCommandScopeAllPrivateChats())
     assert [c.description for c in ru] == ["Сделать картинку"]
@@ -83,11 +87,13 @@ async def test_get_me_and_commands_round_trip(fake: FakeTelegram, bot: Bot) -> N
 
 
 async def test_send_message_with_keyboard_and_edit_in_place(fake: FakeTelegram, bot: Bot) -> None:
-    sent = await bot.send_message(42, "<b>Queued</b> #3", parse_mode="HTML",
-                                  reply_markup=keyboard("cancel:j1"))
+    sent = await bot.send_message(
+        42, "<b>Queued</b> #3", parse_mode="HTML", reply_markup=keyboard("cancel:j1")
+    )
     assert sent.chat.id == 42 and sent.from_user is not None and sent.from_user.is_bot
-    edited = await bot.edit_message_text("Sampling 50%", chat_id=42, message_id=sent.message_id,
-                                         reply_markup=keyboard("cancel:j1"))
+    edited = await bot.edit_message_text(
+        "Sampling 50%", chat_id=42, message_id=sent.message_id, reply_markup=keyboard("cancel:j1")
+    )
     assert not isinstance(edited, bool) and edited.text == "Sampling 50%"
     [msg] = fake.bot_messages(42)
     assert msg.text == "Sampling 50%" and len(msg.edits) == 1
@@ -99,8 +105,12 @@ async def test_send_message_with_keyboard_and_edit_in_place(fake: FakeTelegram, 
 
 async def test_send_photo_upload_and_download_via_get_file(fake: FakeTelegram, bot: Bot) -> None:
     data = png(640, 480)
-    sent = await bot.send_photo(7, BufferedInputFile(data, "out.png"), caption="seed 42",
-                                reply_markup=keyboard("reroll:j1", "upscale:j1"))
+    sent = await bot.send_photo(
+        7,
+        BufferedInputFile(data, "out.png"),
+        caption="seed 42",
+        reply_markup=keyboard("reroll:j1", "upscale:j1"),
+    )
     assert sent.photo is not None and sent.photo[-1].width == 640 and sent.photo[-1].file_size == len(data)
     [call] = fake.calls_of("sendPhoto")
     assert call.params["photo"].startswith("attach://") and len(call.files) == 1
@@ -116,10 +126,13 @@ async def test_send_photo_upload_and_download_via_get_file(fake: FakeTelegram, b
 
 async def test_send_media_group_with_attach_and_edit_message_media(fake: FakeTelegram, bot: Bot) -> None:
     a, b = png(color="red"), png(color="blue")
-    msgs = await bot.send_media_group(5, [
-        InputMediaPhoto(media=BufferedInputFile(a, "a.png"), caption="first"),
-        InputMediaPhoto(media=BufferedInputFile(b, "b.png")),
-    ])
+    msgs = await bot.send_media_group(
+        5,
+        [
+            InputMediaPhoto(media=BufferedInputFile(a, "a.png"), caption="first"),
+            InputMediaPhoto(media=BufferedInputFile(b, "b.png")),
+        ],
+    )
     assert len(msgs) == 2 and msgs[0].media_group_id == msgs[1].media_group_id is not None
     call = fake.calls_of("sendMediaGroup")[0]
     assert all(item["media"].startswith("attach://") for item in call.params["media"])
@@ -129,13 +142,17 @@ async def test_send_media_group_with_attach_and_edit_message_media(fake: FakeTel
     final = png(512, 512, "green")
     await bot.edit_message_media(
         InputMediaPhoto(media=BufferedInputFile(final, "final.png"), caption="done"),
-        chat_id=6, message_id=preview.message_id,
+        chat_id=6,
+        message_id=preview.message_id,
     )
     [msg] = fake.bot_messages(6)
     assert msg.file_data == final and msg.caption == "done" and msg.photo is not None
     assert msg.photo[-1]["width"] == 512 and len(msg.edits) == 1
-    await bot.edit_message_media(InputMediaDocument(media=BufferedInputFile(b"%PDF", "r.pdf")),
-                                 chat_id=6, message_id=preview.message_id)
+    await bot.edit_message_media(
+        InputMediaDocument(media=BufferedInputFile(b"%PDF", "r.pdf")),
+        chat_id=6,
+        message_id=preview.message_id,
+    )
     assert fake.message(6, preview.message_id).kind == "document"
 
 
@@ -356,6 +373,7 @@ async def test_blocked_bot_and_missing_reply_target(fake: FakeTelegram, bot: Bot
     fake.block_bot(8, False)
     with pytest.raises(TelegramBadRequest, match="message to be replied not found"):
         await bot.send_message(8, "hi", reply_parameters=ReplyParameters(message_id=99))
-    sent = await bot.send_message(8, "hi", reply_parameters=ReplyParameters(
-        message_id=99, allow_sending_without_reply=True))
+    sent = await bot.send_message(
+        8, "hi", reply_parameters=ReplyParameters(message_id=99, allow_sending_without_reply=True)
+    )
     assert sent.message_id == 1

@@ -54,8 +54,12 @@ async def _upload(http: aiohttp.ClientSession, url: str, data: bytes, name: str)
 
 async def _run(http: aiohttp.ClientSession, url: str, rec: WsRecorder, graph: JSON) -> str:
     pid = f"comfybot-cmp-{uuid.uuid4()}"
-    body = {"prompt": graph, "client_id": rec.client_id, "prompt_id": pid,
-            "extra_data": {"request_id": "cmp"}}
+    body = {
+        "prompt": graph,
+        "client_id": rec.client_id,
+        "prompt_id": pid,
+        "extra_data": {"request_id": "cmp"},
+    }
     async with http.post(f"{url}/prompt", json=body) as r:
         assert r.status == 200, await r.text()
     await rec.wait_done(pid, timeout_s=60)
@@ -102,8 +106,10 @@ async def _runtime_error(http: aiohttp.ClientSession, url: str, rec: WsRecorder)
     # Upload does not look inside the file; LoadImage fails when it opens it, at run time.
     status, up = await _upload(http, url, b"not an image", f"broken-{uuid.uuid4().hex}.png")
     assert status == 200
-    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": f"{up['subfolder']}/{up['name']}"}},
-             "2": _save(["1", 0])}
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": f"{up['subfolder']}/{up['name']}"}},
+        "2": _save(["1", 0]),
+    }
     return [await _run(http, url, rec, graph)]
 
 
@@ -223,11 +229,17 @@ def _renamed(value: Any, name: str) -> Any:
 def _blur_chain(length: int) -> JSON:
     """EmptyImage → ``length`` × ImageBlur → SaveImage: long enough on a CPU to be interrupted mid-run."""
     color = uuid.uuid4().int & 0xFFFFFF
-    graph: JSON = {"1": {"class_type": "EmptyImage",
-                         "inputs": {"width": 1024, "height": 1024, "batch_size": 1, "color": color}}}
+    graph: JSON = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 1024, "height": 1024, "batch_size": 1, "color": color},
+        }
+    }
     for i in range(2, length + 2):
-        graph[str(i)] = {"class_type": "ImageBlur",
-                         "inputs": {"image": [str(i - 1), 0], "blur_radius": 31, "sigma": 5.0}}
+        graph[str(i)] = {
+            "class_type": "ImageBlur",
+            "inputs": {"image": [str(i - 1), 0], "blur_radius": 31, "sigma": 5.0},
+        }
     graph["99"] = _save([str(length + 1), 0])
     return graph
 

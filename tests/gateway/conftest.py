@@ -26,14 +26,26 @@ from gateway.storage import ImageStore
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 
 CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
-FAST = WorkerOptions(lease_s=3.0, retry_backoff_s=0.05, health_interval_s=0.3, cleanup_interval_s=3600,
-                     retry_acquire_timeout_s=1.0)
+FAST = WorkerOptions(
+    lease_s=3.0,
+    retry_backoff_s=0.05,
+    health_interval_s=0.3,
+    cleanup_interval_s=3600,
+    retry_acquire_timeout_s=1.0,
+)
 
 
-def request(prompt: str = "a lighthouse at dusk", *, user: str = "u1", workflow: str = "txt2img",
-            **params: Any) -> JobRequest:
-    return JobRequest(platform="telegram", user_id=user, chat_id="c1", workflow=workflow,
-                      params={"prompt": prompt, "steps": 4, **params}, reply_to={"message_id": 7})
+def request(
+    prompt: str = "a lighthouse at dusk", *, user: str = "u1", workflow: str = "txt2img", **params: Any
+) -> JobRequest:
+    return JobRequest(
+        platform="telegram",
+        user_id=user,
+        chat_id="c1",
+        workflow=workflow,
+        params={"prompt": prompt, "steps": 4, **params},
+        reply_to={"message_id": 7},
+    )
 
 
 @dataclass
@@ -116,14 +128,27 @@ async def harness(
         store = ImageStore(data_dir)
         clients = [
             await stack.enter_async_context(
-                ComfyClient(f.url, session, name=f"comfy{i}", ws_stall_timeout_s=ws_stall_timeout_s,
-                            request_timeout_s=5.0)
+                ComfyClient(
+                    f.url,
+                    session,
+                    name=f"comfy{i}",
+                    ws_stall_timeout_s=ws_stall_timeout_s,
+                    request_timeout_s=5.0,
+                )
             )
             for i, f in enumerate(fakes)
         ]
         gateway = await stack.enter_async_context(
-            run_gateway(backend, registry, store, clients, capacity=capacity, limits=limits, access=access,
-                        options=options)
+            run_gateway(
+                backend,
+                registry,
+                store,
+                clients,
+                capacity=capacity,
+                limits=limits,
+                access=access,
+                options=options,
+            )
         )
         log = EventLog()
         collector = asyncio.create_task(log.collect(gateway.subscribe("telegram")))

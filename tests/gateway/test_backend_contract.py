@@ -256,7 +256,10 @@ class TestBackendContract:
             assert await backend.finish(rec, event)
             assert not await backend.finish(rec, event)  # a second finish counts nothing
         assert await backend.outcomes() == {
-            "succeeded": 2, "failed": 1, "failed:comfy_unreachable": 1, "cancelled": 1
+            "succeeded": 2,
+            "failed": 1,
+            "failed:comfy_unreachable": 1,
+            "cancelled": 1,
         }
         assert await backend.outcomes(now=time.time() + 25 * 3600) == {}  # a day later: gone
 
@@ -279,7 +282,11 @@ class TestBackendContract:
                 return False
 
         assert [await admitted(t) for t in (100.25, 100.5, 101.0, 101.5, 101.74)] == [
-            True, True, False, False, False
+            True,
+            True,
+            False,
+            False,
+            False,
         ]
         assert await admitted(101.75)  # t=100.25 is exactly one window old; the refusals left no trace
         with pytest.raises(LimitExceeded) as info:

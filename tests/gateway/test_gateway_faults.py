@@ -15,12 +15,26 @@ from gateway.service import Accepted
 from tests.gateway.conftest import FAST, harness, request
 
 BODY_400 = {
-    "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-              "details": "", "extra_info": {}},
-    "node_errors": {"3": {"errors": [{"type": "value_bigger_than_max",
-                                      "message": "Value 99 bigger than max of 10",
-                                      "details": "steps", "extra_info": {"input_name": "steps"}}],
-                          "dependent_outputs": ["9"], "class_type": "KSampler"}},
+    "error": {
+        "type": "prompt_outputs_failed_validation",
+        "message": "Prompt outputs failed validation",
+        "details": "",
+        "extra_info": {},
+    },
+    "node_errors": {
+        "3": {
+            "errors": [
+                {
+                    "type": "value_bigger_than_max",
+                    "message": "Value 99 bigger than max of 10",
+                    "details": "steps",
+                    "extra_info": {"input_name": "steps"},
+                }
+            ],
+            "dependent_outputs": ["9"],
+            "class_type": "KSampler",
+        }
+    },
 }
 
 
@@ -105,8 +119,9 @@ async def test_websocket_drop_mid_run_still_succeeds_once(session, registry, dat
 
 
 async def test_websocket_stall_still_succeeds_once(session, registry, data_dir) -> None:
-    async with harness(session, registry, data_dir, fake_options={"run_time_s": 0.5},
-                       ws_stall_timeout_s=0.5) as h:
+    async with harness(
+        session, registry, data_dir, fake_options={"run_time_s": 0.5}, ws_stall_timeout_s=0.5
+    ) as h:
         h.fakes[0].stall_ws(3.0)
         job = await h.gateway.submit(request())
         assert isinstance(job, Accepted)
@@ -142,12 +157,20 @@ async def test_execution_error_is_not_retried(session, registry, data_dir) -> No
 
 
 async def test_job_goes_only_to_a_server_with_its_model(session, registry, data_dir) -> None:
-    async with harness(session, registry, data_dir, servers=2,
-                       server_options=[{"checkpoints": ["sd15.safetensors"]},
-                                       {"checkpoints": ["sd15.safetensors", "sdxl_base.safetensors"]}]) as h:
+    async with harness(
+        session,
+        registry,
+        data_dir,
+        servers=2,
+        server_options=[
+            {"checkpoints": ["sd15.safetensors"]},
+            {"checkpoints": ["sd15.safetensors", "sdxl_base.safetensors"]},
+        ],
+    ) as h:
         with capture_logs() as logs:
-            jobs = [await h.gateway.submit(request(f"p{i}", checkpoint="sdxl_base.safetensors"))
-                    for i in range(3)]
+            jobs = [
+                await h.gateway.submit(request(f"p{i}", checkpoint="sdxl_base.safetensors")) for i in range(3)
+            ]
             for job in jobs:
                 assert isinstance(job, Accepted)
                 done = await h.log.terminal(job.job_id)
@@ -172,8 +195,14 @@ async def test_image_input_is_uploaded_and_used(session, registry, data_dir) -> 
         buf = io.BytesIO()
         Image.new("RGB", (64, 48), (0, 90, 200)).save(buf, format="PNG")
         ref = await h.gateway.store_image(buf.getvalue())
-        req = JobRequest(platform="telegram", user_id="u1", chat_id="c1", workflow="img2img",
-                         params={"prompt": "bluer", "checkpoint": "sd15.safetensors"}, inputs={"image": ref})
+        req = JobRequest(
+            platform="telegram",
+            user_id="u1",
+            chat_id="c1",
+            workflow="img2img",
+            params={"prompt": "bluer", "checkpoint": "sd15.safetensors"},
+            inputs={"image": ref},
+        )
         with capture_logs() as logs:
             job = await h.gateway.submit(req)
             assert isinstance(job, Accepted)
@@ -185,8 +214,15 @@ async def test_image_input_is_uploaded_and_used(session, registry, data_dir) -> 
 
 async def test_redis_restart_under_load_loses_no_job(session, registry, data_dir, redis_server) -> None:
     backend = RedisBackend(redis_server.url, retry_for_s=30)
-    async with harness(session, registry, data_dir, backend=backend, servers=2,
-                       fake_options={"run_time_s": 0.1}, options=FAST) as h:
+    async with harness(
+        session,
+        registry,
+        data_dir,
+        backend=backend,
+        servers=2,
+        fake_options={"run_time_s": 0.1},
+        options=FAST,
+    ) as h:
         jobs = []
         for i in range(12):
             job = await h.gateway.submit(request(f"p{i}", user=f"user{i}"))

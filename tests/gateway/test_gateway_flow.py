@@ -65,8 +65,15 @@ async def test_logs_carry_request_id_through_the_job(session, registry, data_dir
             await h.log.terminal(accepted.job_id)
         mine = [e for e in logs if e.get("request_id") == req.request_id]
         names = [e["event"] for e in mine]
-        for expected in ("job_enqueued", "job_dequeued", "backend_selected", "workflow_rendered",
-                         "comfyui_prompt_sent", "image_retrieved", "job_succeeded"):
+        for expected in (
+            "job_enqueued",
+            "job_dequeued",
+            "backend_selected",
+            "workflow_rendered",
+            "comfyui_prompt_sent",
+            "image_retrieved",
+            "job_succeeded",
+        ):
             assert expected in names, (expected, names)
         succeeded = next(e for e in mine if e["event"] == "job_succeeded")
         assert succeeded["duration_ms"] >= succeeded["run_ms"] >= 0
@@ -113,8 +120,9 @@ async def test_waiting_jobs_get_position_updates(session, registry, data_dir) ->
 
 
 async def test_cancel_queued_job(session, registry, data_dir, backend_factory) -> None:
-    async with harness(session, registry, data_dir, backend=backend_factory(), capacity=1,
-                       fake_options={"run_time_s": 1.0}) as h:
+    async with harness(
+        session, registry, data_dir, backend=backend_factory(), capacity=1, fake_options={"run_time_s": 1.0}
+    ) as h:
         first = await h.gateway.submit(request("first"))
         second = await h.gateway.submit(request("second"))
         assert isinstance(first, Accepted) and isinstance(second, Accepted)
@@ -129,8 +137,9 @@ async def test_cancel_queued_job(session, registry, data_dir, backend_factory) -
 
 
 async def test_cancel_running_job_interrupts_it(session, registry, data_dir, backend_factory) -> None:
-    async with harness(session, registry, data_dir, backend=backend_factory(),
-                       fake_options={"run_time_s": 5.0}) as h:
+    async with harness(
+        session, registry, data_dir, backend=backend_factory(), fake_options={"run_time_s": 5.0}
+    ) as h:
         job = await h.gateway.submit(request())
         assert isinstance(job, Accepted)
         await h.log.wait_for(lambda: h.log.of(job.job_id, "progress"))
@@ -163,8 +172,9 @@ async def test_cancel_broadcast_that_outruns_its_job_still_cancels_it(
     """The race the worker must not lose: the job was taken (so the canceller could not remove it from the
     queue and broadcast instead), and the broadcast reached the worker before the job registered there.
     Shown by delivering the broadcast while the job still waits; the job must end cancelled, unposted."""
-    async with harness(session, registry, data_dir, backend=backend_factory(), capacity=1,
-                       fake_options={"run_time_s": 0.5}) as h:
+    async with harness(
+        session, registry, data_dir, backend=backend_factory(), capacity=1, fake_options={"run_time_s": 0.5}
+    ) as h:
         first = await h.gateway.submit(request("first"))
         second = await h.gateway.submit(request("second"))
         assert isinstance(first, Accepted) and isinstance(second, Accepted)

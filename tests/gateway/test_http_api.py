@@ -49,8 +49,12 @@ async def test_token_required(api, session) -> None:
 
 async def test_submit_poll_result(api, session) -> None:
     h, url = api
-    job = {"user_id": "script", "chat_id": "-", "workflow": "txt2img",
-           "params": {"prompt": "a cat", "steps": 3}}
+    job = {
+        "user_id": "script",
+        "chat_id": "-",
+        "workflow": "txt2img",
+        "params": {"prompt": "a cat", "steps": 3},
+    }
     async with session.post(f"{url}/v1/jobs", json=job, headers=auth()) as resp:
         assert resp.status == 202
         accepted = await resp.json()

@@ -42,9 +42,11 @@ async def start_workers(
             for i, f in enumerate(fakes)
         ]
         options = WorkerOptions(**{**OPTIONS.__dict__, "consumer": f"worker{n}"})
-        gateways.append(await stack.enter_async_context(
-            run_gateway(backend, registry, ImageStore(data_dir), clients, options=options)
-        ))
+        gateways.append(
+            await stack.enter_async_context(
+                run_gateway(backend, registry, ImageStore(data_dir), clients, options=options)
+            )
+        )
     return gateways
 
 
@@ -75,7 +77,7 @@ async def test_live_lease_is_renewed_not_stolen(session, registry, data_dir, red
     """A job running three lease periods long stays with its worker while another worker watches."""
     async with AsyncExitStack() as stack:
         fake = await stack.enter_async_context(running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=3.0))
-        first, = await start_workers(stack, session, registry, data_dir, redis_server.url, [fake], 1)
+        (first,) = await start_workers(stack, session, registry, data_dir, redis_server.url, [fake], 1)
         log = EventLog()
         collector = asyncio.create_task(log.collect(first.subscribe("telegram")))
         try:

@@ -23,9 +23,16 @@ async def gateway(data_dir):
     """A gateway without workers: jobs stay queued, which is what limits are about."""
     async with MemoryBackend() as backend:
         yield Gateway(
-            backend, load_workflows(), ImageStore(data_dir),
-            limits=Limits(max_pending_per_user=2, rate_count=3, rate_window_s=60, queue_cap=4,
-                          prompt_filter=PromptFilter(["forbidden"], max_length=50)),
+            backend,
+            load_workflows(),
+            ImageStore(data_dir),
+            limits=Limits(
+                max_pending_per_user=2,
+                rate_count=3,
+                rate_window_s=60,
+                queue_cap=4,
+                prompt_filter=PromptFilter(["forbidden"], max_length=50),
+            ),
             access=AccessPolicy("open", admins=["boss"], banned=["troll"]),
         )
 
@@ -68,8 +75,12 @@ async def test_banned_user_is_denied(gateway) -> None:
 
 async def test_allowlist(data_dir) -> None:
     async with MemoryBackend() as backend:
-        gw = Gateway(backend, load_workflows(), ImageStore(data_dir),
-                     access=AccessPolicy("allowlist", allowed_users=["friend"]))
+        gw = Gateway(
+            backend,
+            load_workflows(),
+            ImageStore(data_dir),
+            access=AccessPolicy("allowlist", allowed_users=["friend"]),
+        )
         assert isinstance(await gw.submit(request(user="friend")), Accepted)
         denied = await gw.submit(request(user="stranger"))
         assert isinstance(denied, Refused) and denied.code is FailureCode.ACCESS_DENIED
@@ -122,8 +133,14 @@ async def test_image_workflow_needs_its_image(gateway) -> None:
     assert missing.field == "image" and missing.reason == "required"
     ref = await gateway.store_image(png())
     assert gateway.image_path(ref).is_file() and (ref.width, ref.height) == (32, 24)
-    req = JobRequest(platform="telegram", user_id="u1", chat_id="c1", workflow="img2img",
-                     params={"prompt": "make it blue"}, inputs={"image": ref})
+    req = JobRequest(
+        platform="telegram",
+        user_id="u1",
+        chat_id="c1",
+        workflow="img2img",
+        params={"prompt": "make it blue"},
+        inputs={"image": ref},
+    )
     assert isinstance(await gateway.submit(req), Accepted)
 
 

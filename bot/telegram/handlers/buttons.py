@@ -18,6 +18,8 @@ __all__ = ["make_router"]
 log = get_logger("telegram")
 
 VARIATIONS = 4
+
+
 async def job_button(
     query: CallbackQuery,
     callback_data: JobCb,
