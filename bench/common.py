@@ -34,13 +34,13 @@ from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
 from comfybot.logs import configure_logging, reset_logging
 from gateway.app import WorkerOptions, run_gateway
-from gateway.backend import Backend
 from gateway.limits import Limits
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.models import JobEvent, JobRequest
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from gateway.service import Gateway
 from gateway.storage import ImageStore
+from gateway.store import Store
 from tests.conftest import RedisServer, free_port
 from tests.fakes.comfyui import REALISTIC_SIZE, FakeComfyUI, FakeImage, _encode_png, _Run, _save_path
 
@@ -131,10 +131,10 @@ def bench_logging(name: str, level: str = "INFO") -> Iterator[Path]:
 
 
 @contextmanager
-def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callable[[], Backend]]:
+def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callable[[], Store]]:
     """A factory of fresh backends of ``kind`` (``memory`` | ``redis``); Redis runs for the block."""
     if kind == "memory":
-        yield MemoryBackend
+        yield MemoryStore
         return
     # The test suite's redis-server starter, with a production-like fsync policy.
     srv = RedisServer(
@@ -142,7 +142,7 @@ def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callab
     )
     srv.start()
     try:
-        yield lambda: RedisBackend(srv.url, prefix=f"bench{uuid.uuid4().hex[:6]}:")
+        yield lambda: RedisStore(srv.url, prefix=f"bench{uuid.uuid4().hex[:6]}:")
     finally:
         srv.stop(kill=True)
         shutil.rmtree(srv.dir, ignore_errors=True)
@@ -317,7 +317,7 @@ class Rig:
     """A running gateway, its fakes, and an event inbox filled by a background subscriber."""
 
     gateway: Gateway
-    backend: Backend
+    backend: Store
     fakes: list[BenchComfyUI]
     data_dir: Path
     inbox: asyncio.Queue[tuple[float, float, JobEvent]]  # (perf_counter, time.time, event) at delivery
@@ -346,7 +346,7 @@ def bench_limits(queue_cap: int = 100_000) -> Limits:
 async def gateway_rig(
     session: aiohttp.ClientSession,
     registry: WorkflowRegistry,
-    backend: Backend,
+    backend: Store,
     *,
     servers: int = 1,
     fake_options: dict[str, Any] | None = None,
@@ -393,7 +393,7 @@ async def gateway_rig(
 
 
 async def stop_task(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` until it ends. Once is not enough for a task iterating ``RedisBackend.subscribe``:
+    """Cancel ``task`` until it ends. Once is not enough for a task iterating ``RedisStore.subscribe``:
     a cancel that lands inside a Redis call can come out as a redis ``ConnectionError``, which the backend's
     ``_retry`` retries, so the cancellation is lost (see BENCHMARKS.md, "Findings")."""
     while not task.done():

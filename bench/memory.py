@@ -32,7 +32,7 @@ from bench.common import (
     write_results,
 )
 from comfy.workflows import load_workflows
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from gateway.service import Accepted
 
 MIB = 1024 * 1024
@@ -52,12 +52,12 @@ def rss_mib() -> float:
     return round(status_kib("VmRSS") / 1024, 1)
 
 
-async def redis_used(backend: RedisBackend) -> int:
+async def redis_used(backend: RedisStore) -> int:
     info = await backend.redis.info("memory")
     return int(info["used_memory"])
 
 
-async def redis_breakdown(backend: RedisBackend, job_id: str, user_id: str) -> dict[str, int | None]:
+async def redis_breakdown(backend: RedisStore, job_id: str, user_id: str) -> dict[str, int | None]:
     """``MEMORY USAGE`` of the keys one queued job touches (the shared ones in total)."""
     keys = {
         "job_hash (one job)": backend._key("job", job_id),
@@ -87,7 +87,7 @@ async def run_backend(kind: str, jobs: int) -> dict[str, Any]:
                 await rig.gateway.submit(bench_request(jobs + i, user="occupier"))
             await asyncio.sleep(2.0)
             rss_before = rss_mib()
-            redis_before = await redis_used(rig.backend) if isinstance(rig.backend, RedisBackend) else None
+            redis_before = await redis_used(rig.backend) if isinstance(rig.backend, RedisStore) else None
             started = time.perf_counter()
             first = last = None
             for i in range(jobs):
@@ -116,7 +116,7 @@ async def run_backend(kind: str, jobs: int) -> dict[str, Any]:
                 "rss_peak_mib": round(status_kib("VmHWM") / 1024, 1),
                 "maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             }
-            if isinstance(rig.backend, RedisBackend) and redis_before is not None and first is not None:
+            if isinstance(rig.backend, RedisStore) and redis_before is not None and first is not None:
                 redis_after = await redis_used(rig.backend)
                 row |= {
                     "redis_used_before_bytes": redis_before,

@@ -1,4 +1,4 @@
-"""Assembling a gateway from settings: backend, ComfyUI clients, pool, workers, cleanup.
+"""Assembling a gateway from settings: store, ComfyUI clients, pool, workers, cleanup.
 
 Used by ``python -m gateway`` and by ``comfybot run``; both open the aiohttp session themselves and
 pass it in (whoever opens a resource closes it)::
@@ -21,14 +21,14 @@ import structlog
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
-from gateway.backend import Backend
 from gateway.execution import Executor
 from gateway.limits import AccessPolicy, Limits, PromptFilter
-from gateway.memory import MemoryBackend
-from gateway.redis_backend import RedisBackend
+from gateway.memory import MemoryStore
+from gateway.redis_store import RedisStore
 from gateway.servers import ServerPool
 from gateway.service import Gateway
 from gateway.storage import ImageStore, Retention
+from gateway.store import Store
 from gateway.worker import Worker
 
 log = structlog.get_logger(component="gateway")
@@ -71,18 +71,18 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
     return limits, access
 
 
-def backend_from(settings: Settings) -> Backend:
-    """Embedded memory backend, or Redis when ``REDIS_URL`` is set."""
+def store_from(settings: Settings) -> Store:
+    """Embedded memory store, or Redis when ``REDIS_URL`` is set."""
     if settings.redis is None:
-        return MemoryBackend()
-    return RedisBackend(settings.redis.url())
+        return MemoryStore()
+    return RedisStore(settings.redis.url())
 
 
 @asynccontextmanager
 async def run_gateway(
-    backend: Backend,
+    store: Store,
     registry: WorkflowRegistry,
-    store: ImageStore,
+    images: ImageStore,
     clients: list[ComfyClient],
     *,
     capacity: int = 2,
@@ -97,13 +97,13 @@ async def run_gateway(
     """
     options = options or WorkerOptions()
     pool = ServerPool(clients, capacity=capacity, health_interval_s=options.health_interval_s)
-    gateway = Gateway(backend, registry, store, limits=limits, access=access, pool=pool)
+    gateway = Gateway(store, registry, images, limits=limits, access=access, pool=pool)
     tasks: list[asyncio.Task[None]] = []
     if workers and clients:
         await pool.check_all()
-        executor = Executor(backend, store, dead_after_s=pool.dead_after_s)
+        executor = Executor(store, images, dead_after_s=pool.dead_after_s)
         worker = Worker(
-            backend,
+            store,
             pool,
             registry,
             executor,
@@ -118,7 +118,7 @@ async def run_gateway(
             asyncio.create_task(worker.run(), name="gateway-worker"),
             asyncio.create_task(pool.run_health_checks(), name="gateway-health"),
             asyncio.create_task(
-                store.run_cleanup_forever(options.cleanup_interval_s), name="gateway-cleanup"
+                images.run_cleanup_forever(options.cleanup_interval_s), name="gateway-cleanup"
             ),
         ]
     try:
@@ -143,11 +143,11 @@ async def open_gateway(
     dirs = [settings.paths.workflows_dir] if settings.paths.workflows_dir is not None else []
     registry = load_workflows(dirs, settings.models)
     retention = Retention(inputs_s=settings.retention.inputs_s, outputs_s=settings.retention.outputs_s)
-    store = ImageStore(settings.paths.data_dir, retention=retention)
+    images = ImageStore(settings.paths.data_dir, retention=retention)
     limits, access = limits_from(settings.limits)
     comfy = settings.comfy
     async with AsyncExitStack() as stack:
-        backend = await stack.enter_async_context(backend_from(settings))
+        store = await stack.enter_async_context(store_from(settings))
         clients = [
             await stack.enter_async_context(
                 ComfyClient(
@@ -161,16 +161,16 @@ async def open_gateway(
         ]
         log.info(
             "gateway_starting",
-            backend=backend.name,
+            store=store.name,
             servers=[c.name for c in clients],
             workflows=registry.names(),
             workers=workers,
         )
         gateway = await stack.enter_async_context(
             run_gateway(
-                backend,
-                registry,
                 store,
+                registry,
+                images,
                 clients,
                 capacity=comfy.capacity,
                 limits=limits,
@@ -182,4 +182,4 @@ async def open_gateway(
         yield gateway
 
 
-__all__ = ["WorkerOptions", "backend_from", "limits_from", "open_gateway", "run_gateway"]
+__all__ = ["WorkerOptions", "store_from", "limits_from", "open_gateway", "run_gateway"]

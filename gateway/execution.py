@@ -20,12 +20,12 @@ import structlog
 from comfy import ComfyError, ComfyPromptLost, ComfyUnreachable, PromptResult
 from comfy import events as ce
 from comfy.workflows import Workflow
-from gateway.backend import Backend
 from gateway.models import ImageRef, JobState, Preview, Started
 from gateway.progress import ProgressModel
 from gateway.records import JobRecord
 from gateway.servers import ComfyServer
 from gateway.storage import ImageStore
+from gateway.store import RecordsEvents
 
 log = structlog.get_logger(component="gateway")
 
@@ -69,16 +69,16 @@ class Executor:
 
     def __init__(
         self,
-        backend: Backend,
-        store: ImageStore,
+        store: RecordsEvents,
+        images: ImageStore,
         *,
         preview_interval_s: float = 1.0,
         progress_interval_s: float = 0.25,
         poll_interval_s: float = 0.5,
         dead_after_s: float = 15.0,
     ) -> None:
-        self.backend = backend
         self.store = store
+        self.images = images
         self.preview_interval_s = preview_interval_s
         self.progress_interval_s = progress_interval_s
         self.poll_interval_s = poll_interval_s
@@ -95,12 +95,12 @@ class Executor:
         # Saved BEFORE the POST: a worker that dies right after it leaves the prompt id to its successor,
         # which then finds the prompt in ComfyUI instead of running it twice. The save is sent first and
         # runs while the inputs are uploaded and the graph rendered; the POST waits for its answer.
-        saving = asyncio.create_task(self.backend.save(rec))
+        saving = asyncio.create_task(self.store.save(rec))
         await asyncio.sleep(0)  # let it send now: rendering below does not yield
         try:
             images: dict[str, str] = {}
             for name, ref in rec.request.inputs.items():
-                data = await self.store.read(ref)
+                data = await self.images.read(ref)
                 images[name] = await client.upload_image(data, PurePosixPath(ref.path).name)
             graph = job.workflow.render(rec.values, images)
             log.info("workflow_rendered", workflow=job.workflow.name, nodes=len(graph))
@@ -155,7 +155,7 @@ class Executor:
             graph,
             job_id=rec.job_id,
             request_id=rec.request.request_id,
-            recent_ms=await self.backend.durations(job.workflow.name),
+            recent_ms=await self.store.durations(job.workflow.name),
         )
         last_progress = last_preview = 0.0
         last_label = ""
@@ -200,7 +200,7 @@ class Executor:
                     now = loop.time()
                     if update.node_label != last_label or now - last_progress >= self.progress_interval_s:
                         last_label, last_progress = update.node_label, now
-                        await self.backend.publish(rec.platform, update)
+                        await self.store.publish(rec.platform, update)
         except TimeoutError:
             await self.stop_in_comfy(job)
             raise JobTimeout(timeout_s) from None
@@ -215,19 +215,19 @@ class Executor:
         rec = job.record
         job.started = True
         rec.state, rec.started_at = JobState.RUNNING, time.time()
-        await self.backend.save(rec)
-        await self.backend.publish(
+        await self.store.save(rec)
+        await self.store.publish(
             rec.platform, Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name)
         )
 
     async def _preview(self, job: JobRun, event: ce.PreviewImage) -> None:
         rec = job.record
         try:
-            ref = await self.store.save_preview(rec.job_id, event.data, event.mime)
+            ref = await self.images.save_preview(rec.job_id, event.data, event.mime)
         except Exception as exc:  # a bad preview frame must never fail the job
             log.warning("preview_dropped", error=repr(exc))
             return
-        await self.backend.publish(
+        await self.store.publish(
             rec.platform, Preview(job_id=rec.job_id, request_id=rec.request.request_id, image=ref)
         )
 
@@ -243,7 +243,7 @@ class Executor:
         stored: list[ImageRef] = []
         for index, image in enumerate(outputs):
             data = await server.client.view(image)
-            stored.append(await self.store.save_output(rec.job_id, index, data))
+            stored.append(await self.images.save_output(rec.job_id, index, data))
         return stored
 
     async def stop_in_comfy(self, job: JobRun) -> None:

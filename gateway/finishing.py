@@ -1,6 +1,6 @@
 """The end of a job: the terminal record, the one terminal event, the log line, the ack.
 
-``Backend.finish`` publishes the terminal event at most once per job, so two workers that both
+``Store.finish`` publishes the terminal event at most once per job, so two workers that both
 believe they own a job (a recovery racing a worker that was only slow) still produce one result.
 """
 
@@ -10,7 +10,6 @@ import time
 
 import structlog
 
-from gateway.backend import Backend
 from gateway.models import (
     Cancelled,
     Failed,
@@ -22,6 +21,7 @@ from gateway.models import (
     TimedOut,
 )
 from gateway.records import JobRecord
+from gateway.store import QueueRecords
 
 log = structlog.get_logger(component="gateway")
 
@@ -39,16 +39,16 @@ _ERROR_CODES = frozenset(
 
 
 class Finisher:
-    """Writes outcomes through ``backend``; each method returns True if this call ended the job."""
+    """Writes outcomes through ``store``; each method returns True if this call ended the job."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self, store: QueueRecords) -> None:
+        self.store = store
 
     async def _end(self, record: JobRecord, state: JobState, event: JobEvent) -> bool:
         record.state = state
         record.finished_at = record.finished_at or time.time()
-        first = await self.backend.finish(record, event)
-        await self.backend.ack(record.job_id)
+        first = await self.store.finish(record, event)
+        await self.store.ack(record.job_id)
         if not first:
             log.warning("job_already_finished", state=state.value)
         return first
@@ -68,7 +68,7 @@ class Finisher:
         )
         first = await self._end(record, JobState.SUCCEEDED, event)
         if first:
-            await self.backend.add_duration(record.request.workflow, record.run_ms)
+            await self.store.add_duration(record.request.workflow, record.run_ms)
             log.info(
                 "job_succeeded",
                 duration_ms=record.duration_ms,

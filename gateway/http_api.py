@@ -7,7 +7,7 @@ Binds to 127.0.0.1 by default and requires ``Authorization: Bearer <token>`` on 
   ``{code, detail, field, reason, retry_after_s}``.
 * ``GET /v1/jobs/{id}`` — the job record (state, images, failure...) or 404.
 * ``DELETE /v1/jobs/{id}`` — cancel (the token holder acts as an admin) → 200 ``{cancelled: bool}``.
-* ``GET /v1/health`` — backend, queue depth, and each ComfyUI server's state (503 if none is up).
+* ``GET /v1/health`` — job store, queue depth, and each ComfyUI server's state (503 if none is up).
 * ``GET /v1/stats`` — queue depth, the last 24 h's outcomes, mean run time per workflow, the servers.
 """
 
@@ -111,8 +111,8 @@ async def _health(request: web.Request) -> web.Response:
     return _json(
         {
             "ok": ok,
-            "backend": gateway.backend.name,
-            "depth": await gateway.backend.depth(),
+            "store": gateway.store.name,
+            "depth": await gateway.store.depth(),
             "servers": [dataclasses.asdict(s) for s in servers],
         },
         200 if ok else 503,

@@ -14,21 +14,21 @@ from typing import Any
 
 import orjson
 
-from gateway.backend import (
+from gateway.limits import MemoryRateLimiter, RateRule
+from gateway.models import JobEvent, event_from_json, event_to_json
+from gateway.records import JobRecord
+from gateway.store import (
     DURATIONS_MAX,
     EVENTS_MAX,
     OUTCOME_HOURS,
     RECENT_MAX,
-    Backend,
     Enqueued,
+    Store,
     outcome_fields,
     outcome_hour,
     outcome_hours,
     too_many_pending,
 )
-from gateway.limits import MemoryRateLimiter, RateRule
-from gateway.models import JobEvent, event_from_json, event_to_json
-from gateway.records import JobRecord
 
 
 def _kept(raw: bytes) -> bytes:
@@ -49,7 +49,7 @@ class _Channel:
         self.ready.set()
 
 
-class MemoryBackend(Backend):
+class MemoryStore(Store):
     """In-process queue, records and event channels. Leases work as in Redis, within this process."""
 
     name = "memory"
@@ -291,4 +291,4 @@ class MemoryBackend(Backend):
         return list(self._durations.get(workflow, ()))
 
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryStore"]

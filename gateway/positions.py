@@ -16,21 +16,21 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.backend import Backend
 from gateway.models import Queued
 from gateway.servers import ServerPool
+from gateway.store import Jobs, Records
 
 log = structlog.get_logger(component="gateway")
 
 
 class RecentDurations:
-    """Recent run times per workflow, re-read from the backend at most every ``ttl_s``: an ETA needs no
+    """Recent run times per workflow, re-read from the store at most every ``ttl_s``: an ETA needs no
     fresher numbers, and it saves ``submit`` and the position loop a round trip per job."""
 
     def __init__(
-        self, backend: Backend, *, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self, store: Records, *, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.backend = backend
+        self.store = store
         self.ttl_s = ttl_s
         self.clock = clock
         self._cache: dict[str, tuple[float, list[int]]] = {}
@@ -39,7 +39,7 @@ class RecentDurations:
         now = self.clock()
         hit = self._cache.get(workflow)
         if hit is None or hit[0] <= now:
-            hit = (now + self.ttl_s, await self.backend.durations(workflow))
+            hit = (now + self.ttl_s, await self.store.durations(workflow))
             self._cache[workflow] = hit
         return hit[1]
 
@@ -60,16 +60,16 @@ class PositionNotifier:
 
     def __init__(
         self,
-        backend: Backend,
+        store: Jobs,
         pool: ServerPool,
         *,
         interval_s: float = 2.0,
         settle_s: float = 0.05,
         window: int = 100,
     ) -> None:
-        self.backend = backend
+        self.store = store
         self.pool = pool
-        self.durations = RecentDurations(backend)
+        self.durations = RecentDurations(store)
         self.interval_s = interval_s
         self.settle_s = settle_s
         self.window = window
@@ -94,8 +94,8 @@ class PositionNotifier:
 
     async def publish_changes(self) -> int:
         """Publish for every waiting job (within the window) whose position changed; returns how many."""
-        waiting = await self.backend.waiting(self.window)
-        depth = await self.backend.depth()
+        waiting = await self.store.waiting(self.window)
+        depth = await self.store.depth()
         published = 0
         for index, job_id in enumerate(waiting):
             position = index + 1
@@ -103,7 +103,7 @@ class PositionNotifier:
                 continue
             meta = self._meta.get(job_id)
             if meta is None:
-                record = await self.backend.get(job_id)
+                record = await self.store.get(job_id)
                 if record is None:
                     continue
                 meta = (record.platform, record.request.request_id, record.request.workflow)
@@ -111,7 +111,7 @@ class PositionNotifier:
             platform, request_id, workflow = meta
             eta = await estimate_wait_s(self.durations, self.pool, workflow, position)
             event = Queued(job_id=job_id, request_id=request_id, position=position, depth=depth, eta_s=eta)
-            await self.backend.publish(platform, event)
+            await self.store.publish(platform, event)
             self._sent[job_id] = position
             published += 1
         gone = set(self._sent) - set(waiting)

@@ -12,9 +12,9 @@ import enum
 import structlog
 
 from comfy import ComfyError
-from gateway.backend import Backend
 from gateway.execution import JobRun
 from gateway.servers import ComfyServer, ServerPool
+from gateway.store import QueueRecords
 
 log = structlog.get_logger(component="gateway")
 
@@ -26,11 +26,11 @@ class Recovery(enum.Enum):
     LOST = "lost"  # lost again after the one resubmission: give up
 
 
-async def recover(job: JobRun, pool: ServerPool, backend: Backend) -> tuple[Recovery, ComfyServer | None]:
+async def recover(job: JobRun, pool: ServerPool, store: QueueRecords) -> tuple[Recovery, ComfyServer | None]:
     """Decide how to continue a claimed job; on ``RESUME`` the server's slot is already occupied."""
     rec = job.record
     if rec.state.terminal:
-        await backend.ack(rec.job_id)
+        await store.ack(rec.job_id)
         log.info("job_recovered", outcome="already_finished", state=rec.state.value)
         return Recovery.DONE, None
     if rec.prompt_id is None:
@@ -54,7 +54,7 @@ async def recover(job: JobRun, pool: ServerPool, backend: Backend) -> tuple[Reco
         log.warning("job_recovered", outcome="lost_again", prompt_id=rec.prompt_id, backend=rec.backend)
         return Recovery.LOST, None
     rec.resubmitted = True
-    await backend.save(rec)
+    await store.save(rec)
     log.info("job_recovered", outcome="resubmitted", prompt_id=rec.prompt_id, backend=rec.backend)
     return Recovery.FRESH, None
 

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import redis_scripts
-from gateway.backend import Backend
+from gateway.store import Store
 
 log = structlog.get_logger(component="gateway")
 T = TypeVar("T")
@@ -44,8 +44,8 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisBase(Backend):
-    """The connection half of :class:`~gateway.redis_backend.RedisBackend`."""
+class RedisBase(Store):
+    """The connection half of :class:`~gateway.redis_store.RedisStore`."""
 
     name = "redis"
 
@@ -68,7 +68,7 @@ class RedisBase(Backend):
         """The client, typed ``Any`` on purpose: redis-py types every reply as a union of RESP2/RESP3
         shapes; this module decodes each reply explicitly instead."""
         if self._redis is None:
-            raise RuntimeError("RedisBackend used before start()")
+            raise RuntimeError("RedisStore used before start()")
         return self._redis
 
     def _key(self, *parts: str) -> str:

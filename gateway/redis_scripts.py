@@ -1,6 +1,6 @@
 """Lua sources of the Redis backend's steps that must be atomic (and idempotent when retried).
 
-``RedisBackend.start`` registers them with ``register_script``: that runs ``EVALSHA`` and reloads a script
+``RedisStore.start`` registers them with ``register_script``: that runs ``EVALSHA`` and reloads a script
 after a Redis restart emptied the script cache.
 """
 

@@ -16,7 +16,6 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
-from gateway.backend import Backend, SettingsStore
 from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded
 from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
@@ -26,6 +25,7 @@ from gateway.positions import RecentDurations, estimate_wait_s
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
 from gateway.storage import ImageStore
+from gateway.store import SettingsStore, Store
 
 if TYPE_CHECKING:
     from gateway.worker import Worker
@@ -72,7 +72,7 @@ class ServerStatus:
 
 @dataclass(frozen=True)
 class GatewayStats:
-    """What an admin asks for: the queue, the last day's outcomes (``Backend.outcomes``), the mean of
+    """What an admin asks for: the queue, the last day's outcomes (``Store.outcomes``), the mean of
     each workflow's recent run times, and the servers (none in a process that runs no worker)."""
 
     depth: int
@@ -94,28 +94,28 @@ class Gateway:
 
     def __init__(
         self,
-        backend: Backend,
+        store: Store,
         registry: WorkflowRegistry,
-        store: ImageStore,
+        images: ImageStore,
         *,
         limits: Limits | None = None,
         access: AccessPolicy | None = None,
         pool: ServerPool | None = None,
     ) -> None:
-        self.backend = backend
-        self.registry = registry
         self.store = store
+        self.registry = registry
+        self.images = images
         self.limits = limits or Limits()
         self.access = access or AccessPolicy()
         self.pool = pool  # only for the ETA; a front-end-only process has none
-        self._finisher = Finisher(backend)
-        self._durations = RecentDurations(backend)
+        self._finisher = Finisher(store)
+        self._durations = RecentDurations(store)
         self.worker: Worker | None = None  # set when this process also runs jobs
 
     @property
     def settings(self) -> SettingsStore:
         """Per-user settings: ``await gateway.settings.get(key)`` / ``.set(key, dict)``."""
-        return self.backend.settings
+        return self.store.settings
 
     # --- submit ---------------------------------------------------------------------------------
     async def submit(self, req: JobRequest) -> Accepted | Refused:
@@ -155,7 +155,7 @@ class Gateway:
             if spec.required and name not in req.inputs:
                 raise InputInvalid(name, "required")
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
-        where = await self.backend.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
+        where = await self.store.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
             record,
             max_depth=self.limits.queue_cap,
             max_pending=self.limits.pending_cap(role),
@@ -203,18 +203,18 @@ class Gateway:
     async def cancel(self, job_id: str, *, by: str, admin: bool = False) -> bool:
         """Cancel a job of ``by`` (any job if ``admin``). A queued job is removed at once; a running
         one is interrupted by its worker. False if unknown, finished, or not theirs."""
-        record = await self.backend.get(job_id)
+        record = await self.store.get(job_id)
         if record is None or record.state.terminal:
             return False
         with structlog.contextvars.bound_contextvars(request_id=record.request.request_id, job_id=job_id):
             if record.user_id != by and not (admin or self.access.role_of(by) is Role.ADMIN):
                 log.info("access_denied", reason="not_owner", user_id=by, action="cancel")
                 return False
-            if await self.backend.remove_queued(job_id):
+            if await self.store.remove_queued(job_id):
                 record.finished_at = time.time()
                 await self._finisher.cancelled(record, by)
                 return True
-            await self.backend.request_cancel(job_id, by)
+            await self.store.request_cancel(job_id, by)
             log.info("job_cancel_requested", by=by)
             return True
 
@@ -222,28 +222,28 @@ class Gateway:
     def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
         """Events of the jobs of ``platform``, in order. Use with ``contextlib.aclosing``. With Redis,
         events that arrived while no subscriber ran are delivered when it starts."""
-        return self.backend.subscribe(platform, consumer=consumer)
+        return self.store.subscribe(platform, consumer=consumer)
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
-        """Remember the chat message that shows ``job_id`` (see :meth:`Backend.set_view`)."""
-        await self.backend.set_view(job_id, view)
+        """Remember the chat message that shows ``job_id`` (see :meth:`Store.set_view`)."""
+        await self.store.set_view(job_id, view)
 
     async def get_view(self, job_id: str) -> dict[str, Any] | None:
-        return await self.backend.get_view(job_id)
+        return await self.store.get_view(job_id)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
-        return await self.backend.get(job_id)
+        return await self.store.get(job_id)
 
     async def queue_info(self, user_id: str) -> QueueInfo:
         mine: list[tuple[str, int]] = []
-        for job_id in await self.backend.pending_jobs(user_id):
-            position = await self.backend.position(job_id)
+        for job_id in await self.store.pending_jobs(user_id):
+            position = await self.store.position(job_id)
             mine.append((job_id, position or 0))
         mine.sort(key=lambda item: item[1])
-        return QueueInfo(depth=await self.backend.depth(), mine=mine)
+        return QueueInfo(depth=await self.store.depth(), mine=mine)
 
     async def recent_jobs(self, user_id: str, limit: int = 10) -> list[JobRecord]:
-        return await self.backend.recent(user_id, limit)
+        return await self.store.recent(user_id, limit)
 
     def servers(self) -> list[ServerStatus]:
         """The ComfyUI servers of this process's worker (none without one: it would know nothing)."""
@@ -265,19 +265,19 @@ class Gateway:
         """The numbers behind the admins' /stats and ``GET /v1/stats``."""
         mean_run_s: dict[str, float] = {}
         for name in self.registry.names():
-            recent = await self.backend.durations(name)  # fresh: the ETA cache may be 10 s old
+            recent = await self.store.durations(name)  # fresh: the ETA cache may be 10 s old
             if recent:
                 mean_run_s[name] = round(sum(recent) / len(recent) / 1000, 1)
         return GatewayStats(
-            depth=await self.backend.depth(),
-            outcomes=await self.backend.outcomes(),
+            depth=await self.store.depth(),
+            outcomes=await self.store.outcomes(),
             mean_run_s=mean_run_s,
             servers=self.servers(),
         )
 
     async def mark_delivered(self, job_id: str) -> bool:
         """True exactly once per job: only the caller that gets True sends the result to the chat."""
-        return await self.backend.mark_delivered(job_id)
+        return await self.store.mark_delivered(job_id)
 
     # --- images ---------------------------------------------------------------------------------
     async def store_image(self, data: bytes) -> ImageRef:
@@ -288,12 +288,12 @@ class Gateway:
             max_pixels=self.limits.max_image_pixels,
             max_side=self.limits.max_input_side,
         )
-        ref = await self.store.save_input(clean)
+        ref = await self.images.save_input(clean)
         log.info("image_stored", bytes=ref.bytes, width=ref.width, height=ref.height)
         return ref
 
     def image_path(self, ref: ImageRef) -> Path:
-        return self.store.path(ref)
+        return self.images.path(ref)
 
 
 __all__ = ["Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]

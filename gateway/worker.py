@@ -1,4 +1,4 @@
-"""The worker: takes jobs from the backend while ComfyUI slots are free and sees each one to its end.
+"""The worker: takes jobs from the store while ComfyUI slots are free and sees each one to its end.
 
 Per job: pick a server (``ServerPool.acquire``), run an attempt (``Executor``), and turn the outcome into
 exactly one terminal event. Connection failures (``ComfyUnreachable``, ``ComfyPromptLost``) are retried
@@ -31,7 +31,6 @@ from comfy import (
 )
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
-from gateway.backend import Backend
 from gateway.errors import GatewayError
 from gateway.execution import Executor, JobRun, JobTimeout
 from gateway.finishing import Finisher
@@ -40,6 +39,7 @@ from gateway.positions import PositionNotifier
 from gateway.records import JobRecord
 from gateway.recovery import Recovery, recover
 from gateway.servers import ComfyServer, NoBackend, ServerPool
+from gateway.store import Jobs
 
 log = structlog.get_logger(component="gateway")
 EARLY_CANCELS_MAX = 1024  # cancel requests remembered for jobs this worker does not (yet) hold
@@ -71,11 +71,11 @@ class _Slot:
 
 
 class Worker:
-    """Runs jobs from ``backend`` on ``pool``'s servers. ``await worker.run()`` until cancelled."""
+    """Runs jobs from ``store`` on ``pool``'s servers. ``await worker.run()`` until cancelled."""
 
     def __init__(
         self,
-        backend: Backend,
+        store: Jobs,
         pool: ServerPool,
         registry: WorkflowRegistry,
         executor: Executor,
@@ -87,7 +87,7 @@ class Worker:
         acquire_timeout_s: float = 120.0,
         retry_acquire_timeout_s: float = 10.0,
     ) -> None:
-        self.backend = backend
+        self.store = store
         self.pool = pool
         self.registry = registry
         self.executor = executor
@@ -97,8 +97,8 @@ class Worker:
         self.retry_backoff_s = retry_backoff_s
         self.acquire_timeout_s = acquire_timeout_s
         self.retry_acquire_timeout_s = retry_acquire_timeout_s
-        self.finisher = Finisher(backend)
-        self.positions = PositionNotifier(backend, pool)
+        self.finisher = Finisher(store)
+        self.positions = PositionNotifier(store, pool)
         self.jobs: dict[str, JobRun] = {}
         # A broadcast cancel can outrun the job it names: taken (so the canceller could not remove it
         # from the queue) but not yet registered in ``jobs``. Kept here, read when the job registers.
@@ -127,7 +127,7 @@ class Worker:
             if not await self.pool.reserve(timeout_s=1.0):
                 continue
             try:
-                record = await self.backend.take(self.consumer, 1.0)
+                record = await self.store.take(self.consumer, 1.0)
             except Exception as exc:  # Redis gone for longer than its retry window: keep trying
                 await self.pool.unreserve()
                 log.error("worker_take_failed", error=repr(exc))
@@ -144,11 +144,11 @@ class Worker:
         while True:
             await asyncio.sleep(self.lease_s / 3)  # a lease heartbeat is a timer by nature
             try:
-                await self.backend.renew(self.consumer, list(self.jobs))
+                await self.store.renew(self.consumer, list(self.jobs))
                 for job_id, job in list(self.jobs.items()):
-                    if job.cancel_by is None and (by := await self.backend.cancel_requested(job_id)):
+                    if job.cancel_by is None and (by := await self.store.cancel_requested(job_id)):
                         self.cancel_local(job_id, by)
-                for record in await self.backend.claim_stale(self.consumer, self.lease_s):
+                for record in await self.store.claim_stale(self.consumer, self.lease_s):
                     if record.job_id not in self.jobs:
                         self._spawn(record, self._run_recovered)
             except Exception as exc:
@@ -157,7 +157,7 @@ class Worker:
     async def _cancel_loop(self) -> None:
         while True:
             try:
-                async for job_id, by in self.backend.cancel_requests():
+                async for job_id, by in self.store.cancel_requests():
                     self.cancel_local(job_id, by)
             except Exception as exc:
                 log.error("worker_cancel_listen_failed", error=repr(exc))
@@ -209,14 +209,14 @@ class Worker:
     async def _run_new(self, job: JobRun) -> None:
         rec = job.record
         if rec.state.terminal:
-            await self.backend.ack(rec.job_id)
+            await self.store.ack(rec.job_id)
             return
         wait_ms = int((time.time() - rec.enqueued_at) * 1000)
         log.info("job_dequeued", wait_ms=wait_ms, workflow=rec.request.workflow, consumer=self.consumer)
         await self._attempts(job, resume=None, recovered=False)
 
     async def _run_recovered(self, job: JobRun) -> None:
-        outcome, server = await recover(job, self.pool, self.backend)
+        outcome, server = await recover(job, self.pool, self.store)
         if outcome is Recovery.DONE:
             return
         if outcome is Recovery.LOST:
@@ -237,7 +237,7 @@ class Worker:
         try:
             by = job.cancel_by
             if by is None and recovered:
-                by = await self.backend.cancel_requested(rec.job_id)
+                by = await self.store.cancel_requested(rec.job_id)
             if by is not None:
                 await self.finisher.cancelled(rec, by)
                 return

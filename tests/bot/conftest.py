@@ -19,10 +19,10 @@ from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import TelegramSettings
 from gateway.app import WorkerOptions, run_gateway
-from gateway.backend import Backend
 from gateway.limits import AccessPolicy, Limits
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.service import Gateway
+from gateway.store import Store
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 from tests.fakes.telegram import FakeTelegram, RateLimits, StoredMessage
 
@@ -56,7 +56,7 @@ class Bench:
     fake: FakeTelegram
     comfy: FakeComfyUI
     gateway: Gateway
-    backend: Backend
+    backend: Store
     frontend: TelegramFrontend
     registry: WorkflowRegistry
 
@@ -98,7 +98,7 @@ async def bench(
     data_dir: Path,
     registry: WorkflowRegistry,
     *,
-    backend: Backend | None = None,
+    backend: Store | None = None,
     limits: Limits | None = None,
     access: AccessPolicy | None = None,
     comfy_options: dict[str, Any] | None = None,
@@ -122,7 +122,7 @@ async def bench(
             )
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        backend = await stack.enter_async_context(backend or MemoryBackend())
+        backend = await stack.enter_async_context(backend or MemoryStore())
         from gateway.storage import ImageStore
 
         store = ImageStore(data_dir)

@@ -10,7 +10,7 @@ from bot.i18n import LANGUAGES
 from bot.telegram.app import MENU_COMMANDS
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from tests.bot.conftest import bench, png
 from tests.conftest import RedisServer
 
@@ -117,12 +117,12 @@ async def _settings_flow(b, choose: list[tuple[str, str]]) -> None:
 async def test_settings_survive_a_restart(
     data_dir: Path, registry: WorkflowRegistry, redis_server: RedisServer
 ) -> None:
-    async with bench(data_dir, registry, backend=RedisBackend(redis_server.url)) as b:
+    async with bench(data_dir, registry, backend=RedisStore(redis_server.url)) as b:
         await _settings_flow(b, [("s|ar|", "s|ar|16:9"), ("s|wf|", "s|wf|hires"), ("s|lang|", "s|lang|ru")])
         menu = b.bot_msgs(CHAT)[-1]
         assert "16:9" in (menu.text or "") and "hires" in (menu.text or "")
     redis_server.restart()
-    async with bench(data_dir, registry, backend=RedisBackend(redis_server.url)) as b:
+    async with bench(data_dir, registry, backend=RedisStore(redis_server.url)) as b:
         b.fake.send_text(USER, CHAT, "/settings")
         reply = await b.text_reply(CHAT, "Ваши настройки по умолчанию")
         assert "16:9" in (reply.text or "") and "hires" in (reply.text or "")

@@ -10,7 +10,7 @@ import pytest
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import TelegramSettings
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from tests.bot.conftest import bench
 from tests.conftest import RedisServer
 
@@ -22,7 +22,7 @@ async def test_front_end_restart_mid_job_edits_the_same_message(
     data_dir: Path, registry: WorkflowRegistry, redis_server: RedisServer
 ) -> None:
     async with bench(
-        data_dir, registry, backend=RedisBackend(redis_server.url), comfy_options={"step_delay_s": 0.15}
+        data_dir, registry, backend=RedisStore(redis_server.url), comfy_options={"step_delay_s": 0.15}
     ) as b:
         b.fake.send_text(USER, CHAT, "/generate a harbour in fog --steps 20")
         await b.until(lambda: b.comfy.running_prompt_id is not None)

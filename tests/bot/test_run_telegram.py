@@ -12,7 +12,7 @@ from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import TelegramSettings
 from gateway.app import run_gateway
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.storage import ImageStore
 from tests.bot.conftest import CHECKPOINTS, FAST
 from tests.fakes.comfyui import running_fake_comfyui
@@ -23,7 +23,7 @@ async def test_run_telegram_serves_and_stops_on_cancel(data_dir: Path, registry:
     async with (
         running_fake_comfyui(checkpoints=CHECKPOINTS) as comfy,
         aiohttp.ClientSession() as session,
-        MemoryBackend() as backend,
+        MemoryStore() as backend,
         ComfyClient(comfy.url, session, name="c0") as client,
         run_gateway(backend, registry, ImageStore(data_dir), [client], options=FAST) as gateway,
         FakeTelegram() as fake,

@@ -16,13 +16,13 @@ import pytest
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from gateway.app import WorkerOptions, run_gateway
-from gateway.backend import Backend
 from gateway.limits import AccessPolicy, Limits
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.models import TERMINAL_EVENTS, JobEvent, JobRequest
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from gateway.service import Gateway
 from gateway.storage import ImageStore
+from gateway.store import Store
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 
 CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
@@ -82,7 +82,7 @@ class EventLog:
 @dataclass
 class Harness:
     gateway: Gateway
-    backend: Backend
+    backend: Store
     fakes: list[FakeComfyUI]
     clients: list[ComfyClient]
     log: EventLog
@@ -107,7 +107,7 @@ async def harness(
     data_dir: Path,
     *,
     servers: int = 1,
-    backend: Backend | None = None,
+    backend: Store | None = None,
     fake_options: dict[str, Any] | None = None,
     server_options: list[dict[str, Any]] | None = None,
     capacity: int = 2,
@@ -124,7 +124,7 @@ async def harness(
             )
             for extra in per_server
         ]
-        backend = await stack.enter_async_context(backend or MemoryBackend())
+        backend = await stack.enter_async_context(backend or MemoryStore())
         store = ImageStore(data_dir)
         clients = [
             await stack.enter_async_context(
@@ -161,8 +161,8 @@ async def harness(
 
 
 @pytest.fixture(params=["memory", "redis"])
-def backend_factory(request: pytest.FixtureRequest) -> Callable[[], Backend]:
+def backend_factory(request: pytest.FixtureRequest) -> Callable[[], Store]:
     if request.param == "memory":
-        return MemoryBackend
+        return MemoryStore
     srv = request.getfixturevalue("redis_server")
-    return lambda: RedisBackend(srv.url, retry_for_s=20)
+    return lambda: RedisStore(srv.url, retry_for_s=20)

@@ -21,7 +21,7 @@ import pytest
 
 from comfy.workflows import load_workflows
 from gateway.models import Succeeded
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from gateway.service import Accepted, Gateway
 from gateway.storage import ImageStore
 from tests.fakes.comfyui import running_fake_comfyui
@@ -97,7 +97,7 @@ def env(tmp_path: Path, data_dir: Path, redis_server) -> dict[str, str]:
 
 @asynccontextmanager
 async def front_end(redis_url: str, data_dir: Path) -> AsyncIterator[tuple[Gateway, EventLog]]:
-    async with RedisBackend(redis_url, retry_for_s=20) as backend:
+    async with RedisStore(redis_url, retry_for_s=20) as backend:
         gateway = Gateway(backend, load_workflows(), ImageStore(data_dir))
         log = EventLog()
         collector = asyncio.create_task(log.collect(gateway.subscribe("telegram")))

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from gateway.models import Failed, FailureCode, JobRequest, Succeeded
 from gateway.records import JobRecord
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from gateway.service import Accepted
 from tests.gateway.conftest import FAST, harness, request
 
@@ -213,7 +213,7 @@ async def test_image_input_is_uploaded_and_used(session, registry, data_dir) -> 
 
 
 async def test_redis_restart_under_load_loses_no_job(session, registry, data_dir, redis_server) -> None:
-    backend = RedisBackend(redis_server.url, retry_for_s=30)
+    backend = RedisStore(redis_server.url, retry_for_s=30)
     async with harness(
         session,
         registry,

@@ -44,7 +44,7 @@ async def test_token_required(api, session) -> None:
     async with session.get(f"{url}/v1/health", headers=auth()) as resp:
         assert resp.status == 200
         body = await resp.json()
-    assert body["ok"] and body["servers"][0]["healthy"] and body["backend"] == "memory"
+    assert body["ok"] and body["servers"][0]["healthy"] and body["store"] == "memory"
 
 
 async def test_submit_poll_result(api, session) -> None:

@@ -1,5 +1,5 @@
 """gateway.limits: access policy, prompt filter, the in-memory rate limiter, Limits. (The Redis backend's
-rate limit lives in its enqueue script: ``test_backend_contract.py`` holds both backends to the same rule.)"""
+rate limit lives in its enqueue script: ``test_store_contract.py`` holds both backends to the same rule.)"""
 
 from __future__ import annotations
 

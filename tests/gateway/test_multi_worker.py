@@ -14,7 +14,7 @@ from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
 from gateway.app import WorkerOptions, run_gateway
 from gateway.models import Succeeded
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
 from gateway.service import Accepted, Gateway
 from gateway.storage import ImageStore
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
@@ -34,7 +34,7 @@ async def start_workers(
 ) -> list[Gateway]:
     gateways = []
     for n in range(count):
-        backend = await stack.enter_async_context(RedisBackend(url, retry_for_s=20))
+        backend = await stack.enter_async_context(RedisStore(url, retry_for_s=20))
         clients = [
             await stack.enter_async_context(
                 ComfyClient(f.url, session, name=f"comfy{i}", request_timeout_s=5)

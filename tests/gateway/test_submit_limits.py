@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from comfy.workflows import load_workflows
 from gateway.errors import ImageRejected
 from gateway.limits import AccessPolicy, Limits, PromptFilter
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.models import FailureCode, JobRequest
 from gateway.service import Accepted, Gateway, Refused
 from gateway.storage import ImageStore
@@ -21,7 +21,7 @@ from tests.gateway.conftest import request
 @pytest.fixture
 async def gateway(data_dir):
     """A gateway without workers: jobs stay queued, which is what limits are about."""
-    async with MemoryBackend() as backend:
+    async with MemoryStore() as backend:
         yield Gateway(
             backend,
             load_workflows(),
@@ -74,7 +74,7 @@ async def test_banned_user_is_denied(gateway) -> None:
 
 
 async def test_allowlist(data_dir) -> None:
-    async with MemoryBackend() as backend:
+    async with MemoryStore() as backend:
         gw = Gateway(
             backend,
             load_workflows(),

@@ -22,7 +22,7 @@ from PIL import Image
 from comfy import ComfyClient
 from comfy.workflows import load_workflows
 from gateway.app import WorkerOptions, run_gateway
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.models import TERMINAL_EVENTS, Failed, FailureCode, JobEvent, JobRequest, Progress, Succeeded
 from gateway.service import Accepted, Gateway
 from gateway.storage import ImageStore
@@ -41,7 +41,7 @@ async def real_gateway(data_dir: Path) -> AsyncIterator[tuple[Gateway, list[JobE
     registry = load_workflows([WORKFLOWS])
     async with (
         aiohttp.ClientSession() as session,
-        MemoryBackend() as backend,
+        MemoryStore() as backend,
         ComfyClient(URL, session) as client,
         run_gateway(
             backend, registry, ImageStore(data_dir), [client], options=WorkerOptions(health_interval_s=1.0)

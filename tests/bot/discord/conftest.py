@@ -24,11 +24,11 @@ from comfy import ComfyClient  # noqa: E402
 from comfy.workflows import WorkflowRegistry  # noqa: E402
 from comfybot.config import DiscordSettings  # noqa: E402
 from gateway.app import run_gateway  # noqa: E402
-from gateway.backend import Backend  # noqa: E402
 from gateway.limits import AccessPolicy, Limits  # noqa: E402
-from gateway.memory import MemoryBackend  # noqa: E402
+from gateway.memory import MemoryStore  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from gateway.storage import ImageStore  # noqa: E402
+from gateway.store import Store  # noqa: E402
 from tests.bot.conftest import CHECKPOINTS, FAST, UPSCALERS  # noqa: E402
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui  # noqa: E402
 from tests.fakes.discord import FakeDiscord, FakeInteraction, StoredMessage  # noqa: E402
@@ -44,7 +44,7 @@ class DBench:
     fake: FakeDiscord
     comfy: FakeComfyUI
     gateway: Gateway
-    backend: Backend
+    backend: Store
     registry: WorkflowRegistry
     frontend: DiscordFrontend
     options: DiscordOptions
@@ -136,7 +136,7 @@ async def dbench(
             )
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        backend = await stack.enter_async_context(MemoryBackend())
+        backend = await stack.enter_async_context(MemoryStore())
         client = await stack.enter_async_context(
             ComfyClient(comfy.url, session, name="comfy0", ws_stall_timeout_s=2.0, request_timeout_s=5.0)
         )

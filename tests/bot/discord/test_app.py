@@ -13,7 +13,7 @@ from bot.discord.app import DiscordFrontend, run_discord
 from bot.discord.client import RateLimitLogFilter
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import DiscordSettings
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.service import Gateway
 from gateway.storage import ImageStore
 from tests.fakes.discord import FakeDiscord
@@ -22,7 +22,7 @@ from tests.fakes.discord import FakeDiscord
 async def test_run_discord_until_cancelled(
     tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with FakeDiscord() as fake, MemoryBackend() as backend:
+    async with FakeDiscord() as fake, MemoryStore() as backend:
         fake.patch(monkeypatch)
         gateway = Gateway(backend, registry, ImageStore(tmp_path))
         task = asyncio.create_task(run_discord(DiscordSettings(bot_token=fake.token), gateway, registry))
@@ -35,7 +35,7 @@ async def test_run_discord_until_cancelled(
 
 
 def test_missing_token_is_a_clear_error(tmp_path: Path, registry: WorkflowRegistry) -> None:
-    gateway = Gateway(MemoryBackend(), registry, ImageStore(tmp_path))
+    gateway = Gateway(MemoryStore(), registry, ImageStore(tmp_path))
     with pytest.raises(ValueError, match="discord.bot_token"):
         DiscordFrontend(DiscordSettings(), gateway, registry)
 
@@ -43,7 +43,7 @@ def test_missing_token_is_a_clear_error(tmp_path: Path, registry: WorkflowRegist
 async def test_bad_token_fails_at_start_and_leaks_nothing(
     tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with FakeDiscord() as fake, MemoryBackend() as backend:
+    async with FakeDiscord() as fake, MemoryStore() as backend:
         fake.patch(monkeypatch)
         fake.reject_token = True
         gateway = Gateway(backend, registry, ImageStore(tmp_path))

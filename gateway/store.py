@@ -1,8 +1,8 @@
-"""The one small interface every queue backend implements (aiogram's ``BaseStorage`` shape).
+"""The job store: four narrow protocols (queue, records, events, key-values) and :class:`Store`, all four.
 
-Two implementations: :class:`~gateway.memory.MemoryBackend` (embedded, the default, nothing to install)
-and :class:`~gateway.redis_backend.RedisBackend` (Redis Streams with a consumer group; jobs survive a
-restart and any number of processes on any machines share it). ``tests/gateway/test_backend_contract.py``
+Two implementations: :class:`~gateway.memory.MemoryStore` (embedded, the default, nothing to install)
+and :class:`~gateway.redis_store.RedisStore` (Redis Streams with a consumer group; jobs survive a
+restart and any number of processes on any machines share it). ``tests/gateway/test_store_contract.py``
 holds both to the same behaviour.
 
 Semantics shared by both:
@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from gateway.errors import LimitExceeded
 from gateway.limits import RateRule
@@ -72,50 +72,21 @@ def too_many_pending(pending: int, limit: int) -> LimitExceeded:
 
 
 class SettingsStore:
-    """Per-user settings (a JSON object per key), persisted by the backend: ``get``/``set``."""
+    """Per-user settings (a JSON object per key), persisted by the store: ``get``/``set``."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
+    def __init__(self, store: KeyValues) -> None:
+        self._store = store
 
     async def get(self, user_key: str) -> dict[str, Any]:
-        return await self._backend.get_settings(user_key)
+        return await self._store.get_settings(user_key)
 
     async def set(self, user_key: str, values: dict[str, Any]) -> None:
-        await self._backend.set_settings(user_key, values)
+        await self._store.set_settings(user_key, values)
 
 
-class Backend(abc.ABC):
-    """Queue, job records, event fan-out and per-user state behind one interface."""
+class Queue(Protocol):
+    """The job queue: leased takes, renewals, takeover of a dead consumer's jobs."""
 
-    name: str = "backend"
-
-    def __init__(self) -> None:
-        self.settings = SettingsStore(self)
-
-    async def start(self) -> None:  # noqa: B027  # optional hook: the memory backend opens nothing
-        """Open connections / create groups. Idempotent."""
-
-    async def close(self) -> None:  # noqa: B027  # optional hook, see start
-        """Release what ``start`` opened."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    # --- records --------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def save(self, record: JobRecord) -> bool:
-        """Store a non-terminal update of a record. False (and nothing written) once it finished."""
-
-    @abc.abstractmethod
-    async def get(self, job_id: str) -> JobRecord | None: ...
-
-    # --- queue ----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def enqueue(
         self,
@@ -162,7 +133,17 @@ class Backend(abc.ABC):
     async def waiting(self, limit: int) -> list[str]:
         """The first ``limit`` waiting job ids, next to run first."""
 
-    # --- outcome and events ---------------------------------------------------------------------
+
+class Records(Protocol):
+    """Job records and what is derived from them: terminal outcome, per-user lists, run times."""
+
+    @abc.abstractmethod
+    async def save(self, record: JobRecord) -> bool:
+        """Store a non-terminal update of a record. False (and nothing written) once it finished."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
     @abc.abstractmethod
     async def finish(self, record: JobRecord, event: JobEvent) -> bool:
         """Write the terminal record, count its outcome (:func:`outcome_fields`) in this hour's bucket and
@@ -173,26 +154,6 @@ class Backend(abc.ABC):
         """Finished jobs of the last :data:`OUTCOME_HOURS` hours by outcome: ``succeeded``, ``failed``,
         ``failed:<code>``, ``cancelled``, ``timed_out`` (absent: none). ``now`` is for tests."""
 
-    @abc.abstractmethod
-    async def publish(self, platform: str, event: JobEvent) -> None: ...
-
-    @abc.abstractmethod
-    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
-        """Events of one platform in publish order; close it with ``contextlib.aclosing``."""
-
-    # --- cancel ---------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def request_cancel(self, job_id: str, by: str) -> None: ...
-
-    @abc.abstractmethod
-    async def cancel_requested(self, job_id: str) -> str | None:
-        """Who asked to cancel this job, if anyone."""
-
-    @abc.abstractmethod
-    def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
-        """Every cancel request from now on, as ``(job_id, by)``, to every listener."""
-
-    # --- per user and per workflow --------------------------------------------------------------
     @abc.abstractmethod
     async def pending_count(self, user_id: str) -> int:
         """Jobs of this user that are queued or running."""
@@ -205,14 +166,43 @@ class Backend(abc.ABC):
         """This user's most recent jobs, newest first."""
 
     @abc.abstractmethod
+    async def add_duration(self, workflow: str, run_ms: int) -> None: ...
+
+    @abc.abstractmethod
+    async def durations(self, workflow: str) -> list[int]:
+        """Recent run times of this workflow in ms, newest first."""
+
+
+class Events(Protocol):
+    """Per-platform event channels and cancel requests."""
+
+    @abc.abstractmethod
+    async def publish(self, platform: str, event: JobEvent) -> None: ...
+
+    @abc.abstractmethod
+    def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
+        """Events of one platform in publish order; close it with ``contextlib.aclosing``."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, job_id: str, by: str) -> None: ...
+
+    @abc.abstractmethod
+    async def cancel_requested(self, job_id: str) -> str | None:
+        """Who asked to cancel this job, if anyone."""
+
+    @abc.abstractmethod
+    def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
+        """Every cancel request from now on, as ``(job_id, by)``, to every listener."""
+
+
+class KeyValues(Protocol):
+    """Small per-key state front ends keep: user settings, the message that shows a job, delivery."""
+
+    @abc.abstractmethod
     async def get_settings(self, user_key: str) -> dict[str, Any]: ...
 
     @abc.abstractmethod
     async def set_settings(self, user_key: str, values: dict[str, Any]) -> None: ...
-
-    @abc.abstractmethod
-    async def mark_delivered(self, job_id: str) -> bool:
-        """True exactly once per job: the front end that gets True sends the result."""
 
     @abc.abstractmethod
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
@@ -226,11 +216,60 @@ class Backend(abc.ABC):
     async def get_view(self, job_id: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
-    async def add_duration(self, workflow: str, run_ms: int) -> None: ...
-
-    @abc.abstractmethod
-    async def durations(self, workflow: str) -> list[int]:
-        """Recent run times of this workflow in ms, newest first."""
+    async def mark_delivered(self, job_id: str) -> bool:
+        """True exactly once per job: the front end that gets True sends the result."""
 
 
-__all__ = ["Backend", "Enqueued", "SettingsStore", "too_many_pending"]
+class QueueRecords(Queue, Records, Protocol):
+    """Ending a job: the terminal record and the ack (finishing, recovery)."""
+
+
+class RecordsEvents(Records, Events, Protocol):
+    """Running a job: record updates and the events that show them (the executor)."""
+
+
+class Jobs(Queue, Records, Events, Protocol):
+    """Everything a worker touches: all but the front ends' key-values."""
+
+
+class Store(Queue, Records, Events, KeyValues):
+    """All four, behind one object: what an implementation provides and what ``app.py`` builds.
+
+    Consumers ask for the narrow protocol they use (a worker needs the queue and events, the position
+    reporter records and events, ...) so a test or a new store sees exactly what each one touches.
+    """
+
+    name: str = "store"
+
+    def __init__(self) -> None:
+        self.settings = SettingsStore(self)
+
+    async def start(self) -> None:  # noqa: B027  # optional hook: the memory store opens nothing
+        """Open connections / create groups. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027  # optional hook, see start
+        """Release what ``start`` opened."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+__all__ = [
+    "Jobs",
+    "QueueRecords",
+    "RecordsEvents",
+    "Enqueued",
+    "Events",
+    "KeyValues",
+    "Queue",
+    "Records",
+    "SettingsStore",
+    "Store",
+    "too_many_pending",
+]

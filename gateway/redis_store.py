@@ -39,7 +39,11 @@ import orjson
 import structlog
 from redis.exceptions import ResponseError
 
-from gateway.backend import (
+from gateway.limits import RateRule
+from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
+from gateway.records import JobRecord
+from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
+from gateway.store import (
     DURATIONS_MAX,
     EVENTS_MAX,
     OUTCOME_TTL_S,
@@ -51,16 +55,12 @@ from gateway.backend import (
     outcome_hours,
     too_many_pending,
 )
-from gateway.limits import RateRule
-from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
-from gateway.records import JobRecord
-from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
 
 log = structlog.get_logger(component="gateway")
 
 
-class RedisBackend(RedisBase):
-    """Queue and state in Redis; open with ``async with RedisBackend(url) as backend``."""
+class RedisStore(RedisBase):
+    """Queue and state in Redis; open with ``async with RedisStore(url) as backend``."""
 
     # --- records --------------------------------------------------------------------------------
     async def save(self, record: JobRecord) -> bool:
@@ -380,4 +380,4 @@ class RedisBackend(RedisBase):
         return [int(v) for v in raw]
 
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisStore"]

@@ -12,10 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import redis_scripts
-from gateway.backend import Backend
 from gateway.errors import LimitExceeded
 from gateway.limits import RateRule
-from gateway.memory import MemoryBackend
+from gateway.memory import MemoryStore
 from gateway.models import (
     Cancelled,
     Failed,
@@ -28,7 +27,8 @@ from gateway.models import (
     Succeeded,
 )
 from gateway.records import JobRecord
-from gateway.redis_backend import RedisBackend
+from gateway.redis_store import RedisStore
+from gateway.store import Store
 
 
 def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "txt2img") -> JobRecord:
@@ -43,13 +43,13 @@ def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "t
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
-        async with MemoryBackend() as mem:
+        async with MemoryStore() as mem:
             yield mem
     else:
         srv = request.getfixturevalue("redis_server")
-        async with RedisBackend(srv.url, retry_for_s=10) as red:
+        async with RedisStore(srv.url, retry_for_s=10) as red:
             yield red
 
 
@@ -59,7 +59,7 @@ async def next_event(it: AsyncIterator[object]) -> object:
 
 
 class TestBackendContract:
-    async def test_enqueue_reports_position_and_depth(self, backend: Backend) -> None:
+    async def test_enqueue_reports_position_and_depth(self, backend: Store) -> None:
         a, b = make_record(), make_record()
         first = await backend.enqueue(a)
         second = await backend.enqueue(b)
@@ -69,19 +69,19 @@ class TestBackendContract:
         assert await backend.depth() == 2
         assert await backend.waiting(10) == [a.job_id, b.job_id]
 
-    async def test_enqueue_is_idempotent_per_job(self, backend: Backend) -> None:
+    async def test_enqueue_is_idempotent_per_job(self, backend: Store) -> None:
         rec = make_record()
         await backend.enqueue(rec)
         again = await backend.enqueue(rec)
         assert again is not None and again.depth == 1
         assert await backend.pending_count("u1") == 1
 
-    async def test_queue_cap_refuses(self, backend: Backend) -> None:
+    async def test_queue_cap_refuses(self, backend: Store) -> None:
         assert await backend.enqueue(make_record(), max_depth=1) is not None
         assert await backend.enqueue(make_record(), max_depth=1) is None
         assert await backend.depth() == 1
 
-    async def test_take_is_fifo_and_updates_positions(self, backend: Backend) -> None:
+    async def test_take_is_fifo_and_updates_positions(self, backend: Store) -> None:
         a, b = make_record(), make_record()
         await backend.enqueue(a)
         await backend.enqueue(b)
@@ -91,10 +91,10 @@ class TestBackendContract:
         assert await backend.position(a.job_id) is None
         assert await backend.position(b.job_id) == 1
 
-    async def test_take_times_out_empty(self, backend: Backend) -> None:
+    async def test_take_times_out_empty(self, backend: Store) -> None:
         assert await backend.take("w1", 0.05) is None
 
-    async def test_take_wakes_when_a_job_arrives(self, backend: Backend) -> None:
+    async def test_take_wakes_when_a_job_arrives(self, backend: Store) -> None:
         waiter = asyncio.create_task(backend.take("w1", 5.0))
         await asyncio.sleep(0)  # let the taker block first
         rec = make_record()
@@ -102,7 +102,7 @@ class TestBackendContract:
         taken = await waiter
         assert taken is not None and taken.job_id == rec.job_id
 
-    async def test_removed_job_is_never_taken(self, backend: Backend) -> None:
+    async def test_removed_job_is_never_taken(self, backend: Store) -> None:
         a, b = make_record(), make_record()
         await backend.enqueue(a)
         await backend.enqueue(b)
@@ -115,7 +115,7 @@ class TestBackendContract:
         assert taken is not None and taken.job_id == b.job_id
         assert not await backend.remove_queued(b.job_id)  # already taken: cancel must interrupt instead
 
-    async def test_save_and_get_roundtrip(self, backend: Backend) -> None:
+    async def test_save_and_get_roundtrip(self, backend: Store) -> None:
         rec = make_record()
         await backend.enqueue(rec)
         rec.state = JobState.SUBMITTED
@@ -126,7 +126,7 @@ class TestBackendContract:
         assert got is not None and got.prompt_id == "p-1" and got.state is JobState.SUBMITTED
         assert await backend.get("nope") is None
 
-    async def test_finish_publishes_once_and_freezes_record(self, backend: Backend) -> None:
+    async def test_finish_publishes_once_and_freezes_record(self, backend: Store) -> None:
         rec = make_record()
         await backend.enqueue(rec)
         await backend.take("w1", 1.0)
@@ -145,7 +145,7 @@ class TestBackendContract:
                 async with asyncio.timeout(0.3):
                     await anext(events)
 
-    async def test_events_are_per_platform_and_ordered(self, backend: Backend) -> None:
+    async def test_events_are_per_platform_and_ordered(self, backend: Store) -> None:
         sent: list[JobEvent] = [
             Queued(job_id="j", request_id="r", position=2, depth=2),
             Queued(job_id="j", request_id="r", position=1, depth=1),
@@ -161,7 +161,7 @@ class TestBackendContract:
         async with contextlib.aclosing(backend.subscribe("discord")) as events:
             assert await next_event(events) == other
 
-    async def test_events_published_before_subscribing_are_kept(self, backend: Backend) -> None:
+    async def test_events_published_before_subscribing_are_kept(self, backend: Store) -> None:
         ev = Cancelled(job_id="j", request_id="r", by="admin")
         await backend.publish("telegram", ev)
         async with contextlib.aclosing(backend.subscribe("telegram")) as events:
@@ -172,7 +172,7 @@ class TestBackendContract:
         async with contextlib.aclosing(backend.subscribe("telegram")) as events:
             assert await next_event(events) == later
 
-    async def test_stale_lease_is_claimed_by_another_consumer(self, backend: Backend) -> None:
+    async def test_stale_lease_is_claimed_by_another_consumer(self, backend: Store) -> None:
         rec = make_record()
         await backend.enqueue(rec)
         assert await backend.take("dead", 1.0) is not None
@@ -182,7 +182,7 @@ class TestBackendContract:
         assert [r.job_id for r in claimed] == [rec.job_id]
         assert await backend.claim_stale("w3", 30.0) == []  # the claim refreshed the lease
 
-    async def test_renewed_lease_is_not_claimed(self, backend: Backend) -> None:
+    async def test_renewed_lease_is_not_claimed(self, backend: Store) -> None:
         rec = make_record()
         await backend.enqueue(rec)
         await backend.take("w1", 1.0)
@@ -190,7 +190,7 @@ class TestBackendContract:
         await backend.renew("w1", [rec.job_id])
         assert await backend.claim_stale("w2", 0.1) == []
 
-    async def test_acked_or_finished_jobs_are_not_claimed(self, backend: Backend) -> None:
+    async def test_acked_or_finished_jobs_are_not_claimed(self, backend: Store) -> None:
         a, b = make_record(), make_record()
         await backend.enqueue(a)
         await backend.enqueue(b)
@@ -202,7 +202,7 @@ class TestBackendContract:
         await asyncio.sleep(0.15)
         assert await backend.claim_stale("w2", 0.1) == []
 
-    async def test_cancel_requests_reach_listeners_and_flag(self, backend: Backend) -> None:
+    async def test_cancel_requests_reach_listeners_and_flag(self, backend: Store) -> None:
         async with contextlib.aclosing(backend.cancel_requests()) as requests:
             listen = asyncio.create_task(next_event(requests))
             await asyncio.sleep(0.2)  # subscribed (Redis pub/sub needs the SUBSCRIBE to land)
@@ -211,7 +211,7 @@ class TestBackendContract:
         assert await backend.cancel_requested("j1") == "u1"
         assert await backend.cancel_requested("j2") is None
 
-    async def test_per_user_pending_and_recent(self, backend: Backend) -> None:
+    async def test_per_user_pending_and_recent(self, backend: Store) -> None:
         recs = [make_record("alice") for _ in range(3)] + [make_record("bob")]
         for rec in recs:
             await backend.enqueue(rec)
@@ -221,17 +221,17 @@ class TestBackendContract:
         assert [r.job_id for r in recent] == [recs[2].job_id, recs[1].job_id]
         assert await backend.recent("nobody", 5) == []
 
-    async def test_settings_roundtrip(self, backend: Backend) -> None:
+    async def test_settings_roundtrip(self, backend: Store) -> None:
         assert await backend.settings.get("telegram:1") == {}
         await backend.settings.set("telegram:1", {"steps": 30, "ar": "16:9"})
         assert await backend.settings.get("telegram:1") == {"steps": 30, "ar": "16:9"}
 
-    async def test_mark_delivered_is_true_once(self, backend: Backend) -> None:
+    async def test_mark_delivered_is_true_once(self, backend: Store) -> None:
         assert await backend.mark_delivered("j1")
         assert not await backend.mark_delivered("j1")
         assert await backend.mark_delivered("j2")
 
-    async def test_pending_cap_is_atomic_with_enqueue(self, backend: Backend) -> None:
+    async def test_pending_cap_is_atomic_with_enqueue(self, backend: Store) -> None:
         """Regression: checked before the enqueue only, a flood from several processes passed it at once."""
         results = await asyncio.gather(
             *(backend.enqueue(make_record(user="flood"), max_pending=3) for _ in range(20)),
@@ -242,7 +242,7 @@ class TestBackendContract:
         assert await backend.pending_count("flood") == 3
         assert await backend.enqueue(make_record(user="someone-else"), max_pending=3) is not None
 
-    async def test_outcomes_are_counted_once_per_job_for_a_day(self, backend: Backend) -> None:
+    async def test_outcomes_are_counted_once_per_job_for_a_day(self, backend: Store) -> None:
         assert await backend.outcomes() == {}
         done = [make_record() for _ in range(4)]
         events: list[JobEvent] = [
@@ -264,7 +264,7 @@ class TestBackendContract:
         assert await backend.outcomes(now=time.time() + 25 * 3600) == {}  # a day later: gone
 
     # --- the submission rate, applied by enqueue (time is passed in, never slept) ----------------
-    async def test_rate_admits_up_to_the_limit_then_refuses_with_retry_after(self, backend: Backend) -> None:
+    async def test_rate_admits_up_to_the_limit_then_refuses_with_retry_after(self, backend: Store) -> None:
         for i in range(3):
             assert await backend.enqueue(make_record(), rate=RateRule("submit:u1", 3, 60, now=1000.0 + i))
         with pytest.raises(LimitExceeded) as info:
@@ -274,7 +274,7 @@ class TestBackendContract:
         assert await backend.depth() == 3  # the refused job was not queued
         assert await backend.enqueue(make_record(user="u2"), rate=RateRule("submit:u2", 3, 60, now=1005.0))
 
-    async def test_rate_window_slides_and_refusals_are_not_counted(self, backend: Backend) -> None:
+    async def test_rate_window_slides_and_refusals_are_not_counted(self, backend: Store) -> None:
         async def admitted(t: float) -> bool:
             try:
                 return await backend.enqueue(make_record(), rate=RateRule("k", 2, 1.5, now=t)) is not None
@@ -293,7 +293,7 @@ class TestBackendContract:
             await backend.enqueue(make_record(), rate=RateRule("k", 2, 1.5, now=101.8))
         assert info.value.retry_after_s == pytest.approx(0.2)
 
-    async def test_rate_is_spent_only_by_admitted_jobs(self, backend: Backend) -> None:
+    async def test_rate_is_spent_only_by_admitted_jobs(self, backend: Store) -> None:
         """The caps are checked before the rate: a flood refused for too many pending jobs, or by a full
         queue, spends none of the user's rate."""
         rule = RateRule("submit:u1", 3, 60, now=0.0)
@@ -308,13 +308,13 @@ class TestBackendContract:
         with pytest.raises(LimitExceeded):
             await backend.enqueue(make_record(), rate=rule)
 
-    async def test_rate_counts_a_retried_enqueue_once(self, backend: Backend) -> None:
+    async def test_rate_counts_a_retried_enqueue_once(self, backend: Store) -> None:
         rec, rule = make_record(), RateRule("k", 1, 60, now=0.0)
         assert await backend.enqueue(rec, rate=rule)
         again = await backend.enqueue(rec, rate=rule)  # a retry after a lost reply: same job, no new hit
         assert again is not None and again.position == 1
 
-    async def test_rate_is_atomic_under_concurrent_enqueues(self, backend: Backend) -> None:
+    async def test_rate_is_atomic_under_concurrent_enqueues(self, backend: Store) -> None:
         results = await asyncio.gather(
             *(backend.enqueue(make_record(), rate=RateRule("k", 5, 60, now=50.0)) for _ in range(40)),
             return_exceptions=True,
@@ -323,7 +323,7 @@ class TestBackendContract:
         assert len(refused) == 35 and all(r.code is FailureCode.RATE_LIMITED for r in refused)
         assert await backend.depth() == 5
 
-    async def test_rate_of_zero_refuses_and_own_clock_when_now_is_omitted(self, backend: Backend) -> None:
+    async def test_rate_of_zero_refuses_and_own_clock_when_now_is_omitted(self, backend: Store) -> None:
         with pytest.raises(LimitExceeded) as info:
             await backend.enqueue(make_record(), rate=RateRule("z", 0, 60))
         assert info.value.retry_after_s == 60.0
@@ -332,14 +332,14 @@ class TestBackendContract:
             await backend.enqueue(make_record(), rate=RateRule("k", 1, 3600))
         assert info.value.retry_after_s is not None and 0 < info.value.retry_after_s <= 3600
 
-    async def test_view_of_a_job_roundtrip(self, backend: Backend) -> None:
+    async def test_view_of_a_job_roundtrip(self, backend: Store) -> None:
         assert await backend.get_view("j1") is None
         await backend.set_view("j1", {"chat_id": 5, "message_id": 9, "media": False})
         await backend.set_view("j1", {"chat_id": 5, "message_id": 10, "media": True})  # it moved
         assert await backend.get_view("j1") == {"chat_id": 5, "message_id": 10, "media": True}
         assert await backend.get_view("j2") is None
 
-    async def test_durations_newest_first_bounded(self, backend: Backend) -> None:
+    async def test_durations_newest_first_bounded(self, backend: Store) -> None:
         for ms in range(30):
             await backend.add_duration("txt2img", ms)
         got = await backend.durations("txt2img")
@@ -350,10 +350,10 @@ class TestBackendContract:
 async def test_redis_jobs_survive_a_restart(redis_server) -> None:
     """AOF on: a queued job and its record are still there after redis-server restarts."""
     rec = make_record()
-    async with RedisBackend(redis_server.url, retry_for_s=10) as red:
+    async with RedisStore(redis_server.url, retry_for_s=10) as red:
         await red.enqueue(rec)
     redis_server.restart()
-    async with RedisBackend(redis_server.url, retry_for_s=10) as red:
+    async with RedisStore(redis_server.url, retry_for_s=10) as red:
         assert await red.position(rec.job_id) == 1
         taken = await red.take("w1", 1.0)
         assert taken is not None and taken.job_id == rec.job_id
@@ -361,7 +361,7 @@ async def test_redis_jobs_survive_a_restart(redis_server) -> None:
 
 async def test_redis_calls_ride_out_a_restart(redis_server) -> None:
     """A call made while Redis is down is retried until it is back, not raised."""
-    async with RedisBackend(redis_server.url, retry_for_s=20) as red:
+    async with RedisStore(redis_server.url, retry_for_s=20) as red:
         await red.enqueue(make_record())
         redis_server.stop()
         depth = asyncio.create_task(red.depth())
@@ -372,12 +372,12 @@ async def test_redis_calls_ride_out_a_restart(redis_server) -> None:
 
 
 async def test_redis_rate_log_is_one_expiring_key_that_survives_a_restart(redis_server) -> None:
-    async with RedisBackend(redis_server.url, prefix="p:", retry_for_s=10) as red:
+    async with RedisStore(redis_server.url, prefix="p:", retry_for_s=10) as red:
         assert await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
         assert 0 < await red.redis.pttl("p:rate:submit:u1") <= 30_000
         assert await red.redis.zcard("p:rate:submit:u1") == 1
     await asyncio.to_thread(redis_server.restart)  # AOF: the hit survives (and the script is reloaded)
-    async with RedisBackend(redis_server.url, prefix="p:", retry_for_s=10) as red:
+    async with RedisStore(redis_server.url, prefix="p:", retry_for_s=10) as red:
         assert await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
         with pytest.raises(LimitExceeded):
             await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
@@ -385,7 +385,7 @@ async def test_redis_rate_log_is_one_expiring_key_that_survives_a_restart(redis_
 
 async def test_memory_backend_forgets_old_finished_jobs() -> None:
     """The embedded backend stays bounded in a process that runs for months."""
-    async with MemoryBackend(keep_finished=3) as mem:
+    async with MemoryStore(keep_finished=3) as mem:
         records = [make_record() for _ in range(5)]
         for rec in records:
             await mem.enqueue(rec)
@@ -457,7 +457,7 @@ async def test_redis_take_retried_after_a_lost_reply_still_takes_the_job(redis_s
     await direct.aclose()
     async with (
         ReplyDropper(redis_server.port, take_sha) as proxy,
-        RedisBackend(proxy.url, retry_for_s=10) as red,
+        RedisStore(proxy.url, retry_for_s=10) as red,
     ):
         await red.enqueue(rec)
         taken = await red.take("w1", 1.0)
