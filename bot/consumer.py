@@ -79,11 +79,19 @@ class TrackerBase(abc.ABC):
     async def _finish(self) -> None:  # noqa: B027 - optional hook: a front end may close its message here
         """Called once when tracking ends, however it ends."""
 
+    async def _handled(self) -> None:
+        # Only after the chat effect: a process killed before this line gets the outcome again on restart.
+        try:
+            await self.consumer.gateway.event_handled(self.consumer.platform, self.job_id)
+        except Exception as exc:
+            log.warning("event_ack_failed", error=repr(exc))
+
     async def run(self) -> None:
         first = await self.queue.get()
         with bound(request_id=first.request_id, job_id=self.job_id, platform=self.consumer.platform):
             try:
                 if not await self._load(first):
+                    await self._handled()  # nothing to show it in: do not hand it to a restart either
                     return
                 pending: list[JobEvent] = [first]
                 while True:
@@ -92,6 +100,7 @@ class TrackerBase(abc.ABC):
                     for ev in latest_only(pending):
                         await self._apply(ev)
                         if isinstance(ev, TERMINAL_EVENTS):
+                            await self._handled()
                             return
                     pending = [await self.queue.get()]
             except asyncio.CancelledError:

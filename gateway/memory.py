@@ -231,6 +231,9 @@ class MemoryStore(Store):
             channel.ready.clear()
             await channel.ready.wait()
 
+    async def event_handled(self, platform: str, job_id: str) -> None:
+        pass  # nothing of this store outlives its process, so nothing is owed to a restart
+
     # --- cancel ---------------------------------------------------------------------------------
     async def request_cancel(self, job_id: str, by: str) -> None:
         self._cancels[job_id] = by
@@ -276,6 +279,9 @@ class MemoryStore(Store):
             return False
         self._delivered.add(job_id)
         return True
+
+    async def delivered(self, job_id: str) -> bool:
+        return job_id in self._delivered
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         self._views[job_id] = _kept(orjson.dumps(view))  # forgotten with the job (``_forget``)

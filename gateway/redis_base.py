@@ -57,6 +57,9 @@ class RedisBase(Store):
         self.prefix = prefix
         self.retry_for_s = retry_for_s
         self.max_age_s = max_age_s  # non-terminal events older than this are skipped on catch-up
+        # Terminal events read but not yet shown in the chat: (stream, job_id) -> entry id, acked by
+        # ``event_handled``. A process killed before that reads them again when it restarts.
+        self._owed: dict[tuple[str, str], bytes] = {}
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._entries: dict[str, bytes] = {}  # job_id -> stream entry id, for leases this process holds

@@ -276,12 +276,19 @@ class RedisStore(RedisBase):
                     await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
                     continue
                 entries: list[Any] = reply[0][1] if reply else []
-                if not entries and cursor == "0":
+                if not entries and cursor != ">":
                     cursor = ">"
                 for entry_id, fields in entries:
+                    if cursor != ">":
+                        cursor = entry_id  # our pending entries: owed ones stay pending, so read on past them
                     event = event_from_json(fields[b"ev"])
-                    fresh = time.time() - event.at <= self.max_age_s
-                    if fresh or isinstance(event, TERMINAL_EVENTS):
+                    if isinstance(event, TERMINAL_EVENTS):
+                        # At least once: acked by ``event_handled`` after the front end has shown it.
+                        if self._owed.get((stream, event.job_id)) != entry_id:
+                            self._owed[(stream, event.job_id)] = entry_id
+                            yield event
+                        continue
+                    if time.time() - event.at <= self.max_age_s:
                         handling = entry_id
                         yield event
                         handling = None
@@ -293,6 +300,12 @@ class RedisStore(RedisBase):
                     async with asyncio.timeout(2):
                         await self.redis.xack(stream, "frontends", handling)
             await reader.aclose()
+
+    async def event_handled(self, platform: str, job_id: str) -> None:
+        stream = self._key("events", platform)
+        entry_id = self._owed.pop((stream, job_id), None)
+        if entry_id is not None:
+            await self._retry(partial(self.redis.xack, stream, "frontends", entry_id), "event_handled")
 
     # --- cancel ---------------------------------------------------------------------------------
     async def request_cancel(self, job_id: str, by: str) -> None:
@@ -354,6 +367,10 @@ class RedisStore(RedisBase):
         key = self._key("delivered", job_id)
         first = await self._retry(lambda: self.redis.set(key, 1, nx=True, ex=RECORD_TTL_S), "mark_delivered")
         return bool(first)
+
+    async def delivered(self, job_id: str) -> bool:
+        key = self._key("delivered", job_id)
+        return bool(await self._retry(lambda: self.redis.exists(key), "delivered"))
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         key, raw = self._key("view", job_id), orjson.dumps(view)

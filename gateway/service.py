@@ -224,6 +224,10 @@ class Gateway:
         events that arrived while no subscriber ran are delivered when it starts."""
         return self.store.subscribe(platform, consumer=consumer)
 
+    async def event_handled(self, platform: str, job_id: str) -> None:
+        """Call once the chat shows ``job_id``'s outcome (see :meth:`Store.event_handled`)."""
+        await self.store.event_handled(platform, job_id)
+
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         """Remember the chat message that shows ``job_id`` (see :meth:`Store.set_view`)."""
         await self.store.set_view(job_id, view)
@@ -276,8 +280,16 @@ class Gateway:
         )
 
     async def mark_delivered(self, job_id: str) -> bool:
-        """True exactly once per job: only the caller that gets True sends the result to the chat."""
+        """Record, after the send, that the result is in the chat; True the first time.
+
+        Marked after the send, not before: a front end killed mid-send sends again on restart (the
+        outcome is still owed, see :meth:`event_handled`) instead of leaving the message at "Sampling".
+        """
         return await self.store.mark_delivered(job_id)
+
+    async def delivered(self, job_id: str) -> bool:
+        """Whether this job's result is already in the chat (check before sending)."""
+        return await self.store.delivered(job_id)
 
     # --- images ---------------------------------------------------------------------------------
     async def store_image(self, data: bytes) -> ImageRef:

@@ -184,6 +184,12 @@ class Events(Protocol):
         """Events of one platform in publish order; close it with ``contextlib.aclosing``."""
 
     @abc.abstractmethod
+    async def event_handled(self, platform: str, job_id: str) -> None:
+        """The front end has shown this job's terminal event: it is not owed any more. A terminal event a
+        subscriber read stays owed until then, and a subscriber that restarts (same consumer name)
+        reads every owed event again; a clean stop does not acknowledge it either."""
+
+    @abc.abstractmethod
     async def request_cancel(self, job_id: str, by: str) -> None: ...
 
     @abc.abstractmethod
@@ -217,7 +223,11 @@ class KeyValues(Protocol):
 
     @abc.abstractmethod
     async def mark_delivered(self, job_id: str) -> bool:
-        """True exactly once per job: the front end that gets True sends the result."""
+        """Record that the result is in the chat (call it after the send): True the first time."""
+
+    @abc.abstractmethod
+    async def delivered(self, job_id: str) -> bool:
+        """Whether ``mark_delivered`` was called: a redelivered outcome is not sent twice."""
 
 
 class QueueRecords(Queue, Records, Protocol):

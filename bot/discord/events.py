@@ -169,12 +169,13 @@ class _Tracker(TrackerBase):
 
     async def _succeeded(self, ev: Succeeded) -> None:
         assert self.msg is not None
-        if not await self.ctx.gateway.mark_delivered(self.job_id):
+        if await self.ctx.gateway.delivered(self.job_id):
             log.info("result_already_delivered")
             return
         r = self.ctx.renderer
         if not ev.images:
             await self._final(Render(r.failure(self.locale, "internal", request_id=ev.request_id)), "failed")
+            await self.ctx.gateway.mark_delivered(self.job_id)
             return
         limit = self.msg.attachment_limit
         files: list[tuple[str, bytes]] = []
@@ -222,6 +223,7 @@ class _Tracker(TrackerBase):
             if not shrunk:
                 caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
             await self._final(Render(caption, view, small), "result_preview", images=len(small))
+        await self.ctx.gateway.mark_delivered(self.job_id)
 
 
 class EventConsumer(BaseConsumer[_Tracker]):

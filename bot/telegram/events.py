@@ -218,13 +218,14 @@ class _Tracker(TrackerBase):
         await remove_message(self.ctx, bot, msg)
 
     async def _succeeded(self, ev: Succeeded) -> None:
-        if not await self.ctx.gateway.mark_delivered(self.job_id):
+        if await self.ctx.gateway.delivered(self.job_id):
             log.info("result_already_delivered")
             return
         if not ev.images:
             await self._final_text(
                 self.ctx.renderer.failure(self.locale, "internal", request_id=ev.request_id), "failed"
             )
+            await self.ctx.gateway.mark_delivered(self.job_id)
             return
         caption = self.ctx.renderer.result_caption(
             self.locale, self.view, seed=ev.seed, duration_ms=ev.duration_ms, count=len(ev.images)
@@ -251,6 +252,7 @@ class _Tracker(TrackerBase):
         except (TelegramAPIError, OSError) as exc:
             log.error("result_not_delivered", error=type(exc).__name__, description=str(exc)[:300])
             raise
+        await self.ctx.gateway.mark_delivered(self.job_id)
 
     async def _final_text(self, text: str, kind: str) -> None:
         await finish_text(self.ctx, self.bot, self.target, text, kind=kind)

@@ -10,7 +10,9 @@ import pytest
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import TelegramSettings
+from gateway.app import run_gateway
 from gateway.redis_store import RedisStore
+from gateway.storage import ImageStore
 from tests.bot.conftest import bench
 from tests.conftest import RedisServer
 
@@ -36,3 +38,30 @@ async def test_front_end_restart_mid_job_edits_the_same_message(
         # a restart. Before, the restarted process did not know that message and left it stale.
         assert b.fake.message(CHAT, job_message.message_id).deleted, "the stale progress message is gone"
         assert b.bot_msgs(CHAT) == [result]
+
+
+@pytest.mark.redis
+async def test_result_the_front_end_could_not_send_before_it_died_is_sent_after_restart(
+    data_dir: Path, registry: WorkflowRegistry, redis_server: RedisServer
+) -> None:
+    """The job finishes while the front end cannot send (Telegram answers 500), then the front end stops
+    for good. A new front-end process (its own store connection, no worker) gets the outcome again —
+    it was never acknowledged — and the user gets the picture, once."""
+    async with bench(data_dir, registry, backend=RedisStore(redis_server.url)) as b:
+        b.fake.fail_next("sendPhoto", 500, "Internal Server Error: injected", times=1000)
+        b.fake.send_text(USER, CHAT, "/generate a harbour in fog")
+        await b.until(lambda: b.fake.calls_of("sendPhoto", CHAT, ok=False))
+        await b.frontend.stop()
+        b.fake.clear_faults()
+        assert not [m for m in b.bot_msgs(CHAT) if m.photo or m.document]
+
+        async with (
+            RedisStore(redis_server.url) as store,
+            run_gateway(store, registry, ImageStore(data_dir), [], workers=False) as gateway,
+        ):
+            settings = TelegramSettings(bot_token=b.fake.token, api_base=b.fake.url, previews=False)
+            async with TelegramFrontend(
+                settings, gateway, registry, bot=b.fake.make_bot(), polling_timeout=1
+            ):
+                result = await b.result(CHAT)
+                assert [m for m in b.bot_msgs(CHAT) if m.photo or m.document] == [result]

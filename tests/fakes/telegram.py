@@ -595,6 +595,10 @@ class FakeTelegram:
             )
         )
 
+    def clear_faults(self) -> None:
+        """Drop every injected fault that has not fired yet: the API answers normally again."""
+        self._faults.clear()
+
     def block_bot(self, chat_id: int, blocked: bool = True) -> None:
         """As if the user blocked the bot: sends to the chat get 403 "bot was blocked by the user"."""
         if blocked:

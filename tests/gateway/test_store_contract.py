@@ -227,7 +227,9 @@ class TestBackendContract:
         assert await backend.settings.get("telegram:1") == {"steps": 30, "ar": "16:9"}
 
     async def test_mark_delivered_is_true_once(self, backend: Store) -> None:
+        assert not await backend.delivered("j1")
         assert await backend.mark_delivered("j1")
+        assert await backend.delivered("j1")
         assert not await backend.mark_delivered("j1")
         assert await backend.mark_delivered("j2")
 
@@ -357,6 +359,53 @@ async def test_redis_jobs_survive_a_restart(redis_server) -> None:
         assert await red.position(rec.job_id) == 1
         taken = await red.take("w1", 1.0)
         assert taken is not None and taken.job_id == rec.job_id
+
+
+async def test_redis_terminal_event_is_owed_until_the_front_end_has_shown_it(redis_server) -> None:
+    """A front end killed after reading a job's outcome but before showing it gets it again on restart
+    (two store objects with one consumer name are the process before and after the kill); once
+    ``event_handled`` is called it is not delivered again."""
+    done = Cancelled(job_id="j1", request_id="r1", by="u")
+    progress = Progress(job_id="j2", request_id="r2", node_label="Sampling", done_nodes=1, total_nodes=3)
+    async with RedisStore(redis_server.url, retry_for_s=10) as before:
+        await before.publish("telegram", done)
+        await before.publish("telegram", progress)
+        events = before.subscribe("telegram")
+        assert await next_event(events) == done
+        assert await next_event(events) == progress
+        # killed here: the generator never finishes and event_handled is never called
+    async with (
+        RedisStore(redis_server.url, retry_for_s=10) as after,
+        contextlib.aclosing(after.subscribe("telegram")) as events,
+    ):
+        assert await next_event(events) == done  # owed
+        assert await next_event(events) == progress  # in hand at the kill (a fresh one is shown again)
+        await after.event_handled("telegram", "j1")
+        later = Cancelled(job_id="j3", request_id="r3", by="u")
+        await after.publish("telegram", later)
+        assert await next_event(events) == later
+        await after.event_handled("telegram", "j3")
+    async with (
+        RedisStore(redis_server.url, retry_for_s=10) as third,
+        contextlib.aclosing(third.subscribe("telegram")) as events,
+    ):
+        last = Cancelled(job_id="j4", request_id="r4", by="u")
+        await third.publish("telegram", last)
+        assert await next_event(events) == last  # j1 and j3 were handled: not read again
+
+
+async def test_redis_owed_events_are_not_read_twice_by_one_process(redis_server) -> None:
+    """Re-opening the subscription in the same process (after a Redis error) does not hand an outcome
+    that a tracker is still showing to a second tracker."""
+    done = Cancelled(job_id="j1", request_id="r1", by="u")
+    async with RedisStore(redis_server.url, retry_for_s=10) as red:
+        await red.publish("telegram", done)
+        async with contextlib.aclosing(red.subscribe("telegram")) as events:
+            assert await next_event(events) == done
+        async with contextlib.aclosing(red.subscribe("telegram")) as events:
+            nxt = Cancelled(job_id="j2", request_id="r2", by="u")
+            await red.publish("telegram", nxt)
+            assert await next_event(events) == nxt
 
 
 async def test_redis_calls_ride_out_a_restart(redis_server) -> None:
