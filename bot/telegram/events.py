@@ -8,12 +8,13 @@ a small task per job that applies its events in order. Progress edits go to the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from typing import Any
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
 from bot.consumer import EventConsumer as BaseConsumer
@@ -249,8 +250,25 @@ class _Tracker(TrackerBase):
                 job_id=self.job_id,
                 received_at=self.received_at,
             )
-        except (TelegramAPIError, OSError) as exc:
-            log.error("result_not_delivered", error=type(exc).__name__, description=str(exc)[:300])
+        except (TelegramForbiddenError, TelegramBadRequest, OSError) as exc:
+            # Permanent: the bot may not write here, Telegram refuses the request, or the image is gone.
+            # Trying again after a restart would fail alike: say so where we still can, and let it go.
+            reason = "file_gone" if isinstance(exc, OSError) else "refused"
+            log.error(
+                "result_not_delivered", reason=reason, error=type(exc).__name__, description=str(exc)[:300]
+            )
+            if not isinstance(exc, TelegramForbiddenError):
+                with contextlib.suppress(TelegramAPIError):
+                    await self._final_text(self.ctx.t(self.locale, "error.result_not_delivered"), "failed")
+            return
+        except TelegramAPIError as exc:
+            # Transient (5xx, network): the outcome stays owed and a restarted front end sends it again.
+            log.error(
+                "result_not_delivered",
+                reason="transient",
+                error=type(exc).__name__,
+                description=str(exc)[:300],
+            )
             raise
         await self.ctx.gateway.mark_delivered(self.job_id)
 

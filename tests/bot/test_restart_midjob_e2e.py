@@ -3,9 +3,11 @@ and replaced by the result — not left behind at "Sampling 40%" beside the pict
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
@@ -65,3 +67,42 @@ async def test_result_the_front_end_could_not_send_before_it_died_is_sent_after_
             ):
                 result = await b.result(CHAT)
                 assert [m for m in b.bot_msgs(CHAT) if m.photo or m.document] == [result]
+
+
+async def _owed(url: str) -> int:
+    """Outcomes read from the Telegram channel and not yet acknowledged by a front end."""
+    redis = Redis.from_url(url)
+    try:
+        summary = await redis.xpending("comfybot:events:telegram", "frontends")
+        return int(summary["pending"])
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("blocked", [False, True], ids=["refused", "blocked"])
+async def test_result_telegram_refuses_for_good_is_told_and_not_retried(
+    data_dir: Path, registry: WorkflowRegistry, redis_server: RedisServer, blocked: bool
+) -> None:
+    """A 400 on every upload: the job message says the picture could not be sent (localized). A bot the
+    user blocked (403) can show nothing. Either way the outcome is let go — a restart does not retry
+    what would fail alike — and ``result_not_delivered`` is logged."""
+    async with bench(data_dir, registry, backend=RedisStore(redis_server.url)) as b:
+        uploads = ("sendPhoto", "sendDocument", "editMessageMedia", "sendMediaGroup")
+        if not blocked:
+            for method in uploads:
+                b.fake.fail_next(method, 400, "Bad Request: injected", times=1000)
+        b.fake.send_text(USER, CHAT, "/generate a harbour in fog")
+        if blocked:
+            await b.until(lambda: b.bot_msgs(CHAT))
+            b.fake.block_bot(CHAT)
+            await b.until(lambda: any(b.fake.calls_of(m, CHAT, ok=False) for m in uploads))
+        else:
+            want = b.frontend.ctx.t("en", "error.result_not_delivered")
+            await b.until(lambda: any(m.text == want for m in b.bot_msgs(CHAT)))
+        for _ in range(200):  # the tracker lets the outcome go right after the failed upload
+            if await _owed(redis_server.url) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _owed(redis_server.url) == 0
+        assert not [m for m in b.bot_msgs(CHAT) if m.photo or m.document]
