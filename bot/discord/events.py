@@ -8,6 +8,7 @@ The result — image files and the persistent buttons — is delivered once (``g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 from typing import Any
@@ -168,14 +169,32 @@ class _Tracker(TrackerBase):
         )
 
     async def _succeeded(self, ev: Succeeded) -> None:
-        assert self.msg is not None
         if await self.ctx.gateway.delivered(self.job_id):
             log.info("result_already_delivered")
             return
+        try:
+            await self._send_result(ev)
+        except (discord.Forbidden, discord.NotFound, OSError) as exc:
+            # Permanent: no permission here (50013/50001), the channel or message is gone, or the image
+            # file is gone. A restart would fail alike: say so where we still can, and let it go.
+            reason = "file_gone" if isinstance(exc, OSError) else "refused"
+            code = getattr(exc, "code", None)
+            log.error("result_not_delivered", reason=reason, error=type(exc).__name__, code=code)
+            if not isinstance(exc, discord.Forbidden):
+                with contextlib.suppress(discord.HTTPException):
+                    await self._final(Render(self.ctx.t(self.locale, "error.result_not_delivered")), "failed")
+            return
+        except discord.HTTPException as exc:
+            # Transient (5xx, 429 past its retries): the outcome stays owed and a restart sends it again.
+            log.error("result_not_delivered", reason="transient", error=type(exc).__name__, code=exc.code)
+            raise
+        await self.ctx.gateway.mark_delivered(self.job_id)
+
+    async def _send_result(self, ev: Succeeded) -> None:
+        assert self.msg is not None
         r = self.ctx.renderer
         if not ev.images:
             await self._final(Render(r.failure(self.locale, "internal", request_id=ev.request_id)), "failed")
-            await self.ctx.gateway.mark_delivered(self.job_id)
             return
         limit = self.msg.attachment_limit
         files: list[tuple[str, bytes]] = []
@@ -223,7 +242,6 @@ class _Tracker(TrackerBase):
             if not shrunk:
                 caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
             await self._final(Render(caption, view, small), "result_preview", images=len(small))
-        await self.ctx.gateway.mark_delivered(self.job_id)
 
 
 class EventConsumer(BaseConsumer[_Tracker]):

@@ -17,7 +17,8 @@ What tests get:
 * simulated users: ``slash(user, channel, "generate", {...}, attachments=[...])``, ``autocomplete(...)``,
   ``click(user, message_id, custom_id)``; each returns the :class:`FakeInteraction` whose callback and
   original message a test can inspect; ``wait_for(predicate)`` waits on any change;
-* faults: ``inject_429(kind, times, retry_after)`` (with a ``Via`` header, so discord.py retries), token
+* faults: ``inject_429(kind, times, retry_after)`` (with a ``Via`` header, so discord.py retries),
+  ``inject_error(kind, status, code, message)``, token
   expiry after ``token_ttl_s`` on the injectable ``clock`` or at once with ``expire_token``/
   ``expire_all_tokens`` (401, code 50027), ``delete_message`` (then edits get 404, code 10008).
 """
@@ -190,6 +191,9 @@ class _Fault:
     kind: str
     times: int
     retry_after: float
+    status: int = 429
+    code: int = 0
+    message: str = ""
 
 
 class FakeDiscord:
@@ -310,6 +314,11 @@ class FakeDiscord:
         """The next ``times`` calls of ``kind`` (``edit``, ``followup``, ``channel_send``, ``channel_edit``,
         ``callback``) get a 429 with a ``Via`` header and ``retry_after``, as Discord's edge answers."""
         self._faults.append(_Fault(kind, times, retry_after))
+
+    def inject_error(self, kind: str, status: int, code: int, message: str, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``kind`` fail as Discord answers, e.g. ``403, 50013, "Missing
+        Permissions"`` when the bot may not send files or write in the channel."""
+        self._faults.append(_Fault(kind, times, 0.0, status, code, message))
 
     def expire_token(self, interaction_id: int) -> None:
         self.interactions[interaction_id].expired = True
@@ -548,6 +557,8 @@ class FakeDiscord:
         for fault in self._faults:
             if fault.kind == kind and fault.times > 0:
                 fault.times -= 1
+                if fault.status != 429:
+                    return _error(fault.status, fault.code, fault.message)
                 self.count_429 += 1
                 return _json(
                     {
