@@ -1,4 +1,4 @@
-"""The shared backend: Redis Streams with consumer groups (``REDIS_URL`` set).
+"""The shared job store: Redis Streams with consumer groups (``REDIS_URL`` set).
 
 Keys (under ``prefix``, default ``comfybot:``):
 
@@ -13,13 +13,15 @@ Keys (under ``prefix``, default ``comfybot:``):
 * ``events:<platform>`` — stream per platform, consumer group ``frontends``. One durable ordered channel for
   every event, progress included: the order queued → started → progress → succeeded holds by construction
   (pub/sub for progress plus a stream for terminal events could deliver a progress after the result), and a
-  front end that restarts resumes from its pending entries. ``MAXLEN ~`` bounds it; stale progress is
-  skipped on catch-up (``max_age_s``).
+  front end that restarts resumes from its pending entries. A progress event is acked once the next is
+  asked for; a terminal one only by ``event_handled``, after the chat shows it, so an outcome read by a
+  process that dies is read again by its successor. ``MAXLEN ~`` bounds it; stale progress is skipped on
+  catch-up (``max_age_s``).
 * ``cancel:<id>`` + pub/sub channel ``cancels`` — cancel requests: broadcast to every worker, with the
   flag as the fallback for a worker that missed the broadcast.
 * ``rate:submit:<user>`` — sorted set, the sliding log of the user's submissions (enqueue script).
 * ``outcomes:<YYYYMMDDHH>`` — hash of counters of the jobs finished in that UTC hour (kept two days).
-* ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (SET NX),
+* ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (set after the send),
   ``durations:<workflow>`` (list).
 
 Connections and retries live in ``gateway/redis_base.py``: a Redis restart pauses the gateway, it
