@@ -98,14 +98,22 @@ def select(records: Iterable[dict[str, Any]], request_id: str) -> list[Entry]:
 
 
 def milestones(entries: list[Entry]) -> list[tuple[str, Entry]]:
-    """The first entry of each milestone reached, in milestone order."""
+    """The first entry of each milestone reached, in milestone order.
+
+    Each milestone is searched for at or after the previous one found, so an early line with the same
+    name (the queued acknowledgement is a ``response_sent`` too) cannot end a later stage before it began.
+    """
     found: list[tuple[str, Entry]] = []
+    start = 0
     for name, events in MILESTONES:
-        hit = next((e for e in entries if e.record.get("event") in events), None)
-        if hit is None and name == "received" and entries:
-            hit = entries[0]
-        if hit is not None:
-            found.append((name, hit))
+        index = next(
+            (i for i in range(start, len(entries)) if entries[i].record.get("event") in events), None
+        )
+        if index is None and name == "received" and entries:
+            index = 0
+        if index is not None:
+            found.append((name, entries[index]))
+            start = index
     return found
 
 

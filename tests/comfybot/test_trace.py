@@ -133,3 +133,19 @@ def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
         f.write("Traceback (most recent call last):\n{not json\n[1, 2]\n\n")
     write(path, [rec(1, "job_succeeded", "gateway", request_id=RID)])
     assert len(select(read_records([path]), RID)) == 2
+
+
+def test_deliver_stage_is_not_negative_when_the_queued_ack_is_a_response_sent() -> None:
+    """Issue 13: the queued acknowledgement is a ``response_sent`` too; deliver must end at the one after."""
+    lines = [
+        rec(0.0, "command_received", "bot", request_id=RID, platform="telegram"),
+        rec(0.012, "job_enqueued", "gateway", request_id=RID, job_id="job-1", position=1),
+        rec(0.019, "response_sent", "bot", request_id=RID, kind="queued"),
+        rec(0.030, "job_dequeued", "gateway", request_id=RID, job_id="job-1"),
+        rec(0.200, "comfyui_prompt_sent", "gateway", request_id=RID, job_id="job-1", prompt_id="p-1"),
+        rec(14.047, "job_succeeded", "gateway", request_id=RID, job_id="job-1", duration_ms=14017),
+        rec(14.637, "response_sent", "bot", request_id=RID, kind="result"),
+    ]
+    st = dict(stages(select(lines, RID)))
+    assert all(secs >= 0 for secs in st.values()), st
+    assert st["finished → response sent (deliver)"] == pytest.approx(0.59)
