@@ -159,10 +159,23 @@ def node_spans(entries: list[Entry]) -> list[NodeSpan]:
             continue
         if not segments or segments[-1][0] != key:
             segments.append((key, e))
+    # the gateway's node_finished line carries the node's own run time; prefer it to the gap between lines
+    measured = {
+        str(e.record.get("node_id")): float(e.record["duration_ms"]) / 1000
+        for e in entries
+        if e.record.get("event") == "node_finished" and isinstance(e.record.get("duration_ms"), int | float)
+    }
     out = []
     for i, (key, first) in enumerate(segments):
         end = segments[i + 1][1] if i + 1 < len(segments) else finish
         label, node, node_type = key
+        if str(node) in measured:
+            name_done = first.record.get("done_nodes"), first.record.get("total_nodes")
+            done, total = name_done
+            head = f"[{done + 1:>2}/{total}] " if isinstance(done, int) and total is not None else ""
+            name = f"{head}{label or 'node ' + str(node)}" + (f" ({node_type})" if node_type else "")
+            out.append(NodeSpan(name, first, measured[str(node)]))
+            continue
         done, total = first.record.get("done_nodes"), first.record.get("total_nodes")
         head = f"[{done:>2}/{total}] " if done is not None and total is not None else ""
         name = f"{head}{label or 'node ' + str(node)}" + (f" ({node_type})" if node_type else "")
@@ -203,7 +216,10 @@ def render(entries: list[Entry], request_id: str, colour: bool = True) -> str:
     spans = node_spans(entries)
     span_of = {id(n.first): n for n in spans}
     in_span = {
-        id(e) for e in entries if _node_key(e.record) is not None and "progress" in str(e.record.get("event"))
+        id(e)
+        for e in entries
+        if _node_key(e.record) is not None
+        and ("progress" in str(e.record.get("event")) or e.record.get("event") == "node_finished")
     }
     for e in entries:
         r = e.record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,37 @@ def test_deliver_stage_is_not_negative_when_the_queued_ack_is_a_response_sent() 
     st = dict(stages(select(lines, RID)))
     assert all(secs >= 0 for secs in st.values()), st
     assert st["finished → response sent (deliver)"] == pytest.approx(0.59)
+
+
+def test_nodes_from_node_started_and_finished_lines() -> None:
+    """Issue 13 item 2: trace prints one line per node from the gateway's node_* lines."""
+    node: dict[str, Any] = {"request_id": RID, "job_id": "job-1", "total_nodes": 16}
+    lines = [
+        rec(0.0, "command_received", "bot", request_id=RID),
+        rec(
+            1.0,
+            "node_started",
+            "gateway",
+            node_id="3",
+            class_type="KSampler",
+            node_label="Sampling",
+            done_nodes=8,
+            **node,
+        ),
+        rec(
+            13.4,
+            "node_finished",
+            "gateway",
+            node_id="3",
+            class_type="KSampler",
+            node_label="Sampling",
+            done_nodes=8,
+            duration_ms=12400,
+            **node,
+        ),
+        rec(13.5, "job_succeeded", "gateway", request_id=RID, job_id="job-1"),
+    ]
+    entries = select(lines, RID)
+    assert nodes(entries) == [("[ 9/16] Sampling (KSampler)", pytest.approx(12.4))]  # type: ignore[comparison-overlap]  # approx
+    assert "[ 9/16] Sampling (KSampler)  12.4 s" in render(entries, RID, colour=False)
+    assert all(secs >= 0 for _, secs in stages(entries))
