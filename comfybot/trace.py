@@ -98,14 +98,22 @@ def select(records: Iterable[dict[str, Any]], request_id: str) -> list[Entry]:
 
 
 def milestones(entries: list[Entry]) -> list[tuple[str, Entry]]:
-    """The first entry of each milestone reached, in milestone order."""
+    """The first entry of each milestone reached, in milestone order.
+
+    Each milestone is searched for at or after the previous one found, so an early line with the same
+    name (the queued acknowledgement is a ``response_sent`` too) cannot end a later stage before it began.
+    """
     found: list[tuple[str, Entry]] = []
+    start = 0
     for name, events in MILESTONES:
-        hit = next((e for e in entries if e.record.get("event") in events), None)
-        if hit is None and name == "received" and entries:
-            hit = entries[0]
-        if hit is not None:
-            found.append((name, hit))
+        index = next(
+            (i for i in range(start, len(entries)) if entries[i].record.get("event") in events), None
+        )
+        if index is None and name == "received" and entries:
+            index = 0
+        if index is not None:
+            found.append((name, entries[index]))
+            start = index
     return found
 
 
@@ -151,10 +159,23 @@ def node_spans(entries: list[Entry]) -> list[NodeSpan]:
             continue
         if not segments or segments[-1][0] != key:
             segments.append((key, e))
+    # the gateway's node_finished line carries the node's own run time; prefer it to the gap between lines
+    measured = {
+        str(e.record.get("node_id")): float(e.record["duration_ms"]) / 1000
+        for e in entries
+        if e.record.get("event") == "node_finished" and isinstance(e.record.get("duration_ms"), int | float)
+    }
     out = []
     for i, (key, first) in enumerate(segments):
         end = segments[i + 1][1] if i + 1 < len(segments) else finish
         label, node, node_type = key
+        if str(node) in measured:
+            name_done = first.record.get("done_nodes"), first.record.get("total_nodes")
+            done, total = name_done
+            head = f"[{done + 1:>2}/{total}] " if isinstance(done, int) and total is not None else ""
+            name = f"{head}{label or 'node ' + str(node)}" + (f" ({node_type})" if node_type else "")
+            out.append(NodeSpan(name, first, measured[str(node)]))
+            continue
         done, total = first.record.get("done_nodes"), first.record.get("total_nodes")
         head = f"[{done:>2}/{total}] " if done is not None and total is not None else ""
         name = f"{head}{label or 'node ' + str(node)}" + (f" ({node_type})" if node_type else "")
@@ -195,7 +216,10 @@ def render(entries: list[Entry], request_id: str, colour: bool = True) -> str:
     spans = node_spans(entries)
     span_of = {id(n.first): n for n in spans}
     in_span = {
-        id(e) for e in entries if _node_key(e.record) is not None and "progress" in str(e.record.get("event"))
+        id(e)
+        for e in entries
+        if _node_key(e.record) is not None
+        and ("progress" in str(e.record.get("event")) or e.record.get("event") == "node_finished")
     }
     for e in entries:
         r = e.record

@@ -15,9 +15,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from comfy import events as ce
 from comfy.workflows import Workflow
 from gateway.models import Progress
+
+log = structlog.get_logger(component="gateway")
 
 
 class ProgressModel:
@@ -46,6 +50,7 @@ class ProgressModel:
         self._steps: dict[str, float] = {}  # node -> the step count it reported (progress max)
         self.value = 0.0
         self.max = 0.0
+        self._node_t0: dict[str, float] = {}  # node -> when it started; popped when its end is logged
 
     @property
     def total(self) -> int:
@@ -71,6 +76,7 @@ class ProgressModel:
                 for node_id, state in nodes.items():
                     key = state.display_node_id or node_id
                     if state.state == "finished" and key in self._graph:
+                        self._node_finished(key)
                         self.done.add(key)
                         self.last = key
                     elif state.state == "running":
@@ -86,6 +92,7 @@ class ProgressModel:
                 self.value, self.max = value, maximum
             case ce.Executed(node=node):
                 if node in self._graph:
+                    self._node_finished(node)
                     self.done.add(node)
                     self.last = node
             case _:
@@ -94,9 +101,30 @@ class ProgressModel:
             return None  # a step with no name would show the user an empty line
         return self.snapshot()
 
+    def _node_fields(self, node: str) -> dict[str, Any]:
+        spec = self._graph.get(node, {})
+        return {
+            "node_id": node,
+            "class_type": spec.get("class_type"),
+            "node_label": self.label(node),
+            "done_nodes": len(self.done),
+            "total_nodes": self.total,
+        }
+
+    def _node_finished(self, node: str) -> None:
+        """One ``node_finished`` line per node, with how long it ran (not one per sampler step)."""
+        t0 = self._node_t0.pop(node, None)
+        if t0 is not None and node not in self.done:
+            duration_ms = round((self._clock() - t0) * 1000)
+            log.info("node_finished", duration_ms=duration_ms, **self._node_fields(node))
+
     def _move_to(self, node: str) -> None:
         if self.current is not None and self.current != node and self.current in self._graph:
+            self._node_finished(self.current)
             self.done.add(self.current)  # no progress_state on older servers: the next node means done
+        if self.current != node and node not in self._node_t0 and node not in self.done:
+            self._node_t0[node] = self._clock()
+            log.info("node_started", **self._node_fields(node))
         if self.current != node:
             self.value = self.max = 0.0
         self.current = node

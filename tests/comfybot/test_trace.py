@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,53 @@ def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
         f.write("Traceback (most recent call last):\n{not json\n[1, 2]\n\n")
     write(path, [rec(1, "job_succeeded", "gateway", request_id=RID)])
     assert len(select(read_records([path]), RID)) == 2
+
+
+def test_deliver_stage_is_not_negative_when_the_queued_ack_is_a_response_sent() -> None:
+    """Issue 13: the queued acknowledgement is a ``response_sent`` too; deliver must end at the one after."""
+    lines = [
+        rec(0.0, "command_received", "bot", request_id=RID, platform="telegram"),
+        rec(0.012, "job_enqueued", "gateway", request_id=RID, job_id="job-1", position=1),
+        rec(0.019, "response_sent", "bot", request_id=RID, kind="queued"),
+        rec(0.030, "job_dequeued", "gateway", request_id=RID, job_id="job-1"),
+        rec(0.200, "comfyui_prompt_sent", "gateway", request_id=RID, job_id="job-1", prompt_id="p-1"),
+        rec(14.047, "job_succeeded", "gateway", request_id=RID, job_id="job-1", duration_ms=14017),
+        rec(14.637, "response_sent", "bot", request_id=RID, kind="result"),
+    ]
+    st = dict(stages(select(lines, RID)))
+    assert all(secs >= 0 for secs in st.values()), st
+    assert st["finished → response sent (deliver)"] == pytest.approx(0.59)
+
+
+def test_nodes_from_node_started_and_finished_lines() -> None:
+    """Issue 13 item 2: trace prints one line per node from the gateway's node_* lines."""
+    node: dict[str, Any] = {"request_id": RID, "job_id": "job-1", "total_nodes": 16}
+    lines = [
+        rec(0.0, "command_received", "bot", request_id=RID),
+        rec(
+            1.0,
+            "node_started",
+            "gateway",
+            node_id="3",
+            class_type="KSampler",
+            node_label="Sampling",
+            done_nodes=8,
+            **node,
+        ),
+        rec(
+            13.4,
+            "node_finished",
+            "gateway",
+            node_id="3",
+            class_type="KSampler",
+            node_label="Sampling",
+            done_nodes=8,
+            duration_ms=12400,
+            **node,
+        ),
+        rec(13.5, "job_succeeded", "gateway", request_id=RID, job_id="job-1"),
+    ]
+    entries = select(lines, RID)
+    assert nodes(entries) == [("[ 9/16] Sampling (KSampler)", pytest.approx(12.4))]  # type: ignore[comparison-overlap]  # approx
+    assert "[ 9/16] Sampling (KSampler)  12.4 s" in render(entries, RID, colour=False)
+    assert all(secs >= 0 for _, secs in stages(entries))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from comfy import events as ce
 from comfy.workflows import load_workflows
 from gateway.progress import ProgressModel
@@ -107,3 +109,29 @@ def test_percent_moves_evenly_through_sampling() -> None:
     assert half is not None and 45 < half.percent < 65
     late = pm.feed(ce.Progress(prompt_id="p", node="3", value=19, max=20))
     assert late is not None and late.percent > 80
+
+
+def test_one_log_line_per_node_start_and_end_not_per_step() -> None:
+    """Issue 13 item 2: node_started / node_finished with id, class, label and duration_ms."""
+    clock = Clock()
+    pm, graph = model(clock=clock)
+    with capture_logs() as logs:
+        pm.feed(ce.Executing(prompt_id="p", node="3", display_node="3"))
+        for step in range(1, 21):
+            clock.now += 0.5
+            pm.feed(ce.Progress(prompt_id="p", node="3", value=step, max=20))
+        pm.feed(ce.ProgressState(prompt_id="p", nodes={"3": state("3", 20, 20, "finished")}))
+        pm.feed(ce.Executing(prompt_id="p", node="8", display_node="8"))
+        clock.now += 1.0
+        pm.feed(ce.Executing(prompt_id="p", node="9", display_node="9"))
+    node_lines = [e for e in logs if e["event"] in ("node_started", "node_finished")]
+    assert [(e["event"], e["node_id"]) for e in node_lines] == [
+        ("node_started", "3"),
+        ("node_finished", "3"),
+        ("node_started", "8"),
+        ("node_finished", "8"),
+        ("node_started", "9"),
+    ]
+    sampled = node_lines[1]
+    assert sampled["class_type"] == graph["3"]["class_type"] and sampled["node_label"] == "Sampling"
+    assert sampled["duration_ms"] == 10000 and node_lines[3]["duration_ms"] == 1000
