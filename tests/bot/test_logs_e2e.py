@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from comfy.workflows import WorkflowRegistry
+from comfybot import trace
 from comfybot.logs import configure_logging, reset_logging
 from tests.bot.conftest import bench, jpeg
 
@@ -86,3 +87,22 @@ async def test_validation_error_is_logged(data_dir: Path, registry: WorkflowRegi
         x for x in _lines(log_dir) if x.get("event") == "validation_error" and x.get("field") == "steps"
     ]
     assert errors and errors[0]["reason"] == "too_large" and errors[0]["request_id"]
+
+
+async def test_trace_of_a_real_run_has_every_stage_non_negative_and_one_line_per_node(
+    data_dir: Path, registry: WorkflowRegistry, log_dir: Path
+) -> None:
+    """The log of a real run (aiogram ↔ fake Bot API, gateway, comfy client ↔ fake ComfyUI) read by
+    ``comfybot trace``: node lines carry the request id, and the deliver stage is not negative."""
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "/generate a lighthouse --steps 4")
+        await b.result(CHAT)
+        await b.until(lambda: len(b.bot_msgs(CHAT)) == 1)
+    lines = _lines(log_dir)
+    rid = next(x for x in lines if x.get("event") == "command_received")["request_id"]
+    finished = [x for x in lines if x.get("event") == "node_finished" and x.get("request_id") == rid]
+    assert finished and all(x["duration_ms"] >= 0 and x["class_type"] for x in finished)
+    entries = trace.select(lines, rid)
+    assert all(seconds >= 0 for _, seconds in trace.stages(entries))
+    rows = trace.nodes(entries)
+    assert len(rows) >= len(finished) and any("KSampler" in label for label, _ in rows)
