@@ -152,8 +152,10 @@ def _number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def info_text(ctx: FrontEnd, locale: str, record: JobRecord, limit: int) -> str:
-    """The ℹ️ Info answer for a job: short request id, workflow, seed, key parameters, server, times."""
+def info_text(ctx: FrontEnd, locale: str, record: JobRecord, limit: int, *, admin: bool = False) -> str:
+    """The ℹ️ Info answer for a job: short request id, workflow, seed, key parameters, server, times.
+
+    The server is an internal address, so only ``admin`` readers see it."""
     req = record.request
     values: dict[str, Any] = dict(record.values or req.params)
     shown = " ".join(
@@ -166,7 +168,7 @@ def info_text(ctx: FrontEnd, locale: str, record: JobRecord, limit: int) -> str:
         workflow=req.workflow,
         seed="–" if record.seed is None else record.seed,
         params=shown or "–",
-        backend=record.backend or "–",
+        backend=(record.backend or "–") if admin else "–",
         wait=format_duration(record.wait_ms / 1000),
         run=format_duration(record.run_ms / 1000),
     )

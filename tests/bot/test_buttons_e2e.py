@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from comfy.workflows import WorkflowRegistry
@@ -166,3 +167,39 @@ async def test_cancel_command_replying_to_the_job_message(data_dir: Path, regist
         job_msg = await b.until(lambda: next((m for m in b.bot_msgs(CHAT) if m.buttons), None))
         b.fake.send_text(USER, CHAT, "/cancel", reply_to_message_id=job_msg.message_id)
         await b.text_reply(CHAT, "Cancelled")
+
+
+async def test_forged_or_old_callback_data_is_answered(data_dir: Path, registry: WorkflowRegistry) -> None:
+    async with bench(data_dir, registry) as b:
+        first = await _first_result(b)
+        for data in ("garbage", ":::", "j:c:x:notanint", "x" * 64, "j:", "job:reroll:1"):
+            update = b.fake.press_button(USER, CHAT, first.message_id, data)
+            query_id = update.data["callback_query"]["id"]
+            answer = await b.until(partial(b.fake.answered_callbacks.get, query_id))
+            assert "no longer valid" in str(answer.get("text")), data
+        assert len(_results(b)) == 1, "no job started"
+
+
+async def test_result_buttons_of_someone_else_are_refused(data_dir: Path, registry: WorkflowRegistry) -> None:
+    group = -100778
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, group, "/generate@comfy_test_bot a cat", chat_type="supergroup")
+        first = await b.until(
+            lambda: next(
+                (
+                    m
+                    for m in b.bot_msgs(group)
+                    if m.photo
+                    or m.buttons
+                    and any("j:r:" in x["callback_data"] for r in m.buttons for x in r)
+                ),
+                None,
+            )
+        )
+        for prefix in ("j:r:", "j:v:", "j:u:", "j:i:"):
+            update = b.fake.press_button(USER + 1, group, first.message_id, _button(first, prefix))
+            query_id = update.data["callback_query"]["id"]
+            answer = await b.until(partial(b.fake.answered_callbacks.get, query_id))
+            assert "Only the person who asked" in str(answer.get("text")), prefix
+        assert len(await b.gateway.recent_jobs(str(USER + 1), 5)) == 0, "no job started for B"
+        assert len(await b.gateway.recent_jobs(str(USER), 5)) == 1

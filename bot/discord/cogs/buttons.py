@@ -20,6 +20,7 @@ from bot.discord.jobs import submit_job
 from bot.discord.views import JobAction, JobButton
 from bot.jobs import info_text, upscale_workflow
 from comfybot.logs import get_logger
+from gateway.models import Role
 
 __all__ = ["VARIATIONS", "ButtonsCog"]
 
@@ -75,8 +76,15 @@ class ButtonsCog(commands.Cog):
         if record is None:
             await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
             return
+        admin = ctx.role_of(user_id) is Role.ADMIN
+        if record.request.user_id != user_id and not admin:
+            log.info(
+                "button_refused", request_id=request.request_id, action=action.name.lower(), job_id=job_id
+            )
+            await self._ephemeral(interaction, ctx.t(locale, "button.not_yours"))
+            return
         if action is JobAction.INFO:
-            await self._ephemeral(interaction, info_text(self.ctx, locale, record, 2000))
+            await self._ephemeral(interaction, info_text(self.ctx, locale, record, 2000, admin=admin))
             return
         if action is JobAction.UPSCALE:
             name = upscale_workflow(ctx)

@@ -39,8 +39,13 @@ async def job_button(
     if record is None:
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
         return
+    admin = ctx.role_of(user_id) is Role.ADMIN
+    if record.request.user_id != str(user_id) and not admin:
+        log.info("button_refused", request_id=request_id, action=action.name.lower(), job_id=job_id)
+        await answer_callback(query, ctx.t(locale, "button.not_yours"), alert=True)
+        return
     if action is JobAction.INFO:
-        await answer_callback(query, info_text(ctx, locale, record, 200), alert=True)
+        await answer_callback(query, info_text(ctx, locale, record, 200, admin=admin), alert=True)
         return
     msg = query.message
     if not isinstance(msg, Message) or msg.bot is None:

@@ -19,7 +19,7 @@ def _button(msg: StoredMessage, action: str) -> str:
 async def test_reroll_makes_a_new_job_message_with_a_new_seed(bench: DBench) -> None:
     await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a red fox", "steps": 4, "seed": 7})
     first = await bench.result()
-    click = await bench.fake.click(OTHER, first.id, _button(first, "r"))
+    click = await bench.fake.click(USER, first.id, _button(first, "r"))
     second = await bench.result(count=2)
     assert click.callback is not None and click.callback["type"] == 5  # thinking: the new job's message
     original = bench.fake.original(click)
@@ -114,3 +114,12 @@ async def test_a_job_running_across_a_restart_finishes_on_a_channel_message(
         cancel = next(c for c in old.custom_ids if c.startswith("comfybot:c:"))
         answer = await b.original(await b.fake.click(USER, old.id, cancel))
         assert answer.ephemeral and answer.content == b.frontend.ctx.t("en", "cancel.failed")
+
+
+async def test_result_buttons_of_someone_else_are_refused(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a red fox", "steps": 4, "seed": 7})
+    first = await bench.result()
+    for action in ("r", "v", "u", "i"):
+        refused = await bench.original(await bench.fake.click(OTHER, first.id, _button(first, action)))
+        assert refused.ephemeral and refused.content == bench.frontend.ctx.t("en", "button.not_yours"), action
+    assert len(bench.comfy.received_prompts) == 1, "no job started"
