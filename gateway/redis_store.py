@@ -21,8 +21,8 @@ Keys (under ``prefix``, default ``comfybot:``):
   flag as the fallback for a worker that missed the broadcast.
 * ``rate:submit:<user>`` — sorted set, the sliding log of the user's submissions (enqueue script).
 * ``outcomes:<YYYYMMDDHH>`` — hash of counters of the jobs finished in that UTC hour (kept two days).
-* ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (set after the send),
-  ``durations:<workflow>`` (list).
+* ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (set
+  after the send), ``durations:<workflow>`` (list).
 
 Connections and retries live in ``gateway/redis_base.py``: a Redis restart pauses the gateway, it
 does not lose jobs.
