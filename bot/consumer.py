@@ -8,13 +8,15 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from comfybot.logs import bound, get_logger
 from gateway.models import TERMINAL_EVENTS, JobEvent, Preview, Progress, Queued, Started
 from gateway.service import Gateway
 
-__all__ = ["EventConsumer", "JobTracker", "TrackerBase", "latest_only"]
+__all__ = ["EventConsumer", "JobTracker", "SendErrors", "TrackerBase", "latest_only"]
 
 log = get_logger("bot")
 
@@ -44,6 +46,18 @@ def latest_only(events: list[JobEvent]) -> list[JobEvent]:
             continue
         out.append(ev)
     return out
+
+
+@dataclass(frozen=True)
+class SendErrors:
+    """How a platform's API errors split when a result is sent: what would fail alike after a restart
+    (``refused``; ``forbidden`` also means nothing can be written there to say so) and the rest of ``api``,
+    which may pass on another try. ``fields`` are what the log line says of an error."""
+
+    api: type[Exception]
+    refused: tuple[type[Exception], ...]
+    forbidden: type[Exception]
+    fields: Callable[[Exception], dict[str, Any]]
 
 
 class TrackerBase(abc.ABC):
@@ -78,6 +92,32 @@ class TrackerBase(abc.ABC):
 
     async def _finish(self) -> None:  # noqa: B027 - optional hook: a front end may close its message here
         """Called once when tracking ends, however it ends."""
+
+    async def _send_or_let_go(
+        self, send: Coroutine[Any, Any, None], errors: SendErrors, tell: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Run ``send`` (the result); True once it is in the chat.
+
+        A permanent failure (``errors.refused``, or the image file gone) is logged ``result_not_delivered``,
+        told with ``tell`` where the bot may still write, and let go: False. A transient one is logged and
+        raised, so the outcome stays owed and a restarted front end sends it again.
+        """
+        permanent: tuple[type[Exception], ...] = (*errors.refused, OSError)
+        try:
+            await send
+        except permanent as exc:
+            reason = "file_gone" if isinstance(exc, OSError) else "refused"
+            log.error("result_not_delivered", reason=reason, error=type(exc).__name__, **errors.fields(exc))
+            if not isinstance(exc, errors.forbidden):
+                with contextlib.suppress(errors.api):
+                    await tell()
+            return False
+        except errors.api as exc:
+            log.error(
+                "result_not_delivered", reason="transient", error=type(exc).__name__, **errors.fields(exc)
+            )
+            raise
+        return True
 
     async def _handled(self) -> None:
         # Only after the chat effect: a process killed before this line gets the outcome again on restart.

@@ -8,7 +8,6 @@ The result — image files and the persistent buttons — is delivered once (``g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import time
 from typing import Any
@@ -17,7 +16,7 @@ import discord
 from PIL import Image
 
 from bot.consumer import EventConsumer as BaseConsumer
-from bot.consumer import TrackerBase
+from bot.consumer import SendErrors, TrackerBase
 from bot.discord.context import DiscordContext
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view, result_view
@@ -42,6 +41,14 @@ __all__ = ["EventConsumer", "shrink_to_jpeg"]
 log = get_logger("discord")
 
 PAYLOAD_TOO_LARGE = 413
+# No permission here (403, e.g. 50013/50001) or the channel or message is gone (404): a retry would fail
+# alike. Anything else (5xx, 429 past its retries) may pass on another try.
+SEND_ERRORS = SendErrors(
+    api=discord.HTTPException,
+    refused=(discord.Forbidden, discord.NotFound),
+    forbidden=discord.Forbidden,
+    fields=lambda exc: {"code": getattr(exc, "code", None)},
+)
 
 
 def _ext(ref: ImageRef) -> str:
@@ -172,23 +179,11 @@ class _Tracker(TrackerBase):
         if await self.ctx.gateway.delivered(self.job_id):
             log.info("result_already_delivered")
             return
-        try:
-            await self._send_result(ev)
-        except (discord.Forbidden, discord.NotFound, OSError) as exc:
-            # Permanent: no permission here (50013/50001), the channel or message is gone, or the image
-            # file is gone. A restart would fail alike: say so where we still can, and let it go.
-            reason = "file_gone" if isinstance(exc, OSError) else "refused"
-            code = getattr(exc, "code", None)
-            log.error("result_not_delivered", reason=reason, error=type(exc).__name__, code=code)
-            if not isinstance(exc, discord.Forbidden):
-                with contextlib.suppress(discord.HTTPException):
-                    await self._final(Render(self.ctx.t(self.locale, "error.result_not_delivered")), "failed")
-            return
-        except discord.HTTPException as exc:
-            # Transient (5xx, 429 past its retries): the outcome stays owed and a restart sends it again.
-            log.error("result_not_delivered", reason="transient", error=type(exc).__name__, code=exc.code)
-            raise
-        await self.ctx.gateway.mark_delivered(self.job_id)
+        if await self._send_or_let_go(self._send_result(ev), SEND_ERRORS, self._tell_not_delivered):
+            await self.ctx.gateway.mark_delivered(self.job_id)
+
+    async def _tell_not_delivered(self) -> None:
+        await self._final(Render(self.ctx.t(self.locale, "error.result_not_delivered")), "failed")
 
     async def _send_result(self, ev: Succeeded) -> None:
         assert self.msg is not None

@@ -8,7 +8,6 @@ a small task per job that applies its events in order. Progress edits go to the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from typing import Any
@@ -18,7 +17,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramFor
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
 from bot.consumer import EventConsumer as BaseConsumer
-from bot.consumer import TrackerBase
+from bot.consumer import SendErrors, TrackerBase
 from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
@@ -239,41 +238,34 @@ class _Tracker(TrackerBase):
             upscale=self.kind != "upscale" and upscale_workflow(self.ctx) is not None,
             reroll=self.rerollable,
         )
-        try:
-            await deliver_images(
-                self.ctx,
-                self.bot,
-                self.target,
-                ev.images,
-                caption,
-                markup,
-                job_id=self.job_id,
-                received_at=self.received_at,
-            )
-        except (TelegramForbiddenError, TelegramBadRequest, OSError) as exc:
-            # Permanent: the bot may not write here, Telegram refuses the request, or the image is gone.
-            # Trying again after a restart would fail alike: say so where we still can, and let it go.
-            reason = "file_gone" if isinstance(exc, OSError) else "refused"
-            log.error(
-                "result_not_delivered", reason=reason, error=type(exc).__name__, description=str(exc)[:300]
-            )
-            if not isinstance(exc, TelegramForbiddenError):
-                with contextlib.suppress(TelegramAPIError):
-                    await self._final_text(self.ctx.t(self.locale, "error.result_not_delivered"), "failed")
-            return
-        except TelegramAPIError as exc:
-            # Transient (5xx, network): the outcome stays owed and a restarted front end sends it again.
-            log.error(
-                "result_not_delivered",
-                reason="transient",
-                error=type(exc).__name__,
-                description=str(exc)[:300],
-            )
-            raise
-        await self.ctx.gateway.mark_delivered(self.job_id)
+        send = deliver_images(
+            self.ctx,
+            self.bot,
+            self.target,
+            ev.images,
+            caption,
+            markup,
+            job_id=self.job_id,
+            received_at=self.received_at,
+        )
+        if await self._send_or_let_go(send, SEND_ERRORS, self._tell_not_delivered):
+            await self.ctx.gateway.mark_delivered(self.job_id)
+
+    async def _tell_not_delivered(self) -> None:
+        await self._final_text(self.ctx.t(self.locale, "error.result_not_delivered"), "failed")
 
     async def _final_text(self, text: str, kind: str) -> None:
         await finish_text(self.ctx, self.bot, self.target, text, kind=kind)
+
+
+# The bot may not write here (403) or Telegram refuses the request (400): a retry would fail alike.
+# Anything else (5xx, network) may pass on another try.
+SEND_ERRORS = SendErrors(
+    api=TelegramAPIError,
+    refused=(TelegramForbiddenError, TelegramBadRequest),
+    forbidden=TelegramForbiddenError,
+    fields=lambda exc: {"description": str(exc)[:300]},
+)
 
 
 def _mark_gone(msg: JobMessage, fut: asyncio.Future[Any]) -> None:
