@@ -169,17 +169,15 @@ def node_spans(entries: list[Entry]) -> list[NodeSpan]:
     for i, (key, first) in enumerate(segments):
         end = segments[i + 1][1] if i + 1 < len(segments) else finish
         label, node, node_type = key
-        if str(node) in measured:
-            name_done = first.record.get("done_nodes"), first.record.get("total_nodes")
-            done, total = name_done
-            head = f"[{done + 1:>2}/{total}] " if isinstance(done, int) and total is not None else ""
-            name = f"{head}{label or 'node ' + str(node)}" + (f" ({node_type})" if node_type else "")
-            out.append(NodeSpan(name, first, measured[str(node)]))
-            continue
         done, total = first.record.get("done_nodes"), first.record.get("total_nodes")
+        seconds = measured.get(str(node))
+        if seconds is not None:  # node lines count the nodes done before this one: show its own number
+            done = done + 1 if isinstance(done, int) else None
+        elif end is not None:
+            seconds = (end.at - first.at).total_seconds()
         head = f"[{done:>2}/{total}] " if done is not None and total is not None else ""
         name = f"{head}{label or 'node ' + str(node)}" + (f" ({node_type})" if node_type else "")
-        out.append(NodeSpan(name, first, None if end is None else (end.at - first.at).total_seconds()))
+        out.append(NodeSpan(name, first, seconds))
     return out
 
 
