@@ -110,7 +110,7 @@ async def run(settings: Settings) -> int:
             "comfybot_started",
             front_ends=front_ends,
             servers=len(settings.comfy.urls),
-            backend="redis" if settings.redis else "memory",
+            store=gateway.store.name,
         )
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -124,6 +124,8 @@ class PathSettings(_Section):
     workflows_dir: Path | None = None  # extra workflows, on top of the shipped ones
     data_dir: Path = Path("data")
     log_dir: Path = Path("logs")
+    # Without Redis: "sqlite" keeps jobs and state in data_dir/comfybot.db across restarts; "memory" forgets.
+    store: Literal["sqlite", "memory"] = "sqlite"
 
 
 class LoggingSettings(_Section):
@@ -189,7 +191,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     comfy: ComfySettings = ComfySettings()
-    redis: RedisSettings | None = None  # None: embedded in-memory queue
+    redis: RedisSettings | None = None  # None: the embedded store (paths.store)
     paths: PathSettings = PathSettings()
     logging: LoggingSettings = LoggingSettings()
     limits: LimitSettings = LimitSettings()
@@ -249,6 +251,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "REDIS_URL": ("redis", "url"),
     "COMFYBOT_WORKFLOWS_DIR": ("paths", "workflows_dir"),
     "COMFYBOT_DATA_DIR": ("paths", "data_dir"),
+    "COMFYBOT_STORE": ("paths", "store"),
     "LOG_DIR": ("paths", "log_dir"),
     "LOG_LEVEL": ("logging", "level"),
     "LOG_MAX_BYTES": ("logging", "max_bytes"),

@@ -27,6 +27,7 @@ from gateway.memory import MemoryStore
 from gateway.redis_store import RedisStore
 from gateway.servers import ServerPool
 from gateway.service import Gateway
+from gateway.sqlite_store import SqliteStore
 from gateway.storage import ImageStore, Retention
 from gateway.store import Store
 from gateway.worker import Worker
@@ -72,10 +73,13 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
 
 
 def store_from(settings: Settings) -> Store:
-    """Embedded memory store, or Redis when ``REDIS_URL`` is set."""
-    if settings.redis is None:
+    """Redis when ``REDIS_URL`` is set; else the embedded store: SQLite under the data dir (the default)
+    or, with ``COMFYBOT_STORE=memory``, this process's memory."""
+    if settings.redis is not None:
+        return RedisStore(settings.redis.url())
+    if settings.paths.store == "memory":
         return MemoryStore()
-    return RedisStore(settings.redis.url())
+    return SqliteStore(settings.paths.data_dir / "comfybot.db")
 
 
 @asynccontextmanager

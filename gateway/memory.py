@@ -31,13 +31,13 @@ from gateway.store import (
 )
 
 
-def _kept(raw: bytes) -> bytes:
+def kept(raw: bytes) -> bytes:
     """An exact-size copy of ``raw`` for keeping: orjson's ``bytes`` still own their whole output buffer
     (~8 KB, whatever the length), which for 10,000 queued jobs was 80 MB of slack."""
     return bytes(memoryview(raw))
 
 
-class _Channel:
+class Channel:
     """A bounded, ordered buffer of events that one or more readers drain (each event to one reader)."""
 
     def __init__(self) -> None:
@@ -49,13 +49,49 @@ class _Channel:
         self.ready.set()
 
 
-class MemoryStore(Store):
+class LocalChannels:
+    """Event channels and cancel broadcasts within this process (memory and SQLite stores)."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, Channel] = {}
+        self._cancel_listeners: set[asyncio.Queue[tuple[str, str]]] = set()
+
+    def _channel(self, platform: str) -> Channel:
+        channel = self._channels.get(platform)
+        if channel is None:
+            channel = self._channels[platform] = Channel()
+        return channel
+
+    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
+        channel = self._channel(platform)
+        while True:
+            while channel.items:
+                yield event_from_json(channel.items.popleft())
+            channel.ready.clear()
+            await channel.ready.wait()
+
+    def _broadcast_cancel(self, job_id: str, by: str) -> None:
+        for listener in self._cancel_listeners:
+            listener.put_nowait((job_id, by))
+
+    async def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
+        listener: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._cancel_listeners.add(listener)
+        try:
+            while True:
+                yield await listener.get()
+        finally:
+            self._cancel_listeners.discard(listener)
+
+
+class MemoryStore(LocalChannels, Store):
     """In-process queue, records and event channels. Leases work as in Redis, within this process."""
 
     name = "memory"
 
     def __init__(self, *, keep_finished: int = 10_000) -> None:
-        super().__init__()
+        Store.__init__(self)
+        LocalChannels.__init__(self)
         self.keep_finished = keep_finished  # finished records kept (Redis expires them after a week)
         self._records: dict[str, bytes] = {}
         self._finished: set[str] = set()
@@ -63,9 +99,7 @@ class MemoryStore(Store):
         self._waiting: OrderedDict[str, None] = OrderedDict()
         self._has_waiting = asyncio.Condition()
         self._leases: dict[str, tuple[str, float]] = {}  # job_id -> (consumer, last renewal, monotonic)
-        self._channels: dict[str, _Channel] = {}
         self._cancels: dict[str, str] = {}
-        self._cancel_listeners: set[asyncio.Queue[tuple[str, str]]] = set()
         self._pending: dict[str, set[str]] = {}
         self._recent: dict[str, deque[str]] = {}
         self._settings: dict[str, bytes] = {}
@@ -79,7 +113,7 @@ class MemoryStore(Store):
     async def save(self, record: JobRecord) -> bool:
         if record.job_id in self._finished:
             return False
-        self._records[record.job_id] = _kept(record.to_json())
+        self._records[record.job_id] = kept(record.to_json())
         return True
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -106,7 +140,7 @@ class MemoryStore(Store):
                 decision = await self._rates.hit(rate.key, rate.limit, rate.window_s, now=rate.now)
                 if not decision.allowed:
                     raise rate.exceeded(decision.retry_after_s)
-            self._records[job_id] = _kept(record.to_json())
+            self._records[job_id] = kept(record.to_json())
             self._pending.setdefault(record.user_id, set()).add(job_id)
             recent = self._recent.setdefault(record.user_id, deque(maxlen=RECENT_MAX))
             recent.appendleft(job_id)
@@ -185,7 +219,7 @@ class MemoryStore(Store):
             return False
         self._finished.add(record.job_id)
         self._finished_order.append(record.job_id)
-        self._records[record.job_id] = _kept(record.to_json())
+        self._records[record.job_id] = kept(record.to_json())
         while len(self._finished_order) > self.keep_finished:
             self._forget(self._finished_order.popleft())
         self._waiting.pop(record.job_id, None)
@@ -215,21 +249,7 @@ class MemoryStore(Store):
         self._leases.pop(job_id, None)
 
     async def publish(self, platform: str, event: JobEvent) -> None:
-        self._channel(platform).put(_kept(event_to_json(event)))
-
-    def _channel(self, platform: str) -> _Channel:
-        channel = self._channels.get(platform)
-        if channel is None:
-            channel = self._channels[platform] = _Channel()
-        return channel
-
-    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
-        channel = self._channel(platform)
-        while True:
-            while channel.items:
-                yield event_from_json(channel.items.popleft())
-            channel.ready.clear()
-            await channel.ready.wait()
+        self._channel(platform).put(kept(event_to_json(event)))
 
     async def event_handled(self, platform: str, job_id: str) -> None:
         pass  # nothing of this store outlives its process, so nothing is owed to a restart
@@ -237,20 +257,10 @@ class MemoryStore(Store):
     # --- cancel ---------------------------------------------------------------------------------
     async def request_cancel(self, job_id: str, by: str) -> None:
         self._cancels[job_id] = by
-        for listener in self._cancel_listeners:
-            listener.put_nowait((job_id, by))
+        self._broadcast_cancel(job_id, by)
 
     async def cancel_requested(self, job_id: str) -> str | None:
         return self._cancels.get(job_id)
-
-    async def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
-        listener: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._cancel_listeners.add(listener)
-        try:
-            while True:
-                yield await listener.get()
-        finally:
-            self._cancel_listeners.discard(listener)
 
     # --- per user and per workflow --------------------------------------------------------------
     async def pending_count(self, user_id: str) -> int:
@@ -272,7 +282,7 @@ class MemoryStore(Store):
         return {} if raw is None else dict(orjson.loads(raw))
 
     async def set_settings(self, user_key: str, values: dict[str, Any]) -> None:
-        self._settings[user_key] = _kept(orjson.dumps(values))
+        self._settings[user_key] = kept(orjson.dumps(values))
 
     async def mark_delivered(self, job_id: str) -> bool:
         if job_id in self._delivered:
@@ -284,7 +294,7 @@ class MemoryStore(Store):
         return job_id in self._delivered
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
-        self._views[job_id] = _kept(orjson.dumps(view))  # forgotten with the job (``_forget``)
+        self._views[job_id] = kept(orjson.dumps(view))  # forgotten with the job (``_forget``)
 
     async def get_view(self, job_id: str) -> dict[str, Any] | None:
         raw = self._views.get(job_id)
@@ -297,4 +307,4 @@ class MemoryStore(Store):
         return list(self._durations.get(workflow, ()))
 
 
-__all__ = ["MemoryStore"]
+__all__ = ["Channel", "LocalChannels", "MemoryStore", "kept"]

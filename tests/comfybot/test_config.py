@@ -25,6 +25,7 @@ FULL_ENV = {
     "REDIS_URL": "redis://worker:s3cr%40t@redis.local:6380/2",
     "COMFYBOT_WORKFLOWS_DIR": "/srv/wf",
     "COMFYBOT_DATA_DIR": "/srv/data",
+    "COMFYBOT_STORE": "memory",
     "LOG_DIR": "/var/log/comfybot",
     "LOG_LEVEL": "debug",
     "LOG_MAX_BYTES": "1MB",
@@ -97,6 +98,7 @@ def test_every_variable_from_env() -> None:
     assert (r.host, r.port, r.database, r.username) == ("redis.local", 6380, 2, "worker")
     assert s.redis.password is not None and s.redis.password.get_secret_value() == "s3cr@t"
     assert s.paths.workflows_dir == Path("/srv/wf") and s.paths.data_dir == Path("/srv/data")
+    assert s.paths.store == "memory"
     assert s.paths.log_dir == Path("/var/log/comfybot")
     assert (s.logging.level, s.logging.max_bytes, s.logging.backups) == ("DEBUG", 2**20, 7)
     lim = s.limits
@@ -243,6 +245,7 @@ BAD_ENV = [
     ("COMFYUI_REQUEST_TIMEOUT", "0", "COMFYUI_REQUEST_TIMEOUT: '0' must be > 0"),
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
     ("TELEGRAM_MODE", "push", "TELEGRAM_MODE: 'push' is not one of 'polling' or 'webhook'"),
+    ("COMFYBOT_STORE", "postgres", "COMFYBOT_STORE: 'postgres' is not one of 'sqlite' or 'memory'"),
     ("TELEGRAM_WEBHOOK_URL", "ftp://x", "TELEGRAM_WEBHOOK_URL: 'ftp://x' is not an http(s) URL"),
     ("TELEGRAM_WEBHOOK_PORT", "70000", "TELEGRAM_WEBHOOK_PORT: '70000' must be <= 65535"),
     ("TELEGRAM_PREVIEWS", "maybe", "TELEGRAM_PREVIEWS: 'maybe' is not a boolean"),

@@ -21,6 +21,7 @@ from gateway.memory import MemoryStore
 from gateway.models import TERMINAL_EVENTS, JobEvent, JobRequest
 from gateway.redis_store import RedisStore
 from gateway.service import Gateway
+from gateway.sqlite_store import SqliteStore
 from gateway.storage import ImageStore
 from gateway.store import Store
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
@@ -160,9 +161,11 @@ async def harness(
                 await collector
 
 
-@pytest.fixture(params=["memory", "redis"])
-def backend_factory(request: pytest.FixtureRequest) -> Callable[[], Store]:
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     if request.param == "memory":
         return MemoryStore
+    if request.param == "sqlite":
+        return lambda: SqliteStore(tmp_path / "store" / "comfybot.db")
     srv = request.getfixturevalue("redis_server")
     return lambda: RedisStore(srv.url, retry_for_s=20)

@@ -1,4 +1,4 @@
-"""One contract, every backend: the memory and Redis queues are held to the same behaviour."""
+"""One contract, every store: memory, SQLite and Redis are held to the same behaviour."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -28,6 +29,7 @@ from gateway.models import (
 )
 from gateway.records import JobRecord
 from gateway.redis_store import RedisStore
+from gateway.sqlite_store import SqliteStore
 from gateway.store import Store
 
 
@@ -42,11 +44,14 @@ def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "t
     return JobRecord(request=req, values={"prompt": "a lighthouse", "seed": 42})
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "memory":
         async with MemoryStore() as mem:
             yield mem
+    elif request.param == "sqlite":
+        async with SqliteStore(tmp_path / "comfybot.db") as lite:
+            yield lite
     else:
         srv = request.getfixturevalue("redis_server")
         async with RedisStore(srv.url, retry_for_s=10) as red:
