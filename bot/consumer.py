@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from comfybot.logs import bound, get_logger
+from gateway.errors import StorageError
 from gateway.models import TERMINAL_EVENTS, JobEvent, Preview, Progress, Queued, Started
 from gateway.service import Gateway
 
@@ -85,8 +86,8 @@ class TrackerBase(abc.ABC):
             return None
         self.last_preview_at = now
         try:
-            return await asyncio.to_thread(self.consumer.gateway.image_path(ev.image).read_bytes)
-        except OSError as exc:
+            return await self.consumer.gateway.read_image(ev.image)
+        except (OSError, StorageError) as exc:
             log.info("preview_unreadable", error=type(exc).__name__)
             return None
 
@@ -98,15 +99,16 @@ class TrackerBase(abc.ABC):
     ) -> bool:
         """Run ``send`` (the result); True once it is in the chat.
 
-        A permanent failure (``errors.refused``, or the image file gone) is logged ``result_not_delivered``,
-        told with ``tell`` where the bot may still write, and let go: False. A transient one is logged and
-        raised, so the outcome stays owed and a restarted front end sends it again.
+        A permanent failure (``errors.refused``, or the image gone from disk and shared store) is logged
+        ``result_not_delivered``, told with ``tell`` where the bot may still write, and let go: False. A
+        transient one is logged and raised, so the outcome stays owed and a restarted front end sends it
+        again.
         """
-        permanent: tuple[type[Exception], ...] = (*errors.refused, OSError)
+        permanent: tuple[type[Exception], ...] = (*errors.refused, OSError, StorageError)
         try:
             await send
         except permanent as exc:
-            reason = "file_gone" if isinstance(exc, OSError) else "refused"
+            reason = "file_gone" if isinstance(exc, OSError | StorageError) else "refused"
             log.error("result_not_delivered", reason=reason, error=type(exc).__name__, **errors.fields(exc))
             if not isinstance(exc, errors.forbidden):
                 with contextlib.suppress(errors.api):

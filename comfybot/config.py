@@ -168,6 +168,7 @@ class RetentionSettings(_Section):
 
     inputs_s: Seconds = Field(default=24 * 3600.0, gt=0)
     outputs_s: Seconds = Field(default=30 * 24 * 3600.0, gt=0)
+    shared_s: Seconds = Field(default=24 * 3600.0, gt=0)  # with Redis: how long images stay shared there
 
 
 class ApiSettings(_Section):
@@ -272,6 +273,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_BANNED": ("limits", "banned"),
     "COMFYBOT_RETENTION_INPUTS": ("retention", "inputs_s"),
     "COMFYBOT_RETENTION_OUTPUTS": ("retention", "outputs_s"),
+    "COMFYBOT_RETENTION_SHARED": ("retention", "shared_s"),
     "COMFYBOT_API_ENABLED": ("api", "enabled"),
     "COMFYBOT_API_BIND": ("api", "bind"),
     "COMFYBOT_API_PORT": ("api", "port"),

@@ -21,6 +21,7 @@ import structlog
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
+from gateway.blobs import RedisBlobs
 from gateway.execution import Executor
 from gateway.limits import AccessPolicy, Limits, PromptFilter
 from gateway.memory import MemoryStore
@@ -147,11 +148,17 @@ async def open_gateway(
     dirs = [settings.paths.workflows_dir] if settings.paths.workflows_dir is not None else []
     registry = load_workflows(dirs, settings.models)
     retention = Retention(inputs_s=settings.retention.inputs_s, outputs_s=settings.retention.outputs_s)
-    images = ImageStore(settings.paths.data_dir, retention=retention)
     limits, access = limits_from(settings.limits)
     comfy = settings.comfy
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(store_from(settings))
+        # With Redis, processes may run on other machines: images are shared through it too.
+        images = ImageStore(
+            settings.paths.data_dir,
+            retention=retention,
+            shared=RedisBlobs(store) if isinstance(store, RedisStore) else None,
+            shared_ttl_s=settings.retention.shared_s,
+        )
         clients = [
             await stack.enter_async_context(
                 ComfyClient(

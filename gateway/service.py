@@ -305,7 +305,12 @@ class Gateway:
         return ref
 
     def image_path(self, ref: ImageRef) -> Path:
+        """Where ``ref`` is (or would be) on this machine's disk."""
         return self.images.path(ref)
+
+    async def read_image(self, ref: ImageRef) -> bytes:
+        """A stored image's bytes, wherever it was stored (see :meth:`ImageStore.read`)."""
+        return await self.images.read(ref)
 
 
 __all__ = ["Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]

@@ -11,6 +11,10 @@ a reader never sees half an image and a crash leaves at most a ``.tmp-*`` file t
 Saving content that is already stored only refreshes its mtime; retention is measured from the last save.
 References are checked against a strict pattern before touching the filesystem, so a ref coming back
 from a queue or an HTTP client cannot escape the data dir.
+
+With ``shared`` (:mod:`gateway.blobs`, Redis when ``REDIS_URL`` is set) every saved image is also put
+there, and :meth:`ImageStore.read` of an image this machine does not have fetches it and keeps a copy:
+processes with different data dirs, on different machines, read each other's images.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.blobs import PREVIEW_TTL_S, SHARED_TTL_S, Blobs
 from gateway.errors import StorageError
 from gateway.images import CleanImage, probe
 from gateway.models import FailureCode, ImageRef
@@ -89,6 +94,10 @@ def _atomic_write(final: Path, data: bytes, *, durable: bool = True) -> None:
         raise
 
 
+class ImageGone(StorageError):
+    """A well-formed reference whose image is neither on this disk nor shared (past retention)."""
+
+
 class ImageStore:
     """Stores images under ``data_dir`` and hands out :class:`~gateway.models.ImageRef` values.
 
@@ -102,10 +111,14 @@ class ImageStore:
         *,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        shared: Blobs | None = None,
+        shared_ttl_s: float = SHARED_TTL_S,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.retention = retention if retention is not None else Retention()
         self._clock = clock
+        self.shared = shared
+        self.shared_ttl_s = shared_ttl_s
 
     # --- references ---------------------------------------------------------------------------
 
@@ -181,7 +194,7 @@ class ImageStore:
         try:
             return target.read_bytes()
         except FileNotFoundError:
-            raise StorageError(f"image gone: {target.relative_to(self.data_dir)}") from None
+            raise ImageGone(f"image gone: {target.relative_to(self.data_dir)}") from None
 
     def cleanup_sync(self, now: float | None = None) -> CleanupReport:
         """Blocking :meth:`cleanup`."""
@@ -237,23 +250,45 @@ class ImageStore:
 
     async def save_input(self, clean: CleanImage) -> ImageRef:
         """Store a cleaned upload under ``inputs/YYYYMMDD/<sha256>``; returns its reference."""
-        return await asyncio.to_thread(self.save_input_sync, clean)
+        ref = await asyncio.to_thread(self.save_input_sync, clean)
+        await self._share(ref.path, clean.data, min(self.retention.inputs_s, self.shared_ttl_s))
+        return ref
 
     async def save_output(self, job_id: str, index: int, data: bytes, mime: str | None = None) -> ImageRef:
         """Store a job result under ``outputs/YYYYMMDD/<sha256>``. Width and height come from the
         header (:func:`gateway.images.probe`), and so does the mime (``mime`` is a fallback). Raises
         :class:`~gateway.errors.ImageRejected` when ``data`` is not an image and
         :class:`~gateway.errors.StorageError` for formats other than PNG, JPEG, WebP and GIF."""
-        return await asyncio.to_thread(self.save_output_sync, job_id, index, data, mime)
+        ref = await asyncio.to_thread(self.save_output_sync, job_id, index, data, mime)
+        await self._share(ref.path, data, min(self.retention.outputs_s, self.shared_ttl_s))
+        return ref
 
     async def save_preview(self, job_id: str, data: bytes, mime: str | None = None) -> ImageRef:
         """Store (overwrite) the live preview of ``job_id`` at ``previews/<job_id>.<ext>`` (``.jpg`` for
         the JPEG previews ComfyUI usually sends); ``job_id`` must be ``[A-Za-z0-9_-]{1,64}``."""
-        return await asyncio.to_thread(self.save_preview_sync, job_id, data, mime)
+        ref = await asyncio.to_thread(self.save_preview_sync, job_id, data, mime)
+        await self._share(ref.path, data, PREVIEW_TTL_S)
+        return ref
+
+    async def _share(self, rel: str, data: bytes, ttl_s: float) -> None:
+        if self.shared is not None:
+            await self.shared.put(rel, data, ttl_s)
 
     async def read(self, ref: ImageRef | str) -> bytes:
-        """The stored bytes of ``ref``; :class:`StorageError` when the ref is unsafe or the file gone."""
-        return await asyncio.to_thread(self.read_sync, ref)
+        """The stored bytes of ``ref``: from this disk, else from the shared copy (kept here after);
+        :class:`StorageError` when the ref is unsafe, :class:`ImageGone` when it is nowhere."""
+        try:
+            return await asyncio.to_thread(self.read_sync, ref)
+        except ImageGone:
+            rel = ref.path if isinstance(ref, ImageRef) else ref
+            data = None if self.shared is None else await self.shared.get(rel)
+            if data is None:
+                raise
+        # Previews change under the same name: never cached, always read fresh from the shared copy.
+        if not rel.startswith("previews/"):
+            await asyncio.to_thread(self._store, rel, data, dedupe=True)
+        log.info("image_fetched", component="gateway", path=rel, bytes=len(data))
+        return data
 
     async def cleanup(self, now: float | None = None) -> CleanupReport:
         """Delete files older than their :class:`Retention` (and stale temporary files)."""
@@ -278,4 +313,4 @@ class ImageStore:
                 return
 
 
-__all__ = ["CleanupReport", "ImageStore", "Retention"]
+__all__ = ["CleanupReport", "ImageGone", "ImageStore", "Retention"]

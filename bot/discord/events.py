@@ -195,7 +195,7 @@ class _Tracker(TrackerBase):
         files: list[tuple[str, bytes]] = []
         shrunk = False
         for i, ref in enumerate(ev.images[:10]):  # a message carries at most 10 attachments
-            data = await asyncio.to_thread(self.ctx.gateway.image_path(ref).read_bytes)
+            data = await self.ctx.gateway.read_image(ref)
             name = f"result_{i + 1}.{_ext(ref)}" if len(ev.images) > 1 else f"result.{_ext(ref)}"
             if len(data) > limit:  # the limit is per file (PLATFORMS.md)
                 # Over Discord's upload limit: say so and send a smaller JPEG preview instead.

@@ -7,9 +7,7 @@ text message. Several images: an album (``sendMediaGroup``) and a follow-up mess
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from aiogram import Bot
@@ -69,10 +67,6 @@ class ResultTarget:
 
 def _ext(ref: ImageRef) -> str:
     return {"image/jpeg": "jpg", "image/webp": "webp"}.get(ref.mime, "png")
-
-
-async def _read(path: Path) -> bytes:
-    return await asyncio.to_thread(path.read_bytes)
 
 
 def _photo_refused(exc: TelegramAPIError) -> bool:
@@ -237,8 +231,7 @@ async def deliver_images(
     received_at: float | None,
 ) -> None:
     """Send the result images (photo, document or album) and replace the progress message."""
-    paths = [ctx.gateway.image_path(ref) for ref in refs]
-    blobs = [await _read(p) for p in paths]
+    blobs = [await ctx.gateway.read_image(ref) for ref in refs]
     oversize = any(
         not ctx.limits.fits_photo(len(b), r.width, r.height) for r, b in zip(refs, blobs, strict=True)
     )

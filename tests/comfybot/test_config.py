@@ -46,6 +46,7 @@ FULL_ENV = {
     "COMFYBOT_BANNED": "666",
     "COMFYBOT_RETENTION_INPUTS": "12h",
     "COMFYBOT_RETENTION_OUTPUTS": "7d",
+    "COMFYBOT_RETENTION_SHARED": "2d",
     "COMFYBOT_API_ENABLED": "true",
     "COMFYBOT_API_BIND": "127.0.0.2",
     "COMFYBOT_API_PORT": "9999",
@@ -273,6 +274,7 @@ BAD_ENV = [
     ("COMFYBOT_BANNED", "1;2", "COMFYBOT_BANNED: '1;2' is not a numeric user or chat id"),
     ("COMFYBOT_RETENTION_INPUTS", "forever", "COMFYBOT_RETENTION_INPUTS: 'forever' is not a duration"),
     ("COMFYBOT_RETENTION_OUTPUTS", "0d", "COMFYBOT_RETENTION_OUTPUTS: '0d' must be > 0"),
+    ("COMFYBOT_RETENTION_SHARED", "soon", "COMFYBOT_RETENTION_SHARED: 'soon' is not a duration"),
     ("COMFYBOT_API_ENABLED", "sure", "COMFYBOT_API_ENABLED: 'sure' is not a boolean"),
     ("COMFYBOT_API_PORT", "http", "COMFYBOT_API_PORT: 'http' is not an integer"),
 ]

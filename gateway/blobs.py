@@ -1,0 +1,56 @@
+"""Images shared between machines: the bytes of every stored image also go to Redis when it is in use.
+
+Files under the data dir stay the working copy (a worker reads its inputs there, a front end its
+results); a process that does not have a file — it runs on another machine, or another data dir —
+fetches it once from the shared copy and keeps it. Keys are the image references themselves
+(``blob:outputs/20261203/<sha256>.png``), so content is stored once however many jobs make it.
+
+What it costs: one Redis string per distinct image, alive for ``ttl_s`` (capped by the kind's
+retention; previews ten minutes). An image larger than ``max_bytes`` is not shared (logged
+``image_not_shared``): a process elsewhere then reports it gone, as it would a file past retention.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import structlog
+
+from gateway.redis_store import RedisStore
+
+log = structlog.get_logger(component="gateway")
+
+SHARED_TTL_S = 24 * 3600.0  # default life of a shared input or output
+PREVIEW_TTL_S = 600.0
+SHARED_MAX_BYTES = 64 * 1024 * 1024
+
+
+class Blobs(Protocol):
+    """Where stored images are shared: ``put`` with a time to live, ``get`` or ``None`` when absent."""
+
+    async def put(self, ref: str, data: bytes, ttl_s: float) -> None: ...
+
+    async def get(self, ref: str) -> bytes | None: ...
+
+
+class RedisBlobs:
+    """:class:`Blobs` in the job store's Redis, under ``<prefix>blob:<ref>``."""
+
+    def __init__(self, store: RedisStore, *, max_bytes: int = SHARED_MAX_BYTES) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+
+    async def put(self, ref: str, data: bytes, ttl_s: float) -> None:
+        if len(data) > self.max_bytes:
+            log.warning("image_not_shared", path=ref, bytes=len(data), max_bytes=self.max_bytes)
+            return
+        key, ttl_ms = self.store._key("blob", ref), max(int(ttl_s * 1000), 1)
+        await self.store._retry(lambda: self.store.redis.set(key, data, px=ttl_ms), "blob_put")
+
+    async def get(self, ref: str) -> bytes | None:
+        key = self.store._key("blob", ref)
+        data = await self.store._retry(lambda: self.store.redis.get(key), "blob_get")
+        return None if data is None else bytes(data)
+
+
+__all__ = ["PREVIEW_TTL_S", "SHARED_MAX_BYTES", "SHARED_TTL_S", "Blobs", "RedisBlobs"]
