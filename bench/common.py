@@ -34,11 +34,13 @@ from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
 from comfybot.logs import configure_logging, reset_logging
 from gateway.app import WorkerOptions, run_gateway
+from gateway.blobs import RedisBlobs
 from gateway.limits import Limits
 from gateway.memory import MemoryStore
-from gateway.models import JobEvent, JobRequest
+from gateway.models import TERMINAL_EVENTS, JobEvent, JobRequest
 from gateway.redis_store import RedisStore
 from gateway.service import Gateway
+from gateway.sqlite_store import SqliteStore
 from gateway.storage import ImageStore
 from gateway.store import Store
 from tests.conftest import RedisServer, free_port
@@ -132,9 +134,17 @@ def bench_logging(name: str, level: str = "INFO") -> Iterator[Path]:
 
 @contextmanager
 def backend_factory(kind: str, appendfsync: str = "everysec") -> Iterator[Callable[[], Store]]:
-    """A factory of fresh backends of ``kind`` (``memory`` | ``redis``); Redis runs for the block."""
+    """A factory of fresh backends of ``kind`` (``memory`` | ``sqlite`` | ``redis``); Redis runs for the
+    block, SQLite files live in a temporary directory."""
     if kind == "memory":
         yield MemoryStore
+        return
+    if kind == "sqlite":
+        where = Path(tempfile.mkdtemp(prefix="comfybot-bench-sqlite-"))
+        try:
+            yield lambda: SqliteStore(where / f"{uuid.uuid4().hex[:6]}.db")
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
         return
     # The test suite's redis-server starter, with a production-like fsync policy.
     srv = RedisServer(
@@ -365,7 +375,8 @@ async def gateway_rig(
             fake = BenchComfyUI(checkpoints=CHECKPOINTS, **(fake_options or {}))
             fakes.append(await stack.enter_async_context(fake))
         backend = await stack.enter_async_context(backend)
-        store = ImageStore(data_dir)
+        # As in production (gateway/app.py): with Redis, images are shared through it.
+        store = ImageStore(data_dir, shared=RedisBlobs(backend) if isinstance(backend, RedisStore) else None)
         clients = [
             await stack.enter_async_context(ComfyClient(url, session, name=f"comfy{i}"))
             for i, url in enumerate(urls if urls is not None else [f.url for f in fakes])
@@ -407,6 +418,8 @@ async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, Jo
     async with contextlib.aclosing(gateway.subscribe("telegram")) as events:
         async for event in events:
             inbox.put_nowait((time.perf_counter(), time.time(), event))
+            if isinstance(event, TERMINAL_EVENTS):  # as a front end does once the chat shows it
+                await gateway.event_handled("telegram", event.job_id)
 
 
 __all__ = [

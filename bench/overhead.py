@@ -1,7 +1,7 @@
 """Gateway overhead on an idle server: ``gateway.submit(req)`` → the fake ComfyUI receiving ``POST /prompt``.
 
-N jobs run one after another against one idle fake ComfyUI in the same event loop, for the memory and the
-Redis backend: each is submitted when the previous job's terminal event reached the subscriber (its tail
+N jobs run one after another against one idle fake ComfyUI in the same event loop, for the memory, SQLite and
+Redis stores: each is submitted when the previous job's terminal event reached the subscriber (its tail
 of acknowledgements still runs then), or ``--gap-ms`` later, when the whole process has been idle for a
 while (on this VM an idle vCPU then has to wake up on every hop, which costs more than the tail did).
 Also measured, per job:
@@ -42,6 +42,7 @@ from bench.common import (
 )
 from comfy.workflows import load_workflows
 from gateway.models import TERMINAL_EVENTS, Queued, Succeeded
+from gateway.redis_store import RedisStore
 from gateway.service import Accepted
 
 WARMUP = 10
@@ -123,6 +124,7 @@ async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path, gap
                     say(f"overhead {kind}: {i + 1}/{jobs}")
             elapsed = time.perf_counter() - started
             request_ids = set(rig.request_ids)
+            kept = await redis_bytes(rig.backend) if isinstance(rig.backend, RedisStore) else None
     metrics: dict[str, Any] = {}
     for name in rows[0]:
         values = [r[name] for r in rows if r[name] is not None]
@@ -135,7 +137,29 @@ async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path, gap
         "elapsed_s": round(elapsed, 2),
         "metrics_ms": metrics,
         "stages_ms_from_logs": stages,
+        **(
+            {}
+            if kept is None
+            else {"redis_bytes_after_run": kept, "redis_bytes_per_job": per_job(kept, jobs)}
+        ),
     }
+
+
+async def redis_bytes(store: RedisStore) -> dict[str, int]:
+    """What the finished jobs leave in Redis (``MEMORY USAGE`` per key, by kind) until their TTLs end:
+    ``blob`` the shared images, ``job`` the records, ``events`` the channel stream, ``other`` the rest."""
+    kinds: dict[str, int] = {"blob": 0, "job": 0, "events": 0, "other": 0, "keys": 0}
+    async for key in store.redis.scan_iter(match=f"{store.prefix}*", count=1000):
+        name = key.decode()[len(store.prefix) :]
+        kind = name.split(":", 1)[0]
+        kinds[kind if kind in kinds else "other"] += int(await store.redis.memory_usage(key) or 0)
+        kinds["keys"] += 1
+    return kinds
+
+
+def per_job(kept: dict[str, int], jobs: int) -> dict[str, float]:
+    total = jobs + WARMUP
+    return {kind: round(count / total, 1) for kind, count in kept.items() if kind != "keys"}
 
 
 async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
@@ -162,7 +186,7 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--backends", default="memory,redis")
+    parser.add_argument("--backends", default="memory,sqlite,redis")
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     parser.add_argument("--quick", action="store_true", help="50 jobs per backend")
     parser.add_argument(
