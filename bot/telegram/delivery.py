@@ -7,7 +7,7 @@ text message. Several images: an album (``sendMediaGroup``) and a follow-up mess
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiogram import Bot
@@ -229,8 +229,11 @@ async def deliver_images(
     *,
     job_id: str,
     received_at: float | None,
+    on_sent: Callable[[], Awaitable[object]],
 ) -> None:
-    """Send the result images (photo, document or album) and replace the progress message."""
+    """Send the result images (photo, document or album), await ``on_sent`` as soon as they are in the
+    chat (the delivery record: the window in which a kill makes a restart send them again ends here, not
+    after the paced removal of the progress message), then remove the progress message."""
     blobs = [await ctx.gateway.read_image(ref) for ref in refs]
     oversize = any(
         not ctx.limits.fits_photo(len(b), r.width, r.height) for r, b in zip(refs, blobs, strict=True)
@@ -240,6 +243,7 @@ async def deliver_images(
     if len(refs) == 1:
         sent, kind = await _send_single(ctx, bot, target, refs[0], blobs[0], caption, markup, oversize)
         log_response(kind, size=total, received_at=received_at, images=1)
+        await on_sent()
         if sent is not None:
             ctx.messages.link(sent.chat.id, sent.message_id, job_id)
             if old is not None:
@@ -247,6 +251,7 @@ async def deliver_images(
         return
     await _send_album(ctx, bot, target, refs, blobs, caption, markup, oversize, job_id)
     log_response("album", size=total, received_at=received_at, images=len(refs))
+    await on_sent()
     if old is not None:
         await remove_message(ctx, bot, old)
 

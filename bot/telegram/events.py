@@ -220,6 +220,7 @@ class _Tracker(TrackerBase):
     async def _succeeded(self, ev: Succeeded) -> None:
         if await self.ctx.gateway.delivered(self.job_id):
             log.info("result_already_delivered")
+            await self._remove_stale_text()
             return
         if not ev.images:
             await self._final_text(
@@ -247,9 +248,16 @@ class _Tracker(TrackerBase):
             markup,
             job_id=self.job_id,
             received_at=self.received_at,
+            on_sent=functools.partial(self.ctx.gateway.mark_delivered, self.job_id),
         )
-        if await self._send_or_let_go(send, SEND_ERRORS, self._tell_not_delivered):
-            await self.ctx.gateway.mark_delivered(self.job_id)
+        await self._send_or_let_go(send, SEND_ERRORS, self._tell_not_delivered)
+
+    async def _remove_stale_text(self) -> None:
+        """A process killed between sending the result and removing the job's text message left it
+        behind: remove it now. (A photo job message was edited into the result itself: it stays.)"""
+        msg = self.target.live_message
+        if msg is not None and not msg.media:
+            await remove_message(self.ctx, self.bot, msg)
 
     async def _tell_not_delivered(self) -> None:
         await self._final_text(self.ctx.t(self.locale, "error.result_not_delivered"), "failed")
