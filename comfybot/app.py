@@ -62,6 +62,7 @@ async def run(settings: Settings) -> int:
         return _refuse(reason)
     # Imported here so `comfybot --help`, `monitor` and `trace` stay fast and import no chat library.
     from bot.discord.app import run_discord
+    from bot.startup import StartupRefused
     from bot.telegram.app import run_telegram
     from gateway.app import open_gateway
     from gateway.http_api import start_api
@@ -118,9 +119,13 @@ async def run(settings: Settings) -> int:
         for task in [stopper, *tasks]:
             task.cancel()
         await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        refused = [e for t in failed if isinstance(e := t.exception(), StartupRefused)]
         for task in failed:
-            log.error("front_end_crashed", task=task.get_name(), exc_info=task.exception())
+            if not isinstance(task.exception(), StartupRefused):
+                log.error("front_end_crashed", task=task.get_name(), exc_info=task.exception())
     log.info("comfybot_stopped")
+    if refused:
+        return _refuse(str(refused[0]))  # a bad token: one line, no traceback
     return 1 if failed else 0
 
 

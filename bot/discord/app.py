@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
+
+import aiohttp
+import discord
 
 from bot.discord.client import ComfyBot, RateLimitLogFilter
 from bot.discord.context import DiscordContext, DiscordOptions
@@ -20,6 +24,7 @@ from bot.discord.events import EventConsumer
 from bot.i18n import I18n
 from bot.lifecycle import wait_stopped_or_failed
 from bot.render import Renderer
+from bot.startup import Backoff, StartupRefused, retry_startup
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import DiscordSettings
 from comfybot.logs import get_logger, register_secret
@@ -46,6 +51,7 @@ class DiscordFrontend:
         options: DiscordOptions | None = None,
         drain_timeout_s: float = 10.0,
         client_options: dict[str, Any] | None = None,
+        startup_backoff: Backoff | None = None,
     ) -> None:
         if settings.bot_token is None:
             raise ValueError("discord.bot_token is not set")
@@ -58,27 +64,68 @@ class DiscordFrontend:
             renderer=Renderer(i18n),
             options=options or DiscordOptions(),
         )
-        self.bot = ComfyBot(self.ctx, **(client_options or {}))
+        self._client_options = client_options or {}
+        self.bot = ComfyBot(self.ctx, **self._client_options)
         self.consumer = EventConsumer(self.ctx, self.bot)
         self.drain_timeout_s = drain_timeout_s
+        self.startup_backoff = startup_backoff or Backoff()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Log in (REST: who am I, sync commands), connect to the gateway, start consuming job events."""
+        """Log in (REST: who am I, sync commands), connect to the gateway, start consuming job events.
+
+        While Discord is unreachable or answers 5xx the login is retried (``frontend_start_retry``); a
+        refused token raises :class:`StartupRefused`.
+        """
         assert self.settings.bot_token is not None
         token = self.settings.bot_token.get_secret_value()
         register_secret(token)
+        login = functools.partial(self._login, token)
+        try:
+            await retry_startup("discord", "login", login, _transient, self.startup_backoff)
+        except discord.LoginFailure:
+            raise StartupRefused("discord", "DISCORD_BOT_TOKEN was refused (401 Unauthorized)") from None
+        for name in _RATE_LOGGERS:
+            logging.getLogger(name).addFilter(_RATE_FILTER)  # one shared filter: adding it twice is a no-op
+        self._tasks.append(asyncio.create_task(self._connect(), name="discord-gateway"))
+        self._tasks.append(asyncio.create_task(self.consumer.run(), name="discord-events"))
+        log.info("discord_started", application_id=self.bot.application_id)
+
+    async def _login(self, token: str) -> None:
         try:
             await self.bot.login(token)
         except BaseException:
             await self.bot.close()  # closes the HTTP session login opened
+            # A closed client cannot log in again: the next try gets a fresh one.
+            self.bot = ComfyBot(self.ctx, **self._client_options)
+            self.consumer = EventConsumer(self.ctx, self.bot)
             raise
-        for name in _RATE_LOGGERS:
-            logging.getLogger(name).addFilter(_RATE_FILTER)  # one shared filter: adding it twice is a no-op
-        self._tasks.append(asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway"))
-        self._tasks.append(asyncio.create_task(self.consumer.run(), name="discord-events"))
-        log.info("discord_started", application_id=self.bot.application_id)
+
+    async def _connect(self) -> None:
+        """The gateway connection. discord.py reconnects one it has had; when the very first connection
+        fails, discord.py 2.7 trips over its missing websocket (``AttributeError`` on ``None``) after
+        its own pause, so that case is retried here."""
+        attempt = 0
+        while True:
+            try:
+                await self.bot.connect(reconnect=True)
+                return
+            except AttributeError as exc:
+                if self.bot.ws is not None or exc.__context__ is None:
+                    raise
+                error = exc.__context__
+            attempt += 1
+            delay = self.startup_backoff.delay(attempt)
+            log.warning(
+                "frontend_start_retry",
+                platform="discord",
+                step="gateway",
+                attempt=attempt,
+                delay_s=round(delay, 2),
+                error=f"{type(error).__name__}: {error}"[:300],
+            )
+            await asyncio.sleep(delay)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - bounded startup wait
         async with asyncio.timeout(timeout):
@@ -110,11 +157,24 @@ class DiscordFrontend:
         log.info("discord_stopped")
 
     async def __aenter__(self) -> DiscordFrontend:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # a refused token, or a stop while Discord was still unreachable
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _transient(exc: BaseException) -> float | None:
+    """Discord unreachable, failing (5xx) or rate limiting the login: try again; anything else is final."""
+    if isinstance(exc, discord.RateLimited):
+        return exc.retry_after
+    if isinstance(exc, discord.DiscordServerError | OSError | aiohttp.ClientError | TimeoutError):
+        return 0.0
+    return None
 
 
 async def run_discord(

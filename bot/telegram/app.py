@@ -13,18 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.types import BotCommand, BotCommandScopeDefault
 from aiohttp import web
 
 from bot.i18n import I18n
 from bot.lifecycle import wait_stopped_or_failed
 from bot.render import Renderer
+from bot.startup import Backoff, StartupRefused, retry_startup
 from bot.telegram.context import BotContext, PhotoLimits
 from bot.telegram.events import EventConsumer
 from bot.telegram.handlers import basic, buttons, errors, fallback, generate, jobs, settings
@@ -38,6 +47,8 @@ from gateway.service import Gateway
 __all__ = ["MENU_COMMANDS", "TelegramFrontend", "build_dispatcher", "run_telegram"]
 
 log = get_logger("telegram")
+
+T = TypeVar("T")
 
 MENU_COMMANDS: tuple[str, ...] = (
     "generate",
@@ -82,6 +93,7 @@ class TelegramFrontend:
         default_workflow: str = "txt2img",
         polling_timeout: int = 10,
         preview_interval_s: float = 3.0,
+        startup_backoff: Backoff | None = None,
     ) -> None:
         self.settings = settings
         self._own_bot = bot is None
@@ -106,14 +118,25 @@ class TelegramFrontend:
         self.dispatcher = build_dispatcher(self.ctx)
         self.consumer = EventConsumer(self.ctx, bot, preview_interval_s=preview_interval_s)
         self.polling_timeout = polling_timeout
+        self.startup_backoff = startup_backoff or Backoff()
         self._tasks: list[asyncio.Task[Any]] = []
         self._commands_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
 
+    async def _retry(self, step: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await retry_startup("telegram", step, call, _transient, self.startup_backoff)
+
     async def start(self) -> None:
-        """Identify the bot, register menu commands, start the sender, the consumer and polling/webhook."""
-        me = await self.bot.get_me()
+        """Identify the bot, register menu commands, start the sender, the consumer and polling/webhook.
+
+        While Telegram is unreachable or answers 5xx the calls are retried (``frontend_start_retry``);
+        a refused token raises :class:`StartupRefused`.
+        """
+        try:
+            me = await self._retry("get_me", self.bot.get_me)
+        except (TelegramUnauthorizedError, TelegramNotFound) as exc:  # Telegram's answers to a bad token
+            raise StartupRefused("telegram", f"TELEGRAM_BOT_TOKEN was refused ({exc.message})") from None
         self.ctx.bot_id, self.ctx.bot_username = me.id, me.username or ""
         await self.sender.start()
         # Menu commands are a nicety: register them in the background, within the sender's limits.
@@ -123,7 +146,9 @@ class TelegramFrontend:
             await self._start_webhook()
         else:
             with contextlib.suppress(TelegramAPIError):
-                await self.bot.delete_webhook(drop_pending_updates=False)
+                await self._retry(
+                    "delete_webhook", functools.partial(self.bot.delete_webhook, drop_pending_updates=False)
+                )
             self._tasks.append(asyncio.create_task(self._poll(), name="telegram-polling"))
         log.info("telegram_started", bot=self.ctx.bot_username, mode=self.settings.mode)
 
@@ -149,11 +174,13 @@ class TelegramFrontend:
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.webhook_host, self.settings.webhook_port).start()
-        await self.bot.set_webhook(
+        set_webhook = functools.partial(
+            self.bot.set_webhook,
             str(self.settings.webhook_url),
             secret_token=secret,
             allowed_updates=self.dispatcher.resolve_used_update_types(),
         )
+        await self._retry("set_webhook", set_webhook)
 
     async def set_commands(self) -> None:
         """``setMyCommands`` for the default scope and once per shipped language (best effort)."""
@@ -164,8 +191,11 @@ class TelegramFrontend:
             language = None if code == self.ctx.i18n.default else code.split("_")[0]
             if code == "zh_Hant":
                 language = "zh"  # Telegram scopes by two-letter ISO 639-1 code
+            send = functools.partial(
+                self.sender.send, 0, functools.partial(self._set_commands, commands, language)
+            )
             try:
-                await self.sender.send(0, functools.partial(self._set_commands, commands, language))
+                await self._retry("set_commands", send)
             except TelegramAPIError as exc:
                 log.warning("set_commands_failed", language=code, description=exc.message)
 
@@ -203,11 +233,24 @@ class TelegramFrontend:
         log.info("telegram_stopped")
 
     async def __aenter__(self) -> TelegramFrontend:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # a refused token, or a stop while Telegram was still unreachable
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _transient(exc: BaseException) -> float | None:
+    """Telegram unreachable, failing (5xx) or asking to wait: try again; anything else is final."""
+    if isinstance(exc, TelegramRetryAfter):
+        return float(exc.retry_after)
+    if isinstance(exc, TelegramNetworkError | TelegramServerError):
+        return 0.0
+    return None
 
 
 def _first(registry: WorkflowRegistry) -> str:

@@ -317,7 +317,8 @@ class FakeDiscord:
 
     def inject_error(self, kind: str, status: int, code: int, message: str, *, times: int = 1) -> None:
         """The next ``times`` calls of ``kind`` fail as Discord answers, e.g. ``403, 50013, "Missing
-        Permissions"`` when the bot may not send files or write in the channel."""
+        Permissions"`` when the bot may not send files or write in the channel. ``kind`` ``me`` is the
+        login's ``GET users/@me``; ``gateway`` fails the websocket handshake with ``status``."""
         self._faults.append(_Fault(kind, times, 0.0, status, code, message))
 
     def expire_token(self, interaction_id: int) -> None:
@@ -493,7 +494,10 @@ class FakeDiscord:
         ws = self._sockets[-1]
         await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        refused = self._fault("gateway")  # the websocket handshake fails (e.g. 503 from Discord's edge)
+        if refused is not None:
+            return refused
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))

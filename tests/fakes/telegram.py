@@ -394,6 +394,7 @@ class FakeTelegram:
         rate_limits_enabled: bool = True,
         limits: RateLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        port: int = 0,
     ) -> None:
         self.token = token
         self.bot_username = bot_username
@@ -443,7 +444,7 @@ class FakeTelegram:
         self._poll_generation = 0
         self._bots: list[Bot] = []
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port  # 0: a free one, chosen at start
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -459,7 +460,7 @@ class FakeTelegram:
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))  # a free port, held by us: no race with another test
+        sock.bind(("127.0.0.1", self.port))  # 0: a free port, held by us: no race with another test
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock).start()
 

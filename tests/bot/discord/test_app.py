@@ -6,11 +6,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-import discord
 import pytest
+from structlog.testing import capture_logs
 
 from bot.discord.app import DiscordFrontend, run_discord
 from bot.discord.client import RateLimitLogFilter
+from bot.startup import Backoff, StartupRefused
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import DiscordSettings
 from gateway.memory import MemoryStore
@@ -48,11 +49,38 @@ async def test_bad_token_fails_at_start_and_leaks_nothing(
         fake.reject_token = True
         gateway = Gateway(backend, registry, ImageStore(tmp_path))
         frontend = DiscordFrontend(DiscordSettings(bot_token="x" * 30), gateway, registry)
-        with pytest.raises(discord.LoginFailure):
+        with pytest.raises(StartupRefused, match="DISCORD_BOT_TOKEN was refused"):
             await frontend.start()
+        assert len(fake.calls_of("me")) == 1  # a refused token is not retried
         # Regression: a failed start left its rate-limit log filter behind, doubling discord_rate_limited.
         assert not [
             f
             for f in logging.getLogger("discord.webhook.async_").filters
             if isinstance(f, RateLimitLogFilter)
         ]
+
+
+async def test_discord_failing_at_startup_is_retried_until_it_answers(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a 5xx on the login's ``users/@me`` ended the process; a failed first gateway connection
+    crashed inside discord.py (``AttributeError`` on its missing websocket)."""
+    async with FakeDiscord() as fake, MemoryStore() as backend:
+        fake.patch(monkeypatch)
+        fake.inject_error("me", 503, 0, "503: Service Unavailable", times=2)
+        fake.inject_error("gateway", 503, 0, "503: Service Unavailable", times=1)
+        gateway = Gateway(backend, registry, ImageStore(tmp_path))
+        quick = Backoff(initial_s=0.05, cap_s=0.2)
+        settings = DiscordSettings(bot_token=fake.token)
+        with capture_logs() as logs:
+            async with DiscordFrontend(settings, gateway, registry, startup_backoff=quick) as frontend:
+                await frontend.wait_ready()
+                inter = await fake.slash(1, 2, "workflows")
+                await fake.wait_for(lambda: fake.original(inter))
+    retries = [e for e in logs if e["event"] == "frontend_start_retry"]
+    assert [(e["platform"], e["step"], e["attempt"]) for e in retries] == [
+        ("discord", "login", 1),
+        ("discord", "login", 2),
+        ("discord", "gateway", 1),
+    ]
+    assert all("503" in e["error"] for e in retries), retries
