@@ -17,7 +17,15 @@ from discord.ext import commands
 
 from bot.i18n import I18n
 
-__all__ = ["PREFIX", "JobAction", "JobButton", "progress_view", "result_view", "reroll_view"]
+__all__ = [
+    "PREFIX",
+    "JobAction",
+    "JobButton",
+    "dispatched",
+    "progress_view",
+    "result_view",
+    "reroll_view",
+]
 
 PREFIX = "comfybot"
 
@@ -132,3 +140,21 @@ def reroll_view(jobs: list[tuple[int, str]]) -> discord.ui.View:
     for i, (n, job_id) in enumerate(jobs[:25]):
         view.add_item(JobButton(JobAction.REROLL, job_id, f"🔁 {n}", row=i // 5))
     return view
+
+
+def dispatched(client: discord.Client, interaction: discord.Interaction[Any]) -> bool:
+    """Whether discord.py hands this component press to some item: a dynamic item whose template matches
+    a ``custom_id`` that is on the pressed message, or an item of a view it tracks (by message or
+    persistent). discord.py drops every other press without answering, and has no public lookup, so this
+    asks its view store the same questions it asks itself (``ViewStore.dispatch_view``)."""
+    data: Any = interaction.data or {}
+    custom_id, kind = str(data.get("custom_id", "")), data.get("component_type")
+    store = client._connection._view_store
+    msg = interaction.message
+    if msg is not None and any(p.fullmatch(custom_id) for p in store._dynamic_items):
+        layout = discord.ui.LayoutView if msg.flags.components_v2 else discord.ui.View
+        view = layout.from_message(msg, timeout=None)
+        if any(getattr(i, "custom_id", None) == custom_id for i in view.walk_children()):
+            return True
+    keys: list[int | None] = [None] if msg is None else [msg.id, None]
+    return any((kind, custom_id) in store._views.get(key, {}) for key in keys)

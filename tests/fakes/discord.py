@@ -7,7 +7,8 @@ ids), ``POST interactions/{id}/{token}/callback`` (``with_response``), ``PATCH/G
 webhooks/{app}/{token}/messages/@original|{id}`` (JSON or multipart ``payload_json`` + ``files[n]``),
 ``POST webhooks/{app}/{token}`` (followups), ``POST/PATCH/DELETE channels/{id}/messages[/{id}]``, and the
 attachment download URLs it hands out (``/attachments/{id}/{filename}``). Every JSON answer has the
-Content-Type exactly ``application/json`` (discord.py decodes nothing else).
+Content-Type exactly ``application/json`` (discord.py decodes nothing else). Message content over 2000
+characters is refused (400, code 50035), as Discord does.
 
 What tests get:
 
@@ -15,8 +16,9 @@ What tests get:
   interaction that made it, the edit history, the ``allowed_mentions`` sent and the mentions that would
   have pinged someone: ``pings``) and a call log (``fake.calls``);
 * simulated users: ``slash(user, channel, "generate", {...}, attachments=[...])``, ``autocomplete(...)``,
-  ``click(user, message_id, custom_id)``; each returns the :class:`FakeInteraction` whose callback and
-  original message a test can inspect; ``wait_for(predicate)`` waits on any change;
+  ``click(user, message_id, custom_id)`` (``post_message`` leaves buttons of any ``custom_id``); each
+  returns the :class:`FakeInteraction` whose callback and original message a test can inspect;
+  ``wait_for(predicate)`` waits on any change;
 * faults: ``inject_429(kind, times, retry_after)`` (with a ``Via`` header, so discord.py retries),
   ``inject_error(kind, status, code, message)``, token
   expiry after ``token_ttl_s`` on the injectable ``clock`` or at once with ``expire_token``/
@@ -43,6 +45,7 @@ JSON = dict[str, Any]
 API_PREFIX = "/api/v10"
 TOKEN_TTL_S = 15 * 60
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+MAX_CONTENT = 2000
 # Interaction callback types (Discord API docs)
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = (
     1,
@@ -90,6 +93,15 @@ def would_ping(content: str, allowed_mentions: JSON | None) -> list[str]:
         elif m[3] and ("roles" in parse or m[3] in roles):
             out.append(f"role:{m[3]}")
     return out
+
+
+def _too_long(payload: Any) -> bool:
+    """Discord refuses message content over 2000 characters (also inside a callback's ``data``)."""
+    if not isinstance(payload, dict):
+        return False
+    inner = payload.get("data")
+    content = payload.get("content") or (inner.get("content") if isinstance(inner, dict) else None)
+    return isinstance(content, str) and len(content) > MAX_CONTENT
 
 
 def _iso(ts: float) -> str:
@@ -487,6 +499,12 @@ class FakeDiscord:
         await self._dispatch("INTERACTION_CREATE", payload)
         return inter
 
+    def post_message(self, channel_id: int, content: str, custom_ids: list[str]) -> StoredMessage:
+        """A bot message with buttons ``custom_ids`` (five a row), as an older version may have left."""
+        buttons = [{"type": 2, "style": 2, "label": str(i), "custom_id": c} for i, c in enumerate(custom_ids)]
+        rows = [{"type": 1, "components": buttons[i : i + 5]} for i in range(0, len(buttons), 5)]
+        return self._new_message(channel_id, {"content": content, "components": rows}, [])
+
     # --- gateway ----------------------------------------------------------------------------------
 
     async def _dispatch(self, event: str, data: JSON) -> None:
@@ -586,6 +604,8 @@ class FakeDiscord:
         too_big = next((f for f in files if len(f[1]) > self.enforced_upload_limit), None)
         if too_big is not None:
             response = _error(413, 40005, "Request entity too large")
+        elif _too_long(payload):
+            response = _error(400, 50035, "Invalid Form Body: content must be 2000 or fewer in length.")
         else:
             response = self._fault(kind) or await handler(parts, request, payload, files)
         call.status = response.status

@@ -1,9 +1,10 @@
 """Buttons under job messages: ✖️ Cancel, 🔁 Reroll, 🎲 Variations, ⬆️ Upscale, ℹ️ Info.
 
 The buttons are :class:`~bot.discord.views.JobButton` dynamic items, registered when this Cog loads, so
-they work on messages sent before a restart. A user the access policy refuses gets its refusal
-(:func:`~bot.discord.access.admit`), as for commands. Reroll, Variations and Upscale answer with
-``defer(thinking=True)``: the new job's message is the button interaction's own response.
+they work on messages sent before a restart; a press nothing handles gets ``button.stale``. A user the
+access policy refuses gets its refusal (:func:`~bot.discord.access.admit`), as for commands. Reroll,
+Variations and Upscale answer with ``defer(thinking=True)``: the new job's message is the button
+interaction's own response.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bot.discord.access import admit
 from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.jobs import submit_job
-from bot.discord.views import JobAction, JobButton
+from bot.discord.views import JobAction, JobButton, dispatched
 from bot.jobs import info_text, upscale_workflow
 from comfybot.logs import get_logger
 from gateway.models import Role
@@ -41,6 +42,20 @@ class ButtonsCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A press no item handles (forged, or a button of an older version): answer it anyway, so the
+        client does not show "This interaction failed"."""
+        if interaction.type is not discord.InteractionType.component or dispatched(self.bot, interaction):
+            return
+        request = begin_request(self.ctx, interaction, button="unmatched")
+        data: Any = interaction.data or {}
+        log.info("callback_unmatched", request_id=request.request_id, chars=len(data.get("custom_id", "")))
+        try:
+            await self._ephemeral(interaction, self.ctx.t(request.locale, "button.stale"))
+        except discord.HTTPException as exc:  # answered too late: nothing more to do
+            log.warning("stale_reply_failed", code=exc.code)
 
     async def handle(
         self, interaction: discord.Interaction[Any], action: JobAction, job_id: str, idx: int = 0
