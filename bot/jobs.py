@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.render import Renderer, format_duration, truncate
+from comfy.workflow_params import SEED_MAX
 from comfy.workflows import Workflow, WorkflowRegistry
 from gateway.errors import AccessDenied
 from gateway.models import FailureCode, JobRequest, JobState, short_id
@@ -125,8 +126,9 @@ def param_bounds(
         max_ratio = getattr(spec, "max_ratio", None)
         if max_ratio is not None:
             bounds["min_ratio"], bounds["max_ratio"] = f"1:{max_ratio:g}", f"{max_ratio:g}:1"
-        if getattr(spec, "type", None) == "seed" and reason in ("too_small", "too_large"):
+        if getattr(spec, "type", None) == "seed":  # its bounds are ComfyUI's, not the manifest's
             bounds.setdefault("min", 0)
+            bounds.setdefault("max", SEED_MAX)
     if isinstance(value, str):
         bounds["length"] = len(value)
     return bounds

@@ -19,8 +19,9 @@ from comfy.workflow_errors import ParamError
 
 #: KSampler's ``seed`` input accepts 0..0xffffffffffffffff (ComfyUI nodes.py).
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
-#: Random seeds stay below 2**63 so they survive every signed-int64 JSON consumer.
-RANDOM_SEED_BOUND = 2**63
+#: Random seeds stay below 2**53, so every front end can show them and take them back: Discord's INTEGER
+#: option and JavaScript numbers stop there (a typed seed may still be anything up to SEED_MAX).
+RANDOM_SEED_BOUND = 2**53
 
 TARGET_RE = re.compile(r"^(?P<node>[^.\s]+)\.inputs\.(?P<input>[^.\s]+)$")
 _INT_RE = re.compile(r"^[+-]?\d{1,30}$")
@@ -190,7 +191,7 @@ class FloatParam(_Param):
 
 
 class SeedParam(_Param):
-    """A sampler seed: random (below 2**63) when not given or ``-1``; else ``0..0xffffffffffffffff``."""
+    """A sampler seed: random (below 2**53) when not given or ``-1``; else ``0..0xffffffffffffffff``."""
 
     type: Literal["seed"]
     target_types: ClassVar[tuple[builtins.type, ...]] = (int,)

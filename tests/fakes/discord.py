@@ -46,6 +46,7 @@ API_PREFIX = "/api/v10"
 TOKEN_TTL_S = 15 * 60
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 MAX_CONTENT = 2000
+INTEGER_LIMIT = 2**53  # Discord's INTEGER option range is -2^53..2^53
 # Interaction callback types (Discord API docs)
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = (
     1,
@@ -93,6 +94,22 @@ def would_ping(content: str, allowed_mentions: JSON | None) -> list[str]:
         elif m[3] and ("roles" in parse or m[3] in roles):
             out.append(f"role:{m[3]}")
     return out
+
+
+class OptionRefused(ValueError):
+    """The Discord client would not send this option value (out of its type's range or bounds)."""
+
+
+def _check_option(name: str, kind: int, spec: JSON, value: Any) -> None:
+    """What the Discord client checks before sending a command: INTEGER within ±2^53, ``min_value``/
+    ``max_value``, ``min_length``/``max_length`` — the user sees the bound and cannot send."""
+    if kind in (OPTION_TYPES["integer"], OPTION_TYPES["number"]) and isinstance(value, int | float):
+        lo, hi = spec.get("min_value", -INTEGER_LIMIT), spec.get("max_value", INTEGER_LIMIT)
+        if not -INTEGER_LIMIT <= value <= INTEGER_LIMIT or not lo <= value <= hi:
+            raise OptionRefused(f"{name}={value} is outside {lo}..{hi}")
+    text = kind == OPTION_TYPES["string"] and isinstance(value, str)
+    if text and not spec.get("min_length", 0) <= len(value) <= spec.get("max_length", 6000):
+        raise OptionRefused(f"{name} has {len(value)} characters")
 
 
 def _too_long(payload: Any) -> bool:
@@ -402,19 +419,21 @@ class FakeDiscord:
             "data": data,
         }
 
-    def _option_types(self, name: str) -> dict[str, int]:
+    def _option_specs(self, name: str) -> dict[str, JSON]:
         cmd = next((c for c in self.commands if c["name"] == name), None)
         if cmd is None:
             return {}
-        return {o["name"]: o["type"] for o in cmd.get("options", [])}
+        return {o["name"]: o for o in cmd.get("options", [])}
 
     def _command_options(self, name: str, options: dict[str, Any], focused: str | None) -> list[JSON]:
-        types = self._option_types(name)
+        specs = self._option_specs(name)
         out = []
         for key, value in options.items():
-            kind = types.get(key) or (
+            kind = specs.get(key, {}).get("type") or (
                 OPTION_TYPES["integer"] if isinstance(value, int) else OPTION_TYPES["string"]
             )
+            if key != focused:  # a half-typed value is sent to autocomplete as it is
+                _check_option(key, kind, specs.get(key, {}), value)
             opt: JSON = {"name": key, "type": kind, "value": value}
             if key == focused:
                 opt["focused"] = True

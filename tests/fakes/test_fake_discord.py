@@ -7,6 +7,7 @@ import asyncio
 import io
 import warnings
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,8 @@ class _Bot(discord.Client):
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is discord.InteractionType.component:
-            self.clicked.append(str((interaction.data or {}).get("custom_id")))
+            data: Any = interaction.data or {}
+            self.clicked.append(str(data.get("custom_id")))
             await interaction.response.send_message("clicked", ephemeral=True)
 
 
