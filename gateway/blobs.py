@@ -44,13 +44,10 @@ class RedisBlobs:
         if len(data) > self.max_bytes:
             log.warning("image_not_shared", path=ref, bytes=len(data), max_bytes=self.max_bytes)
             return
-        key, ttl_ms = self.store._key("blob", ref), max(int(ttl_s * 1000), 1)
-        await self.store._retry(lambda: self.store.redis.set(key, data, px=ttl_ms), "blob_put")
+        await self.store.put_blob(ref, data, max(int(ttl_s * 1000), 1))
 
     async def get(self, ref: str) -> bytes | None:
-        key = self.store._key("blob", ref)
-        data = await self.store._retry(lambda: self.store.redis.get(key), "blob_get")
-        return None if data is None else bytes(data)
+        return await self.store.get_blob(ref)
 
 
 __all__ = ["PREVIEW_TTL_S", "SHARED_MAX_BYTES", "SHARED_TTL_S", "Blobs", "RedisBlobs"]

@@ -103,6 +103,16 @@ class RedisBase(Store):
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def put_blob(self, name: str, data: bytes, ttl_ms: int) -> None:
+        """Keep ``data`` under ``blob:<name>`` for ``ttl_ms`` (see :mod:`gateway.blobs`)."""
+        key = self._key("blob", name)
+        await self._retry(lambda: self.redis.set(key, data, px=ttl_ms), "blob_put")
+
+    async def get_blob(self, name: str) -> bytes | None:
+        key = self._key("blob", name)
+        data = await self._retry(lambda: self.redis.get(key), "blob_get")
+        return None if data is None else bytes(data)
+
     async def _retry(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         """Run ``op``, retrying connection errors with backoff for ``retry_for_s``."""
         deadline = time.monotonic() + self.retry_for_s

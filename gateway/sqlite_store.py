@@ -159,8 +159,8 @@ class SqliteStore(LocalChannels, Store):
         """The sliding log of ``rate.key``: raise when it is full, else log this hit (inside enqueue's
         transaction, so a refused job rolls nothing back that it did not write)."""
         now = time.time() if rate.now is None else rate.now
-        if rate.limit <= 0 or rate.window_s <= 0:
-            raise rate.exceeded(max(rate.window_s, 0.0))
+        if rate.limit <= 0:  # (window_s > 0 is checked by RateRule)
+            raise rate.exceeded(rate.window_s)
         tx.execute("DELETE FROM rate WHERE key = ? AND at <= ?", (rate.key, now - rate.window_s))
         count, oldest = tx.execute("SELECT count(*), min(at) FROM rate WHERE key = ?", (rate.key,)).fetchone()
         if count >= rate.limit:
@@ -262,7 +262,7 @@ class SqliteStore(LocalChannels, Store):
             self._finishes += 1
             if self._finishes % PURGE_EVERY == 0:
                 purge(tx, now)
-        self._channel(record.platform).put(raw)
+        self._channel(record.platform).put(kept(raw))
         return True
 
     def _owe(self, tx: sqlite3.Connection, platform: str, event: JobEvent, raw: bytes, now: float) -> None:
