@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+
+def child_env(root: Path, variables: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a comfybot child process: our PATH and HOME, logs and data under
+    ``root``, and ``variables`` (which win). Nothing else of the test's environment leaks in."""
+    base = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LOG_DIR": str(root / "logs"),
+        "COMFYBOT_DATA_DIR": str(root / "data"),
+    }
+    return base | dict(variables)
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ Telegram handing over an update and its job being queued is the platform's own a
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.bot.conftest import CHECKPOINTS
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, child_env
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
@@ -49,16 +48,15 @@ class Processes:
         self.kills: Counter[str] = Counter()
 
     def _env(self, name: str) -> dict[str, str]:
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": str(ROOT),
-            "REDIS_URL": self.redis.url,
-            "COMFYBOT_DATA_DIR": str(self.tmp_path / "hosts" / name),
-            "LOG_DIR": str(self.tmp_path / "logs" / name),
-            "COMFYBOT_QUEUE_CAP": "1000",
-            "COMFYUI_WS_STALL_TIMEOUT": "3",
-        }
+        env = child_env(
+            self.tmp_path / "hosts" / name,  # every process its own data dir: its own machine
+            {
+                "PYTHONPATH": str(ROOT),
+                "REDIS_URL": self.redis.url,
+                "COMFYBOT_QUEUE_CAP": "1000",
+                "COMFYUI_WS_STALL_TIMEOUT": "3",
+            },
+        )
         if name == "frontend":
             env |= {"TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN, "TELEGRAM_API_BASE": self.telegram.url}
             env["TELEGRAM_PREVIEWS"] = "false"

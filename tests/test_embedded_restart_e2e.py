@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import child_env
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
@@ -23,17 +23,16 @@ USERS = [5101, 5102, 5103, 5104, 5105]  # each in their own chat (chat id = user
 
 
 def _env(tmp_path: Path, telegram: FakeTelegram, comfy: FakeComfyUI) -> dict[str, str]:
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-        "TELEGRAM_API_BASE": telegram.url,
-        "TELEGRAM_PREVIEWS": "false",
-        "COMFYUI_URLS": comfy.url,
-        "COMFYUI_CAPACITY": "1",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
-    }
+    return child_env(
+        tmp_path,
+        {
+            "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+            "TELEGRAM_API_BASE": telegram.url,
+            "TELEGRAM_PREVIEWS": "false",
+            "COMFYUI_URLS": comfy.url,
+            "COMFYUI_CAPACITY": "1",
+        },
+    )
 
 
 @asynccontextmanager

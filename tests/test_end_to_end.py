@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import child_env, free_port
 from tests.fakes.comfyui import running_fake_comfyui
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
@@ -43,15 +42,14 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 async def test_comfybot_run_generates_and_is_traceable(tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
     async with FakeTelegram() as telegram, running_fake_comfyui() as comfy:
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-            "TELEGRAM_API_BASE": telegram.url,
-            "COMFYUI_URLS": comfy.url,
-            "LOG_DIR": str(log_dir),
-            "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
-        }
+        env = child_env(
+            tmp_path,
+            {
+                "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+                "TELEGRAM_API_BASE": telegram.url,
+                "COMFYUI_URLS": comfy.url,
+            },
+        )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -114,16 +112,15 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
     """The HTTP API is a front end too: with it alone, ``comfybot run`` serves jobs behind its token."""
     port, token = free_port(), "s3cret-token-for-tests"
     async with running_fake_comfyui() as comfy, aiohttp.ClientSession() as http:
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "COMFYUI_URLS": comfy.url,
-            "LOG_DIR": str(tmp_path / "logs"),
-            "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
-            "COMFYBOT_API_ENABLED": "true",
-            "COMFYBOT_API_TOKEN": token,
-            "COMFYBOT_API_PORT": str(port),
-        }
+        env = child_env(
+            tmp_path,
+            {
+                "COMFYUI_URLS": comfy.url,
+                "COMFYBOT_API_ENABLED": "true",
+                "COMFYBOT_API_TOKEN": token,
+                "COMFYBOT_API_PORT": str(port),
+            },
+        )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

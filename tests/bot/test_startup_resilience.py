@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from gateway.models import JobRequest, JobState
 from gateway.service import Accepted, Gateway
 from gateway.storage import ImageStore
 from tests.bot.conftest import CHECKPOINTS, FAST
-from tests.conftest import free_port
+from tests.conftest import child_env, free_port
 from tests.fakes.comfyui import running_fake_comfyui
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
@@ -105,15 +104,14 @@ async def test_telegram_down_at_startup_is_retried_and_the_worker_goes_on(
 
 async def test_comfybot_run_with_a_refused_token_exits_with_one_line(tmp_path: Path) -> None:
     async with FakeTelegram() as fake:
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "LOG_DIR": str(tmp_path / "logs"),
-            "COMFYBOT_DATA_DIR": str(tmp_path / "data"),
-            "COMFYUI_URLS": "http://127.0.0.1:9",
-            "TELEGRAM_BOT_TOKEN": "654321:" + "B" * 35,  # well formed, but not the fake's token
-            "TELEGRAM_API_BASE": fake.url,
-        }
+        env = child_env(
+            tmp_path,
+            {
+                "COMFYUI_URLS": "http://127.0.0.1:9",
+                "TELEGRAM_BOT_TOKEN": "654321:" + "B" * 35,  # well formed, but not the fake's token
+                "TELEGRAM_API_BASE": fake.url,
+            },
+        )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
