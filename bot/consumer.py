@@ -161,6 +161,7 @@ class EventConsumer(abc.ABC, Generic[T]):
         self.gateway = gateway
         self.platform = platform
         self._trackers: dict[str, T] = {}
+        self._last_event = -math.inf
 
     @abc.abstractmethod
     def new_tracker(self, job_id: str) -> T:
@@ -170,6 +171,7 @@ class EventConsumer(abc.ABC, Generic[T]):
         self._trackers.pop(job_id, None)
 
     def dispatch(self, ev: JobEvent) -> None:
+        self._last_event = time.monotonic()
         tracker = self._trackers.get(ev.job_id)
         if tracker is None:
             tracker = self._trackers[ev.job_id] = self.new_tracker(ev.job_id)
@@ -193,6 +195,17 @@ class EventConsumer(abc.ABC, Generic[T]):
             except Exception:
                 log.exception("event_subscription_failed", platform=self.platform)
             await asyncio.sleep(1.0)
+
+    async def settle(self, quiet_s: float = 0.2, max_s: float = 5.0) -> None:
+        """Before a stop after :meth:`Gateway.shut_down`: keep reading until no event came for ``quiet_s``
+        (at most ``max_s``), so what the gateway published while shutting down ("held" notices, the
+        failures of jobs the memory store cannot keep) reaches a tracker. Other stops need not wait:
+        events left unread stay in the durable store for the next subscriber."""
+        if not self.gateway.closing:
+            return
+        deadline = time.monotonic() + max_s
+        while (now := time.monotonic()) < deadline and now - self._last_event < quiet_s:  # noqa: ASYNC110 - a quiet period is a timer
+            await asyncio.sleep(min(quiet_s, deadline - now))
 
     async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
         """Let running trackers finish (results in flight), then cancel the rest."""

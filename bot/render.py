@@ -114,6 +114,9 @@ class Renderer:
             lines.append(self.t(locale, "progress.queued_eta", eta=format_duration(ev.eta_s)))
         return "\n".join(lines)
 
+    def held(self, locale: str, view: JobView) -> str:
+        return "\n".join([self._header(locale, view), self.t(locale, "progress.held")])
+
     def started(self, locale: str, view: JobView) -> str:
         return "\n".join([self._header(locale, view), self.t(locale, "progress.started")])
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -25,6 +26,9 @@ from comfy import ComfyClient
 from comfy.errors import ComfyError
 from comfy.workflows import WorkflowRegistry, check_object_info, load_workflows
 from comfybot.config import Settings
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
 log = structlog.get_logger(component="comfybot")
 
@@ -116,6 +120,8 @@ async def run(settings: Settings) -> int:
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+        stop.clear()
+        await shut_down(gateway, settings.comfy.shutdown_grace_s, stop)
         for task in [stopper, *tasks]:
             task.cancel()
         await asyncio.gather(stopper, *tasks, return_exceptions=True)
@@ -127,6 +133,21 @@ async def run(settings: Settings) -> int:
     if refused:
         return _refuse(str(refused[0]))  # a bad token: one line, no traceback
     return 1 if failed else 0
+
+
+async def shut_down(gateway: Gateway, grace_s: float, again: asyncio.Event) -> None:
+    """Run :meth:`Gateway.shut_down` while the front ends still deliver; a second SIGTERM/SIGINT (the
+    event ``again``) cuts the grace period short. Shared by ``comfybot run`` and ``python -m gateway``."""
+    draining = asyncio.create_task(gateway.shut_down(grace_s), name="shutdown")
+    second = asyncio.create_task(again.wait(), name="stop-signal-again")
+    await asyncio.wait([draining, second], return_when=asyncio.FIRST_COMPLETED)
+    if not draining.done():
+        log.warning("shutdown_forced", detail="second stop signal: running jobs left to their leases")
+        draining.cancel()
+    second.cancel()
+    await asyncio.gather(draining, second, return_exceptions=True)
+    if not draining.cancelled() and (exc := draining.exception()) is not None:
+        log.error("shutdown_failed", error=repr(exc))
 
 
 async def doctor(settings: Settings) -> int:

@@ -111,6 +111,8 @@ class ComfySettings(_Section):
     capacity: int = Field(default=2, ge=1, le=64)  # prompts in flight per server: one running + one pipelined
     ws_stall_timeout_s: Seconds = Field(default=30.0, gt=0)
     request_timeout_s: Seconds = Field(default=30.0, gt=0)
+    # SIGTERM: how long running prompts may take to finish before the rest are handed back to the queue
+    shutdown_grace_s: Seconds = Field(default=30.0, ge=0)
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -249,6 +251,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYUI_CAPACITY": ("comfy", "capacity"),
     "COMFYUI_WS_STALL_TIMEOUT": ("comfy", "ws_stall_timeout_s"),
     "COMFYUI_REQUEST_TIMEOUT": ("comfy", "request_timeout_s"),
+    "COMFYBOT_SHUTDOWN_GRACE_S": ("comfy", "shutdown_grace_s"),
     "REDIS_URL": ("redis", "url"),
     "COMFYBOT_WORKFLOWS_DIR": ("paths", "workflows_dir"),
     "COMFYBOT_DATA_DIR": ("paths", "data_dir"),

@@ -16,6 +16,7 @@ import sys
 import aiohttp
 import structlog
 
+from comfybot.app import shut_down
 from comfybot.config import ConfigError, Settings, load_settings
 from comfybot.logs import configure_logging
 from gateway.app import WorkerOptions, open_gateway
@@ -48,6 +49,8 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
         log.info("gateway_ready", worker=gw.worker.consumer if gw.worker else None, api=runner is not None)
         try:
             await stop.wait()
+            stop.clear()
+            await shut_down(gw, settings.comfy.shutdown_grace_s, stop)
         finally:
             if runner is not None:
                 await runner.cleanup()

@@ -95,12 +95,19 @@ class UnknownWorkflowError(GatewayError):
         self.name: str = name
 
 
+class ShuttingDown(GatewayError):
+    """The process is stopping and its store would not keep a new job (the memory store)."""
+
+    default_code = FailureCode.SHUTTING_DOWN
+
+
 __all__ = [
     "AccessDenied",
     "GatewayError",
     "ImageRejected",
     "InputInvalid",
     "LimitExceeded",
+    "ShuttingDown",
     "StorageError",
     "UnknownWorkflowError",
 ]

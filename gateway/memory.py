@@ -88,6 +88,7 @@ class MemoryStore(LocalChannels, Store):
     """In-process queue, records and event channels. Leases work as in Redis, within this process."""
 
     name = "memory"
+    durable = False
 
     def __init__(self, *, keep_finished: int = 10_000) -> None:
         Store.__init__(self)

@@ -44,6 +44,7 @@ class FailureCode(enum.StrEnum):
     TOO_MANY_PENDING = "too_many_pending"
     QUEUE_FULL = "queue_full"
     ACCESS_DENIED = "access_denied"
+    SHUTTING_DOWN = "shutting_down"  # the process stopped before the job could run and nothing keeps it
     INTERNAL = "internal"
 
 
@@ -122,6 +123,13 @@ class Queued(_Event):
     eta_s: float | None = None
 
 
+class Held(_Event):
+    """The process running (or about to run) the job is stopping; the job is kept in the durable
+    queue and continues when a worker takes it again (a restart, or another worker with Redis)."""
+
+    kind: Literal["held"] = "held"
+
+
 class Started(_Event):
     kind: Literal["started"] = "started"
     backend: str
@@ -171,7 +179,7 @@ class TimedOut(_Event):
 
 
 JobEvent = Annotated[
-    Queued | Started | Progress | Preview | Succeeded | Failed | Cancelled | TimedOut,
+    Queued | Held | Started | Progress | Preview | Succeeded | Failed | Cancelled | TimedOut,
     Field(discriminator="kind"),
 ]
 TERMINAL_EVENTS = (Succeeded, Failed, Cancelled, TimedOut)

@@ -48,6 +48,7 @@ class RedisBase(Store):
     """The connection half of :class:`~gateway.redis_store.RedisStore`."""
 
     name = "redis"
+    shared = True
 
     def __init__(
         self, url: str, *, prefix: str = "comfybot:", retry_for_s: float = 60.0, max_age_s: float = 60.0

@@ -16,11 +16,11 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
-from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded
+from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded, ShuttingDown
 from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits
-from gateway.models import FailureCode, ImageRef, JobEvent, JobRequest, Role
+from gateway.models import FailureCode, Held, ImageRef, JobEvent, JobRequest, Role
 from gateway.positions import RecentDurations, estimate_wait_s
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
@@ -111,6 +111,7 @@ class Gateway:
         self._finisher = Finisher(store)
         self._durations = RecentDurations(store)
         self.worker: Worker | None = None  # set when this process also runs jobs
+        self.closing = False  # set by :meth:`shut_down`
 
     @property
     def settings(self) -> SettingsStore:
@@ -141,6 +142,8 @@ class Gateway:
                 return Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
 
     async def _submit(self, req: JobRequest) -> Accepted | Refused:
+        if self.closing and not self.store.durable:
+            raise ShuttingDown("stopping, and the memory store would not keep the job")
         role = self.access.check(req.user_id, req.chat_id)
         if req.role is Role.ADMIN and role is not Role.ADMIN:
             role = Role.USER  # a front end cannot promote anyone; the policy decides
@@ -198,6 +201,38 @@ class Gateway:
                 "validation_error", code=exc.code.value, field=field_name, reason=reason, detail=exc.detail
             )
         return Refused(exc.code, exc.detail, retry_after, field_name, reason)
+
+    # --- shutdown -------------------------------------------------------------------------------
+    async def shut_down(self, grace_s: float) -> None:
+        """SIGTERM: stop taking jobs, give running prompts up to ``grace_s`` to finish, and tell the chat
+        what became of each job this process cannot finish. A durable store keeps them (a restart, or
+        another worker with Redis, continues each one): they get a ``Held`` notice. The memory store
+        would forget them: they fail with ``shutting_down``, so no message is left waiting forever.
+
+        Front ends keep running meanwhile (results finished in the grace period are delivered) and
+        are stopped after this returns."""
+        self.closing = True
+        durable = self.store.durable
+        log.info("shutdown_started", grace_s=grace_s, store=self.store.name)
+        if self.worker is None:
+            return
+        left = await self.worker.drain(grace_s, stop_prompts=not durable)
+        waiting: list[JobRecord] = []
+        if not self.store.shared:  # the embedded queue: nobody else will take these until a restart
+            ids = await self.store.waiting(self.limits.queue_cap + 1000)
+            waiting = [r for r in [await self.store.get(i) for i in ids] if r is not None]
+        running = {r.job_id for r in left}
+        for record in [*left, *waiting]:
+            with structlog.contextvars.bound_contextvars(
+                request_id=record.request.request_id, job_id=record.job_id
+            ):
+                if durable:
+                    held = Held(job_id=record.job_id, request_id=record.request.request_id)
+                    await self.store.publish(record.request.platform, held)
+                    log.info("job_held", running=record.job_id in running)
+                elif record.job_id in running or await self.store.remove_queued(record.job_id):
+                    await self._finisher.failed(record, FailureCode.SHUTTING_DOWN, "process stopped")
+        log.info("shutdown_drained", unfinished=len(left), waiting=len(waiting))
 
     # --- cancel ---------------------------------------------------------------------------------
     async def cancel(self, job_id: str, *, by: str, admin: bool = False) -> bool:

@@ -250,6 +250,8 @@ class Store(Queue, Records, Events, KeyValues):
     """
 
     name: str = "store"
+    durable: bool = True  # jobs outlive this process (SQLite file, Redis); the memory store says False
+    shared: bool = False  # other processes take jobs from it too (Redis): queued jobs are not ours alone
 
     def __init__(self) -> None:
         self.settings = SettingsStore(self)

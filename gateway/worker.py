@@ -104,6 +104,8 @@ class Worker:
         # from the queue) but not yet registered in ``jobs``. Kept here, read when the job registers.
         self._early_cancels: OrderedDict[str, str] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._taking = True  # False once :meth:`drain` began: no job is taken after that
+        self._loops: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
         """Take and run jobs; on cancellation stop taking and cancel running jobs (their leases lapse,
@@ -111,19 +113,43 @@ class Worker:
         log.info("worker_started", consumer=self.consumer, servers=[s.name for s in self.pool.servers])
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._take_loop())
-                group.create_task(self._lease_loop())
-                group.create_task(self._cancel_loop())
-                group.create_task(self.positions.run())
+                self._loops = [
+                    group.create_task(self._take_loop(), name="worker-take"),
+                    group.create_task(self._lease_loop(), name="worker-lease"),
+                    group.create_task(self._cancel_loop(), name="worker-cancel"),
+                    group.create_task(self.positions.run(), name="worker-positions"),
+                ]
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             log.info("worker_stopped", consumer=self.consumer)
 
+    async def drain(self, grace_s: float, *, stop_prompts: bool = False) -> list[JobRecord]:
+        """Stop taking jobs and let the running ones finish for up to ``grace_s``; then stop the rest and
+        return their records (each still leased to this worker: the store keeps it for a restart, or
+        another worker recovers it with Redis). Leases are renewed and cancels honoured meanwhile.
+        ``stop_prompts``: nothing will resume them (the memory store), so their prompts are stopped in
+        ComfyUI rather than left to run for no one."""
+        self._taking = False
+        for loop in self._loops:
+            if loop.get_name() in ("worker-take", "worker-positions"):
+                loop.cancel()  # positions: the jobs left in the queue get one "held" notice instead
+        running = list(self._tasks)
+        log.info("worker_draining", consumer=self.consumer, running=len(running), grace_s=grace_s)
+        if running and grace_s > 0:
+            await asyncio.wait(running, timeout=grace_s)
+        left = [job.record for job in self.jobs.values()]
+        if stop_prompts:
+            await asyncio.gather(*(self.executor.stop_in_comfy(j) for j in self.jobs.values()))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return [r for r in left if not r.state.terminal]
+
     # --- loops --------------------------------------------------------------------------------------
     async def _take_loop(self) -> None:
-        while True:
+        while self._taking:
             if not await self.pool.reserve(timeout_s=1.0):
                 continue
             try:

@@ -140,13 +140,14 @@ class DiscordFrontend:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        await self.consumer.settle()
         events = [t for t in self._tasks if t.get_name() == "discord-events"]
         for task in events:
             task.cancel()
         await asyncio.gather(*events, return_exceptions=True)
         await self.consumer.drain(self.drain_timeout_s)
         for msg in self.ctx.messages.all():
-            await msg.close()
+            await msg.close(flush=self.ctx.gateway.closing)
         with contextlib.suppress(Exception):
             await self.bot.close()
         for task in self._tasks:

@@ -26,6 +26,7 @@ from comfybot.logs import get_logger
 from gateway.models import (
     Cancelled,
     Failed,
+    Held,
     ImageRef,
     JobEvent,
     Preview,
@@ -140,6 +141,9 @@ class _Tracker(TrackerBase):
         if isinstance(ev, Queued):
             if not self.started:  # a position update that raced the start is stale
                 self._progress(r.queued(self.locale, self.view, ev))
+        elif isinstance(ev, Held):
+            self.started = False  # it starts again after the restart: its positions count again
+            self._progress(r.held(self.locale, self.view))
         elif isinstance(ev, Started):
             self.started = True
             self.view = JobView(self.view.prompt, self.view.workflow, self.view.request_id, started_at=ev.at)

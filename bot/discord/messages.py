@@ -107,10 +107,19 @@ class JobMessage:
         self._kick()
         await asyncio.shield(self._finished)
 
-    async def close(self) -> None:
+    async def close(self, *, flush: bool = False, flush_s: float = 5.0) -> None:
+        """Stop the edit loop. ``flush``: a state still waiting to be sent (the "held" notice of a
+        shutdown) goes out first, bounded by ``flush_s``."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        render, self._pending = self._pending, None
+        if flush and render is not None and not self._final:
+            try:
+                async with asyncio.timeout(flush_s):
+                    await self._deliver(render, False)
+            except Exception as exc:  # stopping anyway: say so, do not raise
+                log.warning("job_message_failed", error=type(exc).__name__, final=False)
 
     def _kick(self) -> None:
         self._wake.set()

@@ -219,6 +219,7 @@ class TelegramFrontend:
             with contextlib.suppress(TelegramAPIError):
                 await self.bot.delete_webhook()
             await self._runner.cleanup()
+        await self.consumer.settle()
         for task in self._tasks:
             if task.get_name() == "telegram-events":
                 task.cancel()

@@ -28,6 +28,7 @@ from comfybot.logs import get_logger
 from gateway.models import (
     Cancelled,
     Failed,
+    Held,
     JobEvent,
     Preview,
     Progress,
@@ -109,6 +110,9 @@ class _Tracker(TrackerBase):
             self._progress(self.ctx.renderer.started(self.locale, self.view))
         elif isinstance(ev, Queued):
             self._progress(self.ctx.renderer.queued(self.locale, self.view, ev))
+        elif isinstance(ev, Held):
+            # While this process stops, the notice must not be dropped like a progress edit.
+            self._progress(self.ctx.renderer.held(self.locale, self.view), final=self.ctx.gateway.closing)
         elif isinstance(ev, Progress):
             if self.view.started_at is None:
                 self.view = JobView(
@@ -130,7 +134,7 @@ class _Tracker(TrackerBase):
     def _keyboard(self) -> InlineKeyboardMarkup:
         return progress_keyboard(self.ctx.i18n, self.locale, self.job_id)
 
-    def _progress(self, text: str) -> None:
+    def _progress(self, text: str, *, final: bool = False) -> None:
         msg = self.target.live_message
         if msg is None or text == self.last_text:
             return
@@ -147,6 +151,7 @@ class _Tracker(TrackerBase):
                     reply_markup=markup,
                     parse_mode=None,
                 ),
+                final=final,
             )
         else:
             fut = self.ctx.sender.submit_edit(
@@ -159,6 +164,7 @@ class _Tracker(TrackerBase):
                     reply_markup=markup,
                     parse_mode=None,
                 ),
+                final=final,
             )
         fut.add_done_callback(functools.partial(_mark_gone, msg))
 
