@@ -7,6 +7,7 @@ record it got back never changes the stored one behind the backend's back.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Collection
@@ -172,6 +173,12 @@ class MemoryStore(LocalChannels, Store):
             lease = self._leases.get(job_id)
             if lease is not None and lease[0] == consumer:
                 self._leases[job_id] = (consumer, now)
+
+    async def release(self, consumer: str, job_ids: Collection[str]) -> None:
+        for job_id in job_ids:
+            lease = self._leases.get(job_id)
+            if lease is not None and lease[0] == consumer:
+                self._leases[job_id] = (consumer, -math.inf)
 
     async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:
         now = time.monotonic()

@@ -59,6 +59,7 @@ from gateway.store import (
 )
 
 log = structlog.get_logger(component="gateway")
+RELEASED_IDLE_MS = 10**9  # a released lease looks unrenewed for ~11 days: stale to every worker
 
 
 class RedisStore(RedisBase):
@@ -163,6 +164,31 @@ class RedisStore(RedisBase):
                     self._stream, "workers", consumer, min_idle_time=0, message_ids=entries, justid=True
                 ),
                 "renew",
+            )
+
+    async def release(self, consumer: str, job_ids: Collection[str]) -> None:
+        entries = []
+        for job_id in job_ids:
+            entry = self._entries.get(job_id)
+            if entry is None:
+                continue
+            pending = await self._retry(
+                partial(self.redis.xpending_range, self._stream, "workers", entry, entry, 1), "release"
+            )
+            if pending and text(pending[0]["consumer"]) == consumer:  # only our own lease
+                entries.append(self._entries.pop(job_id))
+        if entries:
+            await self._retry(
+                lambda: self.redis.xclaim(
+                    self._stream,
+                    "workers",
+                    consumer,
+                    min_idle_time=0,
+                    message_ids=entries,
+                    idle=RELEASED_IDLE_MS,
+                    justid=True,
+                ),
+                "release",
             )
 
     async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:

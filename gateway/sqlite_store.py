@@ -198,6 +198,13 @@ class SqliteStore(LocalChannels, Store):
                 [(now, job_id, consumer) for job_id in job_ids],
             )
 
+    async def release(self, consumer: str, job_ids: Collection[str]) -> None:
+        with self._tx() as tx:
+            tx.executemany(
+                "UPDATE leases SET renewed = 0 WHERE job_id = ? AND consumer = ?",
+                [(job_id, consumer) for job_id in job_ids],
+            )
+
     async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:
         now = time.time()
         with self._tx() as tx:

@@ -115,6 +115,10 @@ class Queue(Protocol):
         """Refresh the leases ``consumer`` holds on these jobs."""
 
     @abc.abstractmethod
+    async def release(self, consumer: str, job_ids: Collection[str]) -> None:
+        """Hand ``consumer``'s leases on ``job_ids`` back (a worker stopping with them unfinished): the
+        next :meth:`claim_stale` of any worker takes them at once, without waiting for them to lapse."""
+
     async def claim_stale(self, consumer: str, min_idle_s: float) -> list[JobRecord]:
         """Take over jobs whose lease was not renewed for ``min_idle_s`` (finished ones are just acked)."""
 

@@ -145,7 +145,12 @@ class Worker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        return [r for r in left if not r.state.terminal]
+        left = [r for r in left if not r.state.terminal]
+        try:  # another worker (Redis) takes them at its next lease check instead of after the lease
+            await self.store.release(self.consumer, [r.job_id for r in left])
+        except Exception as exc:  # they lapse on their own then
+            log.warning("worker_release_failed", error=repr(exc))
+        return left
 
     # --- loops --------------------------------------------------------------------------------------
     async def _take_loop(self) -> None:

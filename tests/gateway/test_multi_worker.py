@@ -31,9 +31,11 @@ async def start_workers(
     url: str,
     fakes: list[FakeComfyUI],
     count: int,
+    *,
+    first: int = 0,
 ) -> list[Gateway]:
     gateways = []
-    for n in range(count):
+    for n in range(first, first + count):
         backend = await stack.enter_async_context(RedisStore(url, retry_for_s=20))
         clients = [
             await stack.enter_async_context(
@@ -89,6 +91,34 @@ async def test_live_lease_is_renewed_not_stolen(session, registry, data_dir, red
                 assert isinstance(await log.terminal(job.job_id), Succeeded)
             assert not [e for e in logs if e["event"] == "job_recovered"]
             assert len(fake.received_prompts) == 1
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+
+
+async def test_a_stopping_worker_hands_its_job_to_another(session, registry, data_dir, redis_server) -> None:
+    """SIGTERM of one worker (``Gateway.shut_down``) with a prompt that outlasts the grace: the chat is
+    told the job is kept, the lease is handed back, and the other worker finishes the same prompt."""
+    async with AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=3.0))
+        (stopping,) = await start_workers(stack, session, registry, data_dir, redis_server.url, [fake], 1)
+        log = EventLog()
+        collector = asyncio.create_task(log.collect(stopping.subscribe("telegram")))
+        try:
+            job = await stopping.submit(request())
+            assert isinstance(job, Accepted)
+            await log.wait_for(lambda: log.of(job.job_id, "started"))
+            await stopping.shut_down(0.1)
+            assert log.of(job.job_id, "held") or await log.wait_for(lambda: log.of(job.job_id, "held"))
+            assert stopping.worker is not None and not stopping.worker.jobs
+            with capture_logs() as logs:
+                await start_workers(stack, session, registry, data_dir, redis_server.url, [fake], 1, first=1)
+                assert isinstance(await log.terminal(job.job_id), Succeeded)
+            recovered = [e for e in logs if e["event"] == "job_recovered"]
+            assert len(recovered) == 1, "taken over from the stopped worker"
+            assert len(fake.received_prompts) == 1, "its prompt was resumed, not sent again"
+            assert not fake.interrupts
         finally:
             collector.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -187,6 +187,19 @@ class TestBackendContract:
         assert [r.job_id for r in claimed] == [rec.job_id]
         assert await backend.claim_stale("w3", 30.0) == []  # the claim refreshed the lease
 
+    async def test_a_released_lease_is_claimed_at_once(self, backend: Store) -> None:
+        mine, other = make_record(), make_record()
+        await backend.enqueue(mine)
+        await backend.enqueue(other)
+        assert await backend.take("stopping", 1.0) is not None
+        assert await backend.take("w1", 1.0) is not None
+        await backend.release("w1", [mine.job_id])  # not w1's lease: nothing changes
+        assert await backend.claim_stale("w2", 30.0) == []
+        await backend.release("stopping", [mine.job_id])
+        claimed = await backend.claim_stale("w2", 30.0)
+        assert [r.job_id for r in claimed] == [mine.job_id], "released, so stale before its lease lapsed"
+        assert await backend.claim_stale("w3", 30.0) == [], "the claim made it w2's, freshly leased"
+
     async def test_renewed_lease_is_not_claimed(self, backend: Store) -> None:
         rec = make_record()
         await backend.enqueue(rec)
