@@ -57,7 +57,7 @@ class SendErrors:
 
     api: type[Exception]
     refused: tuple[type[Exception], ...]
-    forbidden: type[Exception]
+    forbidden: tuple[type[Exception], ...]
     fields: Callable[[Exception], dict[str, Any]]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def _events(root: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-async def _submit_two(telegram: FakeTelegram, comfy_prompts: list[object]) -> None:
+async def _submit_two(telegram: FakeTelegram, comfy_prompts: Sequence[object]) -> None:
     telegram.send_text(RUNNING, RUNNING, "/generate a lighthouse at dusk --seed 1")
     await telegram.wait_until(lambda: len(comfy_prompts) == 1, timeout=60)
     telegram.send_text(WAITING, WAITING, "/generate a barn in snow --seed 2")

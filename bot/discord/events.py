@@ -18,7 +18,7 @@ from PIL import Image
 from bot.consumer import EventConsumer as BaseConsumer
 from bot.consumer import SendErrors, TrackerBase
 from bot.discord.context import DiscordContext
-from bot.discord.messages import JobMessage, Render
+from bot.discord.messages import CannotPost, JobMessage, Render
 from bot.discord.views import progress_view, result_view
 from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
@@ -46,8 +46,8 @@ PAYLOAD_TOO_LARGE = 413
 # alike. Anything else (5xx, 429 past its retries) may pass on another try.
 SEND_ERRORS = SendErrors(
     api=discord.HTTPException,
-    refused=(discord.Forbidden, discord.NotFound),
-    forbidden=discord.Forbidden,
+    refused=(discord.Forbidden, discord.NotFound, CannotPost),
+    forbidden=(discord.Forbidden, CannotPost),  # nowhere left to say it either
     fields=lambda exc: {"code": getattr(exc, "code", None)},
 )
 
@@ -110,6 +110,10 @@ class _Tracker(TrackerBase):
                 interaction=None,
                 token_deadline=0.0,
                 interval_s=self.ctx.options.edit_interval_s,
+                user_id=int(req.user_id),
+                dm_text=self.ctx.t(
+                    self.locale, "discord.dm_intro", channel=reply_to.get("channel_id") or req.chat_id
+                ),
             )
             self.ctx.messages.register(self.job_id, msg)
         self.msg = msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -78,6 +79,10 @@ async def submit_job(
         await reply_error(interaction, refusal_text(ctx, request.locale, result, req), request)
         return None
     job_id = result.job_id
+    perms = (
+        interaction.app_permissions
+    )  # the bot's, in this channel (Discord sends them with each interaction)
+    can_post = perms.view_channel and perms.send_messages and perms.attach_files
     msg = JobMessage(
         interaction.client,
         channel_id=channel_id,
@@ -86,8 +91,15 @@ async def submit_job(
         interval_s=ctx.options.edit_interval_s,
         continued_text=ctx.t(request.locale, "discord.continued"),
         attachment_limit=interaction.filesize_limit,
+        can_post=can_post,
+        user_id=interaction.user.id,
+        dm_text=ctx.t(request.locale, "discord.dm_intro", channel=channel_id),
     )
     ctx.messages.register(job_id, msg)
+    if not can_post:  # said once, privately: the job runs, but only the token's 15 minutes can show it
+        log.info("channel_not_postable", channel_id=channel_id, permissions=perms.value)
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.followup.send(ctx.t(request.locale, "discord.cannot_post"), ephemeral=True)
     wf = ctx.registry.get(workflow) if workflow in ctx.registry else None
     view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=request.request_id)
     queued = Queued(

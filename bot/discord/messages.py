@@ -6,6 +6,11 @@ interaction token. Progress states are coalesced: only the newest waits, and edi
 it). The token lives 15 minutes: past ``token_ttl_s`` (or on 50027 Invalid Webhook Token) the job
 continues on a normal channel message the bot owns — the original says so, a new message is sent, and
 later edits go to it. A deleted message (10008) stops progress edits; the final state is sent anew.
+
+Where the bot may not post (``can_post``: the interaction's ``app_permissions`` lack View Channel, Send
+Messages or Attach Files, or a channel send answered 403) the channel path is never tried again: progress
+stops at the last state the token could show, and the final state (the result) goes to the user's DMs
+(``user_id``), introduced by ``dm_text``. Only a refusal there too is raised (``result_not_delivered``).
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ import discord
 
 from comfybot.logs import get_logger
 
-__all__ = ["JobMessage", "Render"]
+__all__ = ["CannotPost", "JobMessage", "Render"]
 
 log = get_logger("discord")
 
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_MESSAGE = 10008
 CONTENT_LIMIT = 2000
+
+
+class CannotPost(Exception):
+    """The final state has nowhere to go: no live token, no right to post in the channel, no user."""
+
+    def __init__(self, channel_id: int) -> None:
+        super().__init__(f"cannot post in channel {channel_id}")
+        self.channel_id = channel_id
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class JobMessage:
         interval_s: float,
         continued_text: str = "⬇️",
         attachment_limit: int = 10 * 1024 * 1024,
+        can_post: bool = True,
+        user_id: int | None = None,
+        dm_text: str = "",
     ) -> None:
         self.client = client
         self.channel_id = channel_id
@@ -75,6 +91,9 @@ class JobMessage:
         self.interval_s = interval_s
         self.continued_text = continued_text
         self.attachment_limit = attachment_limit
+        self.can_post = can_post
+        self.user_id = user_id
+        self.dm_text = dm_text
         self.channel_message: discord.Message | None = None
         self.gone = False
         self.edits = 0
@@ -163,7 +182,8 @@ class JobMessage:
         if self.gone and not final:
             return
         if self.channel_message is None and not self._token_usable():
-            await self._continue_in_channel(render, reason="message_gone" if self.gone else "token_ttl")
+            reason = "message_gone" if self.gone else "token_ttl"
+            await self._continue_in_channel(render, reason=reason, final=final)
             return
         try:
             if self.channel_message is not None:
@@ -180,14 +200,19 @@ class JobMessage:
             self.interaction = None
             self.channel_message = None
             if final:
-                await self._send_new(render)
+                await self._send_new(render, final=True)
         except discord.HTTPException as exc:
             if exc.code != INVALID_WEBHOOK_TOKEN and exc.status != 401:
                 raise
             self.interaction = None  # the token is dead: never use it again
-            await self._continue_in_channel(render, reason="token_expired")
+            await self._continue_in_channel(render, reason="token_expired", final=final)
 
-    async def _continue_in_channel(self, render: Render, *, reason: str) -> None:
+    async def _continue_in_channel(self, render: Render, *, reason: str, final: bool = False) -> None:
+        if not self.can_post:
+            self.interaction = None
+            if final:
+                await self._send_new(render, final=True)
+            return
         if self.interaction is not None:
             with contextlib.suppress(discord.HTTPException):
                 # Still within the token's life: say where the job went, drop the buttons.
@@ -195,10 +220,27 @@ class JobMessage:
                     content=self.continued_text, view=None, attachments=[]
                 )
             self.interaction = None
-        await self._send_new(render)
-        log.info("job_message_continued", reason=reason, message_id=self.message_id)
+        if await self._send_new(render, final=final):
+            log.info("job_message_continued", reason=reason, message_id=self.message_id)
 
-    async def _send_new(self, render: Render) -> None:
-        channel = self.client.get_partial_messageable(self.channel_id)
-        self.channel_message = await channel.send(**render.kwargs(new=True))
-        self.gone = False
+    async def _send_new(self, render: Render, *, final: bool) -> bool:
+        """Post ``render`` as a new channel message; True when it went there. The bot may not post in
+        the channel: never try again, and a final state goes to the user's DMs instead."""
+        if self.can_post:
+            channel = self.client.get_partial_messageable(self.channel_id)
+            try:
+                self.channel_message = await channel.send(**render.kwargs(new=True))
+                self.gone = False
+                return True
+            except discord.Forbidden as exc:
+                self.can_post = False  # a permanent 403: no request loop against it
+                log.warning("job_message_cannot_post", code=exc.code, channel_id=self.channel_id)
+        if final and self.user_id is not None:
+            dm = await self.client.create_dm(discord.Object(self.user_id))
+            intro = replace(render, content=f"{self.dm_text}\n{render.content}".strip())
+            await dm.send(**intro.kwargs(new=True))  # a refusal here too is the caller's to report
+            log.info("job_message_continued", reason="cannot_post", where="dm")
+            return False
+        if final:
+            raise CannotPost(self.channel_id)
+        return False

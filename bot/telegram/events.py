@@ -277,7 +277,7 @@ class _Tracker(TrackerBase):
 SEND_ERRORS = SendErrors(
     api=TelegramAPIError,
     refused=(TelegramForbiddenError, TelegramBadRequest),
-    forbidden=TelegramForbiddenError,
+    forbidden=(TelegramForbiddenError,),
     fields=lambda exc: {"description": str(exc)[:300]},
 )
 

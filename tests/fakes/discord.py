@@ -57,6 +57,10 @@ PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE
     8,
 )
 EPHEMERAL = 1 << 6
+# Permission bits (Discord's permissions bitfield) the fake checks on the bot's channel requests.
+VIEW_CHANNEL, SEND_MESSAGES, EMBED_LINKS, ATTACH_FILES = 1 << 10, 1 << 11, 1 << 14, 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+BOT_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY
 LOADING = 1 << 7
 # Application command option types
 OPTION_TYPES = {"string": 3, "integer": 4, "boolean": 5, "number": 10, "attachment": 11}
@@ -259,6 +263,11 @@ class FakeDiscord:
         self.files: dict[int, StoredFile] = {}
         self.count_429 = 0
         self.reject_token = False  # answer users/@me with 401, as Discord does for a bad token
+        # The bot's permissions per channel (``BOT_PERMISSIONS`` where unset): sent as an interaction's
+        # ``app_permissions`` and checked on channel sends/edits (403 50013 as Discord answers).
+        self.bot_permissions: dict[int, int] = {}
+        self.dm_channels: dict[int, int] = {}  # user id -> the bot's DM channel with them
+        self.dms_closed: set[int] = set()  # users who do not accept DMs from the bot: 403 50007
         self.identified = 0
         self._ids = itertools.count(1_100_000_000_000_000_000)
         self._faults: list[_Fault] = []
@@ -409,6 +418,7 @@ class FakeDiscord:
             "token": inter.token,
             "version": 1,
             "attachment_size_limit": self.attachment_size_limit,
+            "app_permissions": str(self.bot_permissions.get(inter.channel_id, BOT_PERMISSIONS)),
             "channel": {"id": str(inter.channel_id), "type": 1, "recipients": [self._user(inter.user_id)]},
             "channel_id": str(inter.channel_id),
             "user": self._user(inter.user_id),
@@ -635,6 +645,8 @@ class FakeDiscord:
         n = len(p)
         if method == "GET" and p == ["users", "@me"]:
             return "me", self._me
+        if method == "POST" and p == ["users", "@me", "channels"]:
+            return "dm_open", self._dm_open
         if method == "GET" and p == ["oauth2", "applications", "@me"]:
             return "app", self._app
         if p[:1] == ["applications"] and p[-1] == "commands":
@@ -843,9 +855,37 @@ class FakeDiscord:
             self._apply(msg, payload or {}, files)
         return _json(self._message_payload(msg))
 
+    def dm_messages(self, user_id: int) -> list[StoredMessage]:
+        """What the bot sent to ``user_id``'s DMs."""
+        channel = self.dm_channels.get(user_id)
+        return [] if channel is None else self.channel_messages(channel)
+
+    def _refused_in(self, channel_id: int, needed: int) -> web.Response | None:
+        """Discord's answer to a bot request in ``channel_id`` it lacks ``needed`` permissions for."""
+        user = next((u for u, c in self.dm_channels.items() if c == channel_id), None)
+        if user is not None:
+            return (
+                _error(403, 50007, "Cannot send messages to this user") if user in self.dms_closed else None
+            )
+        if self.bot_permissions.get(channel_id, BOT_PERMISSIONS) & needed != needed:
+            return _error(403, 50013, "Missing Permissions")
+        return None
+
+    async def _dm_open(
+        self, parts: list[str], request: web.Request, payload: Any, files: Any
+    ) -> web.Response:
+        user_id = int((payload or {}).get("recipient_id", 0))
+        channel = self.dm_channels.setdefault(user_id, next(self._ids))
+        return _json(
+            {"id": str(channel), "type": 1, "last_message_id": None, "recipients": [self._user(user_id)]}
+        )
+
     async def _channel_send(
         self, parts: list[str], request: web.Request, payload: Any, files: Any
     ) -> web.Response:
+        needed = VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if files else 0)
+        if (refused := self._refused_in(int(parts[1]), needed)) is not None:
+            return refused
         msg = self._new_message(int(parts[1]), payload or {}, files)
         return _json(self._message_payload(msg))
 
@@ -859,6 +899,9 @@ class FakeDiscord:
             msg.deleted = True
             return web.Response(status=204)
         if request.method == "PATCH":
+            needed = VIEW_CHANNEL | (ATTACH_FILES if files else 0)
+            if msg.interaction_id is None and (refused := self._refused_in(msg.channel_id, needed)):
+                return refused
             if msg.interaction_id is not None and msg.author_id == self.application_id and msg.webhook_id:
                 pass  # a bot may edit its own interaction responses by channel route too
             self._apply(msg, payload or {}, files)
