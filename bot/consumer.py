@@ -14,6 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from comfybot.logs import bound, get_logger
 from gateway.errors import StorageError
+from gateway.finishing import outcome_of
 from gateway.models import TERMINAL_EVENTS, JobEvent, Preview, Progress, Queued, Started
 from gateway.service import Gateway
 
@@ -125,6 +126,7 @@ class TrackerBase(abc.ABC):
         # Only after the chat effect: a process killed before this line gets the outcome again on restart.
         try:
             await self.consumer.gateway.event_handled(self.consumer.platform, self.job_id)
+            await self.consumer.gateway.close_view(self.job_id)
         except Exception as exc:
             log.warning("event_ack_failed", error=repr(exc))
 
@@ -167,6 +169,50 @@ class EventConsumer(abc.ABC, Generic[T]):
     def new_tracker(self, job_id: str) -> T:
         """A tracker for a job this process has not seen an event of yet."""
 
+    async def show_interrupted(self, job_id: str, view: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Say in the message ``view`` names that its job is gone (its record lost) and offer to run it
+        again. Front ends that keep views implement it."""
+
+    async def reconcile(
+        self, *, quiet_s: float = 1.0, max_wait_s: float = 10.0, settled_s: float = 60.0
+    ) -> None:
+        """At startup: bring every message this platform left open to its job's true state. Waits until
+        the subscription has re-read what it owed (no event for ``quiet_s``); then a job still followed
+        is left to its tracker; one that finished over ``settled_s`` ago gets its outcome shown from the
+        record (its event was lost: any live tracker, here or in another replica, would have shown it by
+        then; the delivered marker stops a second photo); a lost one is told so; a queued or running one
+        needs nothing (its events will come)."""
+        self._last_event = max(self._last_event, time.monotonic())  # give the subscription its first read
+        await self._quiet(quiet_s, max_wait_s)
+        try:
+            views = await self.gateway.open_views(self.platform)
+        except Exception as exc:
+            log.warning("reconcile_failed", error=repr(exc))
+            return
+        shown = lost = 0
+        for job_id, view in views:
+            if job_id in self._trackers:
+                continue
+            try:
+                record = await self.gateway.get_job(job_id)
+                if record is None:
+                    with bound(job_id=job_id, platform=self.platform):
+                        await self.show_interrupted(job_id, view)
+                        await self.gateway.close_view(job_id)
+                        log.info("job_interrupted_shown")
+                    lost += 1
+                elif record.state.terminal and (record.finished_at or 0) < time.time() - settled_s:
+                    self.dispatch(outcome_of(record))
+                    shown += 1
+            except Exception as exc:  # one bad view must not stop the others
+                log.warning("reconcile_view_failed", job_id=job_id, error=repr(exc))
+        log.info("reconciled", platform=self.platform, open=len(views), outcomes=shown, lost=lost)
+
+    async def _quiet(self, quiet_s: float, max_s: float) -> None:
+        deadline = time.monotonic() + max_s
+        while (now := time.monotonic()) < deadline and now - self._last_event < quiet_s:  # noqa: ASYNC110 - a quiet period is a timer
+            await asyncio.sleep(min(quiet_s, deadline - now))
+
     def forget(self, job_id: str) -> None:
         self._trackers.pop(job_id, None)
 
@@ -201,11 +247,8 @@ class EventConsumer(abc.ABC, Generic[T]):
         (at most ``max_s``), so what the gateway published while shutting down ("held" notices, the
         failures of jobs the memory store cannot keep) reaches a tracker. Other stops need not wait:
         events left unread stay in the durable store for the next subscriber."""
-        if not self.gateway.closing:
-            return
-        deadline = time.monotonic() + max_s
-        while (now := time.monotonic()) < deadline and now - self._last_event < quiet_s:  # noqa: ASYNC110 - a quiet period is a timer
-            await asyncio.sleep(min(quiet_s, deadline - now))
+        if self.gateway.closing:
+            await self._quiet(quiet_s, max_s)
 
     async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
         """Let running trackers finish (results in flight), then cancel the rest."""

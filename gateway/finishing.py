@@ -38,6 +38,28 @@ _ERROR_CODES = frozenset(
 )
 
 
+def outcome_of(record: JobRecord) -> JobEvent:
+    """The terminal event of a finished ``record``, as its finisher published it (a starting front end
+    shows it from the record when the event itself is gone). A timed-out job's limit is not kept: its
+    run time stands in."""
+    ids = {"job_id": record.job_id, "request_id": record.request.request_id}
+    if record.state is JobState.SUCCEEDED:
+        return Succeeded(
+            **ids,
+            images=record.images,
+            seed=record.seed,
+            duration_ms=record.duration_ms,
+            wait_ms=record.wait_ms,
+            run_ms=record.run_ms,
+            backend=record.backend or "",
+        )
+    if record.state is JobState.CANCELLED:
+        return Cancelled(**ids, by=record.cancelled_by or record.user_id)
+    if record.state is JobState.TIMED_OUT:
+        return TimedOut(**ids, after_s=record.run_ms / 1000)
+    return Failed(**ids, code=record.failure or FailureCode.INTERNAL, detail=record.detail)
+
+
 class Finisher:
     """Writes outcomes through ``store``; each method returns True if this call ended the job."""
 
@@ -56,17 +78,8 @@ class Finisher:
     async def succeeded(self, record: JobRecord, images: list[ImageRef], seed: int | None) -> bool:
         record.images, record.seed = images, seed
         record.finished_at = time.time()
-        event = Succeeded(
-            job_id=record.job_id,
-            request_id=record.request.request_id,
-            images=images,
-            seed=seed,
-            duration_ms=record.duration_ms,
-            wait_ms=record.wait_ms,
-            run_ms=record.run_ms,
-            backend=record.backend or "",
-        )
-        first = await self._end(record, JobState.SUCCEEDED, event)
+        record.state = JobState.SUCCEEDED
+        first = await self._end(record, JobState.SUCCEEDED, outcome_of(record))
         if first:
             await self.store.add_duration(record.request.workflow, record.run_ms)
             log.info(
@@ -83,8 +96,8 @@ class Finisher:
 
     async def failed(self, record: JobRecord, code: FailureCode, detail: str) -> bool:
         record.failure, record.detail = code, detail
-        event = Failed(job_id=record.job_id, request_id=record.request.request_id, code=code, detail=detail)
-        first = await self._end(record, JobState.FAILED, event)
+        record.state = JobState.FAILED
+        first = await self._end(record, JobState.FAILED, outcome_of(record))
         if first:
             level = log.error if code in _ERROR_CODES else log.warning
             level(
@@ -98,8 +111,8 @@ class Finisher:
 
     async def cancelled(self, record: JobRecord, by: str) -> bool:
         record.cancelled_by = by
-        event = Cancelled(job_id=record.job_id, request_id=record.request.request_id, by=by)
-        first = await self._end(record, JobState.CANCELLED, event)
+        record.state = JobState.CANCELLED
+        first = await self._end(record, JobState.CANCELLED, outcome_of(record))
         if first:
             log.info("job_cancelled", by=by, was=("running" if record.prompt_id else "queued"))
         return first
@@ -113,4 +126,4 @@ class Finisher:
         return first
 
 
-__all__ = ["Finisher"]
+__all__ = ["Finisher", "outcome_of"]

@@ -107,6 +107,7 @@ class MemoryStore(LocalChannels, Store):
         self._settings: dict[str, bytes] = {}
         self._delivered: set[str] = set()
         self._views: dict[str, bytes] = {}
+        self._open_views: dict[str, dict[str, None]] = {}  # platform -> open job ids, oldest first
         self._durations: dict[str, deque[int]] = {}
         self._rates = MemoryRateLimiter()
         self._outcomes: OrderedDict[str, dict[str, int]] = OrderedDict()  # hour bucket -> counters
@@ -254,6 +255,8 @@ class MemoryStore(LocalChannels, Store):
         self._cancels.pop(job_id, None)
         self._delivered.discard(job_id)
         self._views.pop(job_id, None)
+        for open_ids in self._open_views.values():
+            open_ids.pop(job_id, None)
         self._leases.pop(job_id, None)
 
     async def publish(self, platform: str, event: JobEvent) -> None:
@@ -303,10 +306,20 @@ class MemoryStore(LocalChannels, Store):
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         self._views[job_id] = kept(orjson.dumps(view))  # forgotten with the job (``_forget``)
+        if isinstance(platform := view.get("platform"), str):
+            self._open_views.setdefault(platform, {})[job_id] = None
 
     async def get_view(self, job_id: str) -> dict[str, Any] | None:
         raw = self._views.get(job_id)
         return None if raw is None else dict(orjson.loads(raw))
+
+    async def close_view(self, job_id: str) -> None:
+        for open_ids in self._open_views.values():
+            open_ids.pop(job_id, None)
+
+    async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        ids = list(self._open_views.get(platform, {}))[:limit]
+        return [(i, dict(orjson.loads(self._views[i]))) for i in ids if i in self._views]
 
     async def add_duration(self, workflow: str, run_ms: int) -> None:
         self._durations.setdefault(workflow, deque(maxlen=DURATIONS_MAX)).appendleft(run_ms)

@@ -401,12 +401,41 @@ class RedisStore(RedisBase):
         return bool(await self._retry(lambda: self.redis.exists(key), "delivered"))
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
-        key, raw = self._key("view", job_id), orjson.dumps(view)
-        await self._retry(lambda: self.redis.set(key, raw, ex=RECORD_TTL_S), "set_view")
+        key, raw, platform = self._key("view", job_id), orjson.dumps(view), view.get("platform")
+
+        async def op() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, raw, ex=RECORD_TTL_S)
+                if isinstance(platform, str):
+                    pipe.zadd(self._key("views_open", platform), {job_id: time.time()})
+                await pipe.execute()
+
+        await self._retry(op, "set_view")
 
     async def get_view(self, job_id: str) -> dict[str, Any] | None:
         raw = await self._retry(lambda: self.redis.get(self._key("view", job_id)), "get_view")
         return None if raw is None else dict(orjson.loads(raw))
+
+    async def close_view(self, job_id: str) -> None:
+        raw = await self._retry(lambda: self.redis.get(self._key("view", job_id)), "close_view")
+        platform = orjson.loads(raw).get("platform") if raw is not None else None
+        if isinstance(platform, str):
+            key = self._key("views_open", platform)
+            await self._retry(lambda: self.redis.zrem(key, job_id), "close_view")
+
+    async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        index = self._key("views_open", platform)
+        ids = [
+            text(i) for i in await self._retry(lambda: self.redis.zrange(index, 0, limit - 1), "open_views")
+        ]
+        if not ids:
+            return []
+        keys = [self._key("view", i) for i in ids]
+        raws = await self._retry(lambda: self.redis.mget(keys), "open_views")
+        gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]  # expired with their job
+        if gone:
+            await self._retry(lambda: self.redis.zrem(index, *gone), "open_views")
+        return [(i, dict(orjson.loads(raw))) for i, raw in zip(ids, raws, strict=True) if raw is not None]
 
     async def add_duration(self, workflow: str, run_ms: int) -> None:
         key = self._key("durations", workflow)

@@ -270,6 +270,12 @@ class Gateway:
     async def get_view(self, job_id: str) -> dict[str, Any] | None:
         return await self.store.get_view(job_id)
 
+    async def close_view(self, job_id: str) -> None:
+        await self.store.close_view(job_id)
+
+    async def open_views(self, platform: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        return await self.store.open_views(platform, limit)
+
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self.store.get(job_id)
 

@@ -347,7 +347,24 @@ class SqliteStore(LocalChannels, Store):
         return self._value("delivered", job_id) is not None
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
-        self._put("view", job_id, orjson.dumps(view))
+        now, platform = time.time(), view.get("platform")
+        with self._tx() as tx:
+            put = "INSERT OR REPLACE INTO kv (kind, key, value, at) VALUES (?, ?, ?, ?)"
+            tx.execute(put, ("view", job_id, orjson.dumps(view), now))
+            if isinstance(platform, str):
+                tx.execute(put, ("open_view", job_id, platform.encode(), now))
+
+    async def close_view(self, job_id: str) -> None:
+        with self._tx() as tx:
+            tx.execute("DELETE FROM kv WHERE kind = 'open_view' AND key = ?", (job_id,))
+
+    async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows = self.db.execute(
+            "SELECT o.key, v.value FROM kv o JOIN kv v ON v.kind = 'view' AND v.key = o.key "
+            "WHERE o.kind = 'open_view' AND o.value = ? ORDER BY o.at LIMIT ?",
+            (platform.encode(), limit),
+        ).fetchall()
+        return [(str(key), dict(orjson.loads(bytes(raw)))) for key, raw in rows]
 
     async def get_view(self, job_id: str) -> dict[str, Any] | None:
         raw = self._value("view", job_id)

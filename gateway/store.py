@@ -219,11 +219,21 @@ class KeyValues(Protocol):
         """Remember how a front end shows this job (the chat message it edits), for as long as the job.
 
         Kept apart from the record, which workers rewrite: a front end that restarts mid-job finds its
-        message again instead of leaving it stale and answering with a new one.
+        message again instead of leaving it stale and answering with a new one. A view with a
+        ``"platform"`` is open (:meth:`open_views`) until :meth:`close_view`.
         """
 
     @abc.abstractmethod
     async def get_view(self, job_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def close_view(self, job_id: str) -> None:
+        """The chat shows the job's outcome: its view is no longer open (it stays readable)."""
+
+    @abc.abstractmethod
+    async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Views set with ``"platform": platform`` and not closed: the messages a starting front end
+        brings to their job's true state (at most ``limit``)."""
 
     @abc.abstractmethod
     async def mark_delivered(self, job_id: str) -> bool:

@@ -120,7 +120,7 @@ class TelegramFrontend:
         self.polling_timeout = polling_timeout
         self.startup_backoff = startup_backoff or Backoff()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._commands_task: asyncio.Task[None] | None = None
+        self._side_tasks: list[asyncio.Task[None]] = []  # finish on their own; never stop the front end
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
 
@@ -140,8 +140,10 @@ class TelegramFrontend:
         self.ctx.bot_id, self.ctx.bot_username = me.id, me.username or ""
         await self.sender.start()
         # Menu commands are a nicety: register them in the background, within the sender's limits.
-        self._commands_task = asyncio.create_task(self.set_commands(), name="telegram-commands")
+        self._side_tasks.append(asyncio.create_task(self.set_commands(), name="telegram-commands"))
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="telegram-events"))
+        # Messages a stopped process left open: each brought to its job's true state (in the background).
+        self._side_tasks.append(asyncio.create_task(self.consumer.reconcile(), name="telegram-reconcile"))
         if self.settings.mode == "webhook":
             await self._start_webhook()
         else:
@@ -224,7 +226,7 @@ class TelegramFrontend:
             if task.get_name() == "telegram-events":
                 task.cancel()
         await self.consumer.drain()
-        tasks = [*self._tasks, *([self._commands_task] if self._commands_task is not None else [])]
+        tasks = [*self._tasks, *self._side_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -21,6 +21,7 @@ class JobAction(enum.StrEnum):
     VARIATIONS = "v"
     UPSCALE = "u"
     INFO = "i"
+    AGAIN = "a"  # under a job whose record was lost: submit its request again
 
 
 class JobCb(CallbackData, prefix="j"):

@@ -22,7 +22,7 @@ from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.delivery import ResultTarget, deliver_images, finish_text, remove_message
-from bot.telegram.keyboards import progress_keyboard, result_keyboard
+from bot.telegram.keyboards import again_keyboard, progress_keyboard, result_keyboard
 from bot.telegram.sender import MessageGone, Priority
 from comfybot.logs import get_logger
 from gateway.models import (
@@ -215,8 +215,9 @@ class _Tracker(TrackerBase):
         new = JobMessage(sent.chat.id, sent.message_id, media=True)
         self.ctx.messages.moved(self.job_id, new)
         try:
+            saved = await self.ctx.gateway.get_view(self.job_id) or {}  # keeps "platform" and "again"
             await self.ctx.gateway.set_view(
-                self.job_id, {"chat_id": new.chat_id, "message_id": new.message_id, "media": True}
+                self.job_id, saved | {"chat_id": new.chat_id, "message_id": new.message_id, "media": True}
             )
         except Exception as exc:  # only a restart mid-job would miss it
             log.warning("job_view_not_saved", error=repr(exc))
@@ -300,3 +301,27 @@ class EventConsumer(BaseConsumer[_Tracker]):
 
     def new_tracker(self, job_id: str) -> _Tracker:
         return _Tracker(self, job_id)
+
+    async def show_interrupted(self, job_id: str, view: dict[str, Any]) -> None:
+        """The job behind this message is gone: say so, drop Cancel, offer "Run again" (its request
+        was kept in the view)."""
+        again = view.get("again") or {}
+        locale = str(again.get("locale") or self.ctx.i18n.default)
+        chat_id, message_id = int(view["chat_id"]), int(view["message_id"])
+        text = self.ctx.t(locale, "job.interrupted")
+        markup = again_keyboard(self.ctx.i18n, locale, job_id) if again.get("workflow") else None
+        bot = self.bot
+
+        async def edit() -> object:
+            if view.get("media"):
+                return await bot.edit_message_caption(
+                    chat_id=chat_id, message_id=message_id, caption=text, reply_markup=markup, parse_mode=None
+                )
+            return await bot.edit_message_text(
+                text=text, chat_id=chat_id, message_id=message_id, reply_markup=markup, parse_mode=None
+            )
+
+        try:
+            await self.ctx.sender.edit(chat_id, message_id, edit, final=True)
+        except (MessageGone, TelegramAPIError) as exc:  # deleted by the user: nothing left to fix
+            log.info("interrupted_not_shown", error=type(exc).__name__)

@@ -44,6 +44,13 @@ def user_key(user_id: int | str) -> str:
     return f"telegram:{user_id}"
 
 
+def open_view(req: JobRequest) -> dict[str, Any]:
+    """What a job's view keeps beyond the message: the platform (an open view is reconciled at
+    startup) and what "Run again" needs should the job's record be lost."""
+    again = req.model_dump(mode="json", include={"workflow", "params", "inputs", "user_id", "locale"})
+    return {"platform": "telegram", "again": again}
+
+
 async def submit_job(
     ctx: BotContext,
     bot: Bot,
@@ -126,7 +133,8 @@ async def submit_job(
     )
     if msg is not None:  # so a restarted front end edits this message instead of leaving it stale
         try:
-            await ctx.gateway.set_view(job_id, {"chat_id": origin.chat_id, "message_id": msg.message_id})
+            shown = {"chat_id": origin.chat_id, "message_id": msg.message_id} | open_view(req)
+            await ctx.gateway.set_view(job_id, shown)
         except Exception as exc:  # the job runs anyway; only a restart mid-job would lose the message
             log.warning("job_view_not_saved", job_id=job_id, error=repr(exc))
     return job_id

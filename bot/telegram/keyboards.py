@@ -11,6 +11,7 @@ from bot.telegram.callbacks import JobAction, JobCb, LangCb, SetCb, SettingKey
 
 __all__ = [
     "ASPECT_CHOICES",
+    "again_keyboard",
     "aspect_keyboard",
     "language_keyboard",
     "progress_keyboard",
@@ -31,6 +32,12 @@ def progress_keyboard(i18n: I18n, locale: str, job_id: str) -> InlineKeyboardMar
     return InlineKeyboardMarkup(
         inline_keyboard=[[_button(i18n.t(locale, "btn.cancel"), JobCb(action=JobAction.CANCEL, job=job_id))]]
     )
+
+
+def again_keyboard(i18n: I18n, locale: str, job_id: str) -> InlineKeyboardMarkup:
+    """The one button under a job that was interrupted and lost: run the same request again."""
+    again = JobCb(action=JobAction.AGAIN, job=job_id)
+    return InlineKeyboardMarkup(inline_keyboard=[[_button(i18n.t(locale, "btn.again"), again)]])
 
 
 def result_keyboard(

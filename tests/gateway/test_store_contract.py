@@ -359,6 +359,24 @@ class TestBackendContract:
         assert await backend.get_view("j1") == {"chat_id": 5, "message_id": 10, "media": True}
         assert await backend.get_view("j2") is None
 
+    async def test_open_views_until_closed(self, backend: Store) -> None:
+        await backend.set_view("a", {"platform": "telegram", "chat_id": 1, "message_id": 1})
+        await backend.set_view("b", {"platform": "telegram", "chat_id": 2, "message_id": 2})
+        await backend.set_view("c", {"platform": "discord", "channel_id": 3})
+        await backend.set_view("d", {"chat_id": 4, "message_id": 4})  # no platform: never open
+        await backend.set_view("a", {"platform": "telegram", "chat_id": 1, "message_id": 5})  # it moved
+        got = dict(await backend.open_views("telegram", 100))
+        assert got == {
+            "a": {"platform": "telegram", "chat_id": 1, "message_id": 5},
+            "b": {"platform": "telegram", "chat_id": 2, "message_id": 2},
+        }
+        assert len(await backend.open_views("telegram", 1)) == 1
+        await backend.close_view("a")
+        await backend.close_view("zz")  # unknown: nothing happens
+        assert [j for j, _ in await backend.open_views("telegram", 100)] == ["b"]
+        assert [j for j, _ in await backend.open_views("discord", 100)] == ["c"]
+        assert await backend.get_view("a") == {"platform": "telegram", "chat_id": 1, "message_id": 5}
+
     async def test_durations_newest_first_bounded(self, backend: Store) -> None:
         for ms in range(30):
             await backend.add_duration("txt2img", ms)

@@ -1,4 +1,5 @@
-"""Buttons under job messages: ✖️ Cancel, 🔁 Reroll, 🎲 Variations, ⬆️ Upscale, ℹ️ Info."""
+"""Buttons under job messages: ✖️ Cancel, 🔁 Reroll, 🎲 Variations, ⬆️ Upscale, ℹ️ Info, and 🔁 Run
+again under a job that was lost."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.jobs import Origin, submit_job
 from comfybot.logs import get_logger
-from gateway.models import Role
+from gateway.models import ImageRef, Role
 
 __all__ = ["make_router"]
 
@@ -35,6 +36,9 @@ async def job_button(
         ok = await ctx.gateway.cancel(job_id, by=str(user_id), admin=ctx.role_of(user_id) is Role.ADMIN)
         await answer_callback(query, ctx.t(locale, "cancel.done" if ok else "cancel.failed"))
         return
+    if action is JobAction.AGAIN:
+        await _run_again(query, ctx, job_id, locale, request_id, received_at)
+        return
     record = await ctx.gateway.get_job(job_id)
     if record is None:
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
@@ -52,16 +56,7 @@ async def job_button(
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
         return
     req = record.request
-    origin = Origin(
-        user_id=user_id,
-        chat_id=msg.chat.id,
-        locale=locale,
-        request_id=request_id,
-        received_at=received_at,
-        reply_to_message_id=msg.message_id,
-        thread_id=msg.message_thread_id if msg.is_topic_message else None,
-        role=ctx.role_of(user_id),
-    )
+    origin = _origin(ctx, msg, user_id, locale, request_id, received_at)
     if action is JobAction.UPSCALE:
         name = upscale_workflow(ctx)
         images = list(record.images or [])
@@ -87,6 +82,47 @@ async def job_button(
         params["batch"] = max(1, min(VARIATIONS, int(top if top is not None else VARIATIONS)))
     await answer_callback(query, ctx.t(locale, "button.queued"))
     await submit_job(ctx, msg.bot, origin, req.workflow, params, dict(req.inputs))
+
+
+def _origin(
+    ctx: BotContext, msg: Message, user_id: int, locale: str, request_id: str, received_at: float
+) -> Origin:
+    """A new job from a button under ``msg``: it answers that message, in its thread."""
+    return Origin(
+        user_id=user_id,
+        chat_id=msg.chat.id,
+        locale=locale,
+        request_id=request_id,
+        received_at=received_at,
+        reply_to_message_id=msg.message_id,
+        thread_id=msg.message_thread_id if msg.is_topic_message else None,
+        role=ctx.role_of(user_id),
+    )
+
+
+async def _run_again(
+    query: CallbackQuery, ctx: BotContext, job_id: str, locale: str, request_id: str, received_at: float
+) -> None:
+    """ "Run again" under an interrupted job: its request, as its view kept it, submitted anew."""
+    view = await ctx.gateway.get_view(job_id)
+    again = (view or {}).get("again") or {}
+    msg = query.message
+    if not again.get("workflow") or not isinstance(msg, Message) or msg.bot is None:
+        await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
+        return
+    user_id = query.from_user.id
+    if str(again.get("user_id")) != str(user_id) and ctx.role_of(user_id) is not Role.ADMIN:
+        log.info("button_refused", request_id=request_id, action="again", job_id=job_id)
+        await answer_callback(query, ctx.t(locale, "button.not_yours"), alert=True)
+        return
+    try:
+        inputs = {k: ImageRef.model_validate(v) for k, v in dict(again.get("inputs") or {}).items()}
+    except ValueError:  # a view written by another version: nothing to run
+        await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
+        return
+    await answer_callback(query, ctx.t(locale, "button.queued"))
+    origin = _origin(ctx, msg, user_id, locale, request_id, received_at)
+    await submit_job(ctx, msg.bot, origin, str(again["workflow"]), dict(again.get("params") or {}), inputs)
 
 
 def make_router() -> Router:
