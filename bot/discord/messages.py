@@ -95,6 +95,7 @@ class JobMessage:
         self.user_id = user_id
         self.dm_text = dm_text
         self.channel_message: discord.Message | None = None
+        self.original_id: int | None = None  # the interaction's response, once an edit returned it
         self.gone = False
         self.edits = 0
         self._pending: Render | None = None
@@ -190,7 +191,8 @@ class JobMessage:
                 self.channel_message = await self.channel_message.edit(**render.kwargs(new=False))
             else:
                 assert self.interaction is not None
-                await self.interaction.edit_original_response(**render.kwargs(new=False))
+                original = await self.interaction.edit_original_response(**render.kwargs(new=False))
+                self.original_id = original.id
             self.edits += 1
         except discord.NotFound as exc:
             if exc.code not in (UNKNOWN_MESSAGE, 0) and self.channel_message is not None:
@@ -205,7 +207,19 @@ class JobMessage:
             if exc.code != INVALID_WEBHOOK_TOKEN and exc.status != 401:
                 raise
             self.interaction = None  # the token is dead: never use it again
+            await self._retire_original()
             await self._continue_in_channel(render, reason="token_expired", final=final)
+
+    async def _retire_original(self) -> None:
+        """The token died before the original could say where the job went: edit it as the bot's own
+        message instead, so no live Cancel is left on it. Best effort: it may be gone or not ours."""
+        if self.original_id is None or not self.can_post:
+            return
+        original = self.client.get_partial_messageable(self.channel_id).get_partial_message(self.original_id)
+        try:
+            await original.edit(content=self.continued_text, view=None)
+        except discord.HTTPException as exc:
+            log.info("job_message_original_left", code=exc.code)
 
     async def _continue_in_channel(self, render: Render, *, reason: str, final: bool = False) -> None:
         if not self.can_post:

@@ -47,6 +47,11 @@ async def test_expired_token_50027_moves_the_job_to_a_channel_message(
         assert result.interaction_id is None
         assert [c.status for c in b.fake.calls_of("edit")].count(401) == 1  # one refusal, then never again
         assert len(b.results()) == 1
+        # The dead token could not retire the original: it is edited as the bot's own message instead,
+        # so no live Cancel is left on a message that no longer shows the job.
+        original = b.fake.original(inter)
+        assert original is not None and original.custom_ids == []
+        assert original.content == b.frontend.ctx.t("en", "discord.continued")
 
 
 async def test_429_is_honoured_without_duplicates(bench: DBench) -> None:
