@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -21,6 +22,11 @@ from gateway.service import Gateway
 __all__ = ["EventConsumer", "JobTracker", "SendErrors", "TrackerBase", "latest_only"]
 
 log = get_logger("bot")
+
+# A result send that failed transiently (5xx, network) is tried again in-process: 2 s, 4 s … 60 s apart.
+SEND_RETRY_FIRST_S = 2.0
+SEND_RETRY_MAX_S = 60.0
+SEND_RETRY_FOR_S = 600.0
 
 
 class JobTracker(Protocol):
@@ -96,31 +102,55 @@ class TrackerBase(abc.ABC):
         """Called once when tracking ends, however it ends."""
 
     async def _send_or_let_go(
-        self, send: Coroutine[Any, Any, None], errors: SendErrors, tell: Callable[[], Awaitable[None]]
+        self,
+        send: Callable[[], Coroutine[Any, Any, None]],
+        errors: SendErrors,
+        tell: Callable[[], Awaitable[None]],
     ) -> bool:
-        """Run ``send`` (the result); True once it is in the chat.
+        """Run ``send()`` (the result); True once it is in the chat.
 
         A permanent failure (``errors.refused``, or the image gone from disk and shared store) is logged
         ``result_not_delivered``, told with ``tell`` where the bot may still write, and let go: False. A
-        transient one is logged and raised, so the outcome stays owed and a restarted front end sends it
-        again.
+        transient one is logged and tried again with backoff for up to ``SEND_RETRY_FOR_S``; a send
+        that reached the chat before it failed (its delivery is recorded) is not repeated. Past that it
+        is raised, so the outcome stays owed and a restarted front end sends it again.
         """
         permanent: tuple[type[Exception], ...] = (*errors.refused, OSError, StorageError)
-        try:
-            await send
-        except permanent as exc:
-            reason = "file_gone" if isinstance(exc, OSError | StorageError) else "refused"
-            log.error("result_not_delivered", reason=reason, error=type(exc).__name__, **errors.fields(exc))
-            if not isinstance(exc, errors.forbidden):
-                with contextlib.suppress(errors.api):
-                    await tell()
-            return False
-        except errors.api as exc:
-            log.error(
-                "result_not_delivered", reason="transient", error=type(exc).__name__, **errors.fields(exc)
-            )
-            raise
-        return True
+        give_up_at = time.monotonic() + SEND_RETRY_FOR_S
+        for attempt in itertools.count(1):
+            try:
+                await send()
+            except permanent as exc:
+                reason = "file_gone" if isinstance(exc, OSError | StorageError) else "refused"
+                log.error(
+                    "result_not_delivered", reason=reason, error=type(exc).__name__, **errors.fields(exc)
+                )
+                if not isinstance(exc, errors.forbidden):
+                    with contextlib.suppress(errors.api):
+                        await tell()
+                return False
+            except errors.api as exc:
+                wait = min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempt - 1))
+                last = time.monotonic() + wait > give_up_at
+                log.error(
+                    "result_not_delivered",
+                    reason="transient",
+                    error=type(exc).__name__,
+                    attempt=attempt,
+                    retry_in_s=None if last else wait,
+                    **errors.fields(exc),
+                )
+                if last or self.consumer.stopping.is_set():
+                    raise
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait: the outcome stays owed
+                    await asyncio.wait_for(self.consumer.stopping.wait(), wait)
+                if self.consumer.stopping.is_set():
+                    raise
+                if await self.consumer.gateway.delivered(self.job_id):
+                    return True  # it reached the chat before the error: not twice
+                continue
+            return True
+        raise AssertionError("unreachable")
 
     async def _handled(self) -> None:
         # Only after the chat effect: a process killed before this line gets the outcome again on restart.
@@ -164,6 +194,7 @@ class EventConsumer(abc.ABC, Generic[T]):
         self.platform = platform
         self._trackers: dict[str, T] = {}
         self._last_event = -math.inf
+        self.stopping = asyncio.Event()  # set by :meth:`drain`: trackers stop retrying sends
 
     @abc.abstractmethod
     def new_tracker(self, job_id: str) -> T:
@@ -252,6 +283,7 @@ class EventConsumer(abc.ABC, Generic[T]):
 
     async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - shutdown grace period
         """Let running trackers finish (results in flight), then cancel the rest."""
+        self.stopping.set()
         tasks = [t.task for t in self._trackers.values() if t.task is not None]
         if tasks:
             with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ The result — image files and the persistent buttons — is delivered once (``g
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 from typing import Any
@@ -187,7 +188,8 @@ class _Tracker(TrackerBase):
         if await self.ctx.gateway.delivered(self.job_id):
             log.info("result_already_delivered")
             return
-        if await self._send_or_let_go(self._send_result(ev), SEND_ERRORS, self._tell_not_delivered):
+        send = functools.partial(self._send_result, ev)
+        if await self._send_or_let_go(send, SEND_ERRORS, self._tell_not_delivered):
             await self.ctx.gateway.mark_delivered(self.job_id)
 
     async def _tell_not_delivered(self) -> None:

@@ -246,7 +246,8 @@ class _Tracker(TrackerBase):
             upscale=self.kind != "upscale" and upscale_workflow(self.ctx) is not None,
             reroll=self.rerollable,
         )
-        send = deliver_images(
+        send = functools.partial(
+            deliver_images,
             self.ctx,
             self.bot,
             self.target,

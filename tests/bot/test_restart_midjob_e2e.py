@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
@@ -106,3 +107,21 @@ async def test_result_telegram_refuses_for_good_is_told_and_not_retried(
             await asyncio.sleep(0.05)
         assert await _owed(redis_server.url) == 0
         assert not [m for m in b.bot_msgs(CHAT) if m.photo or m.document]
+
+
+async def test_a_result_telegram_fails_for_a_moment_is_sent_again_in_process(
+    data_dir: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More 500s on the upload than the sender absorbs, then Telegram is back: the same process sends
+    the picture, once, without waiting for a restart; a failed try is logged with when the next comes."""
+    monkeypatch.setattr("bot.consumer.SEND_RETRY_FIRST_S", 0.05)
+    async with bench(data_dir, registry) as b:
+        b.fake.fail_next("sendPhoto", 500, "Internal Server Error: injected", times=6)
+        with capture_logs() as logs:
+            b.fake.send_text(USER, CHAT, "/generate a harbour in fog")
+            result = await b.result(CHAT)
+            await b.until(lambda: b.bot_msgs(CHAT) == [result])  # and the job's text message removed
+        assert len(b.fake.calls_of("sendPhoto", CHAT, ok=True)) == 1
+        tries = [e for e in logs if e["event"] == "result_not_delivered"]
+        assert tries and all(e["reason"] == "transient" and e["retry_in_s"] for e in tries)
+        assert [e["attempt"] for e in tries] == list(range(1, len(tries) + 1))

@@ -98,3 +98,15 @@ async def test_permission_lost_mid_job_and_dms_closed_is_one_refusal_each(
         sends = b.fake.calls_of("channel_send")
         assert [c.status for c in sends] == [403, 403], "one try in the channel, one in the DM"
         assert not [e for e in logs if e["event"] == "job_event_failed"]
+
+
+async def test_a_result_discord_fails_for_a_moment_is_sent_again_in_process(
+    bench: DBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two 500s on the result edit, then Discord is back: the picture arrives once, in the same process."""
+    monkeypatch.setattr("bot.consumer.SEND_RETRY_FIRST_S", 0.05)
+    inter = await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a lighthouse", "steps": 4})
+    await _poll(lambda: bench.comfy.running_prompt_id is not None)
+    bench.fake.inject_error("edit", 500, 0, "Internal Server Error", times=2)
+    msg = await bench.until(lambda: (m := bench.fake.original(inter)) and m.attachments and m)
+    assert len(msg.attachments) == 1 and len(bench.results()) == 1
