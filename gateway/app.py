@@ -21,11 +21,12 @@ import structlog
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
-from gateway.blobs import RedisBlobs
+from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.execution import Executor
 from gateway.limits import AccessPolicy, Limits, PromptFilter
 from gateway.memory import MemoryStore
 from gateway.redis_store import RedisStore
+from gateway.s3 import Credentials, S3Client
 from gateway.servers import ServerPool
 from gateway.service import Gateway
 from gateway.sqlite_store import SqliteStore
@@ -81,6 +82,22 @@ def store_from(settings: Settings) -> Store:
     if settings.paths.store == "memory":
         return MemoryStore()
     return SqliteStore(settings.paths.data_dir / "comfybot.db")
+
+
+def blobs_from(settings: Settings, store: Store, session: aiohttp.ClientSession) -> Blobs | None:
+    """Where images are shared between processes: with ``COMFYBOT_S3_BUCKET`` inputs and outputs in the
+    bucket (previews in Redis, if any); else, with Redis, everything in Redis; else nowhere."""
+    redis = RedisBlobs(store) if isinstance(store, RedisStore) else None
+    s3 = settings.s3
+    if s3.bucket is None or s3.access_key_id is None or s3.secret_access_key is None:
+        return redis
+    creds = Credentials(
+        s3.access_key_id,
+        s3.secret_access_key.get_secret_value(),
+        s3.session_token.get_secret_value() if s3.session_token is not None else None,
+    )
+    client = S3Client(session, s3.endpoint, s3.bucket, creds, region=s3.region)
+    return SplitBlobs(S3Blobs(client, prefix=s3.prefix), redis)
 
 
 @asynccontextmanager
@@ -152,11 +169,11 @@ async def open_gateway(
     comfy = settings.comfy
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(store_from(settings))
-        # With Redis, processes may run on other machines: images are shared through it too.
+        # With Redis, processes may run on other machines: images are shared through it (or the bucket).
         images = ImageStore(
             settings.paths.data_dir,
             retention=retention,
-            shared=RedisBlobs(store) if isinstance(store, RedisStore) else None,
+            shared=blobs_from(settings, store, session),
             shared_ttl_s=settings.retention.shared_s,
         )
         clients = [
@@ -176,6 +193,7 @@ async def open_gateway(
             servers=[c.name for c in clients],
             workflows=registry.names(),
             workers=workers,
+            s3_bucket=settings.s3.bucket,
         )
         gateway = await stack.enter_async_context(
             run_gateway(
@@ -193,4 +211,4 @@ async def open_gateway(
         yield gateway
 
 
-__all__ = ["WorkerOptions", "store_from", "limits_from", "open_gateway", "run_gateway"]
+__all__ = ["WorkerOptions", "blobs_from", "store_from", "limits_from", "open_gateway", "run_gateway"]
