@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -193,7 +194,7 @@ class S3Client:
         async with self.session.request(
             method,
             url,
-            data=data or None,
+            data=io.BytesIO(data) if data else None,  # a fresh payload per attempt; Content-Length is set
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         ) as resp:
