@@ -88,16 +88,23 @@ def blobs_from(settings: Settings, store: Store, session: aiohttp.ClientSession)
     """Where images are shared between processes: with ``COMFYBOT_S3_BUCKET`` inputs and outputs in the
     bucket (previews in Redis, if any); else, with Redis, everything in Redis; else nowhere."""
     redis = RedisBlobs(store) if isinstance(store, RedisStore) else None
+    client = s3_client_from(settings, session)
+    return redis if client is None else SplitBlobs(S3Blobs(client, prefix=settings.s3.prefix), redis)
+
+
+def s3_client_from(
+    settings: Settings, session: aiohttp.ClientSession, *, retry_for_s: float = 60.0
+) -> S3Client | None:
+    """The configured bucket's client, or ``None`` without ``COMFYBOT_S3_BUCKET``."""
     s3 = settings.s3
     if s3.bucket is None or s3.access_key_id is None or s3.secret_access_key is None:
-        return redis
+        return None
     creds = Credentials(
         s3.access_key_id,
         s3.secret_access_key.get_secret_value(),
         s3.session_token.get_secret_value() if s3.session_token is not None else None,
     )
-    client = S3Client(session, s3.endpoint, s3.bucket, creds, region=s3.region)
-    return SplitBlobs(S3Blobs(client, prefix=s3.prefix), redis)
+    return S3Client(session, s3.endpoint, s3.bucket, creds, region=s3.region, retry_for_s=retry_for_s)
 
 
 @asynccontextmanager
@@ -211,4 +218,12 @@ async def open_gateway(
         yield gateway
 
 
-__all__ = ["WorkerOptions", "blobs_from", "store_from", "limits_from", "open_gateway", "run_gateway"]
+__all__ = [
+    "WorkerOptions",
+    "blobs_from",
+    "s3_client_from",
+    "store_from",
+    "limits_from",
+    "open_gateway",
+    "run_gateway",
+]

@@ -164,6 +164,15 @@ class S3Client:
         """Remove ``key``; deleting a key that is not there is not an error (S3 answers 204 either way)."""
         await self._call("DELETE", key, b"", {}, ok=(200, 204, 404))
 
+    async def check(self, key: str) -> None:
+        """Write, read back and delete a small object at ``key``: what ``comfybot doctor`` runs. Raises
+        :class:`StorageError` (bad credentials, no such bucket, unreachable) naming the step."""
+        probe = b"comfybot doctor probe"
+        await self.put(key, probe, "text/plain")
+        if await self.get(key) != probe:
+            raise StorageError(f"S3 {self.bucket}/{key}: read back something else than was written")
+        await self.delete(key)
+
     def _signed_headers(
         self, method: str, path: str, data: bytes, extra: Mapping[str, str]
     ) -> dict[str, str]:
