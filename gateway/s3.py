@@ -206,6 +206,7 @@ class S3Client:
             data=io.BytesIO(data) if data else None,  # a fresh payload per attempt; Content-Length is set
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            allow_redirects=False,  # a redirect (wrong region) signed for another host: say so instead
         ) as resp:
             body = await resp.read()
         if resp.status in ok:

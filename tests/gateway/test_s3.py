@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -195,6 +196,21 @@ async def test_an_unreachable_endpoint_is_retried_then_a_storage_error(
     assert DOCS_KEYS.secret_access_key not in repr(logs)
 
 
+@asynccontextmanager
+async def answering(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """An HTTP server on a free port answering every GET with ``handler``; yields its URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 async def test_5xx_is_retried_until_the_server_answers(session: aiohttp.ClientSession) -> None:
     seen: list[str] = []
 
@@ -204,21 +220,30 @@ async def test_5xx_is_retried_until_the_server_answers(session: aiohttp.ClientSe
             return web.Response(status=503, body=b"<Error><Code>SlowDown</Code></Error>")
         return web.Response(body=b"bytes")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", flaky)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        client = S3Client(session, f"http://127.0.0.1:{port}", "media", DOCS_KEYS, retry_for_s=10)
+    async with answering(flaky) as url:
+        client = S3Client(session, url, "media", DOCS_KEYS, retry_for_s=10)
         with capture_logs() as logs:
             assert await client.get("comfybot/" + REF) == b"bytes"
-    finally:
-        await runner.cleanup()
     assert len(seen) == 3
     assert [e["event"] for e in logs] == ["s3_unavailable", "s3_unavailable"]
     assert "SlowDown" in logs[0]["error"]
+
+
+async def test_a_redirect_is_an_error_not_followed(session: aiohttp.ClientSession) -> None:
+    seen: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        body = b"<Error><Code>PermanentRedirect</Code></Error>"
+        return web.Response(
+            status=301, body=body, headers={"Location": str(request.url.with_path("/elsewhere"))}
+        )
+
+    async with answering(moved) as url:
+        client = S3Client(session, url, "media", DOCS_KEYS, retry_for_s=10)
+        with pytest.raises(StorageError, match="HTTP 301 PermanentRedirect"):
+            await client.get("comfybot/" + REF)
+    assert seen == ["/media/comfybot/" + REF]  # asked once, the redirect not followed with a stale signature
 
 
 # --- two hosts: results in the bucket, previews in Redis ------------------------------------------
