@@ -37,7 +37,10 @@ T = TypeVar("T")
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-REQUEST_TIMEOUT_S = 30.0
+# A connection silent this long is dead (and retried). The whole request may take longer for a big body:
+# 30 s plus its upload at 256 KB/s (a 30 MB upscale: 2 min), so a slow uplink is not cut off mid-upload.
+STALL_TIMEOUT_S = 30.0
+SLOWEST_UPLOAD_BPS = 256 * 1024
 _SPACES = re.compile(r"\s+")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
@@ -205,7 +208,11 @@ class S3Client:
             url,
             data=io.BytesIO(data) if data else None,  # a fresh payload per attempt; Content-Length is set
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            timeout=aiohttp.ClientTimeout(
+                total=STALL_TIMEOUT_S + len(data) / SLOWEST_UPLOAD_BPS,
+                sock_connect=10,
+                sock_read=STALL_TIMEOUT_S,
+            ),
             allow_redirects=False,  # a redirect (wrong region) signed for another host: say so instead
         ) as resp:
             body = await resp.read()
