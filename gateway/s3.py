@@ -37,8 +37,8 @@ T = TypeVar("T")
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-# A connection silent this long is dead (and retried). The whole request may take longer for a big body:
-# 30 s plus its upload at 256 KB/s (a 30 MB upscale: 2 min), so a slow uplink is not cut off mid-upload.
+# A connection silent this long is dead (and retried): that bounds a download of any size. An upload also
+# gets a total limit (writes have no stall timeout): 30 s plus its body at 256 KB/s (30 MB: 2 min).
 STALL_TIMEOUT_S = 30.0
 SLOWEST_UPLOAD_BPS = 256 * 1024
 _SPACES = re.compile(r"\s+")
@@ -209,7 +209,7 @@ class S3Client:
             data=io.BytesIO(data) if data else None,  # a fresh payload per attempt; Content-Length is set
             headers=headers,
             timeout=aiohttp.ClientTimeout(
-                total=STALL_TIMEOUT_S + len(data) / SLOWEST_UPLOAD_BPS,
+                total=STALL_TIMEOUT_S + len(data) / SLOWEST_UPLOAD_BPS if data else None,
                 sock_connect=10,
                 sock_read=STALL_TIMEOUT_S,
             ),
