@@ -34,7 +34,7 @@ from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
 from comfybot.logs import configure_logging, reset_logging
 from gateway.app import WorkerOptions, run_gateway
-from gateway.blobs import RedisBlobs
+from gateway.blobs import Blobs, RedisBlobs
 from gateway.limits import Limits
 from gateway.memory import MemoryStore
 from gateway.models import TERMINAL_EVENTS, JobEvent, JobRequest
@@ -364,9 +364,11 @@ async def gateway_rig(
     limits: Limits | None = None,
     subscribe: bool = True,
     urls: Sequence[str] | None = None,
+    shared: Callable[[Store], Blobs | None] | None = None,
 ) -> AsyncIterator[Rig]:
     """A gateway with ``servers`` instrumented fakes, built like the tests' harness; with ``urls``, over
-    ComfyUI servers running elsewhere (``bench.fakeserver`` in another process) instead."""
+    ComfyUI servers running elsewhere (``bench.fakeserver`` in another process) instead. ``shared`` builds
+    where images are shared from the backend (default: Redis when the backend is Redis)."""
     data_dir = Path(tempfile.mkdtemp(prefix="comfybot-bench-data-"))
     async with AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, data_dir, True)
@@ -376,7 +378,11 @@ async def gateway_rig(
             fakes.append(await stack.enter_async_context(fake))
         backend = await stack.enter_async_context(backend)
         # As in production (gateway/app.py): with Redis, images are shared through it.
-        store = ImageStore(data_dir, shared=RedisBlobs(backend) if isinstance(backend, RedisStore) else None)
+        if shared is None:
+            blobs: Blobs | None = RedisBlobs(backend) if isinstance(backend, RedisStore) else None
+        else:
+            blobs = shared(backend)
+        store = ImageStore(data_dir, shared=blobs)
         clients = [
             await stack.enter_async_context(ComfyClient(url, session, name=f"comfy{i}"))
             for i, url in enumerate(urls if urls is not None else [f.url for f in fakes])

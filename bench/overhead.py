@@ -1,7 +1,8 @@
 """Gateway overhead on an idle server: ``gateway.submit(req)`` → the fake ComfyUI receiving ``POST /prompt``.
 
 N jobs run one after another against one idle fake ComfyUI in the same event loop, for the memory, SQLite and
-Redis stores: each is submitted when the previous job's terminal event reached the subscriber (its tail
+Redis stores (and ``redis-s3``: Redis with inputs and outputs in an S3 bucket, a moto server started
+here): each is submitted when the previous job's terminal event reached the subscriber (its tail
 of acknowledgements still runs then), or ``--gap-ms`` later, when the whole process has been idle for a
 while (on this VM an idle vCPU then has to wake up on every hop, which costs more than the tail did).
 Also measured, per job:
@@ -12,8 +13,8 @@ Also measured, per job:
 * ``comfy_done_to_delivered``: the fake finished executing → the subscriber has ``Succeeded`` (the tail:
   ``/history``, ``/view`` download, storing the image, the terminal write, delivery).
 
-    .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis] [--quick] [--log-level INFO]
-                                       [--gap-ms 0]
+    .venv/bin/python -m bench.overhead [--jobs 500] [--backends memory,redis,redis-s3] [--quick]
+                                       [--log-level INFO] [--gap-ms 0]
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import argparse
 import asyncio
 import itertools
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,9 +44,13 @@ from bench.common import (
     write_results,
 )
 from comfy.workflows import load_workflows
+from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.models import TERMINAL_EVENTS, Queued, Succeeded
 from gateway.redis_store import RedisStore
+from gateway.s3 import Credentials, S3Client
 from gateway.service import Accepted
+from gateway.store import Store
+from tests.conftest import S3Server, free_port
 
 WARMUP = 10
 
@@ -104,13 +111,64 @@ async def one_job(rig: Rig, i: int, gap_s: float) -> dict[str, float | None]:
     }
 
 
+@contextmanager
+def s3_bucket(kind: str) -> Iterator[S3Server | None]:
+    """For ``redis-s3``: a moto S3 server with one bucket for the run; else nothing."""
+    if kind != "redis-s3":
+        yield None
+        return
+    srv = S3Server(port=free_port())
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def bucket_blobs(srv: S3Server, session: aiohttp.ClientSession) -> Callable[[Store], Blobs | None]:
+    """Where ``gateway/app.py`` shares images with a bucket configured: inputs and outputs in it, previews
+    in Redis."""
+    creds = Credentials(srv.access_key_id, srv.secret_access_key)
+    client = S3Client(session, srv.url, srv.bucket, creds, region=srv.region)
+
+    def build(store: Store) -> Blobs | None:
+        assert isinstance(store, RedisStore)
+        return SplitBlobs(S3Blobs(client), RedisBlobs(store))
+
+    return build
+
+
+def s3_bytes(srv: S3Server) -> dict[str, int]:
+    """Objects and bytes in the bucket (``ListObjectsV2``, through boto3 from the dev extras)."""
+    import boto3  # type: ignore[import-untyped]  # noqa: PLC0415 - dev extra, only here
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=srv.url,
+        region_name=srv.region,
+        aws_access_key_id=srv.access_key_id,
+        aws_secret_access_key=srv.secret_access_key,
+    )
+    out = {"objects": 0, "bytes": 0}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=srv.bucket):
+        for obj in page.get("Contents", []):
+            out["objects"] += 1
+            out["bytes"] += int(obj["Size"])
+    return out
+
+
 async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path, gap_s: float) -> dict[str, Any]:
     registry = load_workflows()
-    with backend_factory(kind, appendfsync) as make_backend:
+    store_kind = "redis" if kind == "redis-s3" else kind
+    with backend_factory(store_kind, appendfsync) as make_backend, s3_bucket(kind) as bucket:
         async with (
             aiohttp.ClientSession() as session,
             gateway_rig(
-                session, registry, make_backend(), fake_options={"node_delay_s": 0.001, "step_delay_s": 0.001}
+                session,
+                registry,
+                make_backend(),
+                fake_options={"node_delay_s": 0.001, "step_delay_s": 0.001},
+                shared=None if bucket is None else bucket_blobs(bucket, session),
             ) as rig,
         ):
             for i in range(WARMUP):
@@ -125,6 +183,7 @@ async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path, gap
             elapsed = time.perf_counter() - started
             request_ids = set(rig.request_ids)
             kept = await redis_bytes(rig.backend) if isinstance(rig.backend, RedisStore) else None
+            in_bucket = None if bucket is None else await asyncio.to_thread(s3_bytes, bucket)
     metrics: dict[str, Any] = {}
     for name in rows[0]:
         values = [r[name] for r in rows if r[name] is not None]
@@ -142,17 +201,30 @@ async def run_backend(kind: str, jobs: int, appendfsync: str, log_dir: Path, gap
             if kept is None
             else {"redis_bytes_after_run": kept, "redis_bytes_per_job": per_job(kept, jobs)}
         ),
+        **(
+            {}
+            if in_bucket is None
+            else {
+                "s3_after_run": in_bucket,
+                "s3_per_job": per_job(in_bucket, jobs),
+            }
+        ),
     }
 
 
 async def redis_bytes(store: RedisStore) -> dict[str, int]:
     """What the finished jobs leave in Redis (``MEMORY USAGE`` per key, by kind) until their TTLs end:
-    ``blob`` the shared images, ``job`` the records, ``events`` the channel stream, ``other`` the rest."""
+    ``blob`` the shared images (``blob_outputs``, ``blob_previews``, ``blob_inputs`` by kind), ``job`` the
+    records, ``events`` the channel stream, ``other`` the rest."""
     kinds: dict[str, int] = {"blob": 0, "job": 0, "events": 0, "other": 0, "keys": 0}
     async for key in store.redis.scan_iter(match=f"{store.prefix}*", count=1000):
         name = key.decode()[len(store.prefix) :]
-        kind = name.split(":", 1)[0]
-        kinds[kind if kind in kinds else "other"] += int(await store.redis.memory_usage(key) or 0)
+        kind, _, rest = name.partition(":")
+        size = int(await store.redis.memory_usage(key) or 0)
+        kinds[kind if kind in kinds else "other"] += size
+        if kind == "blob":  # blob_outputs, blob_previews, blob_inputs
+            sub = "blob_" + rest.split("/", 1)[0]
+            kinds[sub] = kinds.get(sub, 0) + size
         kinds["keys"] += 1
     return kinds
 

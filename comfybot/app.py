@@ -150,6 +150,24 @@ async def shut_down(gateway: Gateway, grace_s: float, again: asyncio.Event) -> N
         log.error("shutdown_failed", error=repr(exc))
 
 
+async def _doctor_s3(settings: Settings) -> bool:
+    """Write, read and delete a probe object in the configured bucket; print the outcome."""
+    from gateway.app import s3_client_from  # here: doctor without a bucket needs none of it
+    from gateway.errors import StorageError
+
+    s3 = settings.s3
+    async with aiohttp.ClientSession() as session:
+        client = s3_client_from(settings, session, retry_for_s=5.0)
+        assert client is not None
+        try:
+            await client.check(f"{s3.prefix}doctor-probe")
+        except StorageError as exc:
+            sys.stdout.write(f"✗ S3 bucket {s3.bucket} at {s3.endpoint}: {exc.detail}\n")
+            return False
+    sys.stdout.write(f"✓ S3 bucket {s3.bucket} at {s3.endpoint}: write, read and delete work\n")
+    return True
+
+
 async def doctor(settings: Settings) -> int:
     """Check each workflow against each server's ``/object_info``; print a report; 0 when all is well."""
     out = sys.stdout
@@ -161,6 +179,8 @@ async def doctor(settings: Settings) -> int:
         out.write(f"✗ workflows: {exc}\n")
         return 1
     out.write(f"✓ workflows: {', '.join(registry.names())}\n")
+    if settings.s3.enabled and not await _doctor_s3(settings):
+        return 1
     if not settings.comfy.urls:
         out.write("✗ COMFYUI_URLS is not set\n")
         return 1

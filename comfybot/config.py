@@ -47,6 +47,7 @@ __all__ = [
     "Rate",
     "RedisSettings",
     "RetentionSettings",
+    "S3Settings",
     "Settings",
     "TelegramSettings",
     "load_settings",
@@ -173,6 +174,27 @@ class RetentionSettings(_Section):
     shared_s: Seconds = Field(default=24 * 3600.0, gt=0)  # with Redis: how long images stay shared there
 
 
+class S3Settings(_Section):
+    """An S3-compatible bucket for inputs and outputs (see :mod:`gateway.blobs`). Off unless ``bucket`` is
+    set; ``url`` defaults to AWS's endpoint for ``region``. Addressing is path-style."""
+
+    url: HttpUrl | None = None
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None  # temporary credentials (STS)
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$")
+    prefix: str = Field(default="comfybot/", pattern=r"^(?:[A-Za-z0-9._-]+/)*$")  # key prefix, ends with /
+
+    @property
+    def enabled(self) -> bool:
+        return self.bucket is not None
+
+    @property
+    def endpoint(self) -> str:
+        return self.url if self.url is not None else f"https://s3.{self.region}.amazonaws.com"
+
+
 class ApiSettings(_Section):
     """The gateway's HTTP API: off unless enabled, loopback by default, always behind a token."""
 
@@ -199,6 +221,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     limits: LimitSettings = LimitSettings()
     retention: RetentionSettings = RetentionSettings()
+    s3: S3Settings = S3Settings()
     api: ApiSettings = ApiSettings()
     # model overrides from COMFYBOT_MODEL_<NAME>, e.g. {"checkpoint": "x.safetensors"}
     models: dict[str, str] = Field(default_factory=dict)
@@ -233,6 +256,9 @@ class Settings(BaseSettings):
         out = [s.get_secret_value() for s in values if s is not None]
         if self.redis is not None and self.redis.password is not None:
             out.append(self.redis.password.get_secret_value())
+        out += [
+            s.get_secret_value() for s in (self.s3.secret_access_key, self.s3.session_token) if s is not None
+        ]
         return [s for s in out if s]
 
 
@@ -277,10 +303,25 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_RETENTION_INPUTS": ("retention", "inputs_s"),
     "COMFYBOT_RETENTION_OUTPUTS": ("retention", "outputs_s"),
     "COMFYBOT_RETENTION_SHARED": ("retention", "shared_s"),
+    "COMFYBOT_S3_URL": ("s3", "url"),
+    "COMFYBOT_S3_BUCKET": ("s3", "bucket"),
+    "COMFYBOT_S3_ACCESS_KEY_ID": ("s3", "access_key_id"),
+    "COMFYBOT_S3_SECRET_ACCESS_KEY": ("s3", "secret_access_key"),
+    "COMFYBOT_S3_SESSION_TOKEN": ("s3", "session_token"),
+    "COMFYBOT_S3_REGION": ("s3", "region"),
+    "COMFYBOT_S3_PREFIX": ("s3", "prefix"),
     "COMFYBOT_API_ENABLED": ("api", "enabled"),
     "COMFYBOT_API_BIND": ("api", "bind"),
     "COMFYBOT_API_PORT": ("api", "port"),
     "COMFYBOT_API_TOKEN": ("api", "token"),
+}
+# The AWS tools' own names, read when ours is unset (credentials already in the environment just work).
+ENV_FALLBACKS: dict[str, tuple[str, ...]] = {
+    "COMFYBOT_S3_URL": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "COMFYBOT_S3_ACCESS_KEY_ID": ("AWS_ACCESS_KEY_ID",),
+    "COMFYBOT_S3_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY",),
+    "COMFYBOT_S3_SESSION_TOKEN": ("AWS_SESSION_TOKEN",),
+    "COMFYBOT_S3_REGION": ("AWS_REGION", "AWS_DEFAULT_REGION"),
 }
 MODEL_PREFIX = "COMFYBOT_MODEL_"
 CONFIG_ENV = "COMFYBOT_CONFIG"
@@ -298,7 +339,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | str 
     path = Path(config_file) if config_file is not None else None
     data: dict[str, Any] = _read_toml(path) if path is not None else {}
     from_env: dict[tuple[str, str], str] = {}
-    for var, (section, key) in ENV_VARS.items():
+    for name, (section, key) in ENV_VARS.items():
+        var = next((v for v in (name, *ENV_FALLBACKS.get(name, ())) if env.get(v, "").strip()), name)
         raw = env.get(var, "")
         if raw.strip():
             from_env[(section, key)] = var
@@ -373,6 +415,8 @@ def _to_config_error(
         problem = f"{shown} is not a number"
     elif kind in ("bool_parsing", "bool_type"):
         problem = f"{shown} is not a boolean (use true or false)"
+    elif kind == "string_pattern_mismatch":
+        problem = f"{shown} does not match {ctx.get('pattern')}"
     elif kind == "literal_error":
         problem = f"{shown} is not one of {ctx.get('expected')}"
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
@@ -404,3 +448,9 @@ def _check(settings: Settings, from_env: Mapping[tuple[str, str], str], path: Pa
         name = _name(("limits", "access"), from_env, path)
         problem = "allowlist needs COMFYBOT_ALLOWED_USERS, COMFYBOT_ALLOWED_CHATS or COMFYBOT_ADMINS"
         raise ConfigError(name, problem)
+    s3 = settings.s3
+    if s3.enabled and not (
+        s3.access_key_id and s3.secret_access_key and s3.secret_access_key.get_secret_value()
+    ):
+        missing = "access_key_id" if not s3.access_key_id else "secret_access_key"
+        raise ConfigError(_name(("s3", missing), from_env, path), "required when COMFYBOT_S3_BUCKET is set")

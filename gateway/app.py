@@ -21,11 +21,12 @@ import structlog
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
-from gateway.blobs import RedisBlobs
+from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.execution import Executor
 from gateway.limits import AccessPolicy, Limits, PromptFilter
 from gateway.memory import MemoryStore
 from gateway.redis_store import RedisStore
+from gateway.s3 import Credentials, S3Client
 from gateway.servers import ServerPool
 from gateway.service import Gateway
 from gateway.sqlite_store import SqliteStore
@@ -81,6 +82,29 @@ def store_from(settings: Settings) -> Store:
     if settings.paths.store == "memory":
         return MemoryStore()
     return SqliteStore(settings.paths.data_dir / "comfybot.db")
+
+
+def blobs_from(settings: Settings, store: Store, session: aiohttp.ClientSession) -> Blobs | None:
+    """Where images are shared between processes: with ``COMFYBOT_S3_BUCKET`` inputs and outputs in the
+    bucket (previews in Redis, if any); else, with Redis, everything in Redis; else nowhere."""
+    redis = RedisBlobs(store) if isinstance(store, RedisStore) else None
+    client = s3_client_from(settings, session)
+    return redis if client is None else SplitBlobs(S3Blobs(client, prefix=settings.s3.prefix), redis)
+
+
+def s3_client_from(
+    settings: Settings, session: aiohttp.ClientSession, *, retry_for_s: float = 60.0
+) -> S3Client | None:
+    """The configured bucket's client, or ``None`` without ``COMFYBOT_S3_BUCKET``."""
+    s3 = settings.s3
+    if s3.bucket is None or s3.access_key_id is None or s3.secret_access_key is None:
+        return None
+    creds = Credentials(
+        s3.access_key_id,
+        s3.secret_access_key.get_secret_value(),
+        s3.session_token.get_secret_value() if s3.session_token is not None else None,
+    )
+    return S3Client(session, s3.endpoint, s3.bucket, creds, region=s3.region, retry_for_s=retry_for_s)
 
 
 @asynccontextmanager
@@ -152,11 +176,11 @@ async def open_gateway(
     comfy = settings.comfy
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(store_from(settings))
-        # With Redis, processes may run on other machines: images are shared through it too.
+        # With Redis, processes may run on other machines: images are shared through it (or the bucket).
         images = ImageStore(
             settings.paths.data_dir,
             retention=retention,
-            shared=RedisBlobs(store) if isinstance(store, RedisStore) else None,
+            shared=blobs_from(settings, store, session),
             shared_ttl_s=settings.retention.shared_s,
         )
         clients = [
@@ -176,6 +200,7 @@ async def open_gateway(
             servers=[c.name for c in clients],
             workflows=registry.names(),
             workers=workers,
+            s3_bucket=settings.s3.bucket,
         )
         gateway = await stack.enter_async_context(
             run_gateway(
@@ -193,4 +218,12 @@ async def open_gateway(
         yield gateway
 
 
-__all__ = ["WorkerOptions", "store_from", "limits_from", "open_gateway", "run_gateway"]
+__all__ = [
+    "WorkerOptions",
+    "blobs_from",
+    "s3_client_from",
+    "store_from",
+    "limits_from",
+    "open_gateway",
+    "run_gateway",
+]

@@ -1,11 +1,14 @@
-"""Fixtures shared by every test package: a real redis-server on a free port, free ports, a tmp data dir."""
+"""Fixtures shared by every test package: a real redis-server and a real S3 server (moto) on free ports,
+free ports, a tmp data dir."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +109,89 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield srv
     finally:
         srv.stop(kill=True)
+
+
+def _wait_port(port: int, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
+@dataclass
+class S3Server:
+    """A real S3 server (moto's, ``python -m moto.server``) that checks every request's SigV4 signature.
+
+    moto verifies signatures only once IAM is in play: the first ``_SETUP_CALLS`` requests (create a user,
+    its policy, its access key, the bucket) go unauthenticated, every later one must be signed with that
+    user's key — a wrong signature gets 403 SignatureDoesNotMatch, as on AWS.
+    """
+
+    port: int
+    bucket: str = "comfybot-test"
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    _SETUP_CALLS = 4
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        try:
+            import boto3  # type: ignore[import-untyped]  # noqa: PLC0415 - dev extra, only here
+        except ImportError:
+            pytest.skip("moto[server] is not installed (pip install -e '.[dev]')")
+        env = os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": str(self._SETUP_CALLS)}
+        args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, "moto_server")
+        boot = {"endpoint_url": self.url, "region_name": self.region}
+        boot |= {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **boot)
+        iam.create_user(UserName="comfybot")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="comfybot", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="comfybot")["AccessKey"]
+        boto3.client("s3", **boot).create_bucket(Bucket=self.bucket)
+        self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+
+    def env(self) -> dict[str, str]:
+        """The settings a comfybot process needs to use this bucket."""
+        return {
+            "COMFYBOT_S3_URL": self.url,
+            "COMFYBOT_S3_BUCKET": self.bucket,
+            "COMFYBOT_S3_ACCESS_KEY_ID": self.access_key_id,
+            "COMFYBOT_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            "COMFYBOT_S3_REGION": self.region,
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def s3_server() -> Iterator[S3Server]:
+    """A fresh moto S3 server with one bucket and one access key, signatures checked."""
+    srv = S3Server(port=free_port())
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

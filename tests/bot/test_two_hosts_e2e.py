@@ -2,25 +2,28 @@
 
 The worker is ``python -m gateway`` with its own data dir; the Telegram front end runs in the test with
 another. Nothing is on both disks, so every image — the user's photo going to the GPU, each result
-coming back, the output an Upscale starts from — must travel through Redis (``gateway/blobs.py``).
+coming back, the output an Upscale starts from — must travel through Redis (``gateway/blobs.py``), or,
+with an S3 bucket configured, through the bucket (a real S3 server, moto, checking signatures).
 """
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
-from gateway.app import run_gateway
+from comfybot.config import TelegramSettings, load_settings
+from gateway.app import blobs_from, run_gateway
 from gateway.blobs import RedisBlobs
 from gateway.redis_store import RedisStore
 from gateway.storage import ImageGone, ImageStore
 from tests.bot.conftest import CHECKPOINTS, UPSCALERS, png
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, S3Server
 from tests.fakes.comfyui import running_fake_comfyui
 from tests.fakes.telegram import FakeTelegram, StoredMessage
 from tests.gateway.test_crash_recovery import ROOT, worker_process
@@ -41,17 +44,27 @@ def _results(fake: FakeTelegram) -> list[StoredMessage]:
     return [m for m in fake.bot_messages(CHAT) if m.photo or m.document]
 
 
+async def _blob_keys(store: RedisStore) -> set[str]:
+    return {k.decode() async for k in store.redis.scan_iter("comfybot:blob:*")}
+
+
 @pytest.mark.redis
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("where", ["redis", "s3"])
 async def test_every_image_path_works_across_data_dirs(
-    tmp_path: Path, registry: WorkflowRegistry, redis_server: RedisServer
+    tmp_path: Path,
+    registry: WorkflowRegistry,
+    redis_server: RedisServer,
+    where: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     worker_dir, front_dir = tmp_path / "host-a", tmp_path / "host-b"
+    bucket: S3Server | None = request.getfixturevalue("s3_server") if where == "s3" else None
+    shared_env = {"REDIS_URL": redis_server.url} | (bucket.env() if bucket is not None else {})
     async with running_fake_comfyui(checkpoints=CHECKPOINTS, upscale_models=UPSCALERS) as comfy:
-        env = {
+        env = shared_env | {
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(ROOT),
-            "REDIS_URL": redis_server.url,
             "COMFYUI_URLS": comfy.url,
             "COMFYBOT_DATA_DIR": str(worker_dir),
             "LOG_DIR": str(tmp_path / "logs"),
@@ -59,9 +72,14 @@ async def test_every_image_path_works_across_data_dirs(
         async with (
             worker_process(env) as worker,
             FakeTelegram() as fake,
+            aiohttp.ClientSession() as session,
             RedisStore(redis_server.url, retry_for_s=20) as store,
             run_gateway(
-                store, registry, ImageStore(front_dir, shared=RedisBlobs(store)), [], workers=False
+                store,
+                registry,
+                ImageStore(front_dir, shared=blobs_from(load_settings(shared_env), store, session)),
+                [],
+                workers=False,
             ) as gateway,
         ):
             await worker.wait_event("worker_started", timeout_s=60)
@@ -72,19 +90,35 @@ async def test_every_image_path_works_across_data_dirs(
                 fake.send_photo(USER, CHAT, png(96, 64), caption="/generate as an oil painting")  # img2img
                 await fake.wait_until(lambda: len(_results(fake)) == 2, timeout=60)
                 assert comfy.uploads, "the photo the front end stored reached ComfyUI from the worker"
-
-                first = _results(fake)[0]
-                for prefix in ("j:r:", "j:u:"):  # Reroll; Upscale (its input is the worker's output)
+                first, second = _results(fake)
+                if bucket is not None:
+                    # Inputs and outputs are in the bucket, not in Redis. Take away every other copy — Redis's
+                    # blobs (as if their TTL had run out) and both disks — so what follows reads the bucket.
+                    assert not {k for k in await _blob_keys(store) if "previews/" not in k}
+                    for host in (worker_dir, front_dir):
+                        for kind in ("inputs", "outputs"):
+                            shutil.rmtree(host / kind, ignore_errors=True)
+                    keys = await _blob_keys(store)
+                    if keys:
+                        await store.redis.delete(*keys)
+                # Reroll of the img2img result: the worker needs the user's photo again.
+                presses = [(first, "j:r:"), (first, "j:u:"), (second, "j:r:")]
+                for msg, prefix in presses:  # Reroll; Upscale (its input is the worker's output)
                     want = len(_results(fake)) + 1
-                    fake.press_button(USER, CHAT, first.message_id, _button(first, prefix))
+                    fake.press_button(USER, CHAT, msg.message_id, _button(msg, prefix))
                     await fake.wait_until(partial(_has_results, fake, want), timeout=60)
                 fake.press_button(USER, CHAT, first.message_id, _button(first, "j:v:"))  # Variations
                 await fake.wait_until(lambda: fake.calls_of("sendMediaGroup", CHAT, ok=True), timeout=60)
                 fake.press_button(USER, CHAT, first.message_id, _button(first, "j:i:"))  # Info
-                await fake.wait_until(lambda: len(fake.answered_callbacks) >= 4, timeout=30)
+                await fake.wait_until(lambda: len(fake.answered_callbacks) >= 5, timeout=30)
+                if bucket is not None:
+                    assert not {k for k in await _blob_keys(store) if "previews/" not in k}
+                    assert len(comfy.uploads) >= 3, "the photo and the upscaled output came from the bucket"
 
-    assert any((front_dir / "outputs").rglob("*")), "results were fetched from Redis and kept"
-    assert any((worker_dir / "inputs").rglob("*")), "the uploaded photo was fetched from Redis and kept"
+    assert any((front_dir / "outputs").rglob("*")), "results were fetched from the shared copy and kept"
+    assert any((worker_dir / "inputs").rglob("*")), (
+        "the uploaded photo was fetched from the shared copy and kept"
+    )
 
 
 @pytest.mark.redis

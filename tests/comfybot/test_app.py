@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import S3Server
 from tests.fakes.comfyui import running_fake_comfyui
 
 
@@ -77,3 +78,30 @@ async def _arun(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+def _log_text(log_dir: Path) -> str:
+    return "".join(p.read_text() for p in log_dir.glob("*.log*"))
+
+
+@pytest.mark.parametrize("good_secret", [True, False])
+async def test_doctor_checks_the_s3_bucket(tmp_path: Path, s3_server: S3Server, good_secret: bool) -> None:
+    async with running_fake_comfyui() as comfy:
+        comfy.set_models(
+            checkpoints=["v1-5-pruned-emaonly.safetensors"], upscale_models=["RealESRGAN_x4plus.pth"]
+        )
+        env = {"COMFYUI_URLS": comfy.url, "LOG_DIR": str(tmp_path)} | s3_server.env()
+        if not good_secret:
+            env["COMFYBOT_S3_SECRET_ACCESS_KEY"] = "wrong-secret-value"
+        proc = await _arun(["doctor"], env)
+    if good_secret:
+        assert proc.returncode == 0, proc.stdout
+        assert (
+            f"✓ S3 bucket {s3_server.bucket} at {s3_server.url}: write, read and delete work" in proc.stdout
+        )
+    else:
+        assert proc.returncode == 1
+        assert "✗ S3 bucket" in proc.stdout and "HTTP 403 SignatureDoesNotMatch" in proc.stdout
+        assert "wrong-secret-value" not in proc.stdout + proc.stderr
+        assert "wrong-secret-value" not in _log_text(tmp_path)
+        assert "Traceback" not in proc.stdout + proc.stderr

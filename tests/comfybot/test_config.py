@@ -48,6 +48,13 @@ FULL_ENV = {
     "COMFYBOT_RETENTION_INPUTS": "12h",
     "COMFYBOT_RETENTION_OUTPUTS": "7d",
     "COMFYBOT_RETENTION_SHARED": "2d",
+    "COMFYBOT_S3_URL": "http://minio.local:9000/",
+    "COMFYBOT_S3_BUCKET": "comfy-media",
+    "COMFYBOT_S3_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "COMFYBOT_S3_SECRET_ACCESS_KEY": "s3-secret-key",
+    "COMFYBOT_S3_SESSION_TOKEN": "s3-session-token",
+    "COMFYBOT_S3_REGION": "eu-central-1",
+    "COMFYBOT_S3_PREFIX": "bots/comfy/",
     "COMFYBOT_API_ENABLED": "true",
     "COMFYBOT_API_BIND": "127.0.0.2",
     "COMFYBOT_API_PORT": "9999",
@@ -76,6 +83,7 @@ def test_defaults_from_empty_env() -> None:
     assert (s.retention.inputs_s, s.retention.outputs_s) == (86400, 30 * 86400)
     assert (s.api.enabled, s.api.bind, s.api.token) == (False, "127.0.0.1", None)
     assert s.models == {} and s.config_file is None
+    assert not s.s3.enabled and s.s3.endpoint == "https://s3.us-east-1.amazonaws.com"
     assert s.secrets() == []
 
 
@@ -117,7 +125,18 @@ def test_every_variable_from_env() -> None:
     assert (s.api.enabled, s.api.bind, s.api.port) == (True, "127.0.0.2", 9999)
     assert s.api.token is not None and s.api.token.get_secret_value() == "api-token-123"
     assert s.models == {"checkpoint": "dreamshaper.safetensors", "upscale": "4x.pth"}
+    s3 = s.s3
+    assert (s3.enabled, s3.endpoint, s3.bucket, s3.region, s3.prefix) == (
+        True,
+        "http://minio.local:9000",
+        "comfy-media",
+        "eu-central-1",
+        "bots/comfy/",
+    )
+    assert s3.access_key_id == "AKIDEXAMPLE"
     assert set(s.secrets()) == {
+        "s3-secret-key",
+        "s3-session-token",
         FULL_ENV["TELEGRAM_BOT_TOKEN"],
         "whsecret-123",
         "discord-token-xyz",
@@ -140,6 +159,44 @@ def test_every_documented_variable_is_in_the_table() -> None:
     }
     assert documented <= set(ENV_VARS)
     assert set(ENV_VARS) <= set(FULL_ENV), "FULL_ENV must exercise every variable"
+
+
+def test_s3_reads_the_aws_names_when_ours_are_unset() -> None:
+    aws = {
+        "AWS_ACCESS_KEY_ID": "AKIA-from-aws",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "AWS_SESSION_TOKEN": "aws-token",
+        "AWS_DEFAULT_REGION": "ap-south-1",
+    }
+    s3 = load_settings({"COMFYBOT_S3_BUCKET": "media"} | aws).s3
+    assert s3.access_key_id == "AKIA-from-aws" and s3.region == "ap-south-1"
+    assert s3.secret_access_key is not None and s3.secret_access_key.get_secret_value() == "aws-secret"
+    assert s3.session_token is not None and s3.session_token.get_secret_value() == "aws-token"
+    assert s3.endpoint == "https://s3.ap-south-1.amazonaws.com"
+    ours = load_settings({"COMFYBOT_S3_BUCKET": "media", "COMFYBOT_S3_ACCESS_KEY_ID": "ours"} | aws).s3
+    assert ours.access_key_id == "ours"  # our name wins
+    with pytest.raises(ConfigError) as info:  # the error names the variable that was actually read
+        load_settings({"COMFYBOT_S3_BUCKET": "media", "AWS_REGION": "Mars 1"} | aws)
+    assert str(info.value).startswith("AWS_REGION: 'Mars 1' does not match")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"COMFYBOT_S3_BUCKET": "media"},
+            "COMFYBOT_S3_ACCESS_KEY_ID: required when COMFYBOT_S3_BUCKET is set",
+        ),
+        (
+            {"COMFYBOT_S3_BUCKET": "media", "AWS_ACCESS_KEY_ID": "a"},
+            "COMFYBOT_S3_SECRET_ACCESS_KEY: required when COMFYBOT_S3_BUCKET is set",
+        ),
+    ],
+)
+def test_a_bucket_needs_a_key_pair(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value) == expected
 
 
 def test_secrets_are_hidden_in_repr() -> None:
@@ -278,6 +335,10 @@ BAD_ENV = [
     ("COMFYBOT_RETENTION_INPUTS", "forever", "COMFYBOT_RETENTION_INPUTS: 'forever' is not a duration"),
     ("COMFYBOT_RETENTION_OUTPUTS", "0d", "COMFYBOT_RETENTION_OUTPUTS: '0d' must be > 0"),
     ("COMFYBOT_RETENTION_SHARED", "soon", "COMFYBOT_RETENTION_SHARED: 'soon' is not a duration"),
+    ("COMFYBOT_S3_URL", "minio:9000", "COMFYBOT_S3_URL: 'minio:9000' is not an http(s) URL"),
+    ("COMFYBOT_S3_BUCKET", "My_Bucket", "COMFYBOT_S3_BUCKET: 'My_Bucket' does not match"),
+    ("COMFYBOT_S3_REGION", "EU West", "COMFYBOT_S3_REGION: 'EU West' does not match"),
+    ("COMFYBOT_S3_PREFIX", "/abs", "COMFYBOT_S3_PREFIX: '/abs' does not match"),
     ("COMFYBOT_API_ENABLED", "sure", "COMFYBOT_API_ENABLED: 'sure' is not a boolean"),
     ("COMFYBOT_API_PORT", "http", "COMFYBOT_API_PORT: 'http' is not an integer"),
 ]
@@ -308,6 +369,9 @@ def test_every_variable_has_a_bad_value_case() -> None:
         "LOG_DIR",
         "COMFYBOT_API_BIND",
         "COMFYBOT_API_TOKEN",
+        "COMFYBOT_S3_ACCESS_KEY_ID",
+        "COMFYBOT_S3_SECRET_ACCESS_KEY",
+        "COMFYBOT_S3_SESSION_TOKEN",
     }
     assert set(ENV_VARS) - skip <= tested, set(ENV_VARS) - skip - tested
 
