@@ -339,8 +339,11 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | str 
     path = Path(config_file) if config_file is not None else None
     data: dict[str, Any] = _read_toml(path) if path is not None else {}
     from_env: dict[tuple[str, str], str] = {}
+    # The AWS names count only for a bucket comfybot is told to use: a host's unrelated AWS_REGION
+    # must not stop a bot that stores nothing in S3.
+    fallbacks = ENV_FALLBACKS if env.get("COMFYBOT_S3_BUCKET", "").strip() else {}
     for name, (section, key) in ENV_VARS.items():
-        var = next((v for v in (name, *ENV_FALLBACKS.get(name, ())) if env.get(v, "").strip()), name)
+        var = next((v for v in (name, *fallbacks.get(name, ())) if env.get(v, "").strip()), name)
         raw = env.get(var, "")
         if raw.strip():
             from_env[(section, key)] = var

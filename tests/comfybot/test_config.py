@@ -178,6 +178,8 @@ def test_s3_reads_the_aws_names_when_ours_are_unset() -> None:
     with pytest.raises(ConfigError) as info:  # the error names the variable that was actually read
         load_settings({"COMFYBOT_S3_BUCKET": "media", "AWS_REGION": "Mars 1"} | aws)
     assert str(info.value).startswith("AWS_REGION: 'Mars 1' does not match")
+    # Without a bucket the AWS names are not ours to read: an odd AWS_REGION on the host stops nothing.
+    assert load_settings({"AWS_REGION": "Mars 1"} | aws).s3.access_key_id is None
 
 
 @pytest.mark.parametrize(
