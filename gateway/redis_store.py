@@ -352,15 +352,18 @@ class RedisStore(RedisBase):
     async def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
         channel = self._key("cancels")
         while True:
+            reraise_cancel()
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
                 while True:
+                    reraise_cancel()  # a cancel lost inside get_message's timeout must still stop us
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         job_id, by = orjson.loads(message["data"])
                         yield str(job_id), str(by)
             except RETRYABLE as exc:
+                reraise_cancel()
                 # Missed requests are caught by the workers' periodic cancel_requested check.
                 log.warning("redis_unavailable", op="cancel_requests", error=repr(exc))
                 await asyncio.sleep(0.5)
