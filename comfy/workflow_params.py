@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from comfy.text import clean_text
 from comfy.workflow_errors import ParamError
 
 #: KSampler's ``seed`` input accepts 0..0xffffffffffffffff (ComfyUI nodes.py).
@@ -109,12 +110,14 @@ class TextParam(_Param):
         return self
 
     def resolve(self, name: str, value: Any) -> str:
-        """Text is kept verbatim; only its length and presence are checked."""
+        """Text is cleaned (:func:`~comfy.text.clean_text`: no controls, escapes or invisible characters
+        reach ComfyUI), then its length and presence are checked: text that was only invisible is none."""
         if value is None:
             value = ""
         if not isinstance(value, str):
             raise ParamError(name, "not_text")
-        if not value.strip():
+        value = clean_text(value)
+        if not value:
             if self.required:
                 raise ParamError(name, "required")
             value = self.default

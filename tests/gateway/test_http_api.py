@@ -111,3 +111,31 @@ async def test_stats_count_the_day_and_name_the_servers(api, session) -> None:
     assert stats["outcomes"] == {"succeeded": 1, "failed": 1, "failed:comfy_execution_error": 1}
     assert stats["depth"] == 0 and stats["mean_run_s"]["txt2img"] >= 0
     assert [(s["name"], s["healthy"], s["capacity"]) for s in stats["servers"]] == [("comfy0", True, 2)]
+
+
+async def test_prompt_is_cleaned_and_an_invisible_one_refused(api, session) -> None:
+    """No path sends ComfyUI raw controls: the API's prompt is cleaned as a chat's is."""
+    h, url = api
+    job = {
+        "user_id": "s",
+        "chat_id": "-",
+        "workflow": "txt2img",
+        "params": {
+            "prompt": "\x1b[31mred\x1b[0m \u202efox\x00 👩\u200d💻",
+            "negative": "\u200bblur",
+            "steps": 2,
+        },
+    }
+    async with session.post(f"{url}/v1/jobs", json=job, headers=auth()) as resp:
+        assert resp.status == 202
+        job_id = (await resp.json())["job_id"]
+    assert isinstance(await h.log.terminal(job_id), Succeeded)
+    [sent] = h.fakes[0].received_prompts
+    assert sent["prompt"]["6"]["inputs"]["text"] == "red fox 👩\u200d💻"
+    assert sent["prompt"]["7"]["inputs"]["text"] == "blur"
+    invisible = {**job, "params": {"prompt": "\u200b\u200b\ufeff\u202e"}}
+    async with session.post(f"{url}/v1/jobs", json=invisible, headers=auth()) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert (body["code"], body["field"], body["reason"]) == ("invalid_input", "prompt", "required")
+    assert len(h.fakes[0].received_prompts) == 1
