@@ -16,7 +16,14 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
-from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded, ShuttingDown
+from gateway.errors import (
+    AccessDenied,
+    GatewayError,
+    InputInvalid,
+    LimitExceeded,
+    ShuttingDown,
+    StorageError,
+)
 from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits
@@ -151,9 +158,10 @@ class Gateway:
         values = workflow.validate(req.params)
         if workflow.prompt_param and isinstance(values.get(workflow.prompt_param), str):
             self.limits.prompt_filter.check(values[workflow.prompt_param], field=workflow.prompt_param)
-        for name in req.inputs:
+        for name, ref in req.inputs.items():
             if name not in workflow.images:
                 raise InputInvalid(name, "unknown_image_input")
+            self._check_ref(name, ref)
         for name, spec in workflow.images.items():
             if spec.required and name not in req.inputs:
                 raise InputInvalid(name, "required")
@@ -181,6 +189,14 @@ class Gateway:
         )
         structlog.contextvars.unbind_contextvars("job_id")
         return Accepted(record.job_id, where.position, where.depth, eta)
+
+    def _check_ref(self, name: str, ref: ImageRef) -> None:
+        """Refuse at submit an image reference that is not one of ours (``../../etc/passwd``, an absolute
+        path): a client of the HTTP API hears it now, naming the field, not from the worker later."""
+        try:
+            self.images.path(ref)
+        except StorageError:
+            raise InputInvalid(f"inputs.{name}.path", "bad_image_ref") from None
 
     def _refusal(self, exc: GatewayError, user_id: str) -> Refused:
         retry_after = exc.retry_after_s if isinstance(exc, LimitExceeded) else None
