@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="gateway")
 
+#: presses of one button on one message within this many seconds are one press (:meth:`Gateway.first_press`)
+PRESS_WINDOW_S = 5.0
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -269,6 +272,18 @@ class Gateway:
             log.info("job_cancel_requested", by=by)
             return True
 
+    # --- buttons --------------------------------------------------------------------------------
+    async def first_press(self, platform: str, message: str, button: str) -> bool:
+        """Whether this press of ``button`` on ``message`` is the first in :data:`PRESS_WINDOW_S`: a double
+        tap, or a second tap while the first one's answer is on its way, is one press. Held by the store,
+        so it holds across front-end processes (Redis). A store that cannot answer lets the press through:
+        the submit that follows will say what is wrong."""
+        try:
+            return await self.store.claim_once(f"press:{platform}:{message}:{button}", PRESS_WINDOW_S)
+        except Exception as exc:
+            log.warning("press_check_failed", error=repr(exc))
+            return True
+
     # --- reading --------------------------------------------------------------------------------
     def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
         """Events of the jobs of ``platform``, in order. Use with ``contextlib.aclosing``. With Redis,
@@ -370,4 +385,4 @@ class Gateway:
         return await self.images.read(ref)
 
 
-__all__ = ["Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]
+__all__ = ["PRESS_WINDOW_S", "Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]
