@@ -7,8 +7,9 @@ draw" answer instead of running an invisible caption on the GPU.
 
 Removed: ANSI escape sequences (whole, not just the ESC), C0/C1 control characters, zero-width and
 other format characters (ZWSP, ZWNJ, word joiner, BOM, soft hyphen), bidirectional overrides and
-isolates (``U+202A..U+202E``, ``U+2066..U+2069``, LRM/RLM/ALM), lone surrogates, and blank "filler"
-letters used to post invisible text (Hangul fillers, braille blank). Kept: every script and emoji,
+isolates (``U+202A..U+202E``, ``U+2066..U+2069``, LRM/RLM/ALM), lone surrogates, blank "filler"
+letters used to post invisible text (Hangul fillers, braille blank), and variation selectors that
+select nothing (at the start, after a space or another selector). Kept: every script and emoji,
 including the zero-width joiner *inside* an emoji sequence (👩‍💻, ❤️‍🔥) and the tag characters of
 subdivision flags (🏴󠁧󠁢󠁳󠁣󠁴󠁿). Then NFC, and every run of whitespace of any kind (tabs, newlines, NBSP,
 ideographic space, line separators) becomes one space, with none at either end.
@@ -40,11 +41,17 @@ def _emoji_side(ch: str) -> bool:
     return ch == _VS16 or unicodedata.category(ch) == "So" or 0x1F3FB <= ord(ch) <= 0x1F3FF
 
 
+def _variation_selector(ch: str) -> bool:
+    return 0xFE00 <= ord(ch) <= 0xFE0F or 0xE0100 <= ord(ch) <= 0xE01EF
+
+
 def _invisible(text: str, i: int, kept: list[str]) -> bool:
     """Whether ``text[i]`` is dropped, given what was kept before it."""
     ch = text[i]
     if ch in _FILLERS:
         return True
+    if _variation_selector(ch):  # it styles the character before it: alone, it is nothing
+        return not kept or kept[-1].isspace() or _variation_selector(kept[-1])
     category = unicodedata.category(ch)
     if category == "Cc":
         return not ch.isspace()  # tabs and newlines are whitespace, collapsed below

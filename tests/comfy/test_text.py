@@ -21,6 +21,8 @@ CASES = [
     ("  padded  ", "padded"),
     ("👩\u200d💻 at work", "👩\u200d💻 at work"),  # ZWJ inside an emoji sequence is kept
     ("❤\ufe0f\u200d🔥 👨🏽\u200d🚀 🏳\ufe0f\u200d🌈", "❤\ufe0f\u200d🔥 👨🏽\u200d🚀 🏳\ufe0f\u200d🌈"),
+    ("\ufe0f\ufe0f \U000e0100", ""),  # variation selectors with nothing to select
+    ("☺\ufe0f\ufe0f smile", "☺\ufe0f smile"),  # one styles the emoji; the second is nothing
     ("word\u200djoined", "wordjoined"),  # ZWJ between letters is not an emoji's
     ("\u200d👩", "👩"),  # nothing to join on the left
     ("🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",) * 2,  # Scotland's flag
