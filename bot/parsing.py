@@ -6,6 +6,8 @@ Shared by every chat front end. The parser is shlex-like but written for what ph
   (``—ar``, ``–ar``, ``--ar``, ``--ar=16:9``).
 * Only *flag values* are unquoted. Words of the prompt are kept as typed, so apostrophes and quotes in the
   prompt (``a "red" car``, ``don't``) never break parsing.
+* The text is cleaned first (:func:`comfy.text.clean_text`): control characters, ANSI escapes and
+  invisible characters go, so a prompt of only zero-width characters is no prompt at all.
 * An unknown flag is an error that names it; values are only *typed* here (int, float, ``W:H``) — bounds
   come from the workflow's manifest and are checked by the gateway.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from comfy.text import clean_text
 
 __all__ = ["FLAGS", "ParseError", "ParsedPrompt", "normalize_aspect", "parse_prompt"]
 
@@ -162,9 +166,10 @@ class _Scanner:
 def parse_prompt(text: str) -> ParsedPrompt:
     """Split ``text`` (the command's arguments or a photo caption) into prompt, params and workflow.
 
-    Later flags win over earlier ones. Raises :class:`ParseError`.
+    The text is cleaned first (``clean_text``). Later flags win over earlier ones. Raises
+    :class:`ParseError`.
     """
-    scanner = _Scanner(text or "")
+    scanner = _Scanner(clean_text(text or ""))
     words: list[str] = []
     params: dict[str, Any] = {}
     workflow: str | None = None

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from comfy.text import clean_text
 from comfy.workflow_errors import ParamError
 
 #: KSampler's ``seed`` input accepts 0..0xffffffffffffffff (ComfyUI nodes.py).
@@ -22,6 +23,10 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF
 #: Random seeds stay below 2**53, so every front end can show them and take them back: Discord's INTEGER
 #: option and JavaScript numbers stop there (a typed seed may still be anything up to SEED_MAX).
 RANDOM_SEED_BOUND = 2**53
+
+#: Text longer than this many times its ``max_length`` is refused before it is cleaned: cleaning only
+#: removes characters, and nobody types four invisible characters for each visible one.
+RAW_TEXT_FACTOR = 4
 
 TARGET_RE = re.compile(r"^(?P<node>[^.\s]+)\.inputs\.(?P<input>[^.\s]+)$")
 _INT_RE = re.compile(r"^[+-]?\d{1,30}$")
@@ -109,12 +114,16 @@ class TextParam(_Param):
         return self
 
     def resolve(self, name: str, value: Any) -> str:
-        """Text is kept verbatim; only its length and presence are checked."""
+        """Text is cleaned (:func:`~comfy.text.clean_text`: no controls, escapes or invisible characters
+        reach ComfyUI), then its length and presence are checked: text that was only invisible is none."""
         if value is None:
             value = ""
         if not isinstance(value, str):
             raise ParamError(name, "not_text")
-        if not value.strip():
+        if len(value) > RAW_TEXT_FACTOR * self.max_length:  # not worth cleaning (a megabyte takes 0.4 s)
+            raise ParamError(name, "too_long", max_length=self.max_length, length=len(value))
+        value = clean_text(value)
+        if not value:
             if self.required:
                 raise ParamError(name, "required")
             value = self.default

@@ -1,10 +1,12 @@
 """A small HTTP API over the gateway (aiohttp.web), for scripts and other services.
 
-Binds to 127.0.0.1 by default and requires ``Authorization: Bearer <token>`` on every route.
+Binds to 127.0.0.1 by default (a bind beyond loopback logs the warning ``http_api_exposed``) and requires
+``Authorization: Bearer <token>`` on every route.
 
 * ``POST /v1/jobs`` — a ``JobRequest`` as JSON without ``platform`` (it becomes ``"http"``) → 202
   ``{job_id, position, depth, eta_s}``; refusals → 4xx/429/503
-  ``{code, detail, field, reason, retry_after_s}``.
+  ``{code, detail, field, reason, retry_after_s}`` — an image path the gateway did not hand out
+  (``../../etc/passwd``) is a 400 naming ``inputs.<name>.path``, before anything is queued.
 * ``GET /v1/jobs/{id}`` — the job record (state, images, failure...) or 404.
 * ``DELETE /v1/jobs/{id}`` — cancel (the token holder acts as an admin) → 200 ``{cancelled: bool}``.
 * ``GET /v1/health`` — job store, queue depth, and each ComfyUI server's state (503 if none is up).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -137,16 +140,36 @@ def make_app(gateway: Gateway, token: str) -> web.Application:
     return app
 
 
+def loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine: ``localhost`` or a loopback address (127.0.0.0/8,
+    ``::1``). ``0.0.0.0``, ``::``, any other address and any other name reach further."""
+    if host.strip().lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 async def start_api(
     gateway: Gateway, token: str, *, host: str = "127.0.0.1", port: int = 8787
 ) -> web.AppRunner:
-    """Serve the API; the caller owns the returned runner (``await runner.cleanup()``)."""
+    """Serve the API; the caller owns the returned runner (``await runner.cleanup()``). A bind beyond
+    loopback logs ``http_api_exposed`` (a warning): the token is then all that guards the queue."""
     runner = web.AppRunner(make_app(gateway, token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("http_api_listening", host=host, port=port)
+    if not loopback(host):
+        log.warning(
+            "http_api_exposed",
+            host=host,
+            port=port,
+            detail="COMFYBOT_API_BIND is not a loopback address: the API is reachable from other machines, "
+            "over plain HTTP; put it behind a TLS proxy or a firewall, or bind 127.0.0.1",
+        )
     return runner
 
 
-__all__ = ["make_app", "start_api"]
+__all__ = ["loopback", "make_app", "start_api"]

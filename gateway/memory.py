@@ -31,6 +31,8 @@ from gateway.store import (
     too_many_pending,
 )
 
+CLAIMS_SWEEP_AT = 1024  # claims kept before expired ones are dropped
+
 
 def kept(raw: bytes) -> bytes:
     """An exact-size copy of ``raw`` for keeping: orjson's ``bytes`` still own their whole output buffer
@@ -108,6 +110,7 @@ class MemoryStore(LocalChannels, Store):
         self._delivered: set[str] = set()
         self._views: dict[str, bytes] = {}
         self._open_views: dict[str, dict[str, None]] = {}  # platform -> open job ids, oldest first
+        self._claims: dict[str, float] = {}  # key -> until (monotonic)
         self._durations: dict[str, deque[int]] = {}
         self._rates = MemoryRateLimiter()
         self._outcomes: OrderedDict[str, dict[str, int]] = OrderedDict()  # hour bucket -> counters
@@ -303,6 +306,15 @@ class MemoryStore(LocalChannels, Store):
 
     async def delivered(self, job_id: str) -> bool:
         return job_id in self._delivered
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        if len(self._claims) >= CLAIMS_SWEEP_AT:  # bounded: expired claims go once there are many
+            self._claims = {k: until for k, until in self._claims.items() if until > now}
+        if self._claims.get(key, 0.0) > now:
+            return False
+        self._claims[key] = now + ttl_s
+        return True
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         self._views[job_id] = kept(orjson.dumps(view))  # forgotten with the job (``_forget``)

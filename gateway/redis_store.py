@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncGenerator, Collection
 from functools import partial
@@ -402,6 +403,18 @@ class RedisStore(RedisBase):
     async def delivered(self, job_id: str) -> bool:
         key = self._key("delivered", job_id)
         return bool(await self._retry(lambda: self.redis.exists(key), "delivered"))
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        name, ttl_ms = self._key("claim", key), max(1, round(ttl_s * 1000))
+        token = secrets.token_hex(8)
+
+        async def op() -> bool:
+            if await self.redis.set(name, token, nx=True, px=ttl_ms):
+                return True
+            # A retry after a lost reply finds its own claim: still the first.
+            return bool(await self.redis.get(name) == token.encode())
+
+        return await self._retry(op, "claim_once")
 
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         key, raw, platform = self._key("view", job_id), orjson.dumps(view), view.get("platform")

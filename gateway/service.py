@@ -16,7 +16,14 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
-from gateway.errors import AccessDenied, GatewayError, InputInvalid, LimitExceeded, ShuttingDown
+from gateway.errors import (
+    AccessDenied,
+    GatewayError,
+    InputInvalid,
+    LimitExceeded,
+    ShuttingDown,
+    StorageError,
+)
 from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits
@@ -31,6 +38,9 @@ if TYPE_CHECKING:
     from gateway.worker import Worker
 
 log = structlog.get_logger(component="gateway")
+
+#: presses of one button on one message within this many seconds are one press (:meth:`Gateway.first_press`)
+PRESS_WINDOW_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -151,9 +161,10 @@ class Gateway:
         values = workflow.validate(req.params)
         if workflow.prompt_param and isinstance(values.get(workflow.prompt_param), str):
             self.limits.prompt_filter.check(values[workflow.prompt_param], field=workflow.prompt_param)
-        for name in req.inputs:
+        for name, ref in req.inputs.items():
             if name not in workflow.images:
                 raise InputInvalid(name, "unknown_image_input")
+            self._check_ref(name, ref)
         for name, spec in workflow.images.items():
             if spec.required and name not in req.inputs:
                 raise InputInvalid(name, "required")
@@ -181,6 +192,14 @@ class Gateway:
         )
         structlog.contextvars.unbind_contextvars("job_id")
         return Accepted(record.job_id, where.position, where.depth, eta)
+
+    def _check_ref(self, name: str, ref: ImageRef) -> None:
+        """Refuse at submit an image reference that is not one of ours (``../../etc/passwd``, an absolute
+        path): a client of the HTTP API hears it now, naming the field, not from the worker later."""
+        try:
+            self.images.path(ref)
+        except StorageError:
+            raise InputInvalid(f"inputs.{name}.path", "bad_image_ref") from None
 
     def _refusal(self, exc: GatewayError, user_id: str) -> Refused:
         retry_after = exc.retry_after_s if isinstance(exc, LimitExceeded) else None
@@ -251,6 +270,18 @@ class Gateway:
                 return True
             await self.store.request_cancel(job_id, by)
             log.info("job_cancel_requested", by=by)
+            return True
+
+    # --- buttons --------------------------------------------------------------------------------
+    async def first_press(self, platform: str, message: str, button: str) -> bool:
+        """Whether this press of ``button`` on ``message`` is the first in :data:`PRESS_WINDOW_S`: a double
+        tap, or a second tap while the first one's answer is on its way, is one press. Held by the store,
+        so it holds across front-end processes (Redis). A store that cannot answer lets the press through:
+        the submit that follows will say what is wrong."""
+        try:
+            return await self.store.claim_once(f"press:{platform}:{message}:{button}", PRESS_WINDOW_S)
+        except Exception as exc:
+            log.warning("press_check_failed", error=repr(exc))
             return True
 
     # --- reading --------------------------------------------------------------------------------
@@ -354,4 +385,4 @@ class Gateway:
         return await self.images.read(ref)
 
 
-__all__ = ["Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]
+__all__ = ["PRESS_WINDOW_S", "Accepted", "Gateway", "GatewayStats", "QueueInfo", "Refused", "ServerStatus"]

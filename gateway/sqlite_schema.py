@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS owed (
 CREATE INDEX IF NOT EXISTS owed_by_job ON owed (platform, job_id);
 CREATE TABLE IF NOT EXISTS cancels (job_id TEXT PRIMARY KEY, by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (
-    kind TEXT NOT NULL,  -- settings | view | open_view (value: platform) | delivered
+    kind TEXT NOT NULL,  -- settings | view | open_view (value: platform) | delivered | claim (at: expiry)
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     at REAL NOT NULL,
@@ -55,7 +55,7 @@ CREATE INDEX IF NOT EXISTS rate_by_until ON rate (until);
 def purge(tx: sqlite3.Connection, now: float) -> None:
     """Drop what Redis would have expired: finished jobs (and their views, markers, cancel flags, owed
     events) older than :data:`RECORD_TTL_S`, outcome hours older than :data:`OUTCOME_TTL_S`, spent rate
-    hits."""
+    hits, expired claims."""
     before = now - RECORD_TTL_S
     old = "SELECT job_id FROM records WHERE finished_at < ?"
     tx.execute(f"DELETE FROM kv WHERE kind IN ('view', 'open_view') AND key IN ({old})", (before,))
@@ -65,6 +65,7 @@ def purge(tx: sqlite3.Connection, now: float) -> None:
     tx.execute("DELETE FROM owed WHERE at < ?", (before,))
     tx.execute("DELETE FROM outcomes WHERE hour < ?", (outcome_hour(now - OUTCOME_TTL_S),))
     tx.execute("DELETE FROM rate WHERE until <= ?", (now,))
+    tx.execute("DELETE FROM kv WHERE kind = 'claim' AND at <= ?", (now,))
 
 
 class StoreLocked(RuntimeError):

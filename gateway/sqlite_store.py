@@ -346,6 +346,18 @@ class SqliteStore(LocalChannels, Store):
     async def delivered(self, job_id: str) -> bool:
         return self._value("delivered", job_id) is not None
 
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self._tx() as tx:  # ``at`` of a claim is when it expires; expired ones go on every claim
+            tx.execute("DELETE FROM kv WHERE kind = 'claim' AND at <= ?", (now,))
+            return (
+                tx.execute(
+                    "INSERT OR IGNORE INTO kv (kind, key, value, at) VALUES ('claim', ?, x'', ?)",
+                    (key, now + ttl_s),
+                ).rowcount
+                > 0
+            )
+
     async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
         now, platform = time.time(), view.get("platform")
         with self._tx() as tx:

@@ -206,7 +206,8 @@ class Events(Protocol):
 
 
 class KeyValues(Protocol):
-    """Small per-key state front ends keep: user settings, the message that shows a job, delivery."""
+    """Small per-key state front ends keep: user settings, the message that shows a job, delivery, and
+    short-lived claims (one press of a button)."""
 
     @abc.abstractmethod
     async def get_settings(self, user_key: str) -> dict[str, Any]: ...
@@ -242,6 +243,12 @@ class KeyValues(Protocol):
     @abc.abstractmethod
     async def delivered(self, job_id: str) -> bool:
         """Whether ``mark_delivered`` was called: a redelivered outcome is not sent twice."""
+
+    @abc.abstractmethod
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        """True for the first claim of ``key``; False for every other until ``ttl_s`` after it, when the
+        key is free again. Atomic across every process that shares the store (Redis ``SET NX PX``): two
+        presses of one button, whichever front ends they reach, make one job."""
 
 
 class QueueRecords(Queue, Records, Protocol):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from comfy.workflows import WorkflowRegistry
+from gateway.redis_store import RedisStore
 from tests.bot.conftest import Bench, bench
 from tests.fakes.telegram import StoredMessage
 
@@ -203,3 +206,31 @@ async def test_result_buttons_of_someone_else_are_refused(data_dir: Path, regist
             assert "Only the person who asked" in str(answer.get("text")), prefix
         assert len(await b.gateway.recent_jobs(str(USER + 1), 5)) == 0, "no job started for B"
         assert len(await b.gateway.recent_jobs(str(USER), 5)) == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_reroll_pressed_twice_fast_is_one_job_and_two_answers(
+    data_dir: Path, registry: WorkflowRegistry, request: pytest.FixtureRequest, store: str
+) -> None:
+    """With Redis the press is claimed there, so it holds across front-end replicas too (the store
+    contract holds two connections to it; ``test_redis_claim_holds_across_processes``)."""
+    backend = RedisStore(request.getfixturevalue("redis_server").url) if store == "redis" else None
+    async with bench(data_dir, registry, backend=backend) as b:
+        first = await _first_result(b)
+        reroll = _button(first, "j:r:")
+        # Both presses are in the bot's next getUpdates: handled concurrently, as a double tap is.
+        presses = [b.fake.press_button(USER, CHAT, first.message_id, reroll) for _ in range(2)]
+        ids = [p.data["callback_query"]["id"] for p in presses]
+        answers = await b.until(
+            lambda: (
+                all(i in b.fake.answered_callbacks for i in ids)
+                and [str(b.fake.answered_callbacks[i].get("text")) for i in ids]
+            )
+        )
+        t = b.frontend.ctx.t
+        assert sorted(answers) == sorted([t("en", "button.queued"), t("en", "button.already_started")])
+        await b.until(lambda: len(_results(b)) == 2)
+        assert len(await b.gateway.recent_jobs(str(USER), 5)) == 2, "the first job and one reroll"
+        # Another button of the same message is another press.
+        b.fake.press_button(USER, CHAT, first.message_id, _button(first, "j:v:"))
+        await b.until(lambda: len(b.comfy.received_prompts) == 3)

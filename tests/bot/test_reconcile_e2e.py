@@ -112,7 +112,15 @@ async def test_a_lost_job_is_shown_interrupted_and_runs_again_for_its_owner(
                     store, registry, ImageStore(data_dir), [client], options=WorkerOptions(lease_s=2)
                 ),
             ):
-                telegram.press_button(OWNER, GROUP, msg.message_id, again)
+                presses = [telegram.press_button(OWNER, GROUP, msg.message_id, again) for _ in range(2)]
+                ids = [p.data["callback_query"]["id"] for p in presses]  # a double tap: one job
+                await telegram.wait_until(
+                    lambda: (
+                        sorted(str(telegram.answered_callbacks.get(i, {}).get("text")) for i in ids)
+                        == ["Queued ✅", "⏳ Already started — one press is enough."]
+                    ),
+                    timeout=20,
+                )
                 await telegram.wait_until(
                     lambda: any(m.photo for m in telegram.bot_messages(GROUP)), timeout=30
                 )

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from gateway import redis_scripts
 from gateway.errors import LimitExceeded
 from gateway.limits import RateRule
-from gateway.memory import MemoryStore
+from gateway.memory import CLAIMS_SWEEP_AT, MemoryStore
 from gateway.models import (
     Cancelled,
     Failed,
@@ -251,6 +251,25 @@ class TestBackendContract:
         assert not await backend.mark_delivered("j1")
         assert await backend.mark_delivered("j2")
 
+    async def test_claim_once_is_true_once_until_it_expires(self, backend: Store) -> None:
+        assert await backend.claim_once("press:telegram:5:9:j:r:abc:0", 60)
+        assert not await backend.claim_once("press:telegram:5:9:j:r:abc:0", 60)
+        assert await backend.claim_once("press:telegram:5:9:j:v:abc:0", 60), "another button"
+        assert await backend.claim_once("press:telegram:5:10:j:r:abc:0", 60), "another message"
+        assert await backend.claim_once("short", 0.05)
+        assert not await backend.claim_once("short", 60)
+        # Free again once its time is up (polled: the store's own clock decides).
+        async with asyncio.timeout(5):
+            while True:
+                if await backend.claim_once("short", 60):
+                    break
+                await asyncio.sleep(0.02)
+        assert not await backend.claim_once("short", 60), "the new claim holds"
+
+    async def test_claim_once_is_atomic_under_concurrent_claims(self, backend: Store) -> None:
+        results = await asyncio.gather(*(backend.claim_once("k", 60) for _ in range(20)))
+        assert results.count(True) == 1
+
     async def test_pending_cap_is_atomic_with_enqueue(self, backend: Store) -> None:
         """Regression: checked before the enqueue only, a flood from several processes passed it at once."""
         results = await asyncio.gather(
@@ -385,6 +404,16 @@ class TestBackendContract:
         assert await backend.durations("other") == []
 
 
+async def test_redis_claim_holds_across_processes(redis_server) -> None:
+    """Two front-end replicas on one Redis: a double press that reaches both still makes one job."""
+    async with RedisStore(redis_server.url) as one, RedisStore(redis_server.url) as two:
+        results = await asyncio.gather(
+            *(store.claim_once("press:discord:77:comfybot:r:abc:0", 60) for store in (one, two) * 5)
+        )
+        assert results.count(True) == 1
+        assert await one.claim_once("press:discord:78:comfybot:r:abc:0", 60)
+
+
 async def test_redis_jobs_survive_a_restart(redis_server) -> None:
     """AOF on: a queued job and its record are still there after redis-server restarts."""
     rec = make_record()
@@ -466,6 +495,15 @@ async def test_redis_rate_log_is_one_expiring_key_that_survives_a_restart(redis_
         assert await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
         with pytest.raises(LimitExceeded):
             await red.enqueue(make_record(), rate=RateRule("submit:u1", 2, 30))
+
+
+async def test_memory_claims_stay_bounded() -> None:
+    """Every button press leaves a claim; the embedded store drops the expired ones."""
+    async with MemoryStore() as mem:
+        for i in range(3 * CLAIMS_SWEEP_AT):
+            assert await mem.claim_once(f"press:{i}", 0)  # expired at once
+        assert len(mem._claims) <= CLAIMS_SWEEP_AT
+        assert await mem.claim_once("live", 60) and not await mem.claim_once("live", 60)
 
 
 async def test_memory_backend_forgets_old_finished_jobs() -> None:

@@ -67,6 +67,8 @@ def test_float_coercion(wf: Workflow, raw: Any, expected: float) -> None:
         ({}, "required", {}),
         ({"prompt": "   "}, "required", {}),
         ({"prompt": "x" * 101}, "too_long", {"max_length": 100, "length": 101}),
+        ({"prompt": "\u200b\u200b"}, "required", {}),  # only invisible characters: no prompt
+        ({"prompt": "x" + "\u200b" * 401}, "too_long", {"max_length": 100, "length": 402}),  # not cleaned
         ({"prompt": 5}, "not_text", {}),
         ({"prompt": "x", "sampler": "magic"}, "not_in_options", {"options": ["euler", "dpmpp_2m"]}),
         ({"prompt": "x", "ar": "0:0"}, "bad_aspect", {"min_ratio": "1:4", "max_ratio": "4:1"}),
@@ -84,6 +86,11 @@ def test_param_error_reasons(
         assert err.bounds == bounds
     assert err.field in {*raw, "prompt"}
     assert code in str(err)
+
+
+def test_text_is_measured_after_cleaning(wf: Workflow) -> None:
+    """Invisible characters do not count against max_length (within RAW_TEXT_FACTOR of it)."""
+    assert wf.validate({"prompt": "x" * 100 + "\u200b" * 300})["prompt"] == "x" * 100
 
 
 def test_unknown_param_lists_the_known_ones(wf: Workflow) -> None:

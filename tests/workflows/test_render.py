@@ -11,14 +11,17 @@ from comfy.workflows import ParamError, WorkflowLoadError, load_workflow, load_w
 from tests.workflows.conftest import write_workflow
 
 NASTY = 'a "quoted" {brace} "}, "9": {"class_type": "Evil"} \\ \n\t end \u202e ✓ 猫 \' ]]'
+# What reaches the graph: every JSON metacharacter, quote and script intact; the tab, newline and the
+# right-to-left override are cleaned away (comfy.text.clean_text).
+RENDERED = 'a "quoted" {brace} "}, "9": {"class_type": "Evil"} \\ end ✓ 猫 \' ]]'
 
 
 def test_prompt_with_json_metacharacters_survives_intact(tmp_path: Path) -> None:
     wf = load_workflow(write_workflow(tmp_path, "wf"))
     graph = wf.render(wf.validate({"prompt": NASTY, "seed": 1}))
-    assert graph["6"]["inputs"]["text"] == NASTY
+    assert graph["6"]["inputs"]["text"] == RENDERED
     assert set(graph) == set(wf.graph)  # no node smuggled in
-    assert json.loads(json.dumps(graph))["6"]["inputs"]["text"] == NASTY
+    assert json.loads(json.dumps(graph))["6"]["inputs"]["text"] == RENDERED
 
 
 @pytest.mark.parametrize("name", ["txt2img", "img2img", "hires"])
@@ -26,7 +29,7 @@ def test_shipped_prompt_injection_safe(name: str) -> None:
     wf = load_workflows([]).get(name)
     values = wf.validate({"prompt": NASTY, "negative": '"}}', "seed": 3})
     graph = wf.render(values, {"image": "x.png"} if wf.images else {})
-    assert graph["6"]["inputs"]["text"] == NASTY and graph["7"]["inputs"]["text"] == '"}}'
+    assert graph["6"]["inputs"]["text"] == RENDERED and graph["7"]["inputs"]["text"] == '"}}'
     assert {n["class_type"] for n in graph.values()} == wf.required_nodes()
 
 

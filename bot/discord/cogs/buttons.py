@@ -4,7 +4,8 @@ The buttons are :class:`~bot.discord.views.JobButton` dynamic items, registered 
 they work on messages sent before a restart; a press nothing handles gets ``button.stale``. A user the
 access policy refuses gets its refusal (:func:`~bot.discord.access.admit`), as for commands. Reroll,
 Variations and Upscale answer with ``defer(thinking=True)``: the new job's message is the button
-interaction's own response.
+interaction's own response. They count once per message in ``PRESS_WINDOW_S`` (``Gateway.first_press``):
+a double click starts one job, and the second click hears, privately, that it already started.
 """
 
 from __future__ import annotations
@@ -109,20 +110,27 @@ class ButtonsCog(commands.Cog):
                     interaction, ctx.t(locale, "button.no_upscale" if name is None else "button.gone")
                 )
                 return
-            await interaction.response.defer(thinking=True)
             wf = ctx.registry.get(name)
-            await submit_job(ctx, interaction, request, name, {}, {next(iter(wf.images)): images[idx]})
+            params: dict[str, Any] = {}
+            inputs = {next(iter(wf.images)): images[idx]}
+        else:
+            # Reroll / Variations: the same request with a new seed (Variations: several at once).
+            req = record.request
+            if req.workflow not in ctx.registry:
+                await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
+                return
+            name, wf = req.workflow, ctx.registry.get(req.workflow)
+            params, inputs = dict(req.params), dict(req.inputs)
+            params.pop(wf.seed_param or "seed", None)
+            if action is JobAction.VARIATIONS and "batch" in wf.params:
+                top = getattr(wf.params["batch"], "max", None) or VARIATIONS
+                params["batch"] = max(1, min(VARIATIONS, int(top)))
+        message = str(interaction.message.id if interaction.message else interaction.channel_id)
+        if not await ctx.gateway.first_press("discord", message, f"{action.value}:{job_id}:{idx}"):
+            log.info(
+                "button_repeated", request_id=request.request_id, action=action.name.lower(), job_id=job_id
+            )
+            await self._ephemeral(interaction, ctx.t(locale, "button.already_started"))
             return
-        # Reroll / Variations: the same request with a new seed (Variations: several at once).
-        req = record.request
-        if req.workflow not in ctx.registry:
-            await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
-            return
-        wf = ctx.registry.get(req.workflow)
-        params = dict(req.params)
-        params.pop(wf.seed_param or "seed", None)
-        if action is JobAction.VARIATIONS and "batch" in wf.params:
-            top = getattr(wf.params["batch"], "max", None) or VARIATIONS
-            params["batch"] = max(1, min(VARIATIONS, int(top)))
         await interaction.response.defer(thinking=True)
-        await submit_job(ctx, interaction, request, req.workflow, params, dict(req.inputs))
+        await submit_job(ctx, interaction, request, name, params, inputs)

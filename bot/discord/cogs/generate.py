@@ -16,6 +16,7 @@ from bot.discord.images import fetch_image
 from bot.discord.jobs import reply_error, submit_job
 from bot.jobs import workflow_description
 from bot.parsing import normalize_aspect
+from comfy.text import clean_text
 from comfybot.logs import get_logger
 from gateway.models import ImageRef
 
@@ -101,14 +102,14 @@ class GenerateCog(commands.Cog):
             "ar": normalize_aspect(ar) or ar if ar else None,
             "seed": seed,
             "steps": steps,
-            "negative": negative,
+            "negative": clean_text(negative) if negative is not None else None,
             "batch": batch,
         }
         params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if "ar" not in params and isinstance(defaults.get("ar"), str) and "ar" in wf.params:
             params["ar"] = defaults["ar"]
-        if wf.prompt_param:
-            params[wf.prompt_param] = prompt
+        if wf.prompt_param:  # cleaned here too, so the job's message shows what ComfyUI gets
+            params[wf.prompt_param] = clean_text(prompt)
         inputs: dict[str, ImageRef] = {}
         if image is not None:
             got = await fetch_image(ctx, interaction, image, locale)

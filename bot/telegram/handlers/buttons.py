@@ -1,7 +1,12 @@
 """Buttons under job messages: ✖️ Cancel, 🔁 Reroll, 🎲 Variations, ⬆️ Upscale, ℹ️ Info, and 🔁 Run
-again under a job that was lost."""
+again under a job that was lost.
+
+A button that starts a job counts once per message in ``PRESS_WINDOW_S`` (``Gateway.first_press``): a
+double tap starts one job, and the second tap hears that it already started."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiogram import Router
 from aiogram.types import CallbackQuery, Message
@@ -67,21 +72,35 @@ async def job_button(
             await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
             return
         wf = ctx.registry.get(name)
-        await answer_callback(query, ctx.t(locale, "button.queued"))
-        await submit_job(ctx, msg.bot, origin, name, {}, {next(iter(wf.images)): images[callback_data.idx]})
+        params: dict[str, Any] = {}
+        inputs = {next(iter(wf.images)): images[callback_data.idx]}
+    else:
+        # Reroll / Variations: the same request with a new seed (Variations: several at once).
+        if req.workflow not in ctx.registry:
+            await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
+            return
+        name, wf = req.workflow, ctx.registry.get(req.workflow)
+        params, inputs = dict(req.params), dict(req.inputs)
+        params.pop(wf.seed_param or "seed", None)
+        if action is JobAction.VARIATIONS and "batch" in wf.params:
+            top = getattr(wf.params["batch"], "max", VARIATIONS)
+            params["batch"] = max(1, min(VARIATIONS, int(top if top is not None else VARIATIONS)))
+    if await _repeated(query, msg, ctx, locale, request_id):
         return
-    # Reroll / Variations: the same request with a new seed (Variations: several at once).
-    if req.workflow not in ctx.registry:
-        await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
-        return
-    wf = ctx.registry.get(req.workflow)
-    params = dict(req.params)
-    params.pop(wf.seed_param or "seed", None)
-    if action is JobAction.VARIATIONS and "batch" in wf.params:
-        top = getattr(wf.params["batch"], "max", VARIATIONS)
-        params["batch"] = max(1, min(VARIATIONS, int(top if top is not None else VARIATIONS)))
     await answer_callback(query, ctx.t(locale, "button.queued"))
-    await submit_job(ctx, msg.bot, origin, req.workflow, params, dict(req.inputs))
+    await submit_job(ctx, msg.bot, origin, name, params, inputs)
+
+
+async def _repeated(
+    query: CallbackQuery, msg: Message, ctx: BotContext, locale: str, request_id: str
+) -> bool:
+    """A second press of this button on this message (``Gateway.first_press``): answered "already
+    started", and nothing else is done."""
+    if await ctx.gateway.first_press("telegram", f"{msg.chat.id}:{msg.message_id}", query.data or ""):
+        return False
+    log.info("button_repeated", request_id=request_id, data=query.data)
+    await answer_callback(query, ctx.t(locale, "button.already_started"))
+    return True
 
 
 def _origin(
@@ -119,6 +138,8 @@ async def _run_again(
         inputs = {k: ImageRef.model_validate(v) for k, v in dict(again.get("inputs") or {}).items()}
     except ValueError:  # a view written by another version: nothing to run
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
+        return
+    if await _repeated(query, msg, ctx, locale, request_id):
         return
     await answer_callback(query, ctx.t(locale, "button.queued"))
     origin = _origin(ctx, msg, user_id, locale, request_id, received_at)

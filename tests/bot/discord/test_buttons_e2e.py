@@ -123,3 +123,23 @@ async def test_result_buttons_of_someone_else_are_refused(bench: DBench) -> None
         refused = await bench.original(await bench.fake.click(OTHER, first.id, _button(first, action)))
         assert refused.ephemeral and refused.content == bench.frontend.ctx.t("en", "button.not_yours"), action
     assert len(bench.comfy.received_prompts) == 1, "no job started"
+
+
+async def test_reroll_clicked_twice_fast_is_one_job_and_two_answers(bench: DBench) -> None:
+    await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "a red fox", "steps": 4, "seed": 7})
+    first = await bench.result()
+    clicks = [
+        await bench.fake.click(USER, first.id, _button(first, "r"), locale=loc) for loc in ("en-US", "ko")
+    ]
+    await bench.until(lambda: all(c.callback is not None for c in clicks))
+    kinds = sorted(c.callback["type"] for c in clicks if c.callback is not None)
+    assert kinds == [4, 5], "one deferred (the new job's message), one answered at once"
+    [again] = [c for c in clicks if c.callback is not None and c.callback["type"] == 4]
+    answer = await bench.original(again)
+    locale = "en" if again is clicks[0] else "ko"
+    assert answer.ephemeral and answer.content == bench.frontend.ctx.t(locale, "button.already_started")
+    await bench.result(count=2)
+    assert len(await bench.gateway.recent_jobs(str(USER), 5)) == 2, "the first job and one reroll"
+    # Another button of the same message is another press.
+    await bench.fake.click(USER, first.id, _button(first, "v"))
+    await bench.result(count=3)
