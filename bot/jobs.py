@@ -80,10 +80,11 @@ def workflow_description(ctx: FrontEnd, locale: str, wf: Workflow) -> str:
 
 
 def workflows_text(
-    ctx: FrontEnd, locale: str, current: str | None, *, header: str = "workflows.header"
+    ctx: FrontEnd, locale: str, current: str | None, limit: int, *, header: str = "workflows.header"
 ) -> str:
     """The /workflows answer: ``header``, then ``• name — description`` per workflow, the user's default
-    (``current``) marked. Each platform has its own header: they say differently how to pick one."""
+    (``current``) marked, within the platform's message ``limit`` ("…and N more" past it). Each platform
+    has its own header: they say differently how to pick one."""
     if not len(ctx.registry):
         return ctx.renderer.t(locale, "workflows.empty")
     lines = [ctx.renderer.t(locale, header)]
@@ -95,7 +96,7 @@ def workflows_text(
         if name == current:
             line += " " + ctx.renderer.t(locale, "workflows.default_mark")
         lines.append(line)
-    return "\n".join(lines)
+    return ctx.renderer.fit_list(locale, lines, limit)
 
 
 def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
@@ -186,9 +187,9 @@ class History:
     rerolls: list[tuple[int, str]]
 
 
-async def user_history(ctx: FrontEnd, locale: str, user_id: str) -> History:
+async def user_history(ctx: FrontEnd, locale: str, user_id: str, limit: int) -> History:
     """The user's :data:`HISTORY_SIZE` latest jobs, newest first: state mark, prompt (or what the workflow
-    does), workflow."""
+    does), workflow; within the message ``limit``, with a 🔁 only for the jobs shown."""
     records = await ctx.gateway.recent_jobs(user_id, HISTORY_SIZE)
     if not records:
         return History(ctx.renderer.t(locale, "history.empty"), [])
@@ -204,12 +205,14 @@ async def user_history(ctx: FrontEnd, locale: str, user_id: str) -> History:
         )
         if wf is not None and wf.seed_param:  # a reroll is a new seed: none for an upscale
             rerolls.append((n, record.job_id))
-    return History("\n".join(lines), rerolls)
+    shown = ctx.renderer.fit_count(locale, lines, limit)  # the header is line 0, job n is line n
+    return History(ctx.renderer.fit_list(locale, lines, limit), [(n, j) for n, j in rerolls if n < shown])
 
 
-async def stats_text(ctx: FrontEnd, locale: str) -> str:
+async def stats_text(ctx: FrontEnd, locale: str, limit: int) -> str:
     """The admins' /stats (``Gateway.stats``): the queue, the last 24 hours' outcomes and failure codes,
-    the mean run time per workflow, and this process's ComfyUI servers. The caller checks the admin."""
+    the mean run time per workflow, and this process's ComfyUI servers, within the message ``limit``.
+    The caller checks the admin."""
     stats = await ctx.gateway.stats()
     t = ctx.renderer.t
     count = stats.outcomes.get
@@ -238,4 +241,4 @@ async def stats_text(ctx: FrontEnd, locale: str) -> str:
     )
     if codes:
         text += "\n" + t(locale, "stats.failures", codes=", ".join(f"{code} × {n}" for n, code in codes))
-    return text
+    return ctx.renderer.fit_list(locale, text.split("\n"), limit)

@@ -27,12 +27,22 @@ from gateway.service import Gateway
 if TYPE_CHECKING:
     from bot.discord.messages import JobMessage
 
-__all__ = ["DiscordContext", "DiscordOptions", "JobMessages", "Request", "begin_request", "user_key"]
+__all__ = [
+    "MESSAGE_LIMIT",
+    "DiscordContext",
+    "DiscordOptions",
+    "JobMessages",
+    "Request",
+    "begin_request",
+    "user_key",
+]
 
 log = get_logger("discord")
 
 #: Discord's default per-file limit for uploads; an interaction says the real one.
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+#: characters of a message's content; longer lists end with "…and N more" (``Renderer.fit_list``)
+MESSAGE_LIMIT = 2000
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from gateway.service import Gateway
 from gateway.store import Store
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 from tests.fakes.telegram import FakeTelegram, RateLimits, StoredMessage
+from workflows import SHIPPED_DIR
 
 CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
 UPSCALERS = ("RealESRGAN_x4plus.pth", "4x-UltraSharp.pth")
@@ -91,6 +94,19 @@ class Bench:
 @pytest.fixture(scope="session")
 def registry() -> WorkflowRegistry:
     return load_workflows()
+
+
+def many_workflows(directory: Path, count: int, description_chars: int = 150) -> WorkflowRegistry:
+    """The shipped workflows plus ``count`` copies of txt2img (``extra_01``…) with long English
+    descriptions: a /workflows answer far over one message."""
+    manifest = json.loads((SHIPPED_DIR / "txt2img.manifest.json").read_text())
+    for n in range(1, count + 1):
+        name = f"extra_{n:02d}"
+        manifest["name"] = name
+        manifest["description"] = f"{name}: " + ("a long description of a workflow " * 10)[:description_chars]
+        (directory / f"{name}.manifest.json").write_text(json.dumps(manifest))
+        shutil.copy(SHIPPED_DIR / "txt2img.json", directory / f"{name}.json")
+    return load_workflows([directory])
 
 
 @asynccontextmanager

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.i18n import LANGUAGES
+from bot.i18n import LANGUAGES, I18n
+from bot.jobs import workflow_description
 from bot.telegram.app import MENU_COMMANDS
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
 from gateway.redis_store import RedisStore
-from tests.bot.conftest import bench, png
+from tests.bot.conftest import bench, many_workflows, png
 from tests.conftest import RedisServer
 
 USER, CHAT = 5005, 5005
@@ -36,6 +37,34 @@ async def test_start_help_workflows(data_dir: Path, registry: WorkflowRegistry) 
         reply = await b.text_reply(CHAT, "Workflows")
         for name in registry.names():
             assert name in (reply.text or "")
+
+
+async def test_long_workflows_list_ends_with_and_n_more(tmp_path: Path, data_dir: Path) -> None:
+    """34 workflows with long descriptions are over Telegram's 4096 characters: whole lines as far as they
+    fit, then "…and N more" — never a message cut mid-word, and the count is right."""
+    registry = many_workflows(tmp_path, 30)
+    t = I18n.load().t
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "/workflows", language_code="ru")
+        reply = await b.text_reply(CHAT, t("ru", "workflows.header"))
+        lines = (reply.text or "").split("\n")
+        shown = lines[1:-1]
+        expected = [
+            t(
+                "ru",
+                "workflows.line",
+                name=n,
+                description=workflow_description(b.frontend.ctx, "ru", registry.get(n)),
+            )
+            for n in registry.names()
+        ]
+        assert len(reply.text or "") <= 4096 and len(shown) > 10
+        assert [line.removesuffix(" " + t("ru", "workflows.default_mark")) for line in shown] == expected[
+            : len(shown)
+        ]
+        assert lines[-1] == t("ru", "list.more", count=len(registry) - len(shown))
+        # One more line would not have fitted.
+        assert len("\n".join([*lines[:-1], expected[len(shown)], lines[-1]])) > 4096
 
 
 async def test_queue_and_history_with_reroll_button(data_dir: Path, registry: WorkflowRegistry) -> None:
