@@ -131,6 +131,17 @@ class Renderer:
     def _more(self, locale: str) -> Callable[[int], str]:
         return lambda n: self.t(locale, "list.more", count=n)
 
+    def size(self, locale: str, n: int, *, limit: bool = False) -> str:
+        """Bytes in binary units with their localized label: ``15 MiB``, ``20.5 MiB``, ``512 KiB``.
+
+        One decimal at most; a ``limit`` is rounded down and a size up, so a file just over the limit
+        never reads as equal to it ("20.1 MiB, the limit is 20 MiB")."""
+        kib = n < 1024 * 1024
+        tenths = n * 10 / (1024 if kib else 1024 * 1024)
+        tenths = math.floor(tenths) if limit else math.ceil(tenths)
+        number = f"{tenths / 10:.1f}".rstrip("0").rstrip(".")
+        return self.t(locale, "unit.kib" if kib else "unit.mib", n=number)
+
     # --- job message ------------------------------------------------------------------------------
 
     def title(self, locale: str, prompt: str, workflow: str, limit: int = PROMPT_PREVIEW) -> str:

@@ -39,8 +39,6 @@ __all__ = [
 
 log = get_logger("discord")
 
-#: Discord's default per-file limit for uploads; an interaction says the real one.
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 #: characters of a message's content; longer lists end with "…and N more" (``Renderer.fit_list``)
 MESSAGE_LIMIT = 2000
 

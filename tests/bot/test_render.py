@@ -174,3 +174,12 @@ def test_a_job_without_prompt_is_titled_by_its_workflow(r: Renderer) -> None:
     assert "(no prompt)" in r.title("en", "", "unknown-workflow")
     cap = r.result_caption("en", view, seed=None, duration_ms=3000)
     assert cap == "upscale · ⏱ 0:03"
+
+
+def test_sizes_are_binary_units_a_size_rounded_up_and_a_limit_down(r: Renderer) -> None:
+    mib = 1024 * 1024
+    assert r.size("en", 20 * mib, limit=True) == "20 MiB"
+    assert r.size("en", 20 * mib + 1) == "20.1 MiB"  # just over the limit never reads as equal to it
+    assert r.size("en", int(20.99 * mib), limit=True) == "20.9 MiB"
+    assert r.size("ru", 15 * mib) == "15 МиБ"
+    assert r.size("en", 512 * 1024) == "512 KiB"

@@ -63,7 +63,9 @@ async def test_huge_attachment_is_refused_before_download(bench: DBench) -> None
         declared_sizes={"image": 50 * 1024 * 1024},
         locale="ru",
     )
-    answer = await bench.ephemeral(_text(bench, "ru", "error.photo_too_large", size="50", limit="10"))
+    size, limit = _text(bench, "ru", "unit.mib", n="50"), _text(bench, "ru", "unit.mib", n="20")
+    answer = await bench.ephemeral(_text(bench, "ru", "error.photo_too_large", size=size, limit=limit))
+    assert "50 МиБ" in answer.content and "20 МиБ" in answer.content  # COMFYBOT_MAX_IMAGE_BYTES, in MiB
     assert answer.ephemeral
     assert not [c for c in bench.fake.calls if c.path.startswith("/attachments")]
 
