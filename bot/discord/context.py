@@ -53,6 +53,9 @@ class DiscordOptions:
     preview_interval_s: float = 3.0  # a preview is an upload: fewer of them than text edits
     token_ttl_s: float = 14 * 60.0
     register_timeout_s: float = 5.0
+    # /generate checks its options before it defers when the user's settings arrive within this long
+    # (Discord wants an answer within 3 seconds)
+    prevalidate_s: float = 1.0
     sync_commands: bool = True
     default_workflow: str = "txt2img"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import discord
 
@@ -12,7 +10,7 @@ from comfybot.logs import get_logger
 from gateway.errors import ImageRejected
 from gateway.models import ImageRef
 
-__all__ = ["fetch_image", "looks_like_image"]
+__all__ = ["check_image", "fetch_image", "looks_like_image"]
 
 log = get_logger("discord")
 
@@ -31,10 +29,9 @@ def _too_large(ctx: DiscordContext, locale: str, size: int, limit: int) -> str:
     return ctx.t(locale, "error.photo_too_large", size=size_text, limit=limit_text)
 
 
-async def fetch_image(
-    ctx: DiscordContext, interaction: discord.Interaction[Any], attachment: discord.Attachment, locale: str
-) -> ImageRef | str:
-    """Download and store the picture; returns the stored ref, or the localized text saying why not.
+def check_image(ctx: DiscordContext, attachment: discord.Attachment, locale: str) -> str | None:
+    """What can be said of the attachment before downloading it (its type and announced size): the
+    localized reason it is refused, or None.
 
     The bound is our own ``COMFYBOT_MAX_IMAGE_BYTES`` — not ``interaction.filesize_limit``, which is what
     the bot may upload, not what a user may send it."""
@@ -47,6 +44,16 @@ async def fetch_image(
     if attachment.size > limit:
         log.info("validation_error", field="image", reason="too_large", bytes=attachment.size, limit=limit)
         return _too_large(ctx, locale, attachment.size, limit)
+    return None
+
+
+async def fetch_image(ctx: DiscordContext, attachment: discord.Attachment, locale: str) -> ImageRef | str:
+    """Download and store the picture (after :func:`check_image`); returns the stored ref, or the
+    localized text saying why not."""
+    limit = ctx.upload_limit
+    refused = check_image(ctx, attachment, locale)  # cheap; the caller may have asked already
+    if refused is not None:
+        return refused
     try:
         data = await attachment.read()
     except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -96,16 +96,30 @@ def registry() -> WorkflowRegistry:
     return load_workflows()
 
 
+def copy_workflow(
+    directory: Path, name: str, description: str, params: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Write a copy of the shipped txt2img named ``name`` into ``directory``, its ``params`` entries
+    updated (``{"steps": {"max": 8}}``; ``{"batch": None}`` removes one)."""
+    manifest = json.loads((SHIPPED_DIR / "txt2img.manifest.json").read_text())
+    manifest["name"], manifest["description"] = name, description
+    for param, changes in (params or {}).items():
+        if changes is None:
+            del manifest["params"][param]
+        else:
+            manifest["params"][param] |= changes
+    (directory / f"{name}.manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(SHIPPED_DIR / "txt2img.json", directory / f"{name}.json")
+
+
 def many_workflows(directory: Path, count: int, description_chars: int = 150) -> WorkflowRegistry:
     """The shipped workflows plus ``count`` copies of txt2img (``extra_01``…) with long English
     descriptions: a /workflows answer far over one message."""
-    manifest = json.loads((SHIPPED_DIR / "txt2img.manifest.json").read_text())
     for n in range(1, count + 1):
         name = f"extra_{n:02d}"
-        manifest["name"] = name
-        manifest["description"] = f"{name}: " + ("a long description of a workflow " * 10)[:description_chars]
-        (directory / f"{name}.manifest.json").write_text(json.dumps(manifest))
-        shutil.copy(SHIPPED_DIR / "txt2img.json", directory / f"{name}.json")
+        copy_workflow(
+            directory, name, f"{name}: " + ("a long description of a workflow " * 10)[:description_chars]
+        )
     return load_workflows([directory])
 
 

@@ -3,6 +3,7 @@ batch). The options become ``JobRequest.params``; the gateway validates them aga
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import discord
@@ -12,8 +13,8 @@ from discord.ext import commands
 
 from bot.discord.context import DiscordContext, begin_request
 from bot.discord.errors import command_failed
-from bot.discord.images import fetch_image
-from bot.discord.jobs import reply_error, submit_job
+from bot.discord.images import check_image, fetch_image
+from bot.discord.jobs import job_request, refuse, reply_error, submit_job
 from bot.jobs import workflow_description
 from bot.parsing import normalize_aspect
 from comfybot.logs import get_logger
@@ -75,9 +76,10 @@ class GenerateCog(commands.Cog):
             with_image=image is not None,
             workflow=workflow,
         )
-        await interaction.response.defer(thinking=True)
         locale = request.locale
-        defaults = await ctx.user_defaults(interaction.user.id)
+        # What can be checked quickly is checked before deferring, so a refusal is private from the
+        # start; only a slow settings store makes us show "thinking…" first.
+        defaults = await self._defaults_or_defer(interaction)
         preferred = defaults.get("workflow") if defaults.get("workflow") in ctx.registry else None
         if workflow:
             name: str | None = workflow.strip().lower()
@@ -109,18 +111,42 @@ class GenerateCog(commands.Cog):
             params["ar"] = defaults["ar"]
         if wf.prompt_param:
             params[wf.prompt_param] = prompt
-        inputs: dict[str, ImageRef] = {}
+        image_input = next(iter(wf.images), "image")
         if image is not None:
-            got = await fetch_image(ctx, interaction, image, locale)
-            if isinstance(got, str):
-                await reply_error(interaction, got, request)
+            refused = check_image(ctx, image, locale)
+            if refused is not None:
+                await reply_error(interaction, refused, request)
                 return
-            inputs[next(iter(wf.images), "image")] = got
         elif any(spec.required for spec in wf.images.values()):
             log.info("validation_error", field="image", reason="required", workflow=name)
             await reply_error(interaction, ctx.t(locale, "discord.needs_image", workflow=name), request)
             return
+        req = job_request(ctx, interaction, request, name, params)
+        refusal = ctx.gateway.check(req, coming=[image_input] if image is not None else [])
+        if refusal is not None:
+            await refuse(ctx, interaction, request, req, refusal)
+            return
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+        inputs: dict[str, ImageRef] = {}
+        if image is not None:
+            got = await fetch_image(ctx, image, locale)
+            if isinstance(got, str):
+                await reply_error(interaction, got, request)
+                return
+            inputs[image_input] = got
         await submit_job(ctx, interaction, request, name, params, inputs)
+
+    async def _defaults_or_defer(self, interaction: discord.Interaction[Any]) -> dict[str, Any]:
+        """The user's saved settings. Discord wants an answer within 3 seconds: when the store takes
+        longer than ``prevalidate_s``, the interaction is deferred meanwhile (checks then answer with a
+        followup)."""
+        lookup = asyncio.ensure_future(self.ctx.user_defaults(interaction.user.id))
+        done, _ = await asyncio.wait({lookup}, timeout=self.ctx.options.prevalidate_s)
+        if not done:
+            log.info("settings_slow", waited_s=self.ctx.options.prevalidate_s)
+            await interaction.response.defer(thinking=True)
+        return await lookup
 
     @generate.autocomplete("workflow")
     async def workflow_choices(

@@ -3,10 +3,14 @@ nothing crashes and no job runs. ComfyUI being down is a localized failure on th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.bot.conftest import png
-from tests.bot.discord.conftest import CHANNEL, USER, DBench
+from comfy.workflows import load_workflows
+from tests.bot.conftest import copy_workflow, png
+from tests.bot.discord.conftest import CHANNEL, USER, DBench, dbench
+from tests.fakes.discord import CHANNEL_MESSAGE, EPHEMERAL
 
 LOCALES = [("en-US", "en"), ("ru", "ru"), ("ko", "ko"), ("zh-TW", "zh_Hant")]
 
@@ -17,19 +21,32 @@ def _text(bench: DBench, locale: str, key: str, **values: object) -> str:
 
 @pytest.mark.parametrize(("discord_locale", "locale"), LOCALES)
 async def test_steps_out_of_range_names_field_and_range(
-    bench: DBench, discord_locale: str, locale: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, discord_locale: str, locale: str
 ) -> None:
-    inter = await bench.fake.slash(
-        USER, CHANNEL, "generate", {"prompt": "a cat", "steps": 99999}, locale=discord_locale
-    )
-    field = _text(bench, locale, "field.steps")
-    answer = await bench.ephemeral(field)
-    assert "1" in answer.content and "60" in answer.content
-    assert answer.content.startswith(_text(bench, locale, "error.param", field=field, reason="")[:3])
-    # The public "thinking" message was removed; only the ephemeral answer remains.
-    await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
-    assert bench.fake.channel_messages(CHANNEL) == [answer]
-    assert not bench.comfy.received_prompts
+    """steps=30 is within the command's bounds (the widest any workflow allows, 1..60), so the client
+    sends it, but the operator's ``quick`` workflow stops at 8. The refusal names the field and range and
+    is private from the start: it used to show a public "thinking…" first, then delete it."""
+    copy_workflow(tmp_path, "quick", "few steps", {"steps": {"max": 8, "default": 4}})
+    data = tmp_path / "data"
+    data.mkdir()
+    async with dbench(data, load_workflows([tmp_path]), monkeypatch) as bench:
+        inter = await bench.fake.slash(
+            USER,
+            CHANNEL,
+            "generate",
+            {"prompt": "a cat", "workflow": "quick", "steps": 30},
+            locale=discord_locale,
+        )
+        field = _text(bench, locale, "field.steps")
+        answer = await bench.ephemeral(field)
+        assert "1" in answer.content and "8" in answer.content
+        assert answer.content.startswith(_text(bench, locale, "error.param", field=field, reason="")[:3])
+        # One ephemeral answer to the interaction itself: no deferred public message, no followup, no delete.
+        assert inter.callback is not None and inter.callback["type"] == CHANNEL_MESSAGE
+        assert bench.fake.original(inter) is answer and answer.history[0]["flags"] & EPHEMERAL
+        assert bench.fake.channel_messages(CHANNEL) == [answer]
+        assert not bench.fake.calls_of("followup") and not bench.fake.calls_of("delete")
+        assert not bench.comfy.received_prompts
 
 
 async def test_unknown_workflow(bench: DBench) -> None:

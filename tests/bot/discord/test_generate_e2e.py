@@ -156,8 +156,10 @@ async def test_prompt_mentions_ping_no_one(
         assert original is not None and original.id != result.id
         assert any(prompt in h["content"] for h in original.history)  # the prompt was shown on both
         assert prompt in result.content
-        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt, "steps": 0})  # refused: followup
-        await b.ephemeral(b.frontend.ctx.t("en", "field.steps"))
+        # Refused after the download, so after deferring: a followup.
+        broken = {"image": ("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")}
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt}, attachments=broken)
+        await b.ephemeral(b.frontend.ctx.t("en", "error.invalid_image"))
         await b.original(await b.fake.slash(USER, CHANNEL, "help"))  # an immediate ephemeral answer
         sent = [(c.kind, body) for c in b.fake.calls if (body := _message_body(c)) is not None]
         assert {"callback", "edit", "followup", "channel_send", "channel_edit"} <= {k for k, _ in sent}
