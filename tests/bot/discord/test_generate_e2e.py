@@ -157,7 +157,9 @@ async def test_prompt_mentions_ping_no_one(
         assert any(prompt in h["content"] for h in original.history)  # the prompt was shown on both
         assert prompt in result.content
         # Refused after the download, so after deferring: a followup.
-        broken = {"image": ("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")}
+        broken: dict[str, tuple[str, bytes, str | None]] = {
+            "image": ("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")
+        }
         await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt}, attachments=broken)
         await b.ephemeral(b.frontend.ctx.t("en", "error.invalid_image"))
         await b.original(await b.fake.slash(USER, CHANNEL, "help"))  # an immediate ephemeral answer
