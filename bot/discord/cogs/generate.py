@@ -4,6 +4,7 @@ batch). The options become ``JobRequest.params``; the gateway validates them aga
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import discord
@@ -17,15 +18,54 @@ from bot.discord.images import check_image, fetch_image
 from bot.discord.jobs import job_request, refuse, reply_error, submit_job
 from bot.jobs import workflow_description
 from bot.parsing import normalize_aspect
+from comfy.workflow_params import RANDOM_SEED_BOUND, IntParam, SeedParam, TextParam
+from comfy.workflows import WorkflowRegistry
 from comfybot.logs import get_logger
+from gateway.limits import Limits
 from gateway.models import ImageRef
 
-__all__ = ["ASPECT_CHOICES", "GenerateCog"]
+__all__ = ["ASPECT_CHOICES", "GenerateCog", "option_bounds"]
 
 log = get_logger("discord")
 
 ASPECT_CHOICES: tuple[str, ...] = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 MAX_CHOICES = 25
+#: Discord's STRING option length limit
+MAX_OPTION_LENGTH = 6000
+
+
+def option_bounds(registry: WorkflowRegistry, limits: Limits) -> dict[str, tuple[int, int]]:
+    """``/generate``'s option → (min, max) as registered, so the Discord client refuses a value outside
+    them before sending it: for numbers the widest range any workflow allows (each workflow's own is
+    checked by the gateway), for text a length. The seed stops below 2^53, Discord's INTEGER limit; every
+    seed the bot draws and shows is below it, so each can be typed back."""
+    bounds: dict[str, tuple[int, int]] = {}
+    for wf in registry:
+        for name in ("steps", "batch"):
+            spec = wf.params.get(name)
+            if isinstance(spec, IntParam):
+                lo, hi = bounds.get(name, (spec.min, spec.max))
+                bounds[name] = (min(lo, spec.min), max(hi, spec.max))
+        for name, spec in wf.params.items():
+            if isinstance(spec, SeedParam) and name == wf.seed_param:
+                bounds["seed"] = (0, RANDOM_SEED_BOUND - 1)
+            elif isinstance(spec, TextParam) and name in ("negative", wf.prompt_param):
+                option = "negative" if name == "negative" else "prompt"
+                top = min(spec.max_length, MAX_OPTION_LENGTH)
+                if option == "prompt":
+                    top = min(top, limits.prompt_filter.max_length)
+                bounds[option] = (1, max(top, bounds.get(option, (1, 1))[1]))
+    return bounds
+
+
+def _bound(command: app_commands.Command[Any, ..., Any], bounds: dict[str, tuple[int, int]]) -> None:
+    """Register ``bounds`` on this cog's copy of the command (min/max_value, or min/max_length for
+    text). discord.py fixes them in annotations (``app_commands.Range``); ours come from the workflows
+    installed, so they are set on the copy's parameters, which the class's command does not share."""
+    params = command._params  # noqa: SLF001 - no public setter; the copy's own dict (Command._copy_with)
+    for name, (lo, hi) in bounds.items():
+        if name in params:
+            params[name] = dataclasses.replace(params[name], min_value=lo, max_value=hi)
 
 
 class GenerateCog(commands.Cog):
@@ -33,6 +73,7 @@ class GenerateCog(commands.Cog):
 
     def __init__(self, ctx: DiscordContext) -> None:
         self.ctx = ctx
+        _bound(self.generate, option_bounds(ctx.registry, ctx.gateway.limits))
 
     def _image_workflow(self) -> str | None:
         if "img2img" in self.ctx.registry:
@@ -106,6 +147,8 @@ class GenerateCog(commands.Cog):
             "negative": negative,
             "batch": batch,
         }
+        if batch == 1 and "batch" not in wf.params:
+            del given["batch"]  # one picture per job is what it makes anyway (the batch choice offers it)
         params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if "ar" not in params and isinstance(defaults.get("ar"), str) and "ar" in wf.params:
             params["ar"] = defaults["ar"]
@@ -162,6 +205,29 @@ class GenerateCog(commands.Cog):
             label = f"{wf.name} — {about}" if about else wf.name
             out.append(app_commands.Choice(name=label[:100], value=wf.name))
         return out[:MAX_CHOICES]
+
+    @generate.autocomplete("batch")
+    async def batch_choices(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[int]]:
+        """How many pictures the chosen workflow (or the user's default) makes per job: 1..its max, or a
+        single "makes one picture per job" for a workflow without ``batch``."""
+        locale = self.ctx.locale_of(interaction)
+        chosen = str(getattr(interaction.namespace, "workflow", None) or "").strip().lower()
+        if chosen not in self.ctx.registry:
+            saved = (await self.ctx.user_defaults(interaction.user.id)).get("workflow")
+            chosen = (
+                saved if isinstance(saved, str) and saved in self.ctx.registry else self.ctx.default_workflow
+            )
+        if chosen not in self.ctx.registry:
+            return []
+        spec = self.ctx.registry.get(chosen).params.get("batch")
+        if not isinstance(spec, IntParam):
+            label = self.ctx.t(locale, "discord.batch_one", workflow=chosen)
+            return [app_commands.Choice(name=label[:100], value=1)]
+        typed = str(current).strip()
+        values = [n for n in range(spec.min, spec.max + 1) if typed in str(n)]
+        return [app_commands.Choice(name=str(n), value=n) for n in values][:MAX_CHOICES]
 
     @generate.autocomplete("ar")
     async def aspect_choices(

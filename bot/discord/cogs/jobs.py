@@ -106,6 +106,9 @@ class JobsCog(commands.Cog):
     @app_commands.command(
         name="stats", description=_("Statistics (admins)", key="cmd.stats"), extras={"admin": True}
     )
+    # Offered to the server's administrators only (default_member_permissions "0"; a server may grant it
+    # to other roles under Integrations); the bot's own admins are still checked below.
+    @app_commands.default_permissions()
     async def stats(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="stats")
         log.info("command_received", command="stats")
