@@ -39,10 +39,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
+
+if TYPE_CHECKING:
+    from comfybot.config import DiscordSettings
 
 JSON = dict[str, Any]
 
@@ -385,8 +388,26 @@ class FakeDiscord:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def settings(self, **values: Any) -> DiscordSettings:
+        """``DiscordSettings`` for a front end talking to this fake (``DISCORD_API_BASE``,
+        ``DISCORD_GATEWAY_URL``), with ``values`` on top."""
+        from comfybot.config import DiscordSettings  # the fake itself needs nothing of comfybot
+
+        return DiscordSettings(
+            **{"bot_token": self.token, "api_base": self.url, "gateway_url": str(self.gateway_url), **values}
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment of a ``comfybot run`` talking to this fake."""
+        return {
+            "DISCORD_BOT_TOKEN": self.token,
+            "DISCORD_API_BASE": self.url,
+            "DISCORD_GATEWAY_URL": str(self.gateway_url),
+        }
+
     def patch(self, monkeypatch: Any) -> None:
-        """Point discord.py's process-wide URLs at this fake (``monkeypatch`` undoes it after the test)."""
+        """Point discord.py's process-wide URLs at this fake (``monkeypatch`` undoes it after the test),
+        for a bare discord.py client; comfybot's front end takes :meth:`settings` instead."""
         import discord
 
         monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)

@@ -22,7 +22,6 @@ from bot.discord.app import DiscordFrontend  # noqa: E402
 from bot.discord.context import DiscordOptions  # noqa: E402
 from comfy import ComfyClient  # noqa: E402
 from comfy.workflows import WorkflowRegistry  # noqa: E402
-from comfybot.config import DiscordSettings  # noqa: E402
 from gateway.app import run_gateway  # noqa: E402
 from gateway.limits import AccessPolicy, Limits  # noqa: E402
 from gateway.memory import MemoryStore  # noqa: E402
@@ -105,7 +104,7 @@ class DBench:
         return self.frontend
 
     def _make_frontend(self) -> DiscordFrontend:
-        settings = DiscordSettings(bot_token=self.fake.token)
+        settings = self.fake.settings()
         return DiscordFrontend(
             settings, self.gateway, self.registry, options=self.options, drain_timeout_s=2.0
         )
@@ -124,6 +123,9 @@ async def dbench(
     fake_options: dict[str, Any] | None = None,
     capacity: int = 2,
 ) -> AsyncIterator[DBench]:
+    """The fake's URLs reach the front end as settings (``DISCORD_API_BASE``/``DISCORD_GATEWAY_URL``);
+    ``monkeypatch`` is no longer used for them and stays only so callers need not change."""
+    del monkeypatch
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
             running_fake_comfyui(
@@ -153,7 +155,6 @@ async def dbench(
             )
         )
         fake = await stack.enter_async_context(FakeDiscord(**(fake_options or {})))
-        fake.patch(monkeypatch)
         bench = DBench(fake, comfy, gateway, backend, registry, None, options or DiscordOptions(), stack)  # type: ignore[arg-type]
         bench.frontend = bench._make_frontend()
         await bench.frontend.start()
