@@ -1,5 +1,10 @@
 """``/generate``: prompt plus typed options (workflow with autocomplete, ar, seed, steps, negative, image,
-batch). The options become ``JobRequest.params``; the gateway validates them against the manifest."""
+batch). The options become ``JobRequest.params``; the gateway validates them against the manifest.
+
+The options are registered with the bounds the installed workflows allow (:func:`option_bounds`), so the
+Discord client stops a bad value before sending it. What a workflow refuses besides is found before the
+interaction is deferred (``Gateway.check``), so that refusal is ephemeral from the start; only the image
+download and the queue (rate, pending and queue limits) come after the public "thinking…"."""
 
 from __future__ import annotations
 

@@ -122,6 +122,7 @@ async def dbench(
     comfy_options: dict[str, Any] | None = None,
     fake_options: dict[str, Any] | None = None,
     capacity: int = 2,
+    backend: Store | None = None,
 ) -> AsyncIterator[DBench]:
     """The fake's URLs reach the front end as settings (``DISCORD_API_BASE``/``DISCORD_GATEWAY_URL``);
     ``monkeypatch`` is no longer used for them and stays only so callers need not change."""
@@ -138,7 +139,7 @@ async def dbench(
             )
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        backend = await stack.enter_async_context(MemoryStore())
+        backend = await stack.enter_async_context(backend or MemoryStore())
         client = await stack.enter_async_context(
             ComfyClient(comfy.url, session, name="comfy0", ws_stall_timeout_s=2.0, request_timeout_s=5.0)
         )

@@ -3,14 +3,18 @@ nothing crashes and no job runs. ComfyUI being down is a localized failure on th
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
-from comfy.workflows import load_workflows
+from bot.discord.context import DiscordOptions
+from comfy.workflows import WorkflowRegistry, load_workflows
+from gateway.redis_store import RedisStore
 from tests.bot.conftest import copy_workflow, png
 from tests.bot.discord.conftest import CHANNEL, USER, DBench, dbench
-from tests.fakes.discord import CHANNEL_MESSAGE, EPHEMERAL
+from tests.conftest import RedisServer
+from tests.fakes.discord import CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, EPHEMERAL
 
 LOCALES = [("en-US", "en"), ("ru", "ru"), ("ko", "ko"), ("zh-TW", "zh_Hant")]
 
@@ -106,3 +110,27 @@ async def test_comfyui_down_is_a_localized_failure(bench: DBench) -> None:
     msg = await bench.until(lambda: (m := bench.fake.original(inter)) and ref in m.content and m, timeout=40)
     assert _text(bench, "ru", "error.comfy_unreachable").split("\n")[0] in msg.content
     assert msg.custom_ids == [] and not msg.attachments
+
+
+async def test_a_slow_settings_store_defers_first_and_still_answers_privately(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+) -> None:
+    """Checking before deferring must not cost Discord's 3 seconds: when the user's settings do not come
+    within ``prevalidate_s`` (Redis stalled here), the interaction is deferred, and the refusal is then a
+    followup and the "thinking…" message is removed."""
+    options = DiscordOptions(prevalidate_s=0.2)
+    backend = RedisStore(redis_server.url)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, backend=backend) as bench:
+        assert redis_server.proc is not None
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            inter = await bench.fake.slash(
+                USER, CHANNEL, "generate", {"prompt": "a cat", "workflow": "hires", "batch": 3}
+            )
+            await bench.until(lambda: inter.callback is not None)
+            assert inter.callback is not None and inter.callback["type"] == DEFERRED_CHANNEL_MESSAGE
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        await bench.ephemeral(_text(bench, "en", "field.batch"))
+        await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
+        assert not bench.comfy.received_prompts
