@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.render import Renderer, format_duration, truncate
+from bot.render import Renderer, format_duration, shorten, text_length, truncate
 from comfy.workflow_params import SEED_MAX
 from comfy.workflows import Workflow, WorkflowRegistry
 from gateway.errors import AccessDenied
@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 _INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
+#: how long /workflows lets a description be, tried in turn until the list fits one message
+_DESCRIPTION_LENGTHS = (1000, 120, 80, 50, 30)
 
 #: jobs /history lists, newest first
 HISTORY_SIZE = 10
@@ -83,19 +85,21 @@ def workflows_text(
     ctx: FrontEnd, locale: str, current: str | None, limit: int, *, header: str = "workflows.header"
 ) -> str:
     """The /workflows answer: ``header``, then ``• name — description`` per workflow, the user's default
-    (``current``) marked, within the platform's message ``limit`` ("…and N more" past it). Each platform
-    has its own header: they say differently how to pick one."""
+    (``current``) marked, within the platform's message ``limit``. When the full descriptions do not fit,
+    they are shortened (at a word, "…") so that every name still shows; only past that the list ends with
+    "…and N more". Each platform has its own header: they say differently how to pick one."""
     if not len(ctx.registry):
         return ctx.renderer.t(locale, "workflows.empty")
-    lines = [ctx.renderer.t(locale, header)]
-    for name in ctx.registry.names():
-        wf = ctx.registry.get(name)
-        line = ctx.renderer.t(
-            locale, "workflows.line", name=name, description=workflow_description(ctx, locale, wf)
-        )
-        if name == current:
-            line += " " + ctx.renderer.t(locale, "workflows.default_mark")
-        lines.append(line)
+    for about in _DESCRIPTION_LENGTHS:
+        lines = [ctx.renderer.t(locale, header)]
+        for name in ctx.registry.names():
+            description = shorten(workflow_description(ctx, locale, ctx.registry.get(name)), about)
+            line = ctx.renderer.t(locale, "workflows.line", name=name, description=description)
+            if name == current:
+                line += " " + ctx.renderer.t(locale, "workflows.default_mark")
+            lines.append(line)
+        if text_length("\n".join(lines)) <= limit:
+            break
     return ctx.renderer.fit_list(locale, lines, limit)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "format_duration",
     "kept_lines",
     "progress_bar",
+    "shorten",
     "text_length",
     "truncate",
 ]
@@ -64,6 +65,18 @@ def format_duration(seconds: float | None) -> str:
 def truncate(text: str, limit: int) -> str:
     """Cut ``text`` to ``limit`` characters with an ellipsis."""
     return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, cut after a whole word when there is a space in its second
+    half (else where it must: Chinese has no spaces), ending in "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit - 1)]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:—-") + "…"
 
 
 def text_length(text: str) -> int:

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 
 from bot.i18n import LANGUAGES, I18n
-from bot.jobs import workflow_description
 from bot.telegram.app import MENU_COMMANDS
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
 from gateway.redis_store import RedisStore
-from tests.bot.conftest import bench, many_workflows, png
+from tests.bot.conftest import bench, check_workflows_answer, many_workflows, png
 from tests.conftest import RedisServer
 
 USER, CHAT = 5005, 5005
@@ -39,32 +38,35 @@ async def test_start_help_workflows(data_dir: Path, registry: WorkflowRegistry) 
             assert name in (reply.text or "")
 
 
-async def test_long_workflows_list_ends_with_and_n_more(tmp_path: Path, data_dir: Path) -> None:
-    """34 workflows with long descriptions are over Telegram's 4096 characters: whole lines as far as they
-    fit, then "…and N more" — never a message cut mid-word, and the count is right."""
+async def test_long_workflows_list_fits_one_message(tmp_path: Path, data_dir: Path) -> None:
+    """34 workflows with long descriptions are over Telegram's 4096 characters: the descriptions are
+    shortened (at a word) so every name shows — txt2img and upscale included."""
     registry = many_workflows(tmp_path, 30)
     t = I18n.load().t
     async with bench(data_dir, registry) as b:
         b.fake.send_text(USER, CHAT, "/workflows", language_code="ru")
         reply = await b.text_reply(CHAT, t("ru", "workflows.header"))
-        lines = (reply.text or "").split("\n")
-        shown = lines[1:-1]
-        expected = [
-            t(
-                "ru",
-                "workflows.line",
-                name=n,
-                description=workflow_description(b.frontend.ctx, "ru", registry.get(n)),
-            )
-            for n in registry.names()
-        ]
-        assert len(reply.text or "") <= 4096 and len(shown) > 10
-        assert [line.removesuffix(" " + t("ru", "workflows.default_mark")) for line in shown] == expected[
-            : len(shown)
-        ]
-        assert lines[-1] == t("ru", "list.more", count=len(registry) - len(shown))
-        # One more line would not have fitted.
-        assert len("\n".join([*lines[:-1], expected[len(shown)], lines[-1]])) > 4096
+        shown = check_workflows_answer(
+            reply.text or "", registry, b.frontend.ctx, "ru", "workflows.header", 4096
+        )
+        assert shown == registry.names()
+
+
+async def test_a_workflows_list_too_long_even_shortened_ends_with_and_n_more(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """154 workflows do not fit even with short descriptions: whole lines as far as they fit, then
+    "…and N more" — never a message cut mid-word, and the count is right."""
+    registry = many_workflows(tmp_path, 150)
+    t = I18n.load().t
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "/workflows")
+        reply = await b.text_reply(CHAT, t("en", "workflows.header"))
+        shown = check_workflows_answer(
+            reply.text or "", registry, b.frontend.ctx, "en", "workflows.header", 4096
+        )
+        assert 50 < len(shown) < len(registry)
+        assert (reply.text or "").endswith(t("en", "list.more", count=len(registry) - len(shown)))
 
 
 async def test_queue_and_history_with_reroll_button(data_dir: Path, registry: WorkflowRegistry) -> None:

@@ -6,7 +6,16 @@ import pytest
 
 from bot.i18n import I18n
 from bot.parsing import ParseError
-from bot.render import JobView, Renderer, fit_lines, format_duration, progress_bar, text_length, truncate
+from bot.render import (
+    JobView,
+    Renderer,
+    fit_lines,
+    format_duration,
+    progress_bar,
+    shorten,
+    text_length,
+    truncate,
+)
 from gateway.models import Failed, FailureCode, Progress, Queued
 
 
@@ -183,3 +192,9 @@ def test_sizes_are_binary_units_a_size_rounded_up_and_a_limit_down(r: Renderer) 
     assert r.size("en", int(20.99 * mib), limit=True) == "20.9 MiB"
     assert r.size("ru", 15 * mib) == "15 МиБ"
     assert r.size("en", 512 * 1024) == "512 KiB"
+
+
+def test_shorten_cuts_after_a_word_or_where_it_must() -> None:
+    assert shorten("a picture from a prompt", 100) == "a picture from a prompt"
+    assert shorten("a picture from a prompt", 16) == "a picture from…"
+    assert shorten("文字生成圖片然後放大細節", 6) == "文字生成圖…"  # no spaces: cut where it must

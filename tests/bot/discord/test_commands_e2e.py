@@ -10,10 +10,9 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from bot.jobs import workflow_description
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
-from tests.bot.conftest import many_workflows
+from tests.bot.conftest import check_workflows_answer, many_workflows
 from tests.bot.discord.conftest import CHANNEL, OTHER, RESULT_PREFIX, USER, DBench, dbench
 from tests.fakes.discord import StoredMessage
 
@@ -27,34 +26,23 @@ async def test_workflows_lists_the_registry(bench: DBench) -> None:
         assert f"• {name} — " in answer.content
 
 
-async def test_long_workflows_list_ends_with_and_n_more(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("extra", "all_shown"), [(30, True), (80, False)])
+async def test_long_workflows_list_fits_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: int, all_shown: bool
 ) -> None:
     """34 workflows were cut at exactly 2000 characters, mid-word (11 shown, txt2img and upscale missing):
-    now whole lines as far as they fit, then "…and N more"."""
-    registry = many_workflows(tmp_path, 30)
+    now the descriptions are shortened so every name shows; 84 do not fit even so, and the list ends with
+    whole lines and "…and N more"."""
+    registry = many_workflows(tmp_path, extra)
     data = tmp_path / "data"
     data.mkdir()
     async with dbench(data, registry, monkeypatch) as b:
-        t = b.frontend.ctx.t
         answer = await b.original(await b.fake.slash(USER, CHANNEL, "workflows", locale="ko"))
-        lines = answer.content.split("\n")
-        shown = lines[1:-1]
-        expected = [
-            t(
-                "ko",
-                "workflows.line",
-                name=n,
-                description=workflow_description(b.frontend.ctx, "ko", registry.get(n)),
-            )
-            for n in registry.names()
-        ]
-        assert lines[0] == t("ko", "discord.workflows_header") and len(answer.content) <= 2000
-        assert [line.removesuffix(" " + t("ko", "workflows.default_mark")) for line in shown] == expected[
-            : len(shown)
-        ]
-        assert lines[-1] == t("ko", "list.more", count=len(registry) - len(shown))
-        assert len("\n".join([*lines[:-1], expected[len(shown)], lines[-1]])) > 2000  # as many as fit
+        shown = check_workflows_answer(
+            answer.content, registry, b.frontend.ctx, "ko", "discord.workflows_header", 2000
+        )
+        assert (shown == registry.names()) is all_shown
+        assert ("txt2img" in shown and "upscale" in shown) is all_shown
 
 
 async def test_workflows_descriptions_are_in_the_users_language(bench: DBench) -> None:
