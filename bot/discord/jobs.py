@@ -7,7 +7,7 @@ from typing import Any
 
 import discord
 
-from bot.discord.context import DiscordContext, Request
+from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view
 from bot.jobs import prompt_of, refusal_text
@@ -27,9 +27,9 @@ async def reply_error(interaction: discord.Interaction[Any], text: str, request:
     start)."""
     started = time.monotonic()
     if not interaction.response.is_done():
-        await interaction.response.send_message(text[:2000], ephemeral=True)
+        await interaction.response.send_message(text[:MESSAGE_LIMIT], ephemeral=True)
     else:
-        await interaction.followup.send(text[:2000], ephemeral=True)
+        await interaction.followup.send(text[:MESSAGE_LIMIT], ephemeral=True)
         try:
             await interaction.delete_original_response()
         except discord.HTTPException as exc:
