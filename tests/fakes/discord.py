@@ -118,10 +118,16 @@ def command_problem(command: JSON) -> str | None:
     """What Discord's ``PUT applications/{app}/commands`` refuses (400, 50035) in one command: more than
     25 options, an INTEGER/NUMBER bound beyond ±2^53, a STRING length bound beyond 0..6000, min over max,
     ``default_member_permissions`` that is not a permission bit set (a number, or its digits: discord.py
-    sends an int, Discord answers a string)."""
+    sends an int, Discord answers a string), a name over 32 characters or a description (or one of its
+    translations) outside 1..100."""
     options = command.get("options") or []
     if len(options) > 25:
         return f"{command.get('name')}: more than 25 options"
+    for item in (command, *options):
+        texts = [item.get("description") or "", *(item.get("description_localizations") or {}).values()]
+        names = [item.get("name") or "", *(item.get("name_localizations") or {}).values()]
+        if any(not 1 <= len(text) <= 100 for text in texts) or any(not 1 <= len(n) <= 32 for n in names):
+            return f"{command.get('name')}.{item.get('name')}: a name or description of the wrong length"
     perms = command.get("default_member_permissions")
     if perms is not None and not (isinstance(perms, int) or (isinstance(perms, str) and perms.isdigit())):
         return f"{command.get('name')}: default_member_permissions {perms!r} is not a bit set string"
@@ -135,9 +141,9 @@ def command_problem(command: JSON) -> str | None:
         if kind == OPTION_TYPES["string"] and ("min_value" in opt or "max_value" in opt):
             return f"{name}: min_value/max_value on a STRING option"
         lo, hi = opt.get(lo_key), opt.get(hi_key)
-        for bound in (lo, hi):
-            if bound is not None and not floor <= bound <= limit:
-                return f"{name}: {bound} is outside {floor}..{limit}"
+        for bound, least in ((lo, floor), (hi, 1 if kind == OPTION_TYPES["string"] else floor)):
+            if bound is not None and not least <= bound <= limit:
+                return f"{name}: {bound} is outside {least}..{limit}"
         if lo is not None and hi is not None and lo > hi:
             return f"{name}: {lo_key} {lo} is over {hi_key} {hi}"
         if opt.get("autocomplete") and opt.get("choices"):
