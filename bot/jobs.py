@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.render import Renderer, format_duration, truncate
+from bot.render import Renderer, format_duration, shorten, text_length, truncate
 from comfy.workflow_params import SEED_MAX
 from comfy.workflows import Workflow, WorkflowRegistry
 from gateway.errors import AccessDenied
@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 _INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
+#: how long /workflows lets a description be, tried in turn until the list fits one message
+_DESCRIPTION_LENGTHS = (1000, 120, 80, 50, 30)
 
 #: jobs /history lists, newest first
 HISTORY_SIZE = 10
@@ -80,22 +82,25 @@ def workflow_description(ctx: FrontEnd, locale: str, wf: Workflow) -> str:
 
 
 def workflows_text(
-    ctx: FrontEnd, locale: str, current: str | None, *, header: str = "workflows.header"
+    ctx: FrontEnd, locale: str, current: str | None, limit: int, *, header: str = "workflows.header"
 ) -> str:
     """The /workflows answer: ``header``, then ``• name — description`` per workflow, the user's default
-    (``current``) marked. Each platform has its own header: they say differently how to pick one."""
+    (``current``) marked, within the platform's message ``limit``. When the full descriptions do not fit,
+    they are shortened (at a word, "…") so that every name still shows; only past that the list ends with
+    "…and N more". Each platform has its own header: they say differently how to pick one."""
     if not len(ctx.registry):
         return ctx.renderer.t(locale, "workflows.empty")
-    lines = [ctx.renderer.t(locale, header)]
-    for name in ctx.registry.names():
-        wf = ctx.registry.get(name)
-        line = ctx.renderer.t(
-            locale, "workflows.line", name=name, description=workflow_description(ctx, locale, wf)
-        )
-        if name == current:
-            line += " " + ctx.renderer.t(locale, "workflows.default_mark")
-        lines.append(line)
-    return "\n".join(lines)
+    for about in _DESCRIPTION_LENGTHS:
+        lines = [ctx.renderer.t(locale, header)]
+        for name in ctx.registry.names():
+            description = shorten(workflow_description(ctx, locale, ctx.registry.get(name)), about)
+            line = ctx.renderer.t(locale, "workflows.line", name=name, description=description)
+            if name == current:
+                line += " " + ctx.renderer.t(locale, "workflows.default_mark")
+            lines.append(line)
+        if text_length("\n".join(lines)) <= limit:
+            break
+    return ctx.renderer.fit_list(locale, lines, limit)
 
 
 def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
@@ -186,9 +191,9 @@ class History:
     rerolls: list[tuple[int, str]]
 
 
-async def user_history(ctx: FrontEnd, locale: str, user_id: str) -> History:
+async def user_history(ctx: FrontEnd, locale: str, user_id: str, limit: int) -> History:
     """The user's :data:`HISTORY_SIZE` latest jobs, newest first: state mark, prompt (or what the workflow
-    does), workflow."""
+    does), workflow; within the message ``limit``, with a 🔁 only for the jobs shown."""
     records = await ctx.gateway.recent_jobs(user_id, HISTORY_SIZE)
     if not records:
         return History(ctx.renderer.t(locale, "history.empty"), [])
@@ -204,12 +209,14 @@ async def user_history(ctx: FrontEnd, locale: str, user_id: str) -> History:
         )
         if wf is not None and wf.seed_param:  # a reroll is a new seed: none for an upscale
             rerolls.append((n, record.job_id))
-    return History("\n".join(lines), rerolls)
+    shown = ctx.renderer.fit_count(locale, lines, limit)  # the header is line 0, job n is line n
+    return History(ctx.renderer.fit_list(locale, lines, limit), [(n, j) for n, j in rerolls if n < shown])
 
 
-async def stats_text(ctx: FrontEnd, locale: str) -> str:
+async def stats_text(ctx: FrontEnd, locale: str, limit: int) -> str:
     """The admins' /stats (``Gateway.stats``): the queue, the last 24 hours' outcomes and failure codes,
-    the mean run time per workflow, and this process's ComfyUI servers. The caller checks the admin."""
+    the mean run time per workflow, and this process's ComfyUI servers, within the message ``limit``.
+    The caller checks the admin."""
     stats = await ctx.gateway.stats()
     t = ctx.renderer.t
     count = stats.outcomes.get
@@ -238,4 +245,4 @@ async def stats_text(ctx: FrontEnd, locale: str) -> str:
     )
     if codes:
         text += "\n" + t(locale, "stats.failures", codes=", ".join(f"{code} × {n}" for n, code in codes))
-    return text
+    return ctx.renderer.fit_list(locale, text.split("\n"), limit)

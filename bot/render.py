@@ -6,9 +6,10 @@ plain text (no markup), so it is safe to send without escaping on any platform.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,12 @@ __all__ = [
     "BAR_WIDTH",
     "JobView",
     "Renderer",
+    "fit_lines",
     "format_duration",
+    "kept_lines",
     "progress_bar",
+    "shorten",
+    "text_length",
     "truncate",
 ]
 
@@ -62,6 +67,51 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, cut after a whole word when there is a space in its second
+    half (else where it must: Chinese has no spaces), ending in "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit - 1)]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:—-") + "…"
+
+
+def text_length(text: str) -> int:
+    """The length a platform's message limit is measured in, counted the strict way: UTF-16 code units
+    (an emoji outside the BMP counts twice), never less than Discord's or Telegram's own count."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def kept_lines(lines: Sequence[str], limit: int, more: Callable[[int], str]) -> int:
+    """How many leading ``lines`` :func:`fit_lines` keeps: all of them when they fit, else as many as fit
+    with ``more(n)`` after them, else 0 (only the first line, cut)."""
+    if text_length("\n".join(lines)) <= limit:
+        return len(lines)
+    ends = list(itertools.accumulate(text_length(line) + 1 for line in lines))  # each with its newline
+    for kept in range(len(lines) - 1, 0, -1):
+        if ends[kept - 1] + text_length(more(len(lines) - kept)) <= limit:
+            return kept
+    return 0
+
+
+def fit_lines(lines: Sequence[str], limit: int, more: Callable[[int], str]) -> str:
+    """``lines`` joined by newlines, within ``limit`` (:func:`text_length`): whole lines only, never cut
+    mid-word. When not all fit, as many leading lines as do are kept and the last line is ``more(n)``,
+    ``n`` being how many were left out ("…and 12 more"). Only a first line too long on its own is cut.
+
+    Every long list a front end posts (/workflows, /help, /queue, /history, /stats) goes through this
+    (:meth:`Renderer.fit_list`), with the platform's limit (Discord 2000, Telegram 4096)."""
+    kept = kept_lines(lines, limit, more)
+    if kept == len(lines):
+        return "\n".join(lines)
+    if kept == 0:
+        return truncate(lines[0], limit)
+    return "\n".join([*lines[:kept], more(len(lines) - kept)])
+
+
 @dataclass(frozen=True)
 class JobView:
     """What a job message shows besides the event: the prompt and workflow the user asked for."""
@@ -82,6 +132,28 @@ class Renderer:
 
     def t(self, locale: str, key: str, /, **values: Any) -> str:
         return self.i18n.t(locale, key, **values)
+
+    def fit_list(self, locale: str, lines: Sequence[str], limit: int) -> str:
+        """:func:`fit_lines` with the localized "…and N more" as the last line when not all fit."""
+        return fit_lines(lines, limit, self._more(locale))
+
+    def fit_count(self, locale: str, lines: Sequence[str], limit: int) -> int:
+        """How many of ``lines`` :meth:`fit_list` shows (:func:`kept_lines`)."""
+        return kept_lines(lines, limit, self._more(locale))
+
+    def _more(self, locale: str) -> Callable[[int], str]:
+        return lambda n: self.t(locale, "list.more", count=n)
+
+    def size(self, locale: str, n: int, *, limit: bool = False) -> str:
+        """Bytes in binary units with their localized label: ``15 MiB``, ``20.5 MiB``, ``512 KiB``.
+
+        One decimal at most; a ``limit`` is rounded down and a size up, so a file just over the limit
+        never reads as equal to it ("20.1 MiB, the limit is 20 MiB")."""
+        kib = n < 1024 * 1024
+        tenths = n * 10 / (1024 if kib else 1024 * 1024)
+        tenths = math.floor(tenths) if limit else math.ceil(tenths)
+        number = f"{tenths / 10:.1f}".rstrip("0").rstrip(".")
+        return self.t(locale, "unit.kib" if kib else "unit.mib", n=number)
 
     # --- job message ------------------------------------------------------------------------------
 

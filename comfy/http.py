@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from typing import Any
 
@@ -167,7 +168,9 @@ class ComfyHTTP:
         name with other bytes gets a new name (``x (1).png``) unless ``overwrite``.
         """
         form = aiohttp.FormData()
-        form.add_field("image", data, filename=filename, content_type="application/octet-stream")
+        # A file object, not bytes: aiohttp warns (ResourceWarning) on a raw bytes body over 1 MiB, and
+        # with warnings as errors the upload of any picture over 1 MiB failed ("Can not serialize value").
+        form.add_field("image", io.BytesIO(data), filename=filename, content_type="application/octet-stream")
         form.add_field("type", "input")
         form.add_field("subfolder", subfolder)
         form.add_field("overwrite", "true" if overwrite else "false")

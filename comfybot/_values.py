@@ -67,16 +67,17 @@ def parse_size(value: Any) -> Any:
     return value
 
 
-def parse_url(value: Any) -> Any:
-    """An absolute http(s) URL with a host; trailing slashes are dropped."""
+def parse_url(value: Any, schemes: tuple[str, ...] = ("http", "https")) -> Any:
+    """An absolute http(s) URL (or of ``schemes``) with a host; trailing slashes are dropped."""
+    what = "an http(s) URL" if schemes == ("http", "https") else f"a {'/'.join(schemes)} URL"
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{value!r} is not {what}")
     url = value.strip()
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{url!r} is not {what}")
     try:
         _ = parts.port
     except ValueError:
@@ -154,6 +155,7 @@ EnvBool = Annotated[bool, BeforeValidator(parse_bool)]
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 HttpUrl = Annotated[str, BeforeValidator(parse_url)]
+WsUrl = Annotated[str, BeforeValidator(lambda v: parse_url(v, ("ws", "wss")))]
 StrList = Annotated[tuple[str, ...], BeforeValidator(parse_str_list)]
 IdSet = Annotated[frozenset[str], BeforeValidator(parse_id_list)]
 PatternList = Annotated[tuple[str, ...], BeforeValidator(parse_pattern_list)]

@@ -30,6 +30,7 @@ from comfybot._values import (
     RateValue,
     Seconds,
     StrList,
+    WsUrl,
     parse_str_list,
     parse_url,
 )
@@ -96,9 +97,14 @@ class TelegramSettings(_Section):
 
 
 class DiscordSettings(_Section):
-    """Discord front end. Disabled when ``bot_token`` is None."""
+    """Discord front end. Disabled when ``bot_token`` is None.
+
+    ``api_base``: where REST calls go — Discord, or a rate-limit proxy in front of it (``/api/v10`` is
+    appended); ``gateway_url``: the websocket to connect to — Discord's, or a gateway proxy's."""
 
     bot_token: SecretStr | None = None
+    api_base: HttpUrl = "https://discord.com"
+    gateway_url: WsUrl = "wss://gateway.discord.gg"
 
     @property
     def enabled(self) -> bool:
@@ -273,6 +279,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TELEGRAM_WEBHOOK_PORT": ("telegram", "webhook_port"),
     "TELEGRAM_PREVIEWS": ("telegram", "previews"),
     "DISCORD_BOT_TOKEN": ("discord", "bot_token"),
+    "DISCORD_API_BASE": ("discord", "api_base"),
+    "DISCORD_GATEWAY_URL": ("discord", "gateway_url"),
     "COMFYUI_URLS": ("comfy", "urls"),
     "COMFYUI_CAPACITY": ("comfy", "capacity"),
     "COMFYUI_WS_STALL_TIMEOUT": ("comfy", "ws_stall_timeout_s"),

@@ -7,7 +7,7 @@ The gateway does not run jobs itself; workers (``gateway/worker.py``) do, in thi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,22 +134,51 @@ class Gateway:
         with structlog.contextvars.bound_contextvars(request_id=req.request_id):
             try:
                 return await self._submit(req)
-            except GatewayError as exc:
-                return self._refusal(exc, req.user_id)
-            except ParamError as exc:
-                log.info("validation_error", field=exc.field, reason=exc.reason, workflow=req.workflow)
-                return Refused(
-                    FailureCode.INVALID_INPUT,
-                    f"{exc.field}: {exc.reason}",
-                    field=exc.field,
-                    reason=exc.reason,
-                )
-            except UnknownWorkflow as exc:
-                log.info("validation_error", field="workflow", reason="unknown", workflow=req.workflow)
-                return Refused(FailureCode.UNKNOWN_WORKFLOW, str(exc), field="workflow", reason="unknown")
+            except (GatewayError, ParamError, UnknownWorkflow) as exc:
+                return self._refused(exc, req)
             except Exception as exc:  # the queue is unreachable: answer, do not crash the front end
                 log.error("submit_failed", error=repr(exc))
                 return Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
+
+    def check(self, req: JobRequest, *, coming: Collection[str] = ()) -> Refused | None:
+        """What :meth:`submit` would refuse without asking the queue: the workflow, its parameters, the
+        prompt filter and which image inputs it takes — ``coming`` names those the front end is still
+        downloading — but not the rate and queue limits. Fast and local, so a front end can answer a
+        refusal privately before it shows anything public; ``submit`` checks all of it again."""
+        with structlog.contextvars.bound_contextvars(request_id=req.request_id):
+            try:
+                self._validate(req, {*req.inputs, *coming})
+            except (GatewayError, ParamError, UnknownWorkflow) as exc:
+                return self._refused(exc, req)
+            return None
+
+    def _validate(self, req: JobRequest, inputs: Collection[str]) -> dict[str, Any]:
+        """The workflow's typed values for ``req.params`` with the image ``inputs`` it will get; raises
+        what :meth:`_refused` answers."""
+        workflow = self.registry.get(req.workflow)
+        values = workflow.validate(req.params)
+        if workflow.prompt_param and isinstance(values.get(workflow.prompt_param), str):
+            self.limits.prompt_filter.check(values[workflow.prompt_param], field=workflow.prompt_param)
+        for name in inputs:
+            if name not in workflow.images:
+                raise InputInvalid(name, "unknown_image_input")
+        for name, ref in req.inputs.items():
+            self._check_ref(name, ref)
+        for name, spec in workflow.images.items():
+            if spec.required and name not in inputs:
+                raise InputInvalid(name, "required")
+        return values
+
+    def _refused(self, exc: GatewayError | ParamError | UnknownWorkflow, req: JobRequest) -> Refused:
+        if isinstance(exc, GatewayError):
+            return self._refusal(exc, req.user_id)
+        if isinstance(exc, ParamError):
+            log.info("validation_error", field=exc.field, reason=exc.reason, workflow=req.workflow)
+            return Refused(
+                FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}", field=exc.field, reason=exc.reason
+            )
+        log.info("validation_error", field="workflow", reason="unknown", workflow=req.workflow)
+        return Refused(FailureCode.UNKNOWN_WORKFLOW, str(exc), field="workflow", reason="unknown")
 
     async def _submit(self, req: JobRequest) -> Accepted | Refused:
         if self.closing and not self.store.durable:
@@ -157,17 +186,7 @@ class Gateway:
         role = self.access.check(req.user_id, req.chat_id)
         if req.role is Role.ADMIN and role is not Role.ADMIN:
             role = Role.USER  # a front end cannot promote anyone; the policy decides
-        workflow = self.registry.get(req.workflow)
-        values = workflow.validate(req.params)
-        if workflow.prompt_param and isinstance(values.get(workflow.prompt_param), str):
-            self.limits.prompt_filter.check(values[workflow.prompt_param], field=workflow.prompt_param)
-        for name, ref in req.inputs.items():
-            if name not in workflow.images:
-                raise InputInvalid(name, "unknown_image_input")
-            self._check_ref(name, ref)
-        for name, spec in workflow.images.items():
-            if spec.required and name not in req.inputs:
-                raise InputInvalid(name, "required")
+        values = self._validate(req, req.inputs)
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
         where = await self.store.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
             record,

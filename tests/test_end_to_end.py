@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import child_env, free_port
 from tests.fakes.comfyui import running_fake_comfyui
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
 USER = CHAT = 4242
@@ -165,3 +166,35 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
             _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
         assert proc.returncode == 0, err.decode()
     assert token not in "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+
+
+@pytest.mark.timeout(300)
+async def test_comfybot_run_on_discord_through_configured_endpoints(tmp_path: Path) -> None:
+    """``comfybot run`` reaches Discord where DISCORD_API_BASE and DISCORD_GATEWAY_URL say (here the fake
+    Discord; in production a rate-limit proxy): a /generate ends as a picture on the interaction's message."""
+    async with FakeDiscord() as fake, running_fake_comfyui() as comfy:
+        env = child_env(tmp_path, {**fake.env(), "COMFYUI_URLS": comfy.url})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "comfybot",
+            "run",
+            "--quiet",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await fake.wait_for(lambda: fake.commands and fake.identified, timeout=120)
+            inter = await fake.slash(USER, CHAT, "generate", {"prompt": "a lighthouse", "steps": 3})
+            result = await fake.wait_for(
+                lambda: (m := fake.original(inter)) is not None and m.attachments and m, timeout=60
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, err.decode()
+        assert "lighthouse" in result.content and comfy.received_prompts
+    raw = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert fake.token not in raw
+    assert f'"api_base": "{fake.url}/api/v10"' in raw or f'"api_base":"{fake.url}/api/v10"' in raw

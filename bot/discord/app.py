@@ -5,6 +5,12 @@ keeps the gateway connection, and runs the gateway-event consumer next to it::
 
     async with DiscordFrontend(settings.discord, gateway, registry) as frontend:
         await frontend.wait()          # until stop() or a fatal error
+
+REST calls go to ``DISCORD_API_BASE`` (a rate-limit proxy, say) and the gateway connection to
+``DISCORD_GATEWAY_URL``. discord.py keeps both in class attributes (``Route.BASE``,
+``DiscordWebSocket.DEFAULT_GATEWAY``), for every client of the process: the front end sets them while it
+runs (:func:`use_endpoints`) and puts the previous ones back when it stops — one Discord front end per
+process, as ``comfybot run`` has.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import discord
+import yarl
 
 from bot.discord.client import ComfyBot, RateLimitLogFilter
 from bot.discord.context import DiscordContext, DiscordOptions
@@ -30,12 +37,34 @@ from comfybot.config import DiscordSettings
 from comfybot.logs import get_logger, register_secret
 from gateway.service import Gateway
 
-__all__ = ["DiscordFrontend", "run_discord"]
+__all__ = ["DiscordFrontend", "restore_endpoints", "run_discord", "use_endpoints"]
 
 log = get_logger("discord")
 
 _RATE_LOGGERS = ("discord.http", "discord.webhook.async_")
 _RATE_FILTER = RateLimitLogFilter()
+
+Endpoints = tuple[str, yarl.URL]
+
+
+def use_endpoints(settings: DiscordSettings) -> Endpoints:
+    """Point discord.py's REST calls (interaction callbacks and webhooks included) at
+    ``settings.api_base`` + ``/api/v10`` and its first gateway connection at ``settings.gateway_url``;
+    returns what was there, for :func:`restore_endpoints`. A resume goes to the ``resume_gateway_url``
+    the gateway's READY named (a gateway proxy names itself there)."""
+    saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    version = f"/api/v{discord.http.INTERNAL_API_VERSION}"
+    base = str(settings.api_base).rstrip("/").removesuffix(version) + version
+    gateway = yarl.URL(str(settings.gateway_url))
+    discord.http.Route.BASE = base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway if gateway.path else gateway.with_path("/")
+    shown = [str(yarl.URL(url).with_user(None)) for url in (base, str(gateway))]  # no proxy credentials
+    log.info("discord_endpoints", api_base=shown[0], gateway=shown[1])
+    return saved
+
+
+def restore_endpoints(saved: Endpoints) -> None:
+    discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
 
 
 class DiscordFrontend:
@@ -71,6 +100,7 @@ class DiscordFrontend:
         self.startup_backoff = startup_backoff or Backoff()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._endpoints: Endpoints | None = None  # discord.py's, put back on stop
 
     async def start(self) -> None:
         """Log in (REST: who am I, sync commands), connect to the gateway, start consuming job events.
@@ -81,11 +111,16 @@ class DiscordFrontend:
         assert self.settings.bot_token is not None
         token = self.settings.bot_token.get_secret_value()
         register_secret(token)
+        if self._endpoints is None:
+            self._endpoints = use_endpoints(self.settings)
         login = functools.partial(self._login, token)
         try:
             await retry_startup("discord", "login", login, _transient, self.startup_backoff)
-        except discord.LoginFailure:
-            raise StartupRefused("discord", "DISCORD_BOT_TOKEN was refused (401 Unauthorized)") from None
+        except BaseException as exc:
+            self._restore_endpoints()  # a start that failed leaves discord.py as it found it
+            if isinstance(exc, discord.LoginFailure):
+                raise StartupRefused("discord", "DISCORD_BOT_TOKEN was refused (401 Unauthorized)") from None
+            raise
         for name in _RATE_LOGGERS:
             logging.getLogger(name).addFilter(_RATE_FILTER)  # one shared filter: adding it twice is a no-op
         self._tasks.append(asyncio.create_task(self._connect(), name="discord-gateway"))
@@ -155,7 +190,13 @@ class DiscordFrontend:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for name in _RATE_LOGGERS:
             logging.getLogger(name).removeFilter(_RATE_FILTER)
+        self._restore_endpoints()
         log.info("discord_stopped")
+
+    def _restore_endpoints(self) -> None:
+        if self._endpoints is not None:
+            restore_endpoints(self._endpoints)
+            self._endpoints = None
 
     async def __aenter__(self) -> DiscordFrontend:
         try:

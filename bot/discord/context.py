@@ -27,12 +27,20 @@ from gateway.service import Gateway
 if TYPE_CHECKING:
     from bot.discord.messages import JobMessage
 
-__all__ = ["DiscordContext", "DiscordOptions", "JobMessages", "Request", "begin_request", "user_key"]
+__all__ = [
+    "MESSAGE_LIMIT",
+    "DiscordContext",
+    "DiscordOptions",
+    "JobMessages",
+    "Request",
+    "begin_request",
+    "user_key",
+]
 
 log = get_logger("discord")
 
-#: Discord's default per-file limit for uploads; an interaction says the real one.
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+#: characters of a message's content; longer lists end with "…and N more" (``Renderer.fit_list``)
+MESSAGE_LIMIT = 2000
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class DiscordOptions:
     preview_interval_s: float = 3.0  # a preview is an upload: fewer of them than text edits
     token_ttl_s: float = 14 * 60.0
     register_timeout_s: float = 5.0
+    # /generate checks its options before it defers when the user's settings arrive within this long
+    # (Discord wants an answer within 3 seconds)
+    prevalidate_s: float = 1.0
     sync_commands: bool = True
     default_workflow: str = "txt2img"
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import discord
 
-from bot.discord.context import DEFAULT_ATTACHMENT_LIMIT, DiscordContext
+from bot.discord.context import DiscordContext
 from comfybot.logs import get_logger
 from gateway.errors import ImageRejected
 from gateway.models import ImageRef
 
-__all__ = ["fetch_image", "looks_like_image"]
+__all__ = ["check_image", "fetch_image", "looks_like_image"]
 
 log = get_logger("discord")
 
@@ -26,15 +24,18 @@ def looks_like_image(attachment: discord.Attachment) -> bool:
     return attachment.filename.lower().endswith(_IMAGE_EXTENSIONS)
 
 
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f}".rstrip("0").rstrip(".")
+def _too_large(ctx: DiscordContext, locale: str, size: int, limit: int) -> str:
+    size_text, limit_text = ctx.renderer.size(locale, size), ctx.renderer.size(locale, limit, limit=True)
+    return ctx.t(locale, "error.photo_too_large", size=size_text, limit=limit_text)
 
 
-async def fetch_image(
-    ctx: DiscordContext, interaction: discord.Interaction[Any], attachment: discord.Attachment, locale: str
-) -> ImageRef | str:
-    """Download and store the picture; returns the stored ref, or the localized text saying why not."""
-    limit = min(ctx.upload_limit, interaction.filesize_limit or DEFAULT_ATTACHMENT_LIMIT)
+def check_image(ctx: DiscordContext, attachment: discord.Attachment, locale: str) -> str | None:
+    """What can be said of the attachment before downloading it (its type and announced size): the
+    localized reason it is refused, or None.
+
+    The bound is our own ``COMFYBOT_MAX_IMAGE_BYTES`` — not ``interaction.filesize_limit``, which is what
+    the bot may upload, not what a user may send it."""
+    limit = ctx.upload_limit
     if not looks_like_image(attachment):
         log.info(
             "validation_error", field="image", reason="not_an_image", content_type=attachment.content_type
@@ -42,7 +43,17 @@ async def fetch_image(
         return ctx.t(locale, "error.not_an_image")
     if attachment.size > limit:
         log.info("validation_error", field="image", reason="too_large", bytes=attachment.size, limit=limit)
-        return ctx.t(locale, "error.photo_too_large", size=_mb(attachment.size), limit=_mb(limit))
+        return _too_large(ctx, locale, attachment.size, limit)
+    return None
+
+
+async def fetch_image(ctx: DiscordContext, attachment: discord.Attachment, locale: str) -> ImageRef | str:
+    """Download and store the picture (after :func:`check_image`); returns the stored ref, or the
+    localized text saying why not."""
+    limit = ctx.upload_limit
+    refused = check_image(ctx, attachment, locale)  # cheap; the caller may have asked already
+    if refused is not None:
+        return refused
     try:
         data = await attachment.read()
     except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -50,7 +61,7 @@ async def fetch_image(
         return ctx.t(locale, "discord.download_failed")
     if len(data) > limit:
         log.info("validation_error", field="image", reason="too_large", bytes=len(data), limit=limit)
-        return ctx.t(locale, "error.photo_too_large", size=_mb(len(data)), limit=_mb(limit))
+        return _too_large(ctx, locale, len(data), limit)
     try:
         ref = await ctx.gateway.store_image(data)
     except ImageRejected as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import discord
 
-from bot.discord.context import DiscordContext, Request
+from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request
 from bot.discord.messages import JobMessage, Render
 from bot.discord.views import progress_view
 from bot.jobs import prompt_of, refusal_text
@@ -17,18 +17,20 @@ from comfybot.logs import get_logger
 from gateway.models import ImageRef, JobRequest, Queued
 from gateway.service import Refused
 
-__all__ = ["reply_error", "submit_job"]
+__all__ = ["job_request", "refuse", "reply_error", "submit_job"]
 
 log = get_logger("discord")
 
 
 async def reply_error(interaction: discord.Interaction[Any], text: str, request: Request) -> None:
-    """An ephemeral answer only the user sees. After a public defer the "thinking" message is removed."""
+    """An ephemeral answer only the user sees. After a public defer the "thinking" message is removed
+    (so what can be checked quickly is checked before deferring: the refusal is then private from the
+    start)."""
     started = time.monotonic()
     if not interaction.response.is_done():
-        await interaction.response.send_message(text[:2000], ephemeral=True)
+        await interaction.response.send_message(text[:MESSAGE_LIMIT], ephemeral=True)
     else:
-        await interaction.followup.send(text[:2000], ephemeral=True)
+        await interaction.followup.send(text[:MESSAGE_LIMIT], ephemeral=True)
         try:
             await interaction.delete_original_response()
         except discord.HTTPException as exc:
@@ -40,6 +42,48 @@ async def reply_error(interaction: discord.Interaction[Any], text: str, request:
         duration_ms=int((time.monotonic() - request.monotonic_at) * 1000),
         send_ms=int((time.monotonic() - started) * 1000),
     )
+
+
+def job_request(
+    ctx: DiscordContext,
+    interaction: discord.Interaction[Any],
+    request: Request,
+    workflow: str,
+    params: dict[str, Any],
+    inputs: dict[str, ImageRef] | None = None,
+) -> JobRequest:
+    """The gateway's request for this interaction (what :func:`submit_job` submits and
+    ``Gateway.check`` checks)."""
+    channel_id = interaction.channel_id or 0
+    return JobRequest(
+        request_id=request.request_id,
+        platform="discord",
+        user_id=str(interaction.user.id),
+        chat_id=str(channel_id),
+        locale=request.locale,
+        workflow=workflow,
+        params=params,
+        inputs=inputs or {},
+        # No token here: it is a credential and it dies in 15 minutes; a job recovered by another
+        # process continues on a channel message instead.
+        reply_to={"channel_id": channel_id, "interaction_id": interaction.id, "origin": ctx.instance},
+        received_at=request.received_at,
+    )
+
+
+async def refuse(
+    ctx: DiscordContext,
+    interaction: discord.Interaction[Any],
+    request: Request,
+    req: JobRequest,
+    refused: Refused,
+) -> None:
+    """Log the gateway's refusal and answer it, ephemeral, naming the field and range when it can."""
+    if refused.field:
+        log.info("validation_error", field=refused.field, reason=refused.reason, code=refused.code.value)
+    else:
+        log.info("job_refused", code=refused.code.value, retry_after_s=refused.retry_after_s)
+    await reply_error(interaction, refusal_text(ctx, request.locale, refused, req), request)
 
 
 async def submit_job(
@@ -56,27 +100,10 @@ async def submit_job(
     gateway refused (the user got an ephemeral reason).
     """
     channel_id = interaction.channel_id or 0
-    req = JobRequest(
-        request_id=request.request_id,
-        platform="discord",
-        user_id=str(interaction.user.id),
-        chat_id=str(channel_id),
-        locale=request.locale,
-        workflow=workflow,
-        params=params,
-        inputs=inputs or {},
-        # No token here: it is a credential and it dies in 15 minutes; a job recovered by another
-        # process continues on a channel message instead.
-        reply_to={"channel_id": channel_id, "interaction_id": interaction.id, "origin": ctx.instance},
-        received_at=request.received_at,
-    )
+    req = job_request(ctx, interaction, request, workflow, params, inputs)
     result = await ctx.gateway.submit(req)
     if isinstance(result, Refused):
-        if result.field:
-            log.info("validation_error", field=result.field, reason=result.reason, code=result.code.value)
-        else:
-            log.info("job_refused", code=result.code.value, retry_after_s=result.retry_after_s)
-        await reply_error(interaction, refusal_text(ctx, request.locale, result, req), request)
+        await refuse(ctx, interaction, request, req, result)
         return None
     job_id = result.job_id
     perms = (

@@ -21,7 +21,10 @@ from comfy.workflows import WorkflowRegistry
 from gateway.models import Role
 from gateway.service import Gateway
 
-__all__ = ["BotContext", "JobMessage", "JobMessages", "PhotoLimits"]
+__all__ = ["MESSAGE_LIMIT", "BotContext", "JobMessage", "JobMessages", "PhotoLimits"]
+
+#: characters of a text message; longer lists end with "…and N more" (``Renderer.fit_list``)
+MESSAGE_LIMIT = 4096
 
 
 @dataclass(frozen=True)

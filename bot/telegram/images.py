@@ -46,8 +46,10 @@ def image_source(message: Message | None) -> ImageSource | None:
     return None
 
 
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f}".rstrip("0").rstrip(".")
+def _too_large(ctx: BotContext, locale: str, size: int | None, limit: int) -> str:
+    size_text = "?" if size is None else ctx.renderer.size(locale, size)
+    limit_text = ctx.renderer.size(locale, limit, limit=True)
+    return ctx.t(locale, "error.photo_too_large", size=size_text, limit=limit_text)
 
 
 async def fetch_image(ctx: BotContext, bot: Bot, source: ImageSource, locale: str) -> ImageRef | str:
@@ -58,7 +60,7 @@ async def fetch_image(ctx: BotContext, bot: Bot, source: ImageSource, locale: st
         return ctx.t(locale, "error.not_an_image")
     if source.file_size is not None and source.file_size > limit:
         log.info("validation_error", field="image", reason="too_large", bytes=source.file_size)
-        return ctx.t(locale, "error.photo_too_large", size=_mb(source.file_size), limit=_mb(limit))
+        return _too_large(ctx, locale, source.file_size, limit)
     buf = io.BytesIO()
     try:
         await bot.download(source.file_id, destination=buf)
@@ -66,7 +68,7 @@ async def fetch_image(ctx: BotContext, bot: Bot, source: ImageSource, locale: st
         # Never log str(exc) of a download: the file URL holds the bot token.
         log.info("image_download_failed", error=type(exc).__name__, description=exc.message)
         if "too big" in exc.message.lower():
-            return ctx.t(locale, "error.photo_too_large", size="?", limit=_mb(limit))
+            return _too_large(ctx, locale, None, limit)
         return ctx.t(locale, "error.download_failed")
     except (TelegramAPIError, OSError, TimeoutError) as exc:
         log.info("image_download_failed", error=type(exc).__name__)
@@ -77,7 +79,7 @@ async def fetch_image(ctx: BotContext, bot: Bot, source: ImageSource, locale: st
     data = buf.getvalue()
     if len(data) > limit:
         log.info("validation_error", field="image", reason="too_large", bytes=len(data))
-        return ctx.t(locale, "error.photo_too_large", size=_mb(len(data)), limit=_mb(limit))
+        return _too_large(ctx, locale, len(data), limit)
     try:
         ref = await ctx.gateway.store_image(data)
     except ImageRejected as exc:
@@ -87,7 +89,7 @@ async def fetch_image(ctx: BotContext, bot: Bot, source: ImageSource, locale: st
                 locale,
                 "error.image_too_large_limits",
                 megapixels=max(1, ctx.gateway.limits.max_image_pixels // 1_000_000),
-                mb=_mb(limit),
+                limit=ctx.renderer.size(locale, limit, limit=True),
             )
         return ctx.renderer.failure(locale, exc.code)
     log.info("photo_received", bytes=len(data), width=ref.width, height=ref.height)

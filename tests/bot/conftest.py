@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from bot.jobs import FrontEnd, workflow_description
 from bot.telegram.app import TelegramFrontend
 from bot.telegram.sender import SenderLimits
 from comfy import ComfyClient
@@ -25,6 +28,7 @@ from gateway.service import Gateway
 from gateway.store import Store
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 from tests.fakes.telegram import FakeTelegram, RateLimits, StoredMessage
+from workflows import SHIPPED_DIR
 
 CHECKPOINTS = ("v1-5-pruned-emaonly.safetensors", "sd15.safetensors")
 UPSCALERS = ("RealESRGAN_x4plus.pth", "4x-UltraSharp.pth")
@@ -91,6 +95,58 @@ class Bench:
 @pytest.fixture(scope="session")
 def registry() -> WorkflowRegistry:
     return load_workflows()
+
+
+def copy_workflow(
+    directory: Path, name: str, description: str, params: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Write a copy of the shipped txt2img named ``name`` into ``directory``, its ``params`` entries
+    updated (``{"steps": {"max": 8}}``; ``{"batch": None}`` removes one)."""
+    manifest = json.loads((SHIPPED_DIR / "txt2img.manifest.json").read_text())
+    manifest["name"], manifest["description"] = name, description
+    for param, changes in (params or {}).items():
+        if changes is None:
+            del manifest["params"][param]
+        else:
+            manifest["params"][param] |= changes
+    (directory / f"{name}.manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(SHIPPED_DIR / "txt2img.json", directory / f"{name}.json")
+
+
+def many_workflows(directory: Path, count: int, description_chars: int = 150) -> WorkflowRegistry:
+    """The shipped workflows plus ``count`` copies of txt2img (``extra_001``…) with long English
+    descriptions: a /workflows answer far over one message."""
+    for n in range(1, count + 1):
+        name = f"extra_{n:03d}"
+        copy_workflow(
+            directory, name, f"{name}: " + ("a long description of a workflow " * 10)[:description_chars]
+        )
+    return load_workflows([directory])
+
+
+def check_workflows_answer(
+    text: str, registry: WorkflowRegistry, ctx: FrontEnd, locale: str, header: str, limit: int
+) -> list[str]:
+    """Assert a long /workflows answer fits ``limit``, starts with ``header`` and has one whole
+    ``• name — description`` line per workflow shown, in order, descriptions shortened at most to a prefix
+    and "…"; when not all are shown, the last line is "…and N more" with the right N and one more line
+    would not have fitted. Returns the names shown."""
+    t = ctx.renderer.t
+    lines = text.split("\n")
+    assert len(text) <= limit and lines[0] == t(locale, header)
+    more = [n for n in range(1, len(registry) + 1) if lines[-1] == t(locale, "list.more", count=n)]
+    shown = lines[1 : len(lines) - len(more)]
+    names = registry.names()[: len(shown)]
+    for line, name in zip(shown, names, strict=True):
+        prefix = t(locale, "workflows.line", name=name, description="")
+        assert line.startswith(prefix), (line, prefix)
+        about = line.removeprefix(prefix).removesuffix(" " + t(locale, "workflows.default_mark"))
+        full = workflow_description(ctx, locale, registry.get(name))
+        assert about == full or (about.endswith("…") and full.startswith(about[:-1])), (about, full)
+    if more:
+        assert more == [len(registry) - len(shown)]
+        assert len("\n".join([*lines[:-1], shown[-1], lines[-1]])) > limit  # as many as fit
+    return names
 
 
 @asynccontextmanager

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.i18n import LANGUAGES
+from bot.i18n import LANGUAGES, I18n
 from bot.telegram.app import MENU_COMMANDS
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
 from gateway.redis_store import RedisStore
-from tests.bot.conftest import bench, png
+from tests.bot.conftest import bench, check_workflows_answer, many_workflows, png
 from tests.conftest import RedisServer
 
 USER, CHAT = 5005, 5005
@@ -36,6 +36,37 @@ async def test_start_help_workflows(data_dir: Path, registry: WorkflowRegistry) 
         reply = await b.text_reply(CHAT, "Workflows")
         for name in registry.names():
             assert name in (reply.text or "")
+
+
+async def test_long_workflows_list_fits_one_message(tmp_path: Path, data_dir: Path) -> None:
+    """34 workflows with long descriptions are over Telegram's 4096 characters: the descriptions are
+    shortened (at a word) so every name shows — txt2img and upscale included."""
+    registry = many_workflows(tmp_path, 30)
+    t = I18n.load().t
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "/workflows", language_code="ru")
+        reply = await b.text_reply(CHAT, t("ru", "workflows.header"))
+        shown = check_workflows_answer(
+            reply.text or "", registry, b.frontend.ctx, "ru", "workflows.header", 4096
+        )
+        assert shown == registry.names()
+
+
+async def test_a_workflows_list_too_long_even_shortened_ends_with_and_n_more(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """154 workflows do not fit even with short descriptions: whole lines as far as they fit, then
+    "…and N more" — never a message cut mid-word, and the count is right."""
+    registry = many_workflows(tmp_path, 150)
+    t = I18n.load().t
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "/workflows")
+        reply = await b.text_reply(CHAT, t("en", "workflows.header"))
+        shown = check_workflows_answer(
+            reply.text or "", registry, b.frontend.ctx, "en", "workflows.header", 4096
+        )
+        assert 50 < len(shown) < len(registry)
+        assert (reply.text or "").endswith(t("en", "list.more", count=len(registry) - len(shown)))
 
 
 async def test_queue_and_history_with_reroll_button(data_dir: Path, registry: WorkflowRegistry) -> None:

@@ -6,7 +6,16 @@ import pytest
 
 from bot.i18n import I18n
 from bot.parsing import ParseError
-from bot.render import JobView, Renderer, format_duration, progress_bar, truncate
+from bot.render import (
+    JobView,
+    Renderer,
+    fit_lines,
+    format_duration,
+    progress_bar,
+    shorten,
+    text_length,
+    truncate,
+)
 from gateway.models import Failed, FailureCode, Progress, Queued
 
 
@@ -45,6 +54,30 @@ def test_format_duration(s: float | None, text: str) -> None:
 def test_truncate() -> None:
     assert truncate("abc", 5) == "abc"
     assert truncate("abcdef", 4) == "abc…"
+
+
+def test_fit_lines_keeps_whole_lines_and_says_how_many_are_left_out() -> None:
+    def more(n: int) -> str:
+        return f"…and {n} more"
+
+    lines = ["header", *(f"• workflow_{i:02d} — does thing number {i}" for i in range(40))]
+    assert fit_lines(lines[:3], 2000, more) == "\n".join(lines[:3])
+    text = fit_lines(lines, 200, more)
+    shown = text.split("\n")
+    assert len(text) <= 200 and shown[0] == "header"
+    assert shown[1:-1] == lines[1 : len(shown) - 1]  # whole lines, in order, none cut mid-word
+    assert shown[-1] == more(len(lines) - (len(shown) - 1))
+    # As many as fit: one more line would not.
+    assert len(text) + len(lines[len(shown) - 1]) + 1 > 200
+    assert fit_lines(["x" * 50], 10, more) == "x" * 9 + "…"  # only a lone first line is ever cut
+
+
+def test_fit_lines_counts_emoji_as_discord_and_telegram_may() -> None:
+    """An emoji outside the BMP is two UTF-16 code units: counted so, a list of them still fits."""
+    assert text_length("🔁a") == 3
+    lines = ["🧩"] + ["🔁" * 10] * 10
+    text = fit_lines(lines, 50, lambda n: f"+{n}")
+    assert text_length(text) <= 50 and text.endswith("\n+8")  # 2 + 1, 20 + 1, 20 + 1, 2
 
 
 def test_queued_and_progress(r: Renderer) -> None:
@@ -150,3 +183,18 @@ def test_a_job_without_prompt_is_titled_by_its_workflow(r: Renderer) -> None:
     assert "(no prompt)" in r.title("en", "", "unknown-workflow")
     cap = r.result_caption("en", view, seed=None, duration_ms=3000)
     assert cap == "upscale · ⏱ 0:03"
+
+
+def test_sizes_are_binary_units_a_size_rounded_up_and_a_limit_down(r: Renderer) -> None:
+    mib = 1024 * 1024
+    assert r.size("en", 20 * mib, limit=True) == "20 MiB"
+    assert r.size("en", 20 * mib + 1) == "20.1 MiB"  # just over the limit never reads as equal to it
+    assert r.size("en", int(20.99 * mib), limit=True) == "20.9 MiB"
+    assert r.size("ru", 15 * mib) == "15 МиБ"
+    assert r.size("en", 512 * 1024) == "512 KiB"
+
+
+def test_shorten_cuts_after_a_word_or_where_it_must() -> None:
+    assert shorten("a picture from a prompt", 100) == "a picture from a prompt"
+    assert shorten("a picture from a prompt", 16) == "a picture from…"
+    assert shorten("文字生成圖片然後放大細節", 6) == "文字生成圖…"  # no spaces: cut where it must

@@ -18,6 +18,8 @@ FULL_ENV = {
     "TELEGRAM_WEBHOOK_PORT": "9000",
     "TELEGRAM_PREVIEWS": "off",
     "DISCORD_BOT_TOKEN": "discord-token-xyz",
+    "DISCORD_API_BASE": "http://nirn-proxy:8080/",
+    "DISCORD_GATEWAY_URL": "ws://gateway-proxy:7878",
     "COMFYUI_URLS": "http://gpu-a:8188/, https://gpu-b.example.org",
     "COMFYUI_CAPACITY": "3",
     "COMFYUI_WS_STALL_TIMEOUT": "45s",
@@ -68,6 +70,7 @@ def test_defaults_from_empty_env() -> None:
     s = load_settings({})
     assert s.telegram.bot_token is None and not s.telegram.enabled
     assert s.telegram.api_base == "https://api.telegram.org"
+    assert (s.discord.api_base, s.discord.gateway_url) == ("https://discord.com", "wss://gateway.discord.gg")
     assert s.telegram.mode == "polling" and s.telegram.previews
     assert s.discord.bot_token is None
     assert s.comfy.urls == () and s.comfy.capacity == 2
@@ -101,6 +104,10 @@ def test_every_variable_from_env() -> None:
     assert tg.webhook_secret is not None and tg.webhook_secret.get_secret_value() == "whsecret-123"
     assert tg.previews is False
     assert s.discord.bot_token is not None and s.discord.bot_token.get_secret_value() == "discord-token-xyz"
+    assert (s.discord.api_base, s.discord.gateway_url) == (
+        "http://nirn-proxy:8080",
+        "ws://gateway-proxy:7878",
+    )
     assert s.comfy.urls == ("http://gpu-a:8188", "https://gpu-b.example.org")
     assert (s.comfy.capacity, s.comfy.ws_stall_timeout_s, s.comfy.request_timeout_s) == (3, 45.0, 60.0)
     assert s.comfy.shutdown_grace_s == 45.0
@@ -307,6 +314,8 @@ BAD_ENV = [
     ("COMFYUI_REQUEST_TIMEOUT", "0", "COMFYUI_REQUEST_TIMEOUT: '0' must be > 0"),
     ("COMFYBOT_SHUTDOWN_GRACE_S", "-1", "COMFYBOT_SHUTDOWN_GRACE_S: '-1' is not a duration"),
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
+    ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE: 'discord.com' is not an http(s) URL"),
+    ("DISCORD_GATEWAY_URL", "https://gw", "DISCORD_GATEWAY_URL: 'https://gw' is not a ws/wss URL"),
     ("TELEGRAM_MODE", "push", "TELEGRAM_MODE: 'push' is not one of 'polling' or 'webhook'"),
     ("COMFYBOT_STORE", "postgres", "COMFYBOT_STORE: 'postgres' is not one of 'sqlite' or 'memory'"),
     ("TELEGRAM_WEBHOOK_URL", "ftp://x", "TELEGRAM_WEBHOOK_URL: 'ftp://x' is not an http(s) URL"),

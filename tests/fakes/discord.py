@@ -8,7 +8,11 @@ webhooks/{app}/{token}/messages/@original|{id}`` (JSON or multipart ``payload_js
 ``POST webhooks/{app}/{token}`` (followups), ``POST/PATCH/DELETE channels/{id}/messages[/{id}]``, and the
 attachment download URLs it hands out (``/attachments/{id}/{filename}``). Every JSON answer has the
 Content-Type exactly ``application/json`` (discord.py decodes nothing else). Message content over 2000
-characters is refused (400, code 50035), as Discord does.
+characters is refused (400, code 50035), as Discord does; so are commands whose option bounds Discord
+refuses (:func:`command_problem`) and autocomplete answers it refuses (:func:`choices_problem`). What the
+client refuses before sending is refused in ``slash``: option values outside the INTEGER range or the
+registered min/max/length (:class:`OptionRefused`), and a command ``default_member_permissions`` hides
+from a guild member (:class:`CommandHidden`).
 
 What tests get:
 
@@ -35,10 +39,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
+
+if TYPE_CHECKING:
+    from comfybot.config import DiscordSettings
 
 JSON = dict[str, Any]
 
@@ -47,6 +54,9 @@ TOKEN_TTL_S = 15 * 60
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 MAX_CONTENT = 2000
 INTEGER_LIMIT = 2**53  # Discord's INTEGER option range is -2^53..2^53
+MAX_OPTION_LENGTH = 6000  # a STRING option's max_length (and min_length) is 0..6000
+MAX_CHOICES, MAX_CHOICE_NAME = 25, 100  # autocomplete answers and choices
+ADMINISTRATOR = 1 << 3
 # Interaction callback types (Discord API docs)
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = (
     1,
@@ -102,6 +112,78 @@ def would_ping(content: str, allowed_mentions: JSON | None) -> list[str]:
 
 class OptionRefused(ValueError):
     """The Discord client would not send this option value (out of its type's range or bounds)."""
+
+
+class CommandHidden(PermissionError):
+    """The Discord client does not offer this command to this member (``default_member_permissions``)."""
+
+
+def command_problem(command: JSON) -> str | None:
+    """What Discord's ``PUT applications/{app}/commands`` refuses (400, 50035) in one command: more than
+    25 options, an INTEGER/NUMBER bound beyond ±2^53, a STRING length bound beyond 0..6000, min over max,
+    ``default_member_permissions`` that is not a permission bit set (a number, or its digits: discord.py
+    sends an int, Discord answers a string), a name over 32 characters or a description (or one of its
+    translations) outside 1..100."""
+    options = command.get("options") or []
+    if len(options) > 25:
+        return f"{command.get('name')}: more than 25 options"
+    for item in (command, *options):
+        texts = [item.get("description") or "", *(item.get("description_localizations") or {}).values()]
+        names = [item.get("name") or "", *(item.get("name_localizations") or {}).values()]
+        if any(not 1 <= len(text) <= 100 for text in texts) or any(not 1 <= len(n) <= 32 for n in names):
+            return f"{command.get('name')}.{item.get('name')}: a name or description of the wrong length"
+    perms = command.get("default_member_permissions")
+    if perms is not None and not (isinstance(perms, int) or (isinstance(perms, str) and perms.isdigit())):
+        return f"{command.get('name')}: default_member_permissions {perms!r} is not a bit set string"
+    for opt in options:
+        kind, name = opt.get("type"), f"{command.get('name')}.{opt.get('name')}"
+        lo_key, hi_key, limit, floor = (
+            ("min_length", "max_length", MAX_OPTION_LENGTH, 0)
+            if kind == OPTION_TYPES["string"]
+            else ("min_value", "max_value", INTEGER_LIMIT, -INTEGER_LIMIT)
+        )
+        if kind == OPTION_TYPES["string"] and ("min_value" in opt or "max_value" in opt):
+            return f"{name}: min_value/max_value on a STRING option"
+        lo, hi = opt.get(lo_key), opt.get(hi_key)
+        for bound, least in ((lo, floor), (hi, 1 if kind == OPTION_TYPES["string"] else floor)):
+            if bound is not None and not least <= bound <= limit:
+                return f"{name}: {bound} is outside {least}..{limit}"
+        if lo is not None and hi is not None and lo > hi:
+            return f"{name}: {lo_key} {lo} is over {hi_key} {hi}"
+        if opt.get("autocomplete") and opt.get("choices"):
+            return f"{name}: autocomplete with choices"
+    return None
+
+
+def choices_problem(option: JSON, choices: list[JSON]) -> str | None:
+    """What Discord refuses in an autocomplete answer (400, 50035): over 25 choices, a name outside
+    1..100 characters, a value not of the option's type (or a STRING value over 100 characters)."""
+    if len(choices) > MAX_CHOICES:
+        return f"{len(choices)} choices"
+    kind = option.get("type")
+    for choice in choices:
+        name, value = choice.get("name"), choice.get("value")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_CHOICE_NAME:
+            return f"choice name {name!r}"
+        if kind == OPTION_TYPES["string"]:
+            ok = isinstance(value, str) and len(value) <= MAX_CHOICE_NAME
+        elif kind == OPTION_TYPES["integer"]:
+            ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INTEGER_LIMIT
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            return f"choice value {value!r} for option type {kind}"
+    return None
+
+
+def may_use_command(command: JSON, member_permissions: int | None) -> bool:
+    """Whether the client offers ``command`` to a guild member with ``member_permissions`` (None: a DM,
+    where ``default_member_permissions`` does not apply). ``"0"`` leaves it to administrators."""
+    required = command.get("default_member_permissions")
+    if member_permissions is None or required is None or member_permissions & ADMINISTRATOR:
+        return True
+    bits = int(required)
+    return bits != 0 and member_permissions & bits == bits
 
 
 def _check_option(name: str, kind: int, spec: JSON, value: Any) -> None:
@@ -196,6 +278,7 @@ class FakeInteraction:
     channel_id: int
     created_at: float
     name: str = ""
+    focused: str | None = None  # the option an autocomplete interaction is about
     custom_id: str = ""
     message_id: int | None = None  # the message a component lives on
     callback: JSON | None = None  # the body of the interaction callback
@@ -320,8 +403,26 @@ class FakeDiscord:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def settings(self, **values: Any) -> DiscordSettings:
+        """``DiscordSettings`` for a front end talking to this fake (``DISCORD_API_BASE``,
+        ``DISCORD_GATEWAY_URL``), with ``values`` on top."""
+        from comfybot.config import DiscordSettings  # the fake itself needs nothing of comfybot
+
+        return DiscordSettings(
+            **{"bot_token": self.token, "api_base": self.url, "gateway_url": str(self.gateway_url), **values}
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment of a ``comfybot run`` talking to this fake."""
+        return {
+            "DISCORD_BOT_TOKEN": self.token,
+            "DISCORD_API_BASE": self.url,
+            "DISCORD_GATEWAY_URL": str(self.gateway_url),
+        }
+
     def patch(self, monkeypatch: Any) -> None:
-        """Point discord.py's process-wide URLs at this fake (``monkeypatch`` undoes it after the test)."""
+        """Point discord.py's process-wide URLs at this fake (``monkeypatch`` undoes it after the test),
+        for a bare discord.py client; comfybot's front end takes :meth:`settings` instead."""
         import discord
 
         monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)
@@ -460,9 +561,17 @@ class FakeDiscord:
         attachments: dict[str, tuple[str, bytes, str | None]] | None = None,
         declared_sizes: dict[str, int] | None = None,
         locale: str = "en-US",
+        member_permissions: int | None = None,
     ) -> FakeInteraction:
         """A user runs ``/name``. ``attachments`` maps an option to ``(filename, bytes, content_type)``;
-        ``declared_sizes`` overrides the size Discord announces (a huge file without sending its bytes)."""
+        ``declared_sizes`` overrides the size Discord announces (a huge file without sending its bytes).
+        ``member_permissions``: the user is a guild member with these permission bits, so a command's
+        ``default_member_permissions`` applies (:class:`CommandHidden` when the client would not offer it);
+        the default is a DM. Values outside an option's bounds raise :class:`OptionRefused`, as the
+        client refuses to send them."""
+        registered = next((c for c in self.commands if c["name"] == name), None)
+        if registered is not None and not may_use_command(registered, member_permissions):
+            raise CommandHidden(f"/{name} is not offered to a member with permissions {member_permissions}")
         options = dict(options or {})
         resolved: dict[str, JSON] = {}
         for opt, (filename, content, content_type) in (attachments or {}).items():
@@ -511,7 +620,7 @@ class FakeDiscord:
             "type": 1,
             "options": self._command_options(name, options, focused),
         }
-        inter = self._new_interaction(4, user_id, channel_id, name=name)
+        inter = self._new_interaction(4, user_id, channel_id, name=name, focused=focused)
         await self._dispatch("INTERACTION_CREATE", self._interaction_payload(inter, data, locale))
         await self.wait_for(lambda: inter.callback is not None, timeout)
         return inter.choices
@@ -693,13 +802,18 @@ class FakeDiscord:
 
     async def _commands(self, parts: list[str], request: web.Request, payload: Any, _: Any) -> web.Response:
         if request.method == "PUT":
+            problem = next((p for c in payload if (p := command_problem(c)) is not None), None)
+            if problem is not None:
+                return _error(400, 50035, f"Invalid Form Body: {problem}")
             self.commands = [
                 {
                     **c,
                     "id": str(next(self._ids)),
                     "application_id": str(self.application_id),
                     "version": "1",
-                    "default_member_permissions": None,
+                    "default_member_permissions": None
+                    if (perms := c.get("default_member_permissions")) is None
+                    else str(perms),
                     "type": c.get("type", 1),
                 }
                 for c in payload
@@ -798,9 +912,14 @@ class FakeDiscord:
             return _error(404, 10062, "Unknown interaction")
         if inter.callback is not None:
             return _error(400, 40060, "Interaction has already been acknowledged.")
-        inter.callback = payload
         kind = payload["type"]
         data = payload.get("data") or {}
+        if kind == AUTOCOMPLETE_RESULT and inter.focused is not None:
+            option = self._option_specs(inter.name).get(inter.focused, {})
+            problem = choices_problem(option, list(data.get("choices") or []))
+            if problem is not None:
+                return _error(400, 50035, f"Invalid Form Body: {problem}")
+        inter.callback = payload
         message: StoredMessage | None = None
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             flags = int(data.get("flags") or 0)

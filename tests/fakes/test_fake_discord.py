@@ -17,7 +17,14 @@ with warnings.catch_warnings():
     import discord
     from discord import app_commands
 
-from tests.fakes.discord import FakeDiscord  # noqa: E402
+from tests.fakes.discord import (  # noqa: E402
+    ADMINISTRATOR,
+    CommandHidden,
+    FakeDiscord,
+    choices_problem,
+    command_problem,
+    may_use_command,
+)
 
 
 class _Bot(discord.Client):
@@ -111,3 +118,61 @@ async def test_expired_token_and_deleted_message(fake: FakeDiscord, bot: _Bot) -
     with pytest.raises(discord.NotFound) as gone:
         await channel.get_partial_message(sent.id).edit(content="x")
     assert gone.value.code == 10008
+
+
+def test_command_and_choice_rules_are_discords() -> None:
+    """What the fake refuses at command sync and in autocomplete answers, as Discord documents it."""
+    ok = {
+        "name": "g",
+        "description": "d",
+        "options": [{"type": 4, "name": "n", "description": "d", "min_value": 0, "max_value": 2**53}],
+    }
+    assert command_problem(ok) is None
+    assert (
+        command_problem({"name": "g", "description": "d", "default_member_permissions": 0}) is None
+    )  # discord.py's int
+    too_big = {
+        "name": "g",
+        "description": "d",
+        "options": [{"type": 4, "name": "n", "description": "d", "max_value": 2**53 + 1}],
+    }
+    assert command_problem(too_big) == f"g.n: {2**53 + 1} is outside {-(2**53)}..{2**53}"
+    long_text = {
+        "name": "g",
+        "description": "d",
+        "options": [{"type": 3, "name": "p", "description": "d", "max_length": 6001}],
+    }
+    assert command_problem(long_text) is not None
+    upside_down = {
+        "name": "g",
+        "description": "d",
+        "options": [{"type": 4, "name": "n", "description": "d", "min_value": 5, "max_value": 1}],
+    }
+    assert command_problem(upside_down) is not None
+    integer = {"type": 4, "name": "n"}
+    assert choices_problem(integer, [{"name": "one", "value": 1}]) is None
+    assert choices_problem(integer, [{"name": "one", "value": "1"}]) is not None
+    assert choices_problem(integer, [{"name": "", "value": 1}]) is not None
+    assert choices_problem(integer, [{"name": "x" * 101, "value": 1}]) is not None
+    assert choices_problem(integer, [{"name": str(n), "value": n} for n in range(26)]) == "26 choices"
+    # default_member_permissions "0" leaves a command to administrators; other bits to who has them all.
+    assert may_use_command({"default_member_permissions": "0"}, ADMINISTRATOR)
+    assert not may_use_command({"default_member_permissions": "0"}, 1 << 5)
+    assert may_use_command({"default_member_permissions": str(1 << 5)}, 1 << 5 | 1 << 13)
+    assert may_use_command({"default_member_permissions": "0"}, None)  # a DM
+
+
+async def test_a_command_the_member_may_not_use_is_not_offered(fake: FakeDiscord, bot: _Bot) -> None:
+    fake.commands[0]["default_member_permissions"] = "0"
+    with pytest.raises(CommandHidden):
+        await fake.slash(5, 77, "echo", {"text": "hi"}, member_permissions=0)
+    assert not fake.interactions
+
+
+def test_names_and_descriptions_have_discords_lengths() -> None:
+    base = {"name": "g", "description": "draw"}
+    assert command_problem(base) is None
+    assert command_problem({**base, "description": "x" * 101}) is not None
+    assert command_problem({**base, "description_localizations": {"ru": ""}}) is not None
+    option = {"type": 3, "name": "p", "description": "d" * 100, "max_length": 0}
+    assert command_problem({**base, "options": [option]}) == "g.p: 0 is outside 1..6000"

@@ -50,6 +50,20 @@ async def test_unknown_workflow(gateway) -> None:
     assert any(e["event"] == "validation_error" for e in logs)
 
 
+async def test_check_refuses_what_submit_would_without_queueing(gateway) -> None:
+    """``check`` is submit's local part: a front end asks it before showing anything public."""
+    bad = gateway.check(request(steps=999))
+    assert isinstance(bad, Refused) and (bad.field, bad.reason) == ("steps", "too_large")
+    assert gateway.check(request("forbidden words")).code is FailureCode.PROMPT_BLOCKED
+    assert gateway.check(request(workflow="nope")).code is FailureCode.UNKNOWN_WORKFLOW
+    # An image still being downloaded counts as given; one the workflow has no input for does not.
+    assert gateway.check(request(workflow="img2img")).field == "image"
+    assert gateway.check(request(workflow="img2img"), coming=["image"]) is None
+    assert gateway.check(request(), coming=["image"]).reason == "unknown_image_input"
+    assert gateway.check(request()) is None
+    assert (await gateway.queue_info("u1")).depth == 0  # nothing was queued
+
+
 async def test_param_out_of_bounds_names_field_and_reason(gateway) -> None:
     with capture_logs() as logs:
         result = await gateway.submit(request(steps=999))

@@ -1,8 +1,15 @@
 """``/generate``: prompt plus typed options (workflow with autocomplete, ar, seed, steps, negative, image,
-batch). The options become ``JobRequest.params``; the gateway validates them against the manifest."""
+batch). The options become ``JobRequest.params``; the gateway validates them against the manifest.
+
+The options are registered with the bounds the installed workflows allow (:func:`option_bounds`), so the
+Discord client stops a bad value before sending it. What a workflow refuses besides is found before the
+interaction is deferred (``Gateway.check``), so that refusal is ephemeral from the start; only the image
+download and the queue (rate, pending and queue limits) come after the public "thinking…"."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import discord
@@ -12,20 +19,59 @@ from discord.ext import commands
 
 from bot.discord.context import DiscordContext, begin_request
 from bot.discord.errors import command_failed
-from bot.discord.images import fetch_image
-from bot.discord.jobs import reply_error, submit_job
+from bot.discord.images import check_image, fetch_image
+from bot.discord.jobs import job_request, refuse, reply_error, submit_job
 from bot.jobs import workflow_description
 from bot.parsing import normalize_aspect
 from comfy.text import clean_text
+from comfy.workflow_params import RANDOM_SEED_BOUND, IntParam, SeedParam, TextParam
+from comfy.workflows import WorkflowRegistry
 from comfybot.logs import get_logger
+from gateway.limits import Limits
 from gateway.models import ImageRef
 
-__all__ = ["ASPECT_CHOICES", "GenerateCog"]
+__all__ = ["ASPECT_CHOICES", "GenerateCog", "option_bounds"]
 
 log = get_logger("discord")
 
 ASPECT_CHOICES: tuple[str, ...] = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 MAX_CHOICES = 25
+#: Discord's STRING option length limit
+MAX_OPTION_LENGTH = 6000
+
+
+def option_bounds(registry: WorkflowRegistry, limits: Limits) -> dict[str, tuple[int, int]]:
+    """``/generate``'s option → (min, max) as registered, so the Discord client refuses a value outside
+    them before sending it: for numbers the widest range any workflow allows (each workflow's own is
+    checked by the gateway), for text a length. The seed stops below 2^53, Discord's INTEGER limit; every
+    seed the bot draws and shows is below it, so each can be typed back."""
+    bounds: dict[str, tuple[int, int]] = {}
+    for wf in registry:
+        for name in ("steps", "batch"):
+            spec = wf.params.get(name)
+            if isinstance(spec, IntParam):
+                lo, hi = bounds.get(name, (spec.min, spec.max))
+                bounds[name] = (min(lo, spec.min), max(hi, spec.max))
+        for name, spec in wf.params.items():
+            if isinstance(spec, SeedParam) and name == wf.seed_param:
+                bounds["seed"] = (0, RANDOM_SEED_BOUND - 1)
+            elif isinstance(spec, TextParam) and name in ("negative", wf.prompt_param):
+                option = "negative" if name == "negative" else "prompt"
+                top = min(spec.max_length, MAX_OPTION_LENGTH)
+                if option == "prompt":
+                    top = min(top, limits.prompt_filter.max_length)
+                bounds[option] = (1, max(top, bounds.get(option, (1, 1))[1]))
+    return bounds
+
+
+def _bound(command: app_commands.Command[Any, ..., Any], bounds: dict[str, tuple[int, int]]) -> None:
+    """Register ``bounds`` on this cog's copy of the command (min/max_value, or min/max_length for
+    text). discord.py fixes them in annotations (``app_commands.Range``); ours come from the workflows
+    installed, so they are set on the copy's parameters, which the class's command does not share."""
+    params = command._params  # noqa: SLF001 - no public setter; the copy's own dict (Command._copy_with)
+    for name, (lo, hi) in bounds.items():
+        if name in params:
+            params[name] = dataclasses.replace(params[name], min_value=lo, max_value=hi)
 
 
 class GenerateCog(commands.Cog):
@@ -33,6 +79,7 @@ class GenerateCog(commands.Cog):
 
     def __init__(self, ctx: DiscordContext) -> None:
         self.ctx = ctx
+        _bound(self.generate, option_bounds(ctx.registry, ctx.gateway.limits))
 
     def _image_workflow(self) -> str | None:
         if "img2img" in self.ctx.registry:
@@ -76,9 +123,10 @@ class GenerateCog(commands.Cog):
             with_image=image is not None,
             workflow=workflow,
         )
-        await interaction.response.defer(thinking=True)
         locale = request.locale
-        defaults = await ctx.user_defaults(interaction.user.id)
+        # What can be checked quickly is checked before deferring, so a refusal is private from the
+        # start; only a slow settings store makes us show "thinking…" first.
+        defaults = await self._defaults_or_defer(interaction)
         preferred = defaults.get("workflow") if defaults.get("workflow") in ctx.registry else None
         if workflow:
             name: str | None = workflow.strip().lower()
@@ -105,23 +153,49 @@ class GenerateCog(commands.Cog):
             "negative": clean_text(negative) if negative is not None else None,
             "batch": batch,
         }
+        if batch == 1 and "batch" not in wf.params:
+            del given["batch"]  # one picture per job is what it makes anyway (the batch choice offers it)
         params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if "ar" not in params and isinstance(defaults.get("ar"), str) and "ar" in wf.params:
             params["ar"] = defaults["ar"]
         if wf.prompt_param:  # cleaned here too, so the job's message shows what ComfyUI gets
             params[wf.prompt_param] = clean_text(prompt)
-        inputs: dict[str, ImageRef] = {}
+        image_input = next(iter(wf.images), "image")
         if image is not None:
-            got = await fetch_image(ctx, interaction, image, locale)
-            if isinstance(got, str):
-                await reply_error(interaction, got, request)
+            refused = check_image(ctx, image, locale)
+            if refused is not None:
+                await reply_error(interaction, refused, request)
                 return
-            inputs[next(iter(wf.images), "image")] = got
         elif any(spec.required for spec in wf.images.values()):
             log.info("validation_error", field="image", reason="required", workflow=name)
             await reply_error(interaction, ctx.t(locale, "discord.needs_image", workflow=name), request)
             return
+        req = job_request(ctx, interaction, request, name, params)
+        refusal = ctx.gateway.check(req, coming=[image_input] if image is not None else [])
+        if refusal is not None:
+            await refuse(ctx, interaction, request, req, refusal)
+            return
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+        inputs: dict[str, ImageRef] = {}
+        if image is not None:
+            got = await fetch_image(ctx, image, locale)
+            if isinstance(got, str):
+                await reply_error(interaction, got, request)
+                return
+            inputs[image_input] = got
         await submit_job(ctx, interaction, request, name, params, inputs)
+
+    async def _defaults_or_defer(self, interaction: discord.Interaction[Any]) -> dict[str, Any]:
+        """The user's saved settings. Discord wants an answer within 3 seconds: when the store takes
+        longer than ``prevalidate_s``, the interaction is deferred meanwhile (checks then answer with a
+        followup)."""
+        lookup = asyncio.ensure_future(self.ctx.user_defaults(interaction.user.id))
+        done, _ = await asyncio.wait({lookup}, timeout=self.ctx.options.prevalidate_s)
+        if not done:
+            log.info("settings_slow", waited_s=self.ctx.options.prevalidate_s)
+            await interaction.response.defer(thinking=True)
+        return await lookup
 
     @generate.autocomplete("workflow")
     async def workflow_choices(
@@ -137,6 +211,29 @@ class GenerateCog(commands.Cog):
             label = f"{wf.name} — {about}" if about else wf.name
             out.append(app_commands.Choice(name=label[:100], value=wf.name))
         return out[:MAX_CHOICES]
+
+    @generate.autocomplete("batch")
+    async def batch_choices(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[int]]:
+        """How many pictures the chosen workflow (or the user's default) makes per job: 1..its max, or a
+        single "makes one picture per job" for a workflow without ``batch``."""
+        locale = self.ctx.locale_of(interaction)
+        chosen = str(getattr(interaction.namespace, "workflow", None) or "").strip().lower()
+        if chosen not in self.ctx.registry:
+            saved = (await self.ctx.user_defaults(interaction.user.id)).get("workflow")
+            chosen = (
+                saved if isinstance(saved, str) and saved in self.ctx.registry else self.ctx.default_workflow
+            )
+        if chosen not in self.ctx.registry:
+            return []
+        spec = self.ctx.registry.get(chosen).params.get("batch")
+        if not isinstance(spec, IntParam):
+            label = self.ctx.t(locale, "discord.batch_one", workflow=chosen)
+            return [app_commands.Choice(name=label[:100], value=1)]
+        typed = str(current).strip()
+        values = [n for n in range(spec.min, spec.max + 1) if typed in str(n)]
+        return [app_commands.Choice(name=str(n), value=n) for n in values][:MAX_CHOICES]
 
     @generate.autocomplete("ar")
     async def aspect_choices(

@@ -15,17 +15,14 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.discord.context import DiscordContext, begin_request
+from bot.discord.context import MESSAGE_LIMIT, DiscordContext, begin_request
 from bot.discord.errors import command_failed
-from bot.render import truncate
 from comfybot.logs import get_logger
 from gateway.models import Role
 
 __all__ = ["HelpCog", "help_text"]
 
 log = get_logger("discord")
-
-MESSAGE_LIMIT = 2000
 
 
 def _described(ctx: DiscordContext, locale: str, text: app_commands.locale_str | None, fallback: str) -> str:
@@ -40,7 +37,8 @@ def help_text(
     *,
     admin: bool = False,
 ) -> str:
-    """The intro, then ``/command — description`` and an indented ``• option — description`` per option."""
+    """The intro, then ``/command — description`` and an indented ``• option — description`` per option,
+    within one message ("…and N more" past it)."""
     lines = [ctx.t(locale, "discord.help")]
     for command in tree:
         if not isinstance(command, app_commands.Command) or (command.extras.get("admin") and not admin):
@@ -51,7 +49,7 @@ def help_text(
         for param in command.parameters:
             about = _described(ctx, locale, param.locale_description, param.description)
             lines.append(f"  • {param.display_name} — {about}")
-    return truncate("\n".join(lines), MESSAGE_LIMIT)
+    return ctx.renderer.fit_list(locale, lines, MESSAGE_LIMIT)
 
 
 class HelpCog(commands.Cog):

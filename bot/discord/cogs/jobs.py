@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.discord.context import DiscordContext, Request, begin_request
+from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.views import reroll_view
 from bot.jobs import stats_text, user_history, workflows_text
@@ -39,7 +39,7 @@ class JobsCog(commands.Cog):
         kind: str = "text",
     ) -> None:
         await interaction.response.send_message(
-            text[:2000], ephemeral=True, view=view if view is not None else discord.utils.MISSING
+            text[:MESSAGE_LIMIT], ephemeral=True, view=view if view is not None else discord.utils.MISSING
         )
         log.info("response_sent", kind=kind, bytes=len(text.encode()))
 
@@ -49,7 +49,9 @@ class JobsCog(commands.Cog):
         log.info("command_received", command="workflows")
         saved = (await self.ctx.user_defaults(interaction.user.id)).get("workflow")
         current = saved if saved in self.ctx.registry else self.ctx.default_workflow
-        text = workflows_text(self.ctx, request.locale, current, header="discord.workflows_header")
+        text = workflows_text(
+            self.ctx, request.locale, current, MESSAGE_LIMIT, header="discord.workflows_header"
+        )
         await self._answer(interaction, request, text, kind="workflows")
 
     @app_commands.command(name="cancel", description=_("Cancel your latest job", key="cmd.cancel"))
@@ -90,13 +92,13 @@ class JobsCog(commands.Cog):
                 if position == 0
                 else ctx.t(locale, "queue.line", position=position)
             )
-        await self._answer(interaction, request, "\n".join(lines))
+        await self._answer(interaction, request, ctx.renderer.fit_list(locale, lines, MESSAGE_LIMIT))
 
     @app_commands.command(name="history", description=_("Your recent pictures", key="cmd.history"))
     async def history(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="history")
         log.info("command_received", command="history")
-        got = await user_history(self.ctx, request.locale, str(interaction.user.id))
+        got = await user_history(self.ctx, request.locale, str(interaction.user.id), MESSAGE_LIMIT)
         # 🔁 N are the result buttons' own Reroll: the new job is posted in this channel, as on Telegram.
         view = reroll_view(got.rerolls) if got.rerolls else None
         await self._answer(interaction, request, got.text, view, kind="history")
@@ -104,6 +106,9 @@ class JobsCog(commands.Cog):
     @app_commands.command(
         name="stats", description=_("Statistics (admins)", key="cmd.stats"), extras={"admin": True}
     )
+    # Offered to the server's administrators only (default_member_permissions "0"; a server may grant it
+    # to other roles under Integrations); the bot's own admins are still checked below.
+    @app_commands.default_permissions()
     async def stats(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="stats")
         log.info("command_received", command="stats")
@@ -114,7 +119,7 @@ class JobsCog(commands.Cog):
                 interaction, request, self.ctx.t(request.locale, "error.admin_only"), kind="denied"
             )
             return
-        text = await stats_text(self.ctx, request.locale)
+        text = await stats_text(self.ctx, request.locale, MESSAGE_LIMIT)
         await self._answer(interaction, request, text, kind="stats")
 
     async def cog_app_command_error(

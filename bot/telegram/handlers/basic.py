@@ -11,7 +11,7 @@ from aiogram.types import CallbackQuery, Message
 
 from bot.jobs import workflows_text
 from bot.telegram.callbacks import LangCb
-from bot.telegram.context import BotContext
+from bot.telegram.context import MESSAGE_LIMIT, BotContext
 from bot.telegram.filters import Addressed
 from bot.telegram.jobs import user_key
 from bot.telegram.keyboards import language_keyboard
@@ -46,9 +46,8 @@ async def workflows(
 ) -> None:
     log.info("command_received", command="workflows", chat_id=message.chat.id)
     current = user_settings.get("workflow") or ctx.default_workflow
-    await reply_text(
-        ctx, message, workflows_text(ctx, locale, current), kind="workflows", received_at=received_at
-    )
+    text = workflows_text(ctx, locale, current, MESSAGE_LIMIT)
+    await reply_text(ctx, message, text, kind="workflows", received_at=received_at)
 
 
 async def language(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:

@@ -8,7 +8,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.jobs import stats_text, user_history
 from bot.telegram.callbacks import JobAction, JobCb
-from bot.telegram.context import BotContext
+from bot.telegram.context import MESSAGE_LIMIT, BotContext
 from bot.telegram.filters import Addressed
 from bot.telegram.replies import reply_text
 from comfybot.logs import get_logger
@@ -64,14 +64,14 @@ async def queue(message: Message, ctx: BotContext, locale: str, received_at: flo
                 lines.append(ctx.t(locale, "queue.running"))
             else:
                 lines.append(ctx.t(locale, "queue.line", position=position))
-        text = "\n".join(lines)
+        text = ctx.renderer.fit_list(locale, lines, MESSAGE_LIMIT)
     await reply_text(ctx, message, text, kind="queue", received_at=received_at)
 
 
 async def history(message: Message, ctx: BotContext, locale: str, received_at: float) -> None:
     assert message.from_user is not None
     log.info("command_received", command="history", chat_id=message.chat.id)
-    got = await user_history(ctx, locale, str(message.from_user.id))
+    got = await user_history(ctx, locale, str(message.from_user.id), MESSAGE_LIMIT)
     buttons = [
         InlineKeyboardButton(text=f"🔁 {n}", callback_data=JobCb(action=JobAction.REROLL, job=job_id).pack())
         for n, job_id in got.rerolls
@@ -93,7 +93,7 @@ async def stats(message: Message, ctx: BotContext, locale: str, received_at: flo
             ctx, message, ctx.t(locale, "error.admin_only"), kind="denied", received_at=received_at
         )
         return
-    text = await stats_text(ctx, locale)
+    text = await stats_text(ctx, locale, MESSAGE_LIMIT)
     await reply_text(ctx, message, text, kind="stats", received_at=received_at)
 
 

@@ -22,7 +22,6 @@ from bot.discord.app import DiscordFrontend  # noqa: E402
 from bot.discord.context import DiscordOptions  # noqa: E402
 from comfy import ComfyClient  # noqa: E402
 from comfy.workflows import WorkflowRegistry  # noqa: E402
-from comfybot.config import DiscordSettings  # noqa: E402
 from gateway.app import run_gateway  # noqa: E402
 from gateway.limits import AccessPolicy, Limits  # noqa: E402
 from gateway.memory import MemoryStore  # noqa: E402
@@ -105,7 +104,7 @@ class DBench:
         return self.frontend
 
     def _make_frontend(self) -> DiscordFrontend:
-        settings = DiscordSettings(bot_token=self.fake.token)
+        settings = self.fake.settings()
         return DiscordFrontend(
             settings, self.gateway, self.registry, options=self.options, drain_timeout_s=2.0
         )
@@ -123,7 +122,11 @@ async def dbench(
     comfy_options: dict[str, Any] | None = None,
     fake_options: dict[str, Any] | None = None,
     capacity: int = 2,
+    backend: Store | None = None,
 ) -> AsyncIterator[DBench]:
+    """The fake's URLs reach the front end as settings (``DISCORD_API_BASE``/``DISCORD_GATEWAY_URL``);
+    ``monkeypatch`` is no longer used for them and stays only so callers need not change."""
+    del monkeypatch
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
             running_fake_comfyui(
@@ -136,7 +139,7 @@ async def dbench(
             )
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        backend = await stack.enter_async_context(MemoryStore())
+        backend = await stack.enter_async_context(backend or MemoryStore())
         client = await stack.enter_async_context(
             ComfyClient(comfy.url, session, name="comfy0", ws_stall_timeout_s=2.0, request_timeout_s=5.0)
         )
@@ -153,7 +156,6 @@ async def dbench(
             )
         )
         fake = await stack.enter_async_context(FakeDiscord(**(fake_options or {})))
-        fake.patch(monkeypatch)
         bench = DBench(fake, comfy, gateway, backend, registry, None, options or DiscordOptions(), stack)  # type: ignore[arg-type]
         bench.frontend = bench._make_frontend()
         await bench.frontend.start()

@@ -3,10 +3,18 @@ nothing crashes and no job runs. ComfyUI being down is a localized failure on th
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import pytest
 
-from tests.bot.conftest import png
-from tests.bot.discord.conftest import CHANNEL, USER, DBench
+from bot.discord.context import DiscordOptions
+from comfy.workflows import WorkflowRegistry, load_workflows
+from gateway.redis_store import RedisStore
+from tests.bot.conftest import copy_workflow, png
+from tests.bot.discord.conftest import CHANNEL, USER, DBench, dbench
+from tests.conftest import RedisServer
+from tests.fakes.discord import CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, EPHEMERAL
 
 LOCALES = [("en-US", "en"), ("ru", "ru"), ("ko", "ko"), ("zh-TW", "zh_Hant")]
 
@@ -17,19 +25,32 @@ def _text(bench: DBench, locale: str, key: str, **values: object) -> str:
 
 @pytest.mark.parametrize(("discord_locale", "locale"), LOCALES)
 async def test_steps_out_of_range_names_field_and_range(
-    bench: DBench, discord_locale: str, locale: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, discord_locale: str, locale: str
 ) -> None:
-    inter = await bench.fake.slash(
-        USER, CHANNEL, "generate", {"prompt": "a cat", "steps": 99999}, locale=discord_locale
-    )
-    field = _text(bench, locale, "field.steps")
-    answer = await bench.ephemeral(field)
-    assert "1" in answer.content and "60" in answer.content
-    assert answer.content.startswith(_text(bench, locale, "error.param", field=field, reason="")[:3])
-    # The public "thinking" message was removed; only the ephemeral answer remains.
-    await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
-    assert bench.fake.channel_messages(CHANNEL) == [answer]
-    assert not bench.comfy.received_prompts
+    """steps=30 is within the command's bounds (the widest any workflow allows, 1..60), so the client
+    sends it, but the operator's ``quick`` workflow stops at 8. The refusal names the field and range and
+    is private from the start: it used to show a public "thinking…" first, then delete it."""
+    copy_workflow(tmp_path, "quick", "few steps", {"steps": {"max": 8, "default": 4}})
+    data = tmp_path / "data"
+    data.mkdir()
+    async with dbench(data, load_workflows([tmp_path]), monkeypatch) as bench:
+        inter = await bench.fake.slash(
+            USER,
+            CHANNEL,
+            "generate",
+            {"prompt": "a cat", "workflow": "quick", "steps": 30},
+            locale=discord_locale,
+        )
+        field = _text(bench, locale, "field.steps")
+        answer = await bench.ephemeral(field)
+        assert "1" in answer.content and "8" in answer.content
+        assert answer.content.startswith(_text(bench, locale, "error.param", field=field, reason="")[:3])
+        # One ephemeral answer to the interaction itself: no deferred public message, no followup, no delete.
+        assert inter.callback is not None and inter.callback["type"] == CHANNEL_MESSAGE
+        assert bench.fake.original(inter) is answer and answer.history[0]["flags"] & EPHEMERAL
+        assert bench.fake.channel_messages(CHANNEL) == [answer]
+        assert not bench.fake.calls_of("followup") and not bench.fake.calls_of("delete")
+        assert not bench.comfy.received_prompts
 
 
 async def test_unknown_workflow(bench: DBench) -> None:
@@ -63,7 +84,9 @@ async def test_huge_attachment_is_refused_before_download(bench: DBench) -> None
         declared_sizes={"image": 50 * 1024 * 1024},
         locale="ru",
     )
-    answer = await bench.ephemeral(_text(bench, "ru", "error.photo_too_large", size="50", limit="10"))
+    size, limit = _text(bench, "ru", "unit.mib", n="50"), _text(bench, "ru", "unit.mib", n="20")
+    answer = await bench.ephemeral(_text(bench, "ru", "error.photo_too_large", size=size, limit=limit))
+    assert "50 МиБ" in answer.content and "20 МиБ" in answer.content  # COMFYBOT_MAX_IMAGE_BYTES, in MiB
     assert answer.ephemeral
     assert not [c for c in bench.fake.calls if c.path.startswith("/attachments")]
 
@@ -87,3 +110,27 @@ async def test_comfyui_down_is_a_localized_failure(bench: DBench) -> None:
     msg = await bench.until(lambda: (m := bench.fake.original(inter)) and ref in m.content and m, timeout=40)
     assert _text(bench, "ru", "error.comfy_unreachable").split("\n")[0] in msg.content
     assert msg.custom_ids == [] and not msg.attachments
+
+
+async def test_a_slow_settings_store_defers_first_and_still_answers_privately(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+) -> None:
+    """Checking before deferring must not cost Discord's 3 seconds: when the user's settings do not come
+    within ``prevalidate_s`` (Redis stalled here), the interaction is deferred, and the refusal is then a
+    followup and the "thinking…" message is removed."""
+    options = DiscordOptions(prevalidate_s=0.2)
+    backend = RedisStore(redis_server.url)
+    async with dbench(tmp_path, registry, monkeypatch, options=options, backend=backend) as bench:
+        assert redis_server.proc is not None
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            inter = await bench.fake.slash(
+                USER, CHANNEL, "generate", {"prompt": "a cat", "workflow": "hires", "batch": 3}
+            )
+            await bench.until(lambda: inter.callback is not None)
+            assert inter.callback is not None and inter.callback["type"] == DEFERRED_CHANNEL_MESSAGE
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        await bench.ephemeral(_text(bench, "en", "field.batch"))
+        await bench.until(lambda: (m := bench.fake.original(inter)) is not None and m.deleted)
+        assert not bench.comfy.received_prompts

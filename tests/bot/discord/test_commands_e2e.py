@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from comfy.workflows import WorkflowRegistry
 from gateway.limits import AccessPolicy
+from tests.bot.conftest import check_workflows_answer, many_workflows
 from tests.bot.discord.conftest import CHANNEL, OTHER, RESULT_PREFIX, USER, DBench, dbench
 from tests.fakes.discord import StoredMessage
 
@@ -23,6 +24,25 @@ async def test_workflows_lists_the_registry(bench: DBench) -> None:
     assert answer.content.startswith(bench.frontend.ctx.t("zh_Hant", "discord.workflows_header"))
     for name in bench.registry.names():
         assert f"• {name} — " in answer.content
+
+
+@pytest.mark.parametrize(("extra", "all_shown"), [(30, True), (80, False)])
+async def test_long_workflows_list_fits_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: int, all_shown: bool
+) -> None:
+    """34 workflows were cut at exactly 2000 characters, mid-word (11 shown, txt2img and upscale missing):
+    now the descriptions are shortened so every name shows; 84 do not fit even so, and the list ends with
+    whole lines and "…and N more"."""
+    registry = many_workflows(tmp_path, extra)
+    data = tmp_path / "data"
+    data.mkdir()
+    async with dbench(data, registry, monkeypatch) as b:
+        answer = await b.original(await b.fake.slash(USER, CHANNEL, "workflows", locale="ko"))
+        shown = check_workflows_answer(
+            answer.content, registry, b.frontend.ctx, "ko", "discord.workflows_header", 2000
+        )
+        assert (shown == registry.names()) is all_shown
+        assert ("txt2img" in shown and "upscale" in shown) is all_shown
 
 
 async def test_workflows_descriptions_are_in_the_users_language(bench: DBench) -> None:
@@ -191,8 +211,9 @@ async def test_one_request_traced_by_request_id(bench: DBench) -> None:
 
 async def test_bad_input_logs_validation_error(bench: DBench) -> None:
     with capture_logs(processors=[merge_contextvars]) as logs:
-        await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "x", "steps": 0})
-        await bench.ephemeral(bench.frontend.ctx.t("en", "field.steps"))
+        # (steps=0 no longer reaches the bot: the client refuses it, below the option's min_value)
+        await bench.fake.slash(USER, CHANNEL, "generate", {"prompt": "x", "workflow": "hires", "batch": 2})
+        await bench.ephemeral(bench.frontend.ctx.t("en", "field.batch"))
         await bench.logged(logs, "response_sent")
     errors = [e for e in logs if e["event"] == "validation_error" and e.get("component") == "discord"]
-    assert errors and errors[0]["field"] == "steps" and errors[0]["reason"] == "too_small"
+    assert errors and errors[0]["field"] == "batch" and errors[0]["reason"] == "unknown_param"

@@ -4,6 +4,7 @@ prompt's mentions ping no one."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,27 @@ async def test_image_attachment_runs_img2img(bench: DBench) -> None:
     assert len(bench.comfy.uploads) == 1
     [prompt] = bench.comfy.received_prompts
     assert any(node["class_type"] == "LoadImage" for node in prompt["prompt"].values())
+
+
+async def test_input_image_is_bounded_by_our_limit_not_the_bots_upload_limit(bench: DBench) -> None:
+    """A 12 MiB picture was refused with "limit is 10 MB" (the bot's own upload limit) though
+    COMFYBOT_MAX_IMAGE_BYTES allows 20 MiB: users may send what we accept."""
+    noise = Image.frombytes("RGBA", (1800, 1800), os.urandom(1800 * 1800 * 4))
+    buf = io.BytesIO()
+    noise.save(buf, "PNG", compress_level=1)
+    data = buf.getvalue()
+    assert bench.fake.attachment_size_limit < len(data) < bench.gateway.limits.max_image_bytes
+    await bench.fake.slash(
+        USER,
+        CHANNEL,
+        "generate",
+        {"prompt": "make it blue", "steps": 2},
+        attachments={"image": ("big.png", data, "image/png")},
+    )
+    result = await bench.result()
+    assert "img2img" in result.content
+    assert len(bench.comfy.uploads) == 1
+    assert not [m for m in bench.fake.channel_messages(CHANNEL) if m.ephemeral]
 
 
 async def test_options_become_params(bench: DBench) -> None:
@@ -134,8 +156,12 @@ async def test_prompt_mentions_ping_no_one(
         assert original is not None and original.id != result.id
         assert any(prompt in h["content"] for h in original.history)  # the prompt was shown on both
         assert prompt in result.content
-        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt, "steps": 0})  # refused: followup
-        await b.ephemeral(b.frontend.ctx.t("en", "field.steps"))
+        # Refused after the download, so after deferring: a followup.
+        broken: dict[str, tuple[str, bytes, str | None]] = {
+            "image": ("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")
+        }
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": prompt}, attachments=broken)
+        await b.ephemeral(b.frontend.ctx.t("en", "error.invalid_image"))
         await b.original(await b.fake.slash(USER, CHANNEL, "help"))  # an immediate ephemeral answer
         sent = [(c.kind, body) for c in b.fake.calls if (body := _message_body(c)) is not None]
         assert {"callback", "edit", "followup", "channel_send", "channel_edit"} <= {k for k, _ in sent}
