@@ -123,7 +123,10 @@ async def dbench(
     comfy_options: dict[str, Any] | None = None,
     fake_options: dict[str, Any] | None = None,
     capacity: int = 2,
+    comfy_down: bool = False,
 ) -> AsyncIterator[DBench]:
+    """``comfy_down``: the fake ComfyUI refuses connections from the start (``accept_connections`` to
+    bring it up)."""
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
             running_fake_comfyui(
@@ -135,6 +138,8 @@ async def dbench(
                 }
             )
         )
+        if comfy_down:
+            await comfy.refuse_connections()
         session = await stack.enter_async_context(aiohttp.ClientSession())
         backend = await stack.enter_async_context(MemoryStore())
         client = await stack.enter_async_context(
