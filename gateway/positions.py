@@ -177,6 +177,11 @@ class PositionNotifier:
             detail += f": {blocked.name})" if blocked.name else ")"
             await self.finisher.failed(record, FailureCode.NO_BACKEND, detail)
 
+    def blocked_for(self, job_id: str) -> float:
+        """How long this process has seen ``job_id`` blocked while it waited in the queue (0: not)."""
+        since = self._blocked_since.get(job_id)
+        return 0.0 if since is None else max(0.0, self.clock() - since)
+
     async def taken_blocked(self, record: JobRecord, blocked: Blocked | None) -> None:
         """A job this worker took waits for a server that can run it (``ServerPool.acquire``'s
         ``on_blocked``): say why in its message. It is next in line, ahead of every waiting job."""

@@ -283,7 +283,7 @@ class Worker:
                         job.workflow,
                         rec.values,
                         reserved=reserved,
-                        timeout_s=self.queue_timeout_s,
+                        timeout_s=self.queue_timeout_s - self.positions.blocked_for(rec.job_id),
                         on_blocked=functools.partial(self.positions.taken_blocked, rec),
                     )
                 else:

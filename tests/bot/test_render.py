@@ -7,7 +7,7 @@ import pytest
 from bot.i18n import I18n
 from bot.parsing import ParseError
 from bot.render import JobView, Renderer, format_duration, progress_bar, truncate
-from gateway.models import Failed, FailureCode, Progress, Queued
+from gateway.models import Blocked, Failed, FailureCode, Progress, Queued
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,25 @@ def test_format_duration(s: float | None, text: str) -> None:
 def test_truncate() -> None:
     assert truncate("abc", 5) == "abc"
     assert truncate("abcdef", 4) == "abc…"
+
+
+@pytest.mark.parametrize("locale", ["en", "ru", "ko", "zh_Hant"])
+@pytest.mark.parametrize(
+    "blocked",
+    [
+        Blocked(reason="servers_down"),
+        Blocked(reason="missing_model", name="sdxl.safetensors"),
+        Blocked(reason="missing_node", name="IPAdapter"),
+        Blocked(reason="missing_option", name="sampler=lcm"),
+    ],
+)
+def test_blocked_job_says_why_instead_of_an_eta(r: Renderer, locale: str, blocked: Blocked) -> None:
+    q = r.queued(
+        locale, VIEW, Queued(job_id="j", request_id="r", position=1, depth=1, eta_s=40, blocked=blocked)
+    )
+    why = r.t(locale, f"progress.blocked.{blocked.reason}", name=blocked.name)
+    assert q.endswith(why) and blocked.name in why and "0:40" not in q
+    assert why != r.t("en", f"progress.blocked.{blocked.reason}", name=blocked.name) or locale == "en"
 
 
 def test_queued_and_progress(r: Renderer) -> None:

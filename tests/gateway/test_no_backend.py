@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from gateway.http_api import start_api
 from gateway.limits import Limits
-from gateway.models import Blocked, Failed, FailureCode, JobState, Queued, Succeeded
+from gateway.models import Blocked, Failed, FailureCode, JobEvent, JobState, Queued, Succeeded
 from gateway.service import Accepted
 from gateway.store import Store
 from tests.conftest import free_port
@@ -19,7 +19,7 @@ from tests.gateway.conftest import harness, request
 DOWN = Blocked(reason="servers_down")
 
 
-def blocked_queued(events: list[object]) -> list[Queued]:
+def blocked_queued(events: list[JobEvent]) -> list[Queued]:
     return [e for e in events if isinstance(e, Queued) and e.blocked is not None]
 
 
@@ -118,3 +118,21 @@ async def test_health_is_not_ready_while_no_server_is_up(session, registry, data
                 assert resp.status == 200 and (await resp.json())["ready"] is True
         finally:
             await runner.cleanup()
+
+
+async def test_a_down_server_that_could_run_it_is_what_the_job_waits_for(session, registry, data_dir) -> None:
+    """Two servers: the one with the model goes down, the one without stays up — the job waits for the
+    first to come back, and says so, rather than for a model to be installed."""
+    per_server: list[dict[str, object]] = [{}, {"checkpoints": ("other.safetensors",)}]
+    async with harness(session, registry, data_dir, server_options=per_server) as h:
+        assert h.gateway.pool is not None
+        pool = h.gateway.pool
+        with_model, _ = h.fakes
+        await with_model.refuse_connections()
+        await pool.mark_down(pool.servers[0], "test: refused")
+        accepted = await h.gateway.submit(request())
+        assert isinstance(accepted, Accepted) and accepted.blocked == DOWN
+        await with_model.accept_connections()
+        assert isinstance(await h.log.terminal(accepted.job_id), Succeeded)
+        record = await h.gateway.get_job(accepted.job_id)
+        assert record is not None and record.backend == "comfy0"
