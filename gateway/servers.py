@@ -146,6 +146,7 @@ class ServerPool:
         self._reserved = 0
         self._recheck = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._lacking = False  # a job was found blocked by something the servers that are up lack
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a server goes up or down or its ``object_info`` is re-read: what
@@ -156,13 +157,14 @@ class ServerPool:
         return next((s for s in self.servers if s.name == name), None)
 
     # --- health -------------------------------------------------------------------------------------
-    async def check(self, server: ComfyServer) -> bool:
-        """Ask the server how it is; refresh ``object_info`` when it comes (back) up."""
+    async def check(self, server: ComfyServer, *, fresh_info: bool = False) -> bool:
+        """Ask the server how it is; refresh ``object_info`` when it comes (back) up, when it is older than
+        ``object_info_max_age_s``, or when ``fresh_info`` asks for it."""
         try:
             await server.client.system_stats()
             server.queue_remaining = await server.client.queue_remaining()
             now = asyncio.get_running_loop().time()
-            stale = now - server.object_info_at > self.object_info_max_age_s
+            stale = fresh_info or now - server.object_info_at > self.object_info_max_age_s
             refreshed = not server.healthy or server.object_info is None or stale
             if refreshed:
                 # Models get installed and removed while servers run: re-read now and then.
@@ -196,7 +198,10 @@ class ServerPool:
                 listener()
 
     async def check_all(self) -> None:
-        await asyncio.gather(*(self.check(s) for s in self.servers))
+        # A job waits for a model or node no server has: re-read /object_info at every check, so it
+        # starts as soon as the operator installs it, not up to object_info_max_age_s later.
+        fresh, self._lacking = self._lacking, False
+        await asyncio.gather(*(self.check(s, fresh_info=fresh) for s in self.servers))
 
     async def mark_down(self, server: ComfyServer, reason: str) -> None:
         """A job saw the server fail: stop sending it work until a health check brings it back."""
@@ -258,6 +263,7 @@ class ServerPool:
         if could or not lacks:
             return Blocked(reason="servers_down")
         lack = next((x for x in lacks if x.kind == "model"), lacks[0])
+        self._lacking = True
         return Blocked(reason=_BLOCKED_BY[lack.kind], name=lack.name)
 
     def _no_backend(self, workflow: Workflow, values: Mapping[str, Any] | None) -> NoBackend:

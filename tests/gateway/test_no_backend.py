@@ -136,3 +136,31 @@ async def test_a_down_server_that_could_run_it_is_what_the_job_waits_for(session
         assert isinstance(await h.log.terminal(accepted.job_id), Succeeded)
         record = await h.gateway.get_job(accepted.job_id)
         assert record is not None and record.backend == "comfy0"
+
+
+async def test_blocked_notice_follows_the_servers_and_the_job_runs_once_the_model_is_installed(
+    session, registry, data_dir
+) -> None:
+    """A job waiting for a model: its notice turns into "not reachable" while the server is down and
+    back when it is up; once the operator installs the model it runs (without waiting for the
+    ``object_info`` cache to age out)."""
+    async with harness(session, registry, data_dir) as h:
+        assert h.gateway.pool is not None and h.gateway.pool.object_info_max_age_s >= 60
+        missing = Blocked(reason="missing_model", name="sdxl-turbo.safetensors")
+        job = await h.gateway.submit(request(checkpoint="sdxl-turbo.safetensors"))
+        assert isinstance(job, Accepted) and job.blocked == missing
+
+        def reasons() -> list[Blocked | None]:
+            return [e.blocked for e in h.log.of(job.job_id) if isinstance(e, Queued)]
+
+        await h.log.wait_for(lambda: missing in reasons())
+        await h.fakes[0].refuse_connections()
+        await h.log.wait_for(lambda: DOWN in reasons())
+        await h.fakes[0].accept_connections()
+        await h.log.wait_for(lambda: missing in reasons()[reasons().index(DOWN) :])
+
+        h.fakes[0].set_models(checkpoints=[*h.fakes[0].checkpoints, "sdxl-turbo.safetensors"])
+        done = await h.log.terminal(job.job_id)
+        assert isinstance(done, Succeeded)
+        [prompt] = h.fakes[0].received_prompts
+        assert prompt["prompt"]["4"]["inputs"]["ckpt_name"] == "sdxl-turbo.safetensors"
