@@ -82,3 +82,14 @@ async def test_server_without_the_model_names_it_and_cancel_still_works(
         cancelled = await b.text_reply(CHAT, "Cancelled")
         assert cancelled.message_id == job.message_id
         assert not b.comfy.received_prompts
+
+
+async def test_job_waiting_for_a_model_runs_once_it_is_installed(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry, comfy_options={"checkpoints": ("other.safetensors",)}) as b:
+        b.fake.send_text(USER, CHAT, "/generate a lighthouse at dusk --steps 4")
+        await _job_message(b, "No image server has the model v1-5-pruned-emaonly.safetensors")
+        b.comfy.set_models(checkpoints=["other.safetensors", "v1-5-pruned-emaonly.safetensors"])
+        result = await b.result(CHAT)
+        assert "a lighthouse at dusk" in (result.caption or "")
