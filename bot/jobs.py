@@ -13,7 +13,7 @@ from comfy.workflows import Workflow, WorkflowRegistry
 from gateway.errors import AccessDenied
 from gateway.models import FailureCode, JobRequest, JobState, short_id
 from gateway.records import JobRecord
-from gateway.service import Gateway, Refused
+from gateway.service import Gateway, QueueInfo, Refused
 
 __all__ = [
     "HISTORY_SIZE",
@@ -23,6 +23,7 @@ __all__ = [
     "may_use",
     "param_bounds",
     "prompt_of",
+    "queue_text",
     "refusal_text",
     "stats_text",
     "upscale_workflow",
@@ -152,6 +153,27 @@ def refusal_text(ctx: FrontEnd, locale: str, refused: Refused, req: JobRequest) 
     return ctx.renderer.failure(
         locale, refused.code, request_id=req.request_id, retry_after_s=refused.retry_after_s
     )
+
+
+def queue_text(ctx: FrontEnd, locale: str, info: QueueInfo, limit: int) -> str:
+    """The /queue answer: how many jobs wait, the user's own (position, or running), why one of them waits
+    when no server can run it, and how many of the servers are down, within the message ``limit``."""
+    t = ctx.renderer.t
+    if not info.mine:
+        lines = [t(locale, "queue.empty", depth=info.depth)]
+    else:
+        lines = [t(locale, "queue.header", depth=info.depth)]
+        for job_id, position in info.mine:
+            blocked = info.blocked.get(job_id)
+            if position:
+                lines.append(t(locale, "queue.line", position=position))
+            else:  # taken by a worker: running, or next in line while it waits for a server
+                lines.append(t(locale, "queue.next" if blocked else "queue.running"))
+            if blocked is not None:
+                lines.append(ctx.renderer.blocked(locale, blocked))
+    if info.servers_down:
+        lines.append(t(locale, "queue.servers_down", down=info.servers_down, total=info.servers))
+    return ctx.renderer.fit_list(locale, lines, limit)
 
 
 def _number(value: Any) -> Any:

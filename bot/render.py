@@ -16,6 +16,7 @@ from typing import Any
 from bot.i18n import I18n, placeholders
 from bot.parsing import FLAGS, ParseError
 from gateway.models import (
+    Blocked,
     Cancelled,
     Failed,
     FailureCode,
@@ -182,12 +183,18 @@ class Renderer:
             self._header(locale, view),
             self.t(locale, "progress.queued", position=ev.position, depth=max(ev.depth, ev.position)),
         ]
-        if ev.eta_s is not None and ev.eta_s >= 1:  # "about 0:00" reads as a promise it can't keep
+        if ev.blocked is not None:
+            lines.append(self.blocked(locale, ev.blocked))
+        elif ev.eta_s is not None and ev.eta_s >= 1:  # "about 0:00" reads as a promise it can't keep
             lines.append(self.t(locale, "progress.queued_eta", eta=format_duration(ev.eta_s)))
         return "\n".join(lines)
 
     def held(self, locale: str, view: JobView) -> str:
         return "\n".join([self._header(locale, view), self.t(locale, "progress.held")])
+
+    def blocked(self, locale: str, blocked: Blocked) -> str:
+        """Why a job waits although the queue may be empty: no server up, or none has what it needs."""
+        return self.t(locale, f"progress.blocked.{blocked.reason}", name=blocked.name)
 
     def started(self, locale: str, view: JobView) -> str:
         return "\n".join([self._header(locale, view), self.t(locale, "progress.started")])

@@ -159,6 +159,8 @@ class LimitSettings(_Section):
     max_pending_per_user: int = Field(default=3, ge=1)
     rate_per_user: RateValue = Rate(count=10, per_s=60.0)
     queue_cap: int = Field(default=100, ge=1)
+    # how long a job may wait while no healthy server can run it (all down, or missing its model)
+    queue_timeout_s: Seconds = Field(default=600.0, gt=0)
     max_prompt_length: int = Field(default=2000, ge=1)
     max_image_bytes: ByteSize = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
@@ -297,6 +299,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_MAX_PENDING_PER_USER": ("limits", "max_pending_per_user"),
     "COMFYBOT_RATE_PER_USER": ("limits", "rate_per_user"),
     "COMFYBOT_QUEUE_CAP": ("limits", "queue_cap"),
+    "COMFYBOT_QUEUE_TIMEOUT": ("limits", "queue_timeout_s"),
     "COMFYBOT_MAX_PROMPT_LENGTH": ("limits", "max_prompt_length"),
     "COMFYBOT_MAX_IMAGE_BYTES": ("limits", "max_image_bytes"),
     "COMFYBOT_MAX_IMAGE_PIXELS": ("limits", "max_image_pixels"),

@@ -57,6 +57,7 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
         rate_count=settings.rate_per_user.count,
         rate_window_s=settings.rate_per_user.per_s,
         queue_cap=settings.queue_cap,
+        queue_timeout_s=settings.queue_timeout_s,
         prompt_filter=PromptFilter(
             settings.blocklist_words, settings.blocklist_patterns, max_length=settings.max_prompt_length
         ),
@@ -141,6 +142,7 @@ async def run_gateway(
             max_attempts=options.max_attempts,
             retry_backoff_s=options.retry_backoff_s,
             retry_acquire_timeout_s=options.retry_acquire_timeout_s,
+            queue_timeout_s=(limits or Limits()).queue_timeout_s,
         )
         gateway.worker = worker
         tasks = [

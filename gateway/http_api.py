@@ -4,12 +4,14 @@ Binds to 127.0.0.1 by default (a bind beyond loopback logs the warning ``http_ap
 ``Authorization: Bearer <token>`` on every route.
 
 * ``POST /v1/jobs`` — a ``JobRequest`` as JSON without ``platform`` (it becomes ``"http"``) → 202
-  ``{job_id, position, depth, eta_s}``; refusals → 4xx/429/503
-  ``{code, detail, field, reason, retry_after_s}`` — an image path the gateway did not hand out
-  (``../../etc/passwd``) is a 400 naming ``inputs.<name>.path``, before anything is queued.
+  ``{job_id, position, depth, eta_s, blocked}`` (``blocked``: why no server can run it now, or null);
+  refusals → 4xx/429/503 ``{code, detail, field, reason, retry_after_s}`` — an image path the gateway
+  did not hand out (``../../etc/passwd``) is a 400 naming ``inputs.<name>.path``, before anything is
+  queued.
 * ``GET /v1/jobs/{id}`` — the job record (state, images, failure...) or 404.
 * ``DELETE /v1/jobs/{id}`` — cancel (the token holder acts as an admin) → 200 ``{cancelled: bool}``.
-* ``GET /v1/health`` — job store, queue depth, and each ComfyUI server's state (503 if none is up).
+* ``GET /v1/health`` — ``ready``, job store, queue depth, and each ComfyUI server's state; 503 and
+  ``ready: false`` while none is up (jobs are still accepted: they wait, up to the queue timeout).
 * ``GET /v1/stats`` — queue depth, the last 24 h's outcomes, mean run time per workflow, the servers.
 """
 
@@ -80,6 +82,7 @@ async def _submit(request: web.Request) -> web.Response:
                 "position": result.position,
                 "depth": result.depth,
                 "eta_s": result.eta_s,
+                "blocked": None if result.blocked is None else result.blocked.model_dump(mode="json"),
             },
             202,
         )
@@ -114,6 +117,7 @@ async def _health(request: web.Request) -> web.Response:
     return _json(
         {
             "ok": ok,
+            "ready": ok,
             "store": gateway.store.name,
             "depth": await gateway.store.depth(),
             "servers": [dataclasses.asdict(s) for s in servers],

@@ -337,6 +337,7 @@ class Limits:
     rate_count: int = 10
     rate_window_s: float = 60.0
     queue_cap: int = 100
+    queue_timeout_s: float = 600.0  # a job no healthy server can run fails no_backend after this long
     prompt_filter: PromptFilter = field(default_factory=PromptFilter)
     max_image_bytes: int = DEFAULT_MAX_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS

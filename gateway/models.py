@@ -116,11 +116,22 @@ class _Event(_Model):
     at: float = Field(default_factory=time.time)
 
 
+class Blocked(_Model):
+    """Why no healthy server can run a waiting job now: every server that could is down
+    (``servers_down``), or the servers that are up lack what the workflow needs — ``name`` says what:
+    a model file (``missing_model``), a node type (``missing_node``), a choice's value (``missing_option``,
+    ``name`` is ``param=value``)."""
+
+    reason: Literal["servers_down", "missing_model", "missing_node", "missing_option"]
+    name: str = ""
+
+
 class Queued(_Event):
     kind: Literal["queued"] = "queued"
     position: int  # 1 = next to run
     depth: int
     eta_s: float | None = None
+    blocked: Blocked | None = None  # set while no healthy server can run it (it waits, up to a bound)
 
 
 class Held(_Event):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -21,6 +21,7 @@ from comfy import ComfyClient, ComfyError
 from comfy.workflow_check import combo_options, model_inputs
 from comfy.workflow_params import ChoiceParam, parse_target
 from comfy.workflows import Workflow
+from gateway.models import Blocked
 
 log = structlog.get_logger(component="gateway")
 
@@ -32,6 +33,27 @@ class NoBackend(Exception):
         self.problems = {k: list(v) for k, v in problems.items()}
         text = "; ".join(f"{name}: {', '.join(p) or 'down'}" for name, p in self.problems.items())
         super().__init__(text or "no ComfyUI server configured")
+
+
+@dataclass(frozen=True)
+class Lack:
+    """One thing a server lacks to run a job: a ``node`` type, a ``model`` file, a choice's value
+    (``option``, ``name`` is ``param=value``), or its ``/object_info`` (``unknown``)."""
+
+    kind: Literal["node", "model", "option", "unknown"]
+    name: str
+    text: str  # for logs and admins: "model x.safetensors missing (checkpoints)"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_UNKNOWN = Lack("unknown", "", "object_info unknown")
+_BLOCKED_BY: dict[str, Literal["missing_model", "missing_node", "missing_option"]] = {
+    "model": "missing_model",
+    "node": "missing_node",
+    "option": "missing_option",
+}
 
 
 @dataclass(eq=False)
@@ -47,7 +69,7 @@ class ComfyServer:
     down_reason: str = "not checked yet"
     object_info_at: float = 0.0  # loop time of the last /object_info
     down_since: float | None = None  # loop time it was marked down
-    _problems: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _problems: dict[str, list[Lack]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -65,10 +87,10 @@ class ComfyServer:
             return 0.0
         return asyncio.get_running_loop().time() - self.down_since
 
-    def problems(self, workflow: Workflow, values: Mapping[str, Any] | None) -> list[str]:
+    def problems(self, workflow: Workflow, values: Mapping[str, Any] | None) -> list[Lack]:
         """Why this server cannot run the workflow with these values (cached per workflow and models)."""
         if self.object_info is None:
-            return ["object_info unknown"]
+            return [_UNKNOWN]
         key = workflow.name + repr(sorted((values or {}).items(), key=lambda kv: kv[0]))
         found = self._problems.get(key)
         if found is None:
@@ -80,15 +102,18 @@ class ComfyServer:
 
 def runnable_problems(
     workflow: Workflow, object_info: Mapping[str, Any], values: Mapping[str, Any] | None
-) -> list[str]:
+) -> list[Lack]:
     """Why this job cannot run on a server with this ``object_info``: missing node types, models, or the
     chosen value of a choice param. (``comfybot doctor``'s ``check_object_info`` is stricter: it also
     flags options nobody chose.)"""
-    problems = [f"node type {t} missing" for t in sorted(workflow.required_nodes() - set(object_info))]
+    problems = [
+        Lack("node", t, f"node type {t} missing")
+        for t in sorted(workflow.required_nodes() - set(object_info))
+    ]
     for use in model_inputs(workflow, values):
         options = combo_options(object_info, use.class_type, use.input_name)
         if options is not None and use.name not in options:
-            problems.append(f"model {use.name} missing ({use.folder})")
+            problems.append(Lack("model", use.name, f"model {use.name} missing ({use.folder})"))
     for name, param in workflow.params.items():
         chosen = (values or {}).get(name)
         if not isinstance(param, ChoiceParam) or chosen is None:
@@ -97,7 +122,7 @@ def runnable_problems(
             node_id, input_name = parse_target(target)
             options = combo_options(object_info, workflow.graph[node_id]["class_type"], input_name)
             if options is not None and chosen not in options:
-                problems.append(f"{name}={chosen} not offered")
+                problems.append(Lack("option", f"{name}={chosen}", f"{name}={chosen} not offered"))
     return problems
 
 
@@ -120,19 +145,28 @@ class ServerPool:
         self._changed = asyncio.Condition()
         self._reserved = 0
         self._recheck = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+        self._lacking = False  # a job was found blocked by something the servers that are up lack
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a server goes up or down or its ``object_info`` is re-read: what
+        the servers can run may have changed (the queue-position loop re-checks blocked jobs)."""
+        self._listeners.append(listener)
 
     def by_name(self, name: str | None) -> ComfyServer | None:
         return next((s for s in self.servers if s.name == name), None)
 
     # --- health -------------------------------------------------------------------------------------
-    async def check(self, server: ComfyServer) -> bool:
-        """Ask the server how it is; refresh ``object_info`` when it comes (back) up."""
+    async def check(self, server: ComfyServer, *, fresh_info: bool = False) -> bool:
+        """Ask the server how it is; refresh ``object_info`` when it comes (back) up, when it is older than
+        ``object_info_max_age_s``, or when ``fresh_info`` asks for it."""
         try:
             await server.client.system_stats()
             server.queue_remaining = await server.client.queue_remaining()
             now = asyncio.get_running_loop().time()
-            stale = now - server.object_info_at > self.object_info_max_age_s
-            if not server.healthy or server.object_info is None or stale:
+            stale = fresh_info or now - server.object_info_at > self.object_info_max_age_s
+            refreshed = not server.healthy or server.object_info is None or stale
+            if refreshed:
                 # Models get installed and removed while servers run: re-read now and then.
                 server.object_info = await server.client.object_info()
                 server.object_info_at = now
@@ -140,11 +174,14 @@ class ServerPool:
         except ComfyError as exc:
             await self._set_health(server, False, f"{type(exc).__name__}: {exc}")
             return False
-        await self._set_health(server, True, "")
+        await self._set_health(server, True, "", refreshed=refreshed)
         return True
 
-    async def _set_health(self, server: ComfyServer, healthy: bool, reason: str) -> None:
-        if healthy != server.healthy:
+    async def _set_health(
+        self, server: ComfyServer, healthy: bool, reason: str, *, refreshed: bool = False
+    ) -> None:
+        changed = healthy != server.healthy
+        if changed:
             if healthy:
                 log.info("backend_up", backend=server.name, queue_remaining=server.queue_remaining)
             else:
@@ -156,9 +193,15 @@ class ServerPool:
         server.healthy, server.down_reason = healthy, reason
         async with self._changed:
             self._changed.notify_all()
+        if changed or refreshed:
+            for listener in self._listeners:
+                listener()
 
     async def check_all(self) -> None:
-        await asyncio.gather(*(self.check(s) for s in self.servers))
+        # A job waits for a model or node no server has: re-read /object_info at every check, so it
+        # starts as soon as the operator installs it, not up to object_info_max_age_s later.
+        fresh, self._lacking = self._lacking, False
+        await asyncio.gather(*(self.check(s, fresh_info=fresh) for s in self.servers))
 
     async def mark_down(self, server: ComfyServer, reason: str) -> None:
         """A job saw the server fail: stop sending it work until a health check brings it back."""
@@ -199,6 +242,38 @@ class ServerPool:
     def candidates(self, workflow: Workflow, values: Mapping[str, Any] | None) -> list[ComfyServer]:
         return [s for s in self.servers if s.healthy and not s.problems(workflow, values)]
 
+    def blocker(self, workflow: Workflow, values: Mapping[str, Any] | None) -> Blocked | None:
+        """Why no healthy server can run ``workflow`` with ``values`` now; None when one can (busy or not).
+
+        ``servers_down`` when no server is up, or when one that is down could run it (it comes back);
+        else what the servers that are up lack, a missing model first (the likeliest operator fix)."""
+        if self.candidates(workflow, values):
+            return None
+        could = any(
+            not s.healthy and s.object_info is not None and not s.problems(workflow, values)
+            for s in self.servers
+        )
+        lacks = [
+            lack
+            for s in self.servers
+            if s.healthy
+            for lack in s.problems(workflow, values)
+            if lack.kind != "unknown"
+        ]
+        if could or not lacks:
+            return Blocked(reason="servers_down")
+        lack = next((x for x in lacks if x.kind == "model"), lacks[0])
+        self._lacking = True
+        return Blocked(reason=_BLOCKED_BY[lack.kind], name=lack.name)
+
+    def _no_backend(self, workflow: Workflow, values: Mapping[str, Any] | None) -> NoBackend:
+        return NoBackend(
+            {
+                s.name: [str(p) for p in s.problems(workflow, values)] if s.healthy else [s.down_reason]
+                for s in self.servers
+            }
+        )
+
     async def acquire(
         self,
         workflow: Workflow,
@@ -207,37 +282,55 @@ class ServerPool:
         avoid: Collection[str] = (),
         reserved: bool = False,
         timeout_s: float = 60.0,
+        on_blocked: Callable[[Blocked | None], Awaitable[None]] | None = None,
     ) -> ComfyServer:
-        """A slot on the least busy server that can run ``workflow``; waits for one up to ``timeout_s``.
+        """A slot on the least busy server that can run ``workflow``.
+
+        Waiting for a busy server that can run it has no bound (the job is next in line). Waiting while
+        *no* healthy server can run it (:meth:`blocker`) is bounded: after ``timeout_s`` of such time in
+        all, :class:`NoBackend` is raised. ``on_blocked`` hears each change of why it waits (None: no longer
+        blocked, only waiting for a busy server); it runs outside the pool's lock.
 
         ``avoid`` names servers that just failed this job: used only when no other server can take it.
-        ``reserved``: the caller holds a :meth:`reserve`\\ d slot, handed over here. Raises
-        :class:`NoBackend` when no healthy server can run the workflow by the deadline.
+        ``reserved``: the caller holds a :meth:`reserve`\\ d slot, handed over here and consumed at once,
+        so a job that has to wait does not keep other jobs from the free slots.
         """
-        async with self._changed:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    while True:
-                        able = self.candidates(workflow, values)
-                        preferred = [s for s in able if s.name not in avoid] or able
-                        free = [s for s in preferred if s.inflight < s.capacity]
-                        if free:
-                            break
-                        await self._changed.wait()
-            except TimeoutError:
-                raise NoBackend(
-                    {
-                        s.name: s.problems(workflow, values) if s.healthy else [s.down_reason]
-                        for s in self.servers
-                    }
-                ) from None
-            else:
-                server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
-                server.inflight += 1
-            finally:  # the reservation is consumed whatever happens (slot taken, no backend, cancel)
+        loop = asyncio.get_running_loop()
+        blocked_for = 0.0
+        shown: Blocked | None = None
+        while True:
+            async with self._changed:
                 if reserved:
+                    reserved = False
                     self._reserved = max(0, self._reserved - 1)
                     self._changed.notify_all()
+                while True:
+                    able = self.candidates(workflow, values)
+                    preferred = [s for s in able if s.name not in avoid] or able
+                    free = [s for s in preferred if s.inflight < s.capacity]
+                    if free:
+                        server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
+                        server.inflight += 1
+                        break
+                    blocked = None if able else self.blocker(workflow, values)
+                    if blocked != shown:
+                        break  # tell the caller first, outside the lock
+                    if blocked is None:
+                        await self._changed.wait()
+                        continue
+                    left = timeout_s - blocked_for
+                    if left <= 0:
+                        raise self._no_backend(workflow, values)
+                    began = loop.time()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await self._changed.wait()
+                    blocked_for += loop.time() - began
+            if free:
+                break
+            shown = blocked
+            if on_blocked is not None:
+                await on_blocked(blocked)
         if len(able) == 1:
             reason = "only_capable" if len(self.servers) > 1 else "only_server"
         elif avoid and server.name not in avoid:
@@ -258,4 +351,4 @@ class ServerPool:
             self._changed.notify_all()
 
 
-__all__ = ["ComfyServer", "NoBackend", "ServerPool", "runnable_problems"]
+__all__ = ["ComfyServer", "Lack", "NoBackend", "ServerPool", "runnable_problems"]

@@ -7,7 +7,7 @@ The gateway does not run jobs itself; workers (``gateway/worker.py``) do, in thi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
-from comfy.workflows import WorkflowRegistry
+from comfy.workflows import Workflow, WorkflowRegistry
 from gateway.errors import (
     AccessDenied,
     GatewayError,
@@ -27,7 +27,7 @@ from gateway.errors import (
 from gateway.finishing import Finisher
 from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits
-from gateway.models import FailureCode, Held, ImageRef, JobEvent, JobRequest, Role
+from gateway.models import Blocked, FailureCode, Held, ImageRef, JobEvent, JobRequest, JobState, Role
 from gateway.positions import RecentDurations, estimate_wait_s
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
@@ -51,6 +51,7 @@ class Accepted:
     position: int
     depth: int
     eta_s: float | None = None
+    blocked: Blocked | None = None  # why no healthy server can run it now (it waits, up to a bound)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,15 @@ class GatewayStats:
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """The queue as one user sees it: ``mine`` is ``(job_id, position)``, position 0 = running."""
+    """The queue as one user sees it: ``mine`` is ``(job_id, position)``, position 0 = running (or taken
+    by a worker and next in line); ``blocked`` says why a job of ``mine`` waits when no healthy server
+    can run it; ``servers``/``servers_down`` count this process's worker's servers (0: none here)."""
 
     depth: int
     mine: list[tuple[str, int]] = field(default_factory=list)
+    blocked: dict[str, Blocked] = field(default_factory=dict)
+    servers: int = 0
+    servers_down: int = 0
 
 
 class Gateway:
@@ -197,7 +203,8 @@ class Gateway:
         if where is None:
             raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
         eta = None
-        if self.pool is not None:
+        blocked = self.blocker(self.registry.get(req.workflow), values)
+        if self.pool is not None and blocked is None:
             eta = await estimate_wait_s(self._durations, self.pool, req.workflow, where.position)
         structlog.contextvars.bind_contextvars(job_id=record.job_id)
         log.info(
@@ -208,9 +215,17 @@ class Gateway:
             platform=req.platform,
             user_id=req.user_id,
             eta_s=eta,
+            blocked=None if blocked is None else blocked.reason,
         )
         structlog.contextvars.unbind_contextvars("job_id")
-        return Accepted(record.job_id, where.position, where.depth, eta)
+        return Accepted(record.job_id, where.position, where.depth, eta, blocked)
+
+    def blocker(self, workflow: Workflow, values: Mapping[str, Any]) -> Blocked | None:
+        """Why no healthy server of this process's worker can run it now (None: one can, or this process
+        runs no worker and knows nothing of the servers' health)."""
+        if self.pool is None or self.worker is None:
+            return None
+        return self.pool.blocker(workflow, values)
 
     def _check_ref(self, name: str, ref: ImageRef) -> None:
         """Refuse at submit an image reference that is not one of ours (``../../etc/passwd``, an absolute
@@ -331,11 +346,28 @@ class Gateway:
 
     async def queue_info(self, user_id: str) -> QueueInfo:
         mine: list[tuple[str, int]] = []
+        blocked: dict[str, Blocked] = {}
         for job_id in await self.store.pending_jobs(user_id):
             position = await self.store.position(job_id)
             mine.append((job_id, position or 0))
+            record = await self.store.get(job_id)
+            if (
+                record is not None
+                and record.state is JobState.QUEUED
+                and record.request.workflow in self.registry
+            ):
+                why = self.blocker(self.registry.get(record.request.workflow), record.values)
+                if why is not None:
+                    blocked[job_id] = why
         mine.sort(key=lambda item: item[1])
-        return QueueInfo(depth=await self.store.depth(), mine=mine)
+        servers = self.servers()
+        return QueueInfo(
+            depth=await self.store.depth(),
+            mine=mine,
+            blocked=blocked,
+            servers=len(servers),
+            servers_down=sum(1 for s in servers if not s.healthy),
+        )
 
     async def recent_jobs(self, user_id: str, limit: int = 10) -> list[JobRecord]:
         return await self.store.recent(user_id, limit)

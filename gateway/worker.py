@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -84,7 +85,7 @@ class Worker:
         lease_s: float = 30.0,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.5,
-        acquire_timeout_s: float = 120.0,
+        queue_timeout_s: float = 600.0,
         retry_acquire_timeout_s: float = 10.0,
     ) -> None:
         self.store = store
@@ -95,10 +96,10 @@ class Worker:
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
-        self.acquire_timeout_s = acquire_timeout_s
+        self.queue_timeout_s = queue_timeout_s  # how long a job may wait with no server able to run it
         self.retry_acquire_timeout_s = retry_acquire_timeout_s
         self.finisher = Finisher(store)
-        self.positions = PositionNotifier(store, pool)
+        self.positions = PositionNotifier(store, pool, registry=registry, queue_timeout_s=queue_timeout_s)
         self.jobs: dict[str, JobRun] = {}
         # A broadcast cancel can outrun the job it names: taken (so the canceller could not remove it
         # from the queue) but not yet registered in ``jobs``. Kept here, read when the job registers.
@@ -279,7 +280,11 @@ class Worker:
                 elif last_error is None:
                     reserved, job.reserved = job.reserved, False  # acquire consumes it, come what may
                     server = await self.pool.acquire(
-                        job.workflow, rec.values, reserved=reserved, timeout_s=self.acquire_timeout_s
+                        job.workflow,
+                        rec.values,
+                        reserved=reserved,
+                        timeout_s=self.queue_timeout_s - self.positions.blocked_for(rec.job_id),
+                        on_blocked=functools.partial(self.positions.taken_blocked, rec),
                     )
                 else:
                     try:

@@ -135,6 +135,7 @@ async def submit_job(
         position=max(1, result.position),
         depth=result.depth,
         eta_s=result.eta_s,
+        blocked=result.blocked,
     )
     msg.show(
         Render(

@@ -114,6 +114,7 @@ async def submit_job(
         position=max(1, result.position),
         depth=result.depth,
         eta_s=result.eta_s,
+        blocked=result.blocked,
     )
     text = ctx.renderer.queued(origin.locale, view, queued)
     msg = await send_text(

@@ -165,7 +165,10 @@ async def bench(
     rate_limits_enabled: bool = True,
     frontend_options: dict[str, Any] | None = None,
     telegram_options: dict[str, Any] | None = None,
+    comfy_down: bool = False,
 ) -> AsyncIterator[Bench]:
+    """``comfy_down``: the fake ComfyUI refuses connections from the start (``accept_connections`` to
+    bring it up)."""
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
             running_fake_comfyui(
@@ -177,6 +180,8 @@ async def bench(
                 }
             )
         )
+        if comfy_down:
+            await comfy.refuse_connections()
         session = await stack.enter_async_context(aiohttp.ClientSession())
         backend = await stack.enter_async_context(backend or MemoryStore())
         from gateway.storage import ImageStore

@@ -16,7 +16,7 @@ from bot.render import (
     text_length,
     truncate,
 )
-from gateway.models import Failed, FailureCode, Progress, Queued
+from gateway.models import Blocked, Failed, FailureCode, Progress, Queued
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,25 @@ def test_fit_lines_counts_emoji_as_discord_and_telegram_may() -> None:
     lines = ["🧩"] + ["🔁" * 10] * 10
     text = fit_lines(lines, 50, lambda n: f"+{n}")
     assert text_length(text) <= 50 and text.endswith("\n+8")  # 2 + 1, 20 + 1, 20 + 1, 2
+
+
+@pytest.mark.parametrize("locale", ["en", "ru", "ko", "zh_Hant"])
+@pytest.mark.parametrize(
+    "blocked",
+    [
+        Blocked(reason="servers_down"),
+        Blocked(reason="missing_model", name="sdxl.safetensors"),
+        Blocked(reason="missing_node", name="IPAdapter"),
+        Blocked(reason="missing_option", name="sampler=lcm"),
+    ],
+)
+def test_blocked_job_says_why_instead_of_an_eta(r: Renderer, locale: str, blocked: Blocked) -> None:
+    q = r.queued(
+        locale, VIEW, Queued(job_id="j", request_id="r", position=1, depth=1, eta_s=40, blocked=blocked)
+    )
+    why = r.t(locale, f"progress.blocked.{blocked.reason}", name=blocked.name)
+    assert q.endswith(why) and blocked.name in why and "0:40" not in q
+    assert why != r.t("en", f"progress.blocked.{blocked.reason}", name=blocked.name) or locale == "en"
 
 
 def test_queued_and_progress(r: Renderer) -> None:

@@ -36,6 +36,7 @@ FULL_ENV = {
     "COMFYBOT_MAX_PENDING_PER_USER": "5",
     "COMFYBOT_RATE_PER_USER": "20/min",
     "COMFYBOT_QUEUE_CAP": "50",
+    "COMFYBOT_QUEUE_TIMEOUT": "90s",
     "COMFYBOT_MAX_PROMPT_LENGTH": "1000",
     "COMFYBOT_MAX_IMAGE_BYTES": "10MB",
     "COMFYBOT_MAX_IMAGE_PIXELS": "16000000",
@@ -80,6 +81,7 @@ def test_defaults_from_empty_env() -> None:
     assert (s.logging.level, s.logging.max_bytes, s.logging.backups) == ("INFO", 5 * 1024 * 1024, 3)
     lim = s.limits
     assert (lim.max_pending_per_user, lim.queue_cap, lim.max_prompt_length) == (3, 100, 2000)
+    assert lim.queue_timeout_s == 600
     assert lim.rate_per_user == Rate(count=10, per_s=60)
     assert (lim.max_image_bytes, lim.max_image_pixels, lim.max_input_side) == (20 * 2**20, 40_000_000, 2048)
     assert lim.access == "open" and lim.admins == frozenset()
@@ -121,6 +123,7 @@ def test_every_variable_from_env() -> None:
     assert (s.logging.level, s.logging.max_bytes, s.logging.backups) == ("DEBUG", 2**20, 7)
     lim = s.limits
     assert (lim.max_pending_per_user, lim.queue_cap, lim.max_prompt_length) == (5, 50, 1000)
+    assert lim.queue_timeout_s == 90
     assert lim.rate_per_user == Rate(count=20, per_s=60)
     assert (lim.max_image_bytes, lim.max_image_pixels, lim.max_input_side) == (10 * 2**20, 16_000_000, 1536)
     assert lim.blocklist_words == ("foo", "bar baz")
@@ -332,6 +335,8 @@ BAD_ENV = [
     ("COMFYBOT_RATE_PER_USER", "fast", "COMFYBOT_RATE_PER_USER: 'fast' is not a rate"),
     ("COMFYBOT_RATE_PER_USER", "10/fortnight", "COMFYBOT_RATE_PER_USER: '10/fortnight' is not a rate"),
     ("COMFYBOT_QUEUE_CAP", "0", "COMFYBOT_QUEUE_CAP: '0' must be >= 1"),
+    ("COMFYBOT_QUEUE_TIMEOUT", "0", "COMFYBOT_QUEUE_TIMEOUT: '0' must be > 0"),
+    ("COMFYBOT_QUEUE_TIMEOUT", "soon", "COMFYBOT_QUEUE_TIMEOUT: 'soon' is not a duration"),
     ("COMFYBOT_MAX_PROMPT_LENGTH", "1.5", "COMFYBOT_MAX_PROMPT_LENGTH: '1.5' is not an integer"),
     ("COMFYBOT_MAX_IMAGE_BYTES", "big", "COMFYBOT_MAX_IMAGE_BYTES: 'big' is not a size in bytes"),
     ("COMFYBOT_MAX_IMAGE_PIXELS", "-5", "COMFYBOT_MAX_IMAGE_PIXELS: '-5' must be >= 1"),

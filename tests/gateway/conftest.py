@@ -116,7 +116,10 @@ async def harness(
     access: AccessPolicy | None = None,
     options: WorkerOptions = FAST,
     ws_stall_timeout_s: float = 2.0,
+    down: bool = False,
 ) -> AsyncIterator[Harness]:
+    """``down``: every fake ComfyUI refuses connections from the start (``accept_connections`` to bring
+    one up)."""
     async with AsyncExitStack() as stack:
         per_server = server_options or [{} for _ in range(servers)]
         fakes = [
@@ -125,6 +128,9 @@ async def harness(
             )
             for extra in per_server
         ]
+        if down:
+            for fake in fakes:
+                await fake.refuse_connections()
         backend = await stack.enter_async_context(backend or MemoryStore())
         store = ImageStore(data_dir)
         clients = [

@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
 from gateway.app import WorkerOptions, run_gateway
-from gateway.models import Succeeded
+from gateway.limits import Limits
+from gateway.models import Failed, FailureCode, Succeeded
 from gateway.redis_store import RedisStore
 from gateway.service import Accepted, Gateway
 from gateway.storage import ImageStore
@@ -33,6 +34,7 @@ async def start_workers(
     count: int,
     *,
     first: int = 0,
+    limits: Limits | None = None,
 ) -> list[Gateway]:
     gateways = []
     for n in range(first, first + count):
@@ -46,7 +48,7 @@ async def start_workers(
         options = WorkerOptions(**{**OPTIONS.__dict__, "consumer": f"worker{n}"})
         gateways.append(
             await stack.enter_async_context(
-                run_gateway(backend, registry, ImageStore(data_dir), clients, options=options)
+                run_gateway(backend, registry, ImageStore(data_dir), clients, limits=limits, options=options)
             )
         )
     return gateways
@@ -123,3 +125,36 @@ async def test_a_stopping_worker_hands_its_job_to_another(session, registry, dat
             collector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await collector
+
+
+async def test_a_job_no_server_can_run_is_failed_by_one_worker_once(
+    session, registry, data_dir, redis_server
+) -> None:
+    """Three workers all see the only server down: the job fails no_backend at the queue timeout, with
+    one terminal event and one ``job_failed`` line between them."""
+    async with AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(running_fake_comfyui(checkpoints=CHECKPOINTS))
+        await fake.refuse_connections()
+        limits = Limits(queue_timeout_s=0.5)
+        with capture_logs() as logs:
+            gateways = await start_workers(
+                stack, session, registry, data_dir, redis_server.url, [fake], 3, limits=limits
+            )
+            log = EventLog()
+            collector = asyncio.create_task(log.collect(gateways[0].subscribe("telegram")))
+            try:
+                job = await gateways[1].submit(request())
+                assert isinstance(job, Accepted) and job.blocked is not None
+                failed = await log.terminal(job.job_id)
+                assert isinstance(failed, Failed) and failed.code is FailureCode.NO_BACKEND
+                # the workers keep passing over the queue meanwhile: the later job fails at its own bound
+                later = await gateways[2].submit(request("later", user="u2"))
+                assert isinstance(later, Accepted)
+                await log.terminal(later.job_id)
+            finally:
+                collector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await collector
+        assert len(log.of(job.job_id, "failed")) == 1
+        failures = [e for e in logs if e["event"] == "job_failed" and e.get("code") == "no_backend"]
+        assert len(failures) == 2, failures  # the job and the later one, once each

@@ -1,6 +1,6 @@
 """``/workflows``, ``/cancel``, ``/queue``, ``/history`` and the admins' ``/stats``: short ephemeral
-answers about workflows and the user's jobs. /workflows, /history and /stats say what Telegram's say
-(``bot.jobs``)."""
+answers about workflows and the user's jobs. /workflows, /queue, /history and /stats say what Telegram's
+say (``bot.jobs``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.views import reroll_view
-from bot.jobs import stats_text, user_history, workflows_text
+from bot.jobs import queue_text, stats_text, user_history, workflows_text
 from comfybot.logs import get_logger
 from gateway.models import JobState, Role
 
@@ -80,19 +80,9 @@ class JobsCog(commands.Cog):
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
         request = begin_request(self.ctx, interaction, command="queue")
         log.info("command_received", command="queue")
-        ctx, locale = self.ctx, request.locale
-        info = await ctx.gateway.queue_info(str(interaction.user.id))
-        if not info.mine:
-            await self._answer(interaction, request, ctx.t(locale, "queue.empty", depth=info.depth))
-            return
-        lines = [ctx.t(locale, "queue.header", depth=info.depth)]
-        for _job_id, position in info.mine:
-            lines.append(
-                ctx.t(locale, "queue.running")
-                if position == 0
-                else ctx.t(locale, "queue.line", position=position)
-            )
-        await self._answer(interaction, request, ctx.renderer.fit_list(locale, lines, MESSAGE_LIMIT))
+        info = await self.ctx.gateway.queue_info(str(interaction.user.id))
+        text = queue_text(self.ctx, request.locale, info, MESSAGE_LIMIT)
+        await self._answer(interaction, request, text, kind="queue")
 
     @app_commands.command(name="history", description=_("Your recent pictures", key="cmd.history"))
     async def history(self, interaction: discord.Interaction[Any]) -> None:

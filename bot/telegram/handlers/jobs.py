@@ -6,7 +6,7 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.jobs import stats_text, user_history
+from bot.jobs import queue_text, stats_text, user_history
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import MESSAGE_LIMIT, BotContext
 from bot.telegram.filters import Addressed
@@ -54,17 +54,7 @@ async def queue(message: Message, ctx: BotContext, locale: str, received_at: flo
     assert message.from_user is not None
     log.info("command_received", command="queue", chat_id=message.chat.id)
     info = await ctx.gateway.queue_info(str(message.from_user.id))
-    mine, depth = info.mine, info.depth
-    if not mine:
-        text = ctx.t(locale, "queue.empty", depth=depth)
-    else:
-        lines = [ctx.t(locale, "queue.header", depth=depth)]
-        for _job_id, position in mine:
-            if not position:
-                lines.append(ctx.t(locale, "queue.running"))
-            else:
-                lines.append(ctx.t(locale, "queue.line", position=position))
-        text = ctx.renderer.fit_list(locale, lines, MESSAGE_LIMIT)
+    text = queue_text(ctx, locale, info, MESSAGE_LIMIT)
     await reply_text(ctx, message, text, kind="queue", received_at=received_at)
 
 

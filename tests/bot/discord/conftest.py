@@ -123,9 +123,12 @@ async def dbench(
     fake_options: dict[str, Any] | None = None,
     capacity: int = 2,
     backend: Store | None = None,
+    comfy_down: bool = False,
 ) -> AsyncIterator[DBench]:
     """The fake's URLs reach the front end as settings (``DISCORD_API_BASE``/``DISCORD_GATEWAY_URL``);
-    ``monkeypatch`` is no longer used for them and stays only so callers need not change."""
+    ``monkeypatch`` is no longer used for them and stays only so callers need not change.
+    ``comfy_down``: the fake ComfyUI refuses connections from the start (``accept_connections`` to
+    bring it up)."""
     del monkeypatch
     async with AsyncExitStack() as stack:
         comfy = await stack.enter_async_context(
@@ -138,6 +141,8 @@ async def dbench(
                 }
             )
         )
+        if comfy_down:
+            await comfy.refuse_connections()
         session = await stack.enter_async_context(aiohttp.ClientSession())
         backend = await stack.enter_async_context(backend or MemoryStore())
         client = await stack.enter_async_context(
