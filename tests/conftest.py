@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,25 @@ def child_env(root: Path, variables: Mapping[str, str]) -> dict[str, str]:
         "COMFYBOT_DATA_DIR": str(root / "data"),
     }
     return base | dict(variables)
+
+
+def unacknowledged_doubles(log_dir: Path, users: list[int]) -> list[int]:
+    """Of ``users`` (each shown their result twice), those whose first copy no front-end process ever
+    saw Telegram accept: one ``response_sent`` of a picture in all the front ends' logs, the second copy's.
+    That is the documented window — killed after Telegram took the upload and before its answer reached
+    us (under load, every upload then in flight) — not a delivery the front end knew of and repeated."""
+    job_of: dict[str, int] = {}
+    sent: Counter[int] = Counter()
+    lines = [line for path in sorted(log_dir.glob("*.log*")) for line in path.read_text().splitlines()]
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    for e in events:
+        if e.get("event") == "job_enqueued" and e.get("job_id"):
+            job_of[str(e["job_id"])] = int(e["user_id"])
+    for e in events:
+        picture = e.get("event") == "response_sent" and e.get("kind") in ("photo", "document", "album")
+        if picture and (user := job_of.get(str(e.get("job_id")))) is not None:
+            sent[user] += 1
+    return [u for u in users if sent[u] == 1]
 
 
 def free_port() -> int:
