@@ -264,3 +264,34 @@ async def test_callback_url_needs_a_secret_and_an_http_url(session, registry, da
             record = await h.gateway.get_job(job_id)
             assert record is not None and "callback_url" not in record.request.reply_to
     assert await h.gateway.store.depth() <= 1
+
+
+async def test_resume_and_webhook_on_every_store(session, registry, data_dir, backend_factory) -> None:
+    """Memory, SQLite and Redis: the API consumes the http events it stores, resumes a stream after
+    Last-Event-ID with the outcome once, and delivers the webhook once after a failure."""
+    async with (
+        harness(session, registry, data_dir, backend=backend_factory()) as h,
+        serving(h, FAST_HOOKS) as api,
+        receiving(fail=1) as receiver,
+    ):
+        h.fakes[0].step_delay_s = 0.05
+        accepted = await submit(api, session, {**JOB, "callback_url": receiver.url})
+        job_id = accepted["job_id"]
+        first: list[SseEvent] = []
+        async with session.get(f"{api.url}/v1/jobs/{job_id}/events", headers=auth()) as resp:
+            async for event in read_events(resp):
+                first.append(event)
+                if event.event == "progress":
+                    break
+        assert first[-1].id is not None
+        await h.log.terminal(job_id)
+        headers = {**auth(), "Last-Event-ID": first[-1].id}
+        async with session.get(f"{api.url}/v1/jobs/{job_id}/events", headers=headers) as resp:
+            again = [event async for event in read_events(resp)]
+        assert [e.event for e in again].count("succeeded") == 1 and again[-1].id == "outcome"
+        await until(lambda: len(receiver.requests) == 2)
+        await asyncio.gather(*api.runner.app[EVENTS]._deliveries)
+    assert len(receiver.requests) == 2
+    headers_, body = receiver.requests[-1]
+    assert verify(SECRET, headers_[TIMESTAMP_HEADER], body, headers_[SIGNATURE_HEADER])
+    assert orjson.loads(body)["job_id"] == job_id
