@@ -32,7 +32,7 @@ __all__ = [
     "workflows_text",
 ]
 
-_INFO_PARAMS = ("steps", "cfg", "ar", "batch", "denoise", "sampler")
+_INFO_PARAMS = ("steps", "hires_steps", "cfg", "ar", "batch", "denoise", "sampler")
 #: how long /workflows lets a description be, tried in turn until the list fits one message
 _DESCRIPTION_LENGTHS = (1000, 120, 80, 50, 30)
 

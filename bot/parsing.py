@@ -27,6 +27,8 @@ _FLAG_SPECS: dict[str, tuple[str, str]] = {
     "ar": ("ar", "aspect"),
     "seed": ("seed", "int"),
     "steps": ("steps", "int"),
+    #: the second (upscale) pass of a two-pass workflow such as ``hires``; ``--steps`` sets the first
+    "hires-steps": ("hires_steps", "int"),
     "neg": ("negative", "text"),
     "wf": ("workflow", "name"),
     "batch": ("batch", "int"),
@@ -38,6 +40,8 @@ _ALIASES: dict[str, str] = {
     "no": "neg",
     "workflow": "wf",
     "n": "batch",
+    "hires_steps": "hires-steps",
+    "hiressteps": "hires-steps",
 }
 FLAGS: tuple[str, ...] = tuple(_FLAG_SPECS)
 """Canonical flags, in the order help texts list them."""
@@ -46,6 +50,7 @@ _EXAMPLES: dict[str, str] = {
     "ar": "16:9",
     "seed": "42",
     "steps": "30",
+    "hires-steps": "10",
     "neg": '"blurry, text"',
     "wf": "img2img",
     "batch": "2",
@@ -53,7 +58,7 @@ _EXAMPLES: dict[str, str] = {
 }
 
 # "--x", "—x" (em dash), "–x" (en dash), "−−x" (minus signs), "—-x": anything dash-like, then a letter.
-_FLAG_RE = re.compile(r"^(?:--|[—–]-?|−−)([A-Za-z][A-Za-z0-9_]*)(?:=(.*))?$", re.DOTALL)
+_FLAG_RE = re.compile(r"^(?:--|[—–]-?|−−)([A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*)(?:=(.*))?$", re.DOTALL)
 _QUOTES: dict[str, str] = {'"': '"', "“": "”", "„": "“", "«": "»", "'": "'", "‘": "’", "”": "”"}
 _ASPECT_RE = re.compile(r"^\s*(\d{1,6})\s*[:x×/]\s*(\d{1,6})\s*$", re.IGNORECASE)
 _INT_RE = re.compile(r"^[+-]?\d{1,30}$")

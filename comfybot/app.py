@@ -69,7 +69,7 @@ async def run(settings: Settings) -> int:
     from bot.startup import StartupRefused
     from bot.telegram.app import run_telegram
     from gateway.app import open_gateway
-    from gateway.http_api import start_api
+    from gateway.http_api import WebhookOptions, start_api
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,6 +90,7 @@ async def run(settings: Settings) -> int:
                     settings.api.token.get_secret_value(),
                     host=settings.api.bind,
                     port=settings.api.port,
+                    webhooks=WebhookOptions(secret=settings.api.webhook_secret_value),
                 )
             except OSError as exc:  # the port is taken: say so in one line
                 return _refuse(

@@ -210,6 +210,16 @@ class ApiSettings(_Section):
     bind: str = "127.0.0.1"
     port: int = Field(default=8787, ge=1, le=65535)
     token: SecretStr | None = None
+    #: signs outbound webhooks (``callback_url`` of ``POST /v1/jobs``): ``X-Comfybot-Signature:
+    #: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``; without it a ``callback_url`` is refused
+    webhook_secret: SecretStr | None = None
+
+    @property
+    def webhook_secret_value(self) -> str | None:
+        """The webhook secret, or None when unset or empty."""
+        if self.webhook_secret is None:
+            return None
+        return self.webhook_secret.get_secret_value() or None
 
 
 class Settings(BaseSettings):
@@ -260,7 +270,13 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value configured, for :func:`comfybot.logs.register_secret`."""
         tg = self.telegram
-        values = [tg.bot_token, tg.webhook_secret, self.discord.bot_token, self.api.token]
+        values = [
+            tg.bot_token,
+            tg.webhook_secret,
+            self.discord.bot_token,
+            self.api.token,
+            self.api.webhook_secret,
+        ]
         out = [s.get_secret_value() for s in values if s is not None]
         if self.redis is not None and self.redis.password is not None:
             out.append(self.redis.password.get_secret_value())
@@ -325,6 +341,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_API_BIND": ("api", "bind"),
     "COMFYBOT_API_PORT": ("api", "port"),
     "COMFYBOT_API_TOKEN": ("api", "token"),
+    "COMFYBOT_WEBHOOK_SECRET": ("api", "webhook_secret"),
 }
 # The AWS tools' own names, read when ours is unset (credentials already in the environment just work).
 ENV_FALLBACKS: dict[str, tuple[str, ...]] = {

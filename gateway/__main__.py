@@ -20,7 +20,7 @@ from comfybot.app import shut_down
 from comfybot.config import ConfigError, Settings, load_settings
 from comfybot.logs import configure_logging
 from gateway.app import WorkerOptions, open_gateway
-from gateway.http_api import start_api
+from gateway.http_api import WebhookOptions, start_api
 
 log = structlog.get_logger(component="gateway")
 
@@ -36,7 +36,11 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
         runner = None
         if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
             runner = await start_api(
-                gw, settings.api.token.get_secret_value(), host=settings.api.bind, port=settings.api.port
+                gw,
+                settings.api.token.get_secret_value(),
+                host=settings.api.bind,
+                port=settings.api.port,
+                webhooks=WebhookOptions(secret=settings.api.webhook_secret_value),
             )
         if settings.redis is None and runner is None:
             log.warning(

@@ -16,10 +16,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from tests.comfy.test_client_fake import until
 from tests.conftest import child_env, free_port
 from tests.fakes.comfyui import running_fake_comfyui
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
+from tests.gateway.test_http_events import read_events, receiving
 
 USER = CHAT = 4242
 
@@ -110,9 +113,14 @@ async def test_comfybot_run_generates_and_is_traceable(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
-    """The HTTP API is a front end too: with it alone, ``comfybot run`` serves jobs behind its token."""
-    port, token = free_port(), "s3cret-token-for-tests"
-    async with running_fake_comfyui() as comfy, aiohttp.ClientSession() as http:
+    """The HTTP API is a front end too: with it alone, ``comfybot run`` serves jobs behind its token,
+    streams their events and calls their signed webhook."""
+    port, token, secret = free_port(), "s3cret-token-for-tests", "hook-s3cret-for-tests"
+    async with (
+        running_fake_comfyui() as comfy,
+        aiohttp.ClientSession() as http,
+        receiving(fail=0) as receiver,
+    ):
         env = child_env(
             tmp_path,
             {
@@ -120,6 +128,7 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
                 "COMFYBOT_API_ENABLED": "true",
                 "COMFYBOT_API_TOKEN": token,
                 "COMFYBOT_API_PORT": str(port),
+                "COMFYBOT_WEBHOOK_SECRET": secret,
             },
         )
         proc = await asyncio.create_subprocess_exec(
@@ -147,6 +156,7 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
                 "chat_id": "1",
                 "workflow": "txt2img",
                 "params": {"prompt": "a kite", "steps": 3},
+                "callback_url": receiver.url,
             }
             async with http.post(f"{base}/jobs", json=job) as resp:
                 assert resp.status == 401  # no token, no job
@@ -161,11 +171,18 @@ async def test_comfybot_run_with_only_the_http_api(tmp_path: Path) -> None:
                         break
                     await asyncio.sleep(0.1)
             assert record["state"] == "succeeded" and record["images"]
+            async with http.get(f"{base}/jobs/{job_id}/events", headers=auth) as resp:
+                events = [e async for e in read_events(resp)]
+            assert (events[-1].id, events[-1].event) == ("outcome", "succeeded")
+            await until(lambda: bool(receiver.requests), 30)
+            headers, body = receiver.requests[0]
+            assert verify(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
         assert proc.returncode == 0, err.decode()
-    assert token not in "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert token not in logs and secret not in logs and '"webhook_sent"' in logs
 
 
 @pytest.mark.timeout(300)

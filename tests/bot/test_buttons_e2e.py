@@ -234,3 +234,19 @@ async def test_reroll_pressed_twice_fast_is_one_job_and_two_answers(
         # Another button of the same message is another press.
         b.fake.press_button(USER, CHAT, first.message_id, _button(first, "j:v:"))
         await b.until(lambda: len(b.comfy.received_prompts) == 3)
+
+
+async def test_hires_steps_set_both_passes_and_info_names_both(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    """``--steps`` is the first KSampler's, ``--hires-steps`` the upscale pass's; Info shows both."""
+    async with bench(data_dir, registry) as b:
+        b.fake.send_text(USER, CHAT, "/generate a castle --wf hires --steps 4 --hires-steps 3 --seed 5")
+        result = await b.result(CHAT)
+        graph = b.comfy.received_prompts[-1]["prompt"]
+        assert graph["3"]["class_type"] == graph["11"]["class_type"] == "KSampler"
+        assert (graph["3"]["inputs"]["steps"], graph["11"]["inputs"]["steps"]) == (4, 3)
+        update = b.fake.press_button(USER, CHAT, result.message_id, _button(result, "j:i:"))
+        query_id = update.data["callback_query"]["id"]
+        answer = await b.until(lambda: b.fake.answered_callbacks.get(query_id))
+        assert "steps=4 hires_steps=3" in str(answer.get("text", ""))

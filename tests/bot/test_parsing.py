@@ -87,3 +87,16 @@ def test_empty_and_dash_words() -> None:
 
 def test_cfg_decimal_comma() -> None:
     assert parse_prompt("x --cfg 7,5").params == {"cfg": 7.5}
+
+
+def test_hires_steps_flag_names_the_second_pass() -> None:
+    p = parse_prompt("a castle --wf hires --steps 4 --hires-steps 3")
+    assert p.params == {"steps": 4, "hires_steps": 3}
+    assert parse_prompt("x —hires-steps=5").params == {"hires_steps": 5}
+    assert parse_prompt("x --hires_steps 6").params == {"hires_steps": 6}
+    with pytest.raises(ParseError) as err:
+        parse_prompt("x --hires-steps")
+    assert err.value.code == "missing_value" and err.value.example == "--hires-steps 10"
+    with pytest.raises(ParseError) as err:
+        parse_prompt("x --hires-foo 2")
+    assert err.value.code == "unknown_flag" and err.value.flag == "--hires-foo"

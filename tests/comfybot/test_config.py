@@ -62,6 +62,7 @@ FULL_ENV = {
     "COMFYBOT_API_BIND": "127.0.0.2",
     "COMFYBOT_API_PORT": "9999",
     "COMFYBOT_API_TOKEN": "api-token-123",
+    "COMFYBOT_WEBHOOK_SECRET": "hook-secret-123",
     "COMFYBOT_MODEL_CHECKPOINT": "dreamshaper.safetensors",
     "COMFYBOT_MODEL_UPSCALE": "4x.pth",
 }
@@ -134,6 +135,7 @@ def test_every_variable_from_env() -> None:
     assert (s.retention.inputs_s, s.retention.outputs_s) == (12 * 3600, 7 * 86400)
     assert (s.api.enabled, s.api.bind, s.api.port) == (True, "127.0.0.2", 9999)
     assert s.api.token is not None and s.api.token.get_secret_value() == "api-token-123"
+    assert s.api.webhook_secret_value == "hook-secret-123"
     assert s.models == {"checkpoint": "dreamshaper.safetensors", "upscale": "4x.pth"}
     s3 = s.s3
     assert (s3.enabled, s3.endpoint, s3.bucket, s3.region, s3.prefix) == (
@@ -151,6 +153,7 @@ def test_every_variable_from_env() -> None:
         "whsecret-123",
         "discord-token-xyz",
         "api-token-123",
+        "hook-secret-123",
         "s3cr@t",
     }
 
@@ -385,6 +388,7 @@ def test_every_variable_has_a_bad_value_case() -> None:
         "LOG_DIR",
         "COMFYBOT_API_BIND",
         "COMFYBOT_API_TOKEN",
+        "COMFYBOT_WEBHOOK_SECRET",
         "COMFYBOT_S3_ACCESS_KEY_ID",
         "COMFYBOT_S3_SECRET_ACCESS_KEY",
         "COMFYBOT_S3_SESSION_TOKEN",

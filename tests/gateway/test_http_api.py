@@ -8,7 +8,7 @@ import contextlib
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.http_api import loopback, start_api
+from gateway.http_api import EVENTS, loopback, start_api
 from gateway.models import Cancelled, Succeeded
 from tests.conftest import free_port
 from tests.gateway.conftest import EventLog, harness
@@ -21,8 +21,8 @@ async def api(session, registry, data_dir):
     async with harness(session, registry, data_dir) as h:
         port = free_port()
         runner = await start_api(h.gateway, TOKEN, port=port)
-        h.log = EventLog()  # the API's jobs publish on the "http" platform
-        collector = asyncio.create_task(h.log.collect(h.gateway.subscribe("http")))
+        h.log = EventLog()  # the API's jobs publish on the "http" platform, which the API consumes
+        collector = asyncio.create_task(h.log.collect(runner.app[EVENTS].tap()))
         try:
             yield h, f"http://127.0.0.1:{port}"
         finally:
