@@ -306,4 +306,6 @@ async def test_every_callback_shape_and_random_bytes_get_exactly_one_answer(
         assert not twice, f"answered more than once: {sorted(twice)[:5]}"
         crashes = [e for e in logs if e["log_level"] in {"error", "critical"} or "failed" in e["event"]]
         assert not crashes, crashes[:3]
+        events = {e["event"] for e in logs}
+        assert {"button_pressed", "callback_unmatched"} <= events, "job buttons and the stale answer ran"
         assert not [r for r in caplog.records if r.name.startswith("aiogram")], caplog.records[:3]
