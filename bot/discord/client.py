@@ -29,6 +29,17 @@ __all__ = ["ComfyBot", "RateLimitLogFilter"]
 log = get_logger("discord")
 
 
+class _DeliberateIntentsFilter(logging.Filter):
+    """Drops discord.py's startup warning about the guilds intent: the bot runs with no intents on
+    purpose (slash commands and buttons arrive as interactions, which need none), so it is no fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Guilds intent seems to be disabled" not in str(record.msg)
+
+
+_INTENTS_FILTER = _DeliberateIntentsFilter()
+
+
 class ComfyBot(commands.Bot):
     """Slash commands only (no message content intent); Cogs get their dependencies in the constructor.
     The access policy is checked before every command (:class:`GuardedTree`) and button."""
@@ -37,6 +48,9 @@ class ComfyBot(commands.Bot):
         options.setdefault("intents", discord.Intents.none())
         options.setdefault("guild_ready_timeout", 0.1)
         options["allowed_mentions"] = discord.AllowedMentions.none()  # not an option: see the module doc
+        # No voice, ever: discord.py's warnings that its voice extras are missing are no fault either.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        logging.getLogger("discord.state").addFilter(_INTENTS_FILTER)  # adding it twice is a no-op
         super().__init__(
             command_prefix=commands.when_mentioned, help_command=None, tree_cls=GuardedTree, **options
         )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import string
 from functools import partial
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from bot.telegram.callbacks import JobAction, SettingKey
 from comfy.workflows import WorkflowRegistry
 from gateway.redis_store import RedisStore
 from tests.bot.conftest import Bench, bench
@@ -250,3 +255,73 @@ async def test_hires_steps_set_both_passes_and_info_names_both(
         query_id = update.data["callback_query"]["id"]
         answer = await b.until(lambda: b.fake.answered_callbacks.get(query_id))
         assert "steps=4 hires_steps=3" in str(answer.get("text", ""))
+
+
+def _random_callback_data(rng: random.Random, count: int) -> list[str]:
+    """``count`` strings Telegram would carry: valid UTF-8, 1..64 bytes, some behind our own prefixes."""
+    alphabets = [string.printable, "j:s|l0123456789abcdef", "".join(map(chr, range(0x400, 0x450))) + "🔁✖️⬆️"]
+    out: list[str] = []
+    while len(out) < count:
+        text = rng.choice(["", "j:", "s|", "l:", "j:r:", "s|wf|"])
+        alphabet = rng.choice(alphabets)
+        text += "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 64)))
+        while len(text.encode()) > 64:
+            text = text[:-1]
+        if text:
+            out.append(text)
+    return out
+
+
+def _every_callback_shape(job: str, other_job: str) -> list[str]:
+    """Every payload our keyboards have produced (valid, unknown and someone else's job ids, odd
+    ``idx``), the settings and language shapes, and the formats of older versions."""
+    jobs = [job, other_job, "0" * 16, "nothex", "", "x" * 40]
+    shapes = [f"j:{a.value}:{j}:{i}" for a in JobAction for j in jobs for i in ("0", "1", "99", "-1", "x")]
+    shapes += [f"j:{a.value}:{job}" for a in JobAction] + [f"j:{a.value}" for a in JobAction]
+    shapes += [f"s|{k.value}|{v}" for k in SettingKey for v in ("", "txt2img", "16:9", "en", "nope", "|")]
+    shapes += ["s|", "s|zz|", "s", "l:en", "l:ru", "l:ko", "l:zh_Hant", "l:xx", "l:", "l"]
+    shapes += [f"job:{name}:{job}" for name in ("reroll", "cancel", "upscale", "info", "variations")]
+    shapes += ["job:upscale:1:2", "garbage", ":::", "|||", "j:", "j:c:x:notanint", "x" * 64, "j:z:1:0"]
+    return shapes
+
+
+async def test_every_callback_shape_and_random_bytes_get_exactly_one_answer(
+    data_dir: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every press is answered once and nothing crashes: the owner, another member of the group and
+    random bytes press every shape (valid presses start jobs; the rest are refused or stale)."""
+    group, other = -100779, USER + 1
+    async with bench(data_dir, registry, capacity=4) as b:
+        b.fake.send_text(USER, group, "/generate@comfy_test_bot a cat --seed 3", chat_type="supergroup")
+        first = await b.result(group)
+        job = _button(first, "j:r:").split(":")[2]
+        b.fake.send_text(other, group, "/generate@comfy_test_bot a dog --seed 4", chat_type="supergroup")
+        other_job = await b.until(
+            lambda: next(
+                (
+                    d.split(":")[2]
+                    for m in b.bot_msgs(group)
+                    for r in m.buttons
+                    for x in r
+                    if (d := x["callback_data"]).startswith("j:") and job not in d
+                ),
+                None,
+            )
+        )
+        shapes = _every_callback_shape(job, other_job)
+        payloads = [(USER, d) for d in shapes] + [(other, d) for d in shapes]
+        payloads += [(USER, d) for d in _random_callback_data(random.Random(10), 200)]
+        with capture_logs() as logs, caplog.at_level(logging.WARNING):
+            ids = {}
+            for user, data in payloads:
+                update = b.fake.press_button(user, group, first.message_id, data)
+                ids[update.data["callback_query"]["id"]] = data
+            await b.until(lambda: set(ids) <= set(b.fake.answered_callbacks), timeout=60)
+            answers = [str(c.params.get("callback_query_id")) for c in b.fake.calls_of("answerCallbackQuery")]
+        twice = {ids[i] for i in ids if answers.count(i) != 1}
+        assert not twice, f"answered more than once: {sorted(twice)[:5]}"
+        crashes = [e for e in logs if e["log_level"] in {"error", "critical"} or "failed" in e["event"]]
+        assert not crashes, crashes[:3]
+        events = {e["event"] for e in logs}
+        assert {"button_pressed", "callback_unmatched"} <= events, "job buttons and the stale answer ran"
+        assert not [r for r in caplog.records if r.name.startswith("aiogram")], caplog.records[:3]
