@@ -172,6 +172,7 @@ class LimitSettings(_Section):
     allowed_chats: IdSet = frozenset()
     admins: IdSet = frozenset()
     banned: IdSet = frozenset()
+    remix_chats: IdSet = frozenset()  # chats where anyone may use anyone's result buttons
 
 
 class RetentionSettings(_Section):
@@ -325,6 +326,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_ACCESS": ("limits", "access"),
     "COMFYBOT_ALLOWED_USERS": ("limits", "allowed_users"),
     "COMFYBOT_ALLOWED_CHATS": ("limits", "allowed_chats"),
+    "COMFYBOT_REMIX_CHATS": ("limits", "remix_chats"),
     "COMFYBOT_ADMINS": ("limits", "admins"),
     "COMFYBOT_BANNED": ("limits", "banned"),
     "COMFYBOT_RETENTION_INPUTS": ("retention", "inputs_s"),

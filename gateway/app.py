@@ -69,6 +69,7 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
         settings.access,
         allowed_users=settings.allowed_users,
         allowed_chats=settings.allowed_chats,
+        remix_chats=settings.remix_chats,
         admins=settings.admins,
         banned=settings.banned,
     )

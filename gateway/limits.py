@@ -53,6 +53,7 @@ class AccessPolicy:
         allowed_chats: Iterable[str | int] = (),
         admins: Iterable[str | int] = (),
         banned: Iterable[str | int] = (),
+        remix_chats: Iterable[str | int] = (),
     ) -> None:
         if mode not in ("open", "allowlist"):
             raise ValueError(f"access mode must be 'open' or 'allowlist', not {mode!r}")
@@ -61,6 +62,7 @@ class AccessPolicy:
         self.allowed_chats = _ids(allowed_chats)
         self.admins = _ids(admins)
         self.banned = _ids(banned)
+        self.remix_chats = _ids(remix_chats)  # chats where anyone may Reroll/Vary/Upscale/Info a result
 
     def role_of(self, user_id: str | int) -> Role:
         """``BANNED``, ``ADMIN`` or ``USER`` (the role says nothing about the allowlist)."""
@@ -70,6 +72,13 @@ class AccessPolicy:
         if uid in self.admins:
             return Role.ADMIN
         return Role.USER
+
+    def may_use_result(self, user_id: str | int, owner_id: str | int, chat_id: str | int) -> bool:
+        """Whether ``user_id`` may press a result's Reroll / Variations / Upscale / Info: its owner and
+        admins always; anyone else only in a chat the operator opened for remixing (``remix_chats``).
+        The new job is the presser's, charged to their limits."""
+        uid = str(user_id)
+        return uid == str(owner_id) or self.role_of(uid) is Role.ADMIN or str(chat_id) in self.remix_chats
 
     def check(self, user_id: str | int, chat_id: str | int | None = None) -> Role:
         """The user's role; else ``access_denied`` is logged and :class:`~gateway.errors.AccessDenied`

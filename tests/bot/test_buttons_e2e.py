@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from bot.telegram.callbacks import JobAction, SettingKey
 from comfy.workflows import WorkflowRegistry
+from gateway.limits import AccessPolicy
 from gateway.redis_store import RedisStore
 from tests.bot.conftest import Bench, bench
 from tests.fakes.telegram import StoredMessage
@@ -211,6 +212,26 @@ async def test_result_buttons_of_someone_else_are_refused(data_dir: Path, regist
             assert "Only the person who asked" in str(answer.get("text")), prefix
         assert len(await b.gateway.recent_jobs(str(USER + 1), 5)) == 0, "no job started for B"
         assert len(await b.gateway.recent_jobs(str(USER), 5)) == 1
+
+
+async def test_in_a_remix_chat_anyone_may_reroll_on_their_own_account(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    """A chat the operator opened for remixing (``COMFYBOT_REMIX_CHATS``): another member's Reroll runs
+    the prompt as a job of theirs; Info answers without the internal server address; Cancel stays the
+    owner's. Elsewhere (the test above) the same presses are refused."""
+    group, other = -100790, USER + 1
+    async with bench(data_dir, registry, access=AccessPolicy(remix_chats=[group])) as b:
+        b.fake.send_text(USER, group, "/generate@comfy_test_bot a cat on a roof", chat_type="supergroup")
+        first = await b.until(lambda: next((m for m in b.bot_msgs(group) if m.photo), None))
+        update = b.fake.press_button(other, group, first.message_id, _button(first, "j:i:"))
+        info = await b.until(partial(b.fake.answered_callbacks.get, update.data["callback_query"]["id"]))
+        assert "Only the person" not in str(info.get("text")) and "127.0.0.1" not in str(info.get("text"))
+        b.fake.press_button(other, group, first.message_id, _button(first, "j:r:"))
+        await b.until(lambda: len(b.comfy.received_prompts) == 2)
+        (theirs,) = await b.gateway.recent_jobs(str(other), 5)
+        assert "a cat on a roof" in str(theirs.request.params) and theirs.request.chat_id == str(group)
+        assert len(await b.gateway.recent_jobs(str(USER), 5)) == 1, "not charged to the owner"
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])

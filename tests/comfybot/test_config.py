@@ -46,6 +46,7 @@ FULL_ENV = {
     "COMFYBOT_ACCESS": "allowlist",
     "COMFYBOT_ALLOWED_USERS": "1,2",
     "COMFYBOT_ALLOWED_CHATS": "-100123",
+    "COMFYBOT_REMIX_CHATS": "-100456",
     "COMFYBOT_ADMINS": "123,456",
     "COMFYBOT_BANNED": "666",
     "COMFYBOT_RETENTION_INPUTS": "12h",
@@ -131,6 +132,7 @@ def test_every_variable_from_env() -> None:
     assert lim.blocklist_patterns == (r"\bnsfw\b", "a{1,3}b")
     assert lim.access == "allowlist"
     assert lim.allowed_users == {"1", "2"} and lim.allowed_chats == {"-100123"}
+    assert lim.remix_chats == {"-100456"}
     assert lim.admins == {"123", "456"} and lim.banned == {"666"}
     assert (s.retention.inputs_s, s.retention.outputs_s) == (12 * 3600, 7 * 86400)
     assert (s.api.enabled, s.api.bind, s.api.port) == (True, "127.0.0.2", 9999)
@@ -349,6 +351,7 @@ BAD_ENV = [
     ("COMFYBOT_ACCESS", "closed", "COMFYBOT_ACCESS: 'closed' is not one of 'open' or 'allowlist'"),
     ("COMFYBOT_ALLOWED_USERS", "alice", "COMFYBOT_ALLOWED_USERS: 'alice' is not a numeric user or chat id"),
     ("COMFYBOT_ALLOWED_CHATS", "1,x", "COMFYBOT_ALLOWED_CHATS: 'x' is not a numeric user or chat id"),
+    ("COMFYBOT_REMIX_CHATS", "y", "COMFYBOT_REMIX_CHATS: 'y' is not a numeric user or chat id"),
     ("COMFYBOT_ADMINS", "123,@bob", "COMFYBOT_ADMINS: '@bob' is not a numeric user or chat id"),
     ("COMFYBOT_BANNED", "1;2", "COMFYBOT_BANNED: '1;2' is not a numeric user or chat id"),
     ("COMFYBOT_RETENTION_INPUTS", "forever", "COMFYBOT_RETENTION_INPUTS: 'forever' is not a duration"),

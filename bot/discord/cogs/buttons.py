@@ -93,7 +93,7 @@ class ButtonsCog(commands.Cog):
             await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
             return
         admin = ctx.role_of(user_id) is Role.ADMIN
-        if record.request.user_id != user_id and not admin:
+        if not ctx.gateway.access.may_use_result(user_id, record.request.user_id, record.request.chat_id):
             log.info(
                 "button_refused", request_id=request.request_id, action=action.name.lower(), job_id=job_id
             )

@@ -49,7 +49,7 @@ async def job_button(
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
         return
     admin = ctx.role_of(user_id) is Role.ADMIN
-    if record.request.user_id != str(user_id) and not admin:
+    if not ctx.gateway.access.may_use_result(user_id, record.request.user_id, record.request.chat_id):
         log.info("button_refused", request_id=request_id, action=action.name.lower(), job_id=job_id)
         await answer_callback(query, ctx.t(locale, "button.not_yours"), alert=True)
         return

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from comfy.workflows import WorkflowRegistry
+from gateway.limits import AccessPolicy
 from tests.bot.discord.conftest import CHANNEL, OTHER, USER, DBench, dbench
 from tests.fakes.discord import StoredMessage
 
@@ -123,6 +124,20 @@ async def test_result_buttons_of_someone_else_are_refused(bench: DBench) -> None
         refused = await bench.original(await bench.fake.click(OTHER, first.id, _button(first, action)))
         assert refused.ephemeral and refused.content == bench.frontend.ctx.t("en", "button.not_yours"), action
     assert len(bench.comfy.received_prompts) == 1, "no job started"
+
+
+async def test_in_a_remix_channel_anyone_may_reroll_on_their_own_account(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``COMFYBOT_REMIX_CHATS`` names this channel: another user's Reroll runs the prompt as their job."""
+    access = AccessPolicy(remix_chats=[CHANNEL])
+    async with dbench(tmp_path, registry, monkeypatch, access=access) as b:
+        await b.fake.slash(USER, CHANNEL, "generate", {"prompt": "a red fox", "steps": 4, "seed": 7})
+        first = await b.result()
+        await b.fake.click(OTHER, first.id, _button(first, "r"))
+        await b.until(lambda: len(b.comfy.received_prompts) == 2)
+        (theirs,) = await b.gateway.recent_jobs(str(OTHER), 5)
+        assert "a red fox" in str(theirs.request.params)
 
 
 async def test_reroll_clicked_twice_fast_is_one_job_and_two_answers(bench: DBench) -> None:
