@@ -98,6 +98,9 @@ async def test_paced_group_results_survive_a_front_end_kill(
                 )
                 for user in USERS
             }
+            # Each command has its job message: past the windows that are Telegram's, not ours (an update
+            # handed over but not yet queued; a job message sent but not yet recorded as the job's view).
+            await telegram.wait_until(lambda: len(telegram.bot_messages(GROUP)) >= len(USERS), timeout=120)
             # Every job is done at the workers; the group's budget holds most results back in the sender.
             await telegram.wait_until(lambda: len(comfy.history) == len(USERS), timeout=120)
             await asyncio.sleep(1.0)  # the Succeeded events reach the front end, which queues the sends
