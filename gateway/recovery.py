@@ -7,6 +7,7 @@ unknown to the server → submit it again, once. A job the dead worker never sub
 
 from __future__ import annotations
 
+import asyncio
 import enum
 
 import structlog
@@ -17,6 +18,8 @@ from gateway.servers import ComfyServer, ServerPool
 from gateway.store import QueueRecords
 
 log = structlog.get_logger(component="gateway")
+CHECK_TRIES = 4  # asks of the dead worker's server (1 s, 2 s, 4 s apart) before its prompt counts as lost
+CHECK_BACKOFF_S = 1.0
 
 
 class Recovery(enum.Enum):
@@ -39,13 +42,21 @@ async def recover(job: JobRun, pool: ServerPool, store: QueueRecords) -> tuple[R
     server = pool.by_name(rec.backend)
     where: str | None = None
     if server is not None:
-        try:
-            if await server.client.history(rec.prompt_id) is not None:
-                where = "finished"
-            elif rec.prompt_id in await server.client.queue():
-                where = "in_queue"
-        except ComfyError as exc:
-            log.warning("job_recovery_check_failed", backend=rec.backend, error=str(exc))
+        # A check that fails says nothing (a busy or restarting server): ask again before deciding the
+        # prompt is lost, or a slow answer would send the same prompt twice.
+        for attempt in range(CHECK_TRIES):
+            try:
+                if await server.client.history(rec.prompt_id) is not None:
+                    where = "finished"
+                elif rec.prompt_id in await server.client.queue():
+                    where = "in_queue"
+                break
+            except ComfyError as exc:
+                log.warning(
+                    "job_recovery_check_failed", backend=rec.backend, error=str(exc), attempt=attempt + 1
+                )
+                if attempt + 1 < CHECK_TRIES:
+                    await asyncio.sleep(CHECK_BACKOFF_S * 2**attempt)
     if server is not None and where is not None:
         await pool.occupy(server)
         log.info("job_recovered", outcome=where, prompt_id=rec.prompt_id, backend=server.name)

@@ -168,3 +168,30 @@ async def test_sigterm_stops_the_worker_cleanly(env, redis_server, data_dir):
                 assert await worker.proc.wait() == 0
             await worker.wait_event("gateway_exit")
             assert worker.events("worker_stopped")
+
+
+async def test_a_failed_check_of_the_dead_workers_server_is_asked_again_not_resubmitted(
+    env, redis_server, data_dir
+):
+    """The claimer cannot reach the server for a moment when it asks after the dead worker's prompt: a
+    failed check says nothing, so it asks again once the server answers and follows the same prompt —
+    one prompt at ComfyUI, not a second one sent because the first answer was an error."""
+    async with running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=6.0) as fake:
+        env = {**env, "COMFYUI_URLS": fake.url}
+        async with front_end(redis_server.url, data_dir) as (gateway, log):
+            async with worker_process(env) as first:
+                await first.wait_event("worker_started")
+                job = await gateway.submit(request())
+                assert isinstance(job, Accepted)
+                await log.wait_for(lambda: log.of(job.job_id, "started"))
+                first.proc.send_signal(signal.SIGKILL)
+                await first.proc.wait()
+            await fake.refuse_connections()
+            async with worker_process(env) as second:
+                await second.wait_event("job_recovery_check_failed")
+                await fake.accept_connections()
+                done = await log.terminal(job.job_id, timeout_s=60)
+                assert isinstance(done, Succeeded), done
+                recovered = await second.wait_event("job_recovered")
+                assert recovered["outcome"] in ("in_queue", "finished")
+            assert len(fake.received_prompts) == 1, "the same prompt, followed, not sent again"
