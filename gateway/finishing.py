@@ -7,6 +7,7 @@ believe they own a job (a recovery racing a worker that was only slow) still pro
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 
@@ -42,7 +43,11 @@ def outcome_of(record: JobRecord) -> JobEvent:
     """The terminal event of a finished ``record``, as its finisher published it (a starting front end
     shows it from the record when the event itself is gone). A timed-out job's limit is not kept: its
     run time stands in."""
-    ids = {"job_id": record.job_id, "request_id": record.request.request_id}
+    ids: dict[str, Any] = {
+        "job_id": record.job_id,
+        "request_id": record.request.request_id,
+        "at": record.finished_at or time.time(),
+    }
     if record.state is JobState.SUCCEEDED:
         return Succeeded(
             **ids,

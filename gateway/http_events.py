@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -25,17 +24,13 @@ from typing import Any
 import orjson
 import structlog
 
+from gateway.finishing import outcome_of
 from gateway.models import (
     TERMINAL_EVENTS,
-    Cancelled,
-    Failed,
-    FailureCode,
     ImageRef,
     JobEvent,
-    JobState,
     Preview,
     Succeeded,
-    TimedOut,
 )
 from gateway.records import JobRecord
 from gateway.service import Gateway
@@ -72,28 +67,7 @@ def public(event: JobEvent) -> dict[str, Any]:
 
 def outcome_from_record(record: JobRecord) -> JobEvent | None:
     """The outcome event a finished job's record stands for (None while it has not finished)."""
-    common: dict[str, Any] = {
-        "job_id": record.job_id,
-        "request_id": record.request.request_id,
-        "at": record.finished_at or time.time(),
-    }
-    if record.state is JobState.SUCCEEDED:
-        return Succeeded(
-            **common,
-            images=record.images,
-            seed=record.seed,
-            duration_ms=record.duration_ms,
-            wait_ms=record.wait_ms,
-            run_ms=record.run_ms,
-            backend=record.backend or "",
-        )
-    if record.state is JobState.FAILED:
-        return Failed(**common, code=record.failure or FailureCode.INTERNAL, detail=record.detail)
-    if record.state is JobState.CANCELLED:
-        return Cancelled(**common, by=record.cancelled_by or "")
-    if record.state is JobState.TIMED_OUT:
-        return TimedOut(**common, after_s=record.duration_ms / 1000)
-    return None
+    return outcome_of(record) if record.state.terminal else None
 
 
 @dataclass
