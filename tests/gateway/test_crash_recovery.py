@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from comfy.workflows import load_workflows
-from gateway.models import Succeeded
+from gateway.models import JobRequest, Succeeded
 from gateway.redis_store import RedisStore
 from gateway.service import Accepted, Gateway
 from gateway.storage import ImageStore
@@ -109,18 +109,24 @@ async def front_end(redis_url: str, data_dir: Path) -> AsyncIterator[tuple[Gatew
                 await collector
 
 
+async def _killed_mid_job(env: dict[str, str], gateway: Gateway, log: EventLog, req: JobRequest) -> Accepted:
+    """Submit ``req``, let a worker process start it inside ComfyUI, then SIGKILL that worker."""
+    async with worker_process(env) as first:
+        await first.wait_event("worker_started")
+        job = await gateway.submit(req)
+        assert isinstance(job, Accepted)
+        await log.wait_for(lambda: log.of(job.job_id, "started"))  # running inside ComfyUI
+        first.proc.send_signal(signal.SIGKILL)
+        await first.proc.wait()
+    return job
+
+
 async def test_killed_worker_job_is_finished_by_another_without_running_twice(env, redis_server, data_dir):
     async with running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=3.0) as fake:
         env = {**env, "COMFYUI_URLS": fake.url}
         async with front_end(redis_server.url, data_dir) as (gateway, log):
-            async with worker_process(env) as first:
-                await first.wait_event("worker_started")
-                req = request()
-                job = await gateway.submit(req)
-                assert isinstance(job, Accepted)
-                await log.wait_for(lambda: log.of(job.job_id, "started"))  # running inside ComfyUI
-                first.proc.send_signal(signal.SIGKILL)
-                await first.proc.wait()
+            req = request()
+            job = await _killed_mid_job(env, gateway, log, req)
             async with worker_process(env) as second:
                 done = await log.terminal(job.job_id, timeout_s=30)
                 assert isinstance(done, Succeeded), done
@@ -139,13 +145,7 @@ async def test_prompt_unknown_to_comfyui_is_resubmitted_once(env, redis_server, 
     async with running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=3.0) as fake:
         env = {**env, "COMFYUI_URLS": fake.url}
         async with front_end(redis_server.url, data_dir) as (gateway, log):
-            async with worker_process(env) as first:
-                await first.wait_event("worker_started")
-                job = await gateway.submit(request())
-                assert isinstance(job, Accepted)
-                await log.wait_for(lambda: log.of(job.job_id, "started"))
-                first.proc.send_signal(signal.SIGKILL)
-                await first.proc.wait()
+            job = await _killed_mid_job(env, gateway, log, request())
             await fake.forget_all()  # ComfyUI restarted too: the prompt is gone
             async with worker_process(env) as second:
                 done = await log.terminal(job.job_id, timeout_s=30)
@@ -179,13 +179,7 @@ async def test_a_failed_check_of_the_dead_workers_server_is_asked_again_not_resu
     async with running_fake_comfyui(checkpoints=CHECKPOINTS, run_time_s=6.0) as fake:
         env = {**env, "COMFYUI_URLS": fake.url}
         async with front_end(redis_server.url, data_dir) as (gateway, log):
-            async with worker_process(env) as first:
-                await first.wait_event("worker_started")
-                job = await gateway.submit(request())
-                assert isinstance(job, Accepted)
-                await log.wait_for(lambda: log.of(job.job_id, "started"))
-                first.proc.send_signal(signal.SIGKILL)
-                await first.proc.wait()
+            job = await _killed_mid_job(env, gateway, log, request())
             await fake.refuse_connections()
             async with worker_process(env) as second:
                 await second.wait_event("job_recovery_check_failed")
