@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot import requests
 from bot.render import Renderer, format_duration, shorten, text_length, truncate
 from comfy.workflow_params import SEED_MAX
 from comfy.workflows import Workflow, WorkflowRegistry
@@ -112,10 +113,8 @@ def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
 
 
 def upscale_workflow(ctx: FrontEnd) -> str | None:
-    """The workflow the ⬆️ button runs: one named ``upscale``, else the first of kind ``upscale``."""
-    if "upscale" in ctx.registry:
-        return "upscale"
-    return next((wf.name for wf in ctx.registry if wf.kind == "upscale"), None)
+    """The workflow the ⬆️ button runs (see :func:`bot.requests.upscale_workflow`)."""
+    return requests.upscale_workflow(ctx.registry)
 
 
 def param_bounds(

@@ -20,15 +20,20 @@ from bot.discord.context import DiscordContext, Request, begin_request
 from bot.discord.errors import command_failed
 from bot.discord.jobs import submit_job
 from bot.discord.views import JobAction, JobButton, dispatched
-from bot.jobs import info_text, upscale_workflow
+from bot.jobs import info_text
+from bot.requests import FollowUpKind, Problem, follow_up
 from comfybot.logs import get_logger
 from gateway.models import Role
 
-__all__ = ["VARIATIONS", "ButtonsCog"]
+__all__ = ["ButtonsCog"]
 
 log = get_logger("discord")
 
-VARIATIONS = 4
+_FOLLOW_UPS: dict[JobAction, FollowUpKind] = {
+    JobAction.REROLL: "reroll",
+    JobAction.VARIATIONS: "variations",
+    JobAction.UPSCALE: "upscale",
+}
 
 
 class ButtonsCog(commands.Cog):
@@ -102,29 +107,11 @@ class ButtonsCog(commands.Cog):
         if action is JobAction.INFO:
             await self._ephemeral(interaction, info_text(self.ctx, locale, record, 2000, admin=admin))
             return
-        if action is JobAction.UPSCALE:
-            name = upscale_workflow(ctx)
-            images = list(record.images or [])
-            if name is None or not 0 <= idx < len(images):
-                await self._ephemeral(
-                    interaction, ctx.t(locale, "button.no_upscale" if name is None else "button.gone")
-                )
-                return
-            wf = ctx.registry.get(name)
-            params: dict[str, Any] = {}
-            inputs = {next(iter(wf.images)): images[idx]}
-        else:
-            # Reroll / Variations: the same request with a new seed (Variations: several at once).
-            req = record.request
-            if req.workflow not in ctx.registry:
-                await self._ephemeral(interaction, ctx.t(locale, "button.gone"))
-                return
-            name, wf = req.workflow, ctx.registry.get(req.workflow)
-            params, inputs = dict(req.params), dict(req.inputs)
-            params.pop(wf.seed_param or "seed", None)
-            if action is JobAction.VARIATIONS and "batch" in wf.params:
-                top = getattr(wf.params["batch"], "max", None) or VARIATIONS
-                params["batch"] = max(1, min(VARIATIONS, int(top)))
+        draft = follow_up(ctx.registry, record, _FOLLOW_UPS[action], idx)
+        if isinstance(draft, Problem):
+            text = "button.no_upscale" if draft.reason == "no_upscale" else "button.gone"
+            await self._ephemeral(interaction, ctx.t(locale, text))
+            return
         message = str(interaction.message.id if interaction.message else interaction.channel_id)
         if not await ctx.gateway.first_press("discord", message, f"{action.value}:{job_id}:{idx}"):
             log.info(
@@ -133,4 +120,4 @@ class ButtonsCog(commands.Cog):
             await self._ephemeral(interaction, ctx.t(locale, "button.already_started"))
             return
         await interaction.response.defer(thinking=True)
-        await submit_job(ctx, interaction, request, name, params, inputs)
+        await submit_job(ctx, interaction, request, draft.workflow, draft.params, draft.inputs)

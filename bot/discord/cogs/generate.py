@@ -23,6 +23,7 @@ from bot.discord.images import check_image, fetch_image
 from bot.discord.jobs import job_request, refuse, reply_error, submit_job
 from bot.jobs import workflow_description
 from bot.parsing import normalize_aspect
+from bot.requests import Problem, draft_job
 from comfy.text import clean_text
 from comfy.workflow_params import RANDOM_SEED_BOUND, IntParam, SeedParam, TextParam
 from comfy.workflows import WorkflowRegistry
@@ -81,12 +82,14 @@ class GenerateCog(commands.Cog):
         self.ctx = ctx
         _bound(self.generate, option_bounds(ctx.registry, ctx.gateway.limits))
 
-    def _image_workflow(self) -> str | None:
-        if "img2img" in self.ctx.registry:
-            return "img2img"
-        return next((wf.name for wf in self.ctx.registry if wf.kind == "img2img"), None) or next(
-            (wf.name for wf in self.ctx.registry if wf.images), None
-        )
+    def _problem_text(self, locale: str, problem: Problem) -> str:
+        if problem.field == "prompt":  # the option's own words: Discord's client shows no flags
+            field, reason = self.ctx.t(locale, "field.prompt"), self.ctx.t(locale, "reason.required")
+            return self.ctx.t(locale, "error.param", field=field, reason=reason)
+        if problem.field == "image":
+            return self.ctx.t(locale, "discord.needs_image", workflow=problem.workflow)
+        names = ", ".join(self.ctx.registry.names())
+        return self.ctx.t(locale, "error.unknown_workflow_named", name=problem.workflow or "?", names=names)
 
     @app_commands.command(
         name="generate", description=_("Draw a picture from a text prompt", key="cmd.generate")
@@ -127,49 +130,32 @@ class GenerateCog(commands.Cog):
         # What can be checked quickly is checked before deferring, so a refusal is private from the
         # start; only a slow settings store makes us show "thinking…" first.
         defaults = await self._defaults_or_defer(interaction)
-        preferred = defaults.get("workflow") if defaults.get("workflow") in ctx.registry else None
-        if workflow:
-            name: str | None = workflow.strip().lower()
-        elif image is not None:
-            takes_image = preferred is not None and bool(ctx.registry.get(preferred).images)
-            name = preferred if takes_image else self._image_workflow()
-        else:
-            name = preferred or ctx.default_workflow
-        if name is None or name not in ctx.registry:
-            log.info("validation_error", field="workflow", reason="unknown", workflow=name)
-            text = ctx.t(
-                locale,
-                "error.unknown_workflow_named",
-                name=name or "?",
-                names=", ".join(ctx.registry.names()),
-            )
-            await reply_error(interaction, text, request)
+        draft = draft_job(
+            ctx.registry,
+            ctx.default_workflow,
+            defaults,
+            named=workflow,
+            prompt=clean_text(prompt),  # cleaned here too, so the job's message shows what ComfyUI gets
+            params={
+                "ar": normalize_aspect(ar) or ar if ar else None,
+                "seed": seed,
+                "steps": steps,
+                "negative": clean_text(negative) if negative is not None else None,
+                "batch": batch,
+            },
+            with_image=image is not None,
+        )
+        if isinstance(draft, Problem):
+            log.info("validation_error", field=draft.field, reason=draft.reason, workflow=draft.workflow)
+            await reply_error(interaction, self._problem_text(locale, draft), request)
             return
-        wf = ctx.registry.get(name)
-        given = {
-            "ar": normalize_aspect(ar) or ar if ar else None,
-            "seed": seed,
-            "steps": steps,
-            "negative": clean_text(negative) if negative is not None else None,
-            "batch": batch,
-        }
-        if batch == 1 and "batch" not in wf.params:
-            del given["batch"]  # one picture per job is what it makes anyway (the batch choice offers it)
-        params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        if "ar" not in params and isinstance(defaults.get("ar"), str) and "ar" in wf.params:
-            params["ar"] = defaults["ar"]
-        if wf.prompt_param:  # cleaned here too, so the job's message shows what ComfyUI gets
-            params[wf.prompt_param] = clean_text(prompt)
-        image_input = next(iter(wf.images), "image")
+        name, params = draft.workflow, draft.params
+        image_input = draft.image_input or "image"
         if image is not None:
             refused = check_image(ctx, image, locale)
             if refused is not None:
                 await reply_error(interaction, refused, request)
                 return
-        elif any(spec.required for spec in wf.images.values()):
-            log.info("validation_error", field="image", reason="required", workflow=name)
-            await reply_error(interaction, ctx.t(locale, "discord.needs_image", workflow=name), request)
-            return
         req = job_request(ctx, interaction, request, name, params)
         refusal = ctx.gateway.check(req, coming=[image_input] if image is not None else [])
         if refusal is not None:

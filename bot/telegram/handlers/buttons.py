@@ -6,12 +6,11 @@ double tap starts one job, and the second tap hears that it already started."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiogram import Router
 from aiogram.types import CallbackQuery, Message
 
-from bot.jobs import info_text, upscale_workflow
+from bot.jobs import info_text
+from bot.requests import FollowUpKind, Problem, follow_up
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
@@ -23,7 +22,11 @@ __all__ = ["make_router"]
 
 log = get_logger("telegram")
 
-VARIATIONS = 4
+_FOLLOW_UPS: dict[JobAction, FollowUpKind] = {
+    JobAction.REROLL: "reroll",
+    JobAction.VARIATIONS: "variations",
+    JobAction.UPSCALE: "upscale",
+}
 
 
 async def job_button(
@@ -60,35 +63,16 @@ async def job_button(
     if not isinstance(msg, Message) or msg.bot is None:
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
         return
-    req = record.request
+    draft = follow_up(ctx.registry, record, _FOLLOW_UPS[action], callback_data.idx)
+    if isinstance(draft, Problem):
+        text = "button.no_upscale" if draft.reason == "no_upscale" else "button.gone"
+        await answer_callback(query, ctx.t(locale, text), alert=True)
+        return
     origin = _origin(ctx, msg, user_id, locale, request_id, received_at)
-    if action is JobAction.UPSCALE:
-        name = upscale_workflow(ctx)
-        images = list(record.images or [])
-        if name is None:
-            await answer_callback(query, ctx.t(locale, "button.no_upscale"), alert=True)
-            return
-        if not 0 <= callback_data.idx < len(images):
-            await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
-            return
-        wf = ctx.registry.get(name)
-        params: dict[str, Any] = {}
-        inputs = {next(iter(wf.images)): images[callback_data.idx]}
-    else:
-        # Reroll / Variations: the same request with a new seed (Variations: several at once).
-        if req.workflow not in ctx.registry:
-            await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
-            return
-        name, wf = req.workflow, ctx.registry.get(req.workflow)
-        params, inputs = dict(req.params), dict(req.inputs)
-        params.pop(wf.seed_param or "seed", None)
-        if action is JobAction.VARIATIONS and "batch" in wf.params:
-            top = getattr(wf.params["batch"], "max", VARIATIONS)
-            params["batch"] = max(1, min(VARIATIONS, int(top if top is not None else VARIATIONS)))
     if await _repeated(query, msg, ctx, locale, request_id):
         return
     await answer_callback(query, ctx.t(locale, "button.queued"))
-    await submit_job(ctx, msg.bot, origin, name, params, inputs)
+    await submit_job(ctx, msg.bot, origin, draft.workflow, draft.params, draft.inputs)
 
 
 async def _repeated(

@@ -9,12 +9,12 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.parsing import ParseError, parse_prompt
+from bot.requests import Problem, draft_job
 from bot.telegram.context import BotContext
 from bot.telegram.filters import Addressed
 from bot.telegram.images import fetch_image, image_source
 from bot.telegram.jobs import Origin, submit_job
 from bot.telegram.replies import reply_text
-from comfy.workflows import Workflow
 from comfybot.logs import get_logger
 from gateway.models import ImageRef
 
@@ -23,22 +23,13 @@ __all__ = ["make_router", "start_generation"]
 log = get_logger("telegram")
 
 
-def _image_workflow(ctx: BotContext, settings: dict[str, Any]) -> str | None:
-    """For a photo without ``--wf``: the user's default if it takes a picture, else img2img-like."""
-    preferred = settings.get("workflow")
-    if isinstance(preferred, str) and preferred in ctx.registry and ctx.registry.get(preferred).images:
-        return preferred
-    if "img2img" in ctx.registry:
-        return "img2img"
-    return next((wf.name for wf in ctx.registry if wf.kind == "img2img"), None) or next(
-        (wf.name for wf in ctx.registry if wf.images), None
-    )
-
-
-def _prompt_required(wf: Workflow) -> bool:
-    if not wf.prompt_param:
-        return False
-    return bool(getattr(wf.params.get(wf.prompt_param), "required", False))
+def _problem_text(ctx: BotContext, locale: str, problem: Problem, *, own_photo: bool) -> str:
+    if problem.field == "prompt":
+        return ctx.t(locale, "prompt.missing_photo" if own_photo else "prompt.missing")
+    if problem.field == "image":
+        return ctx.t(locale, "error.needs_image", workflow=problem.workflow)
+    names = ", ".join(ctx.registry.names())
+    return ctx.t(locale, "error.unknown_workflow_named", name=problem.workflow or "?", names=names)
 
 
 async def start_generation(
@@ -66,52 +57,27 @@ async def start_generation(
         await answer(ctx.renderer.parse_error(locale, exc))
         return
     source = image_source(image_message)
-    if parsed.workflow is not None:
-        name: str | None = parsed.workflow
-    elif source is not None:
-        name = _image_workflow(ctx, settings)
-    else:
-        preferred = settings.get("workflow")
-        # A default that needs a picture (img2img) is for photos; a text prompt gets the text default.
-        reg = ctx.registry
-        if isinstance(preferred, str) and preferred in reg and not reg.get(preferred).images:
-            name = preferred
-        else:
-            name = ctx.default_workflow
-    if name is None or name not in ctx.registry:
-        log.info("validation_error", field="workflow", reason="unknown", workflow=name)
-        await answer(
-            ctx.t(
-                locale,
-                "error.unknown_workflow_named",
-                name=name or "?",
-                names=", ".join(ctx.registry.names()),
-            )
-        )
-        return
-    wf = ctx.registry.get(name)
-    params: dict[str, Any] = dict(parsed.params)
-    if wf.prompt_param and parsed.prompt:
-        params[wf.prompt_param] = parsed.prompt
-    elif not parsed.prompt and _prompt_required(wf):
-        log.info("validation_error", field="prompt", reason="required")
+    draft = draft_job(
+        ctx.registry,
+        ctx.default_workflow,
+        settings,
+        named=parsed.workflow,
+        prompt=parsed.prompt,
+        params=parsed.params,
+        with_image=source is not None,
+    )
+    if isinstance(draft, Problem):
+        log.info("validation_error", field=draft.field, reason=draft.reason, workflow=draft.workflow)
         own_photo = image_message is message and source is not None  # a photo without a caption
-        await answer(ctx.t(locale, "prompt.missing_photo" if own_photo else "prompt.missing"))
+        await answer(_problem_text(ctx, locale, draft, own_photo=own_photo))
         return
-    default_ar = settings.get("ar")
-    if "ar" not in params and isinstance(default_ar, str) and "ar" in wf.params:
-        params["ar"] = default_ar
     inputs: dict[str, ImageRef] = {}
-    if wf.images:
-        if source is None:
-            log.info("validation_error", field="image", reason="required")
-            await answer(ctx.t(locale, "error.needs_image", workflow=name))
-            return
+    if source is not None and draft.image_input is not None:
         got = await fetch_image(ctx, bot, source, locale)
         if isinstance(got, str):
             await answer(got)
             return
-        inputs[next(iter(wf.images))] = got
+        inputs[draft.image_input] = got
     origin = Origin(
         user_id=message.from_user.id,
         chat_id=message.chat.id,
@@ -121,7 +87,7 @@ async def start_generation(
         reply_to_message_id=message.message_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
     )
-    await submit_job(ctx, bot, origin, name, params, inputs)
+    await submit_job(ctx, bot, origin, draft.workflow, draft.params, inputs)
 
 
 async def generate(
