@@ -21,21 +21,13 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from comfy import (
-    ComfyError,
-    ComfyExecutionError,
-    ComfyInterrupted,
-    ComfyPromptLost,
-    ComfyRejected,
-    ComfyTimeout,
-    ComfyUnreachable,
-)
-from comfy.workflow_errors import ParamError, UnknownWorkflow
+from comfy import ComfyUnreachable
+from comfy.workflow_errors import UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
-from gateway.errors import GatewayError
 from gateway.execution import Executor, JobRun, JobTimeout
+from gateway.failures import RETRYABLE, failure_of, retry_failure
 from gateway.finishing import Finisher
-from gateway.models import FailureCode
+from gateway.models import FailureCode, ImageRef
 from gateway.positions import PositionNotifier
 from gateway.records import JobRecord
 from gateway.recovery import Recovery, recover
@@ -44,13 +36,6 @@ from gateway.store import Jobs
 
 log = structlog.get_logger(component="gateway")
 EARLY_CANCELS_MAX = 1024  # cancel requests remembered for jobs this worker does not (yet) hold
-_RETRYABLE = (ComfyUnreachable, ComfyPromptLost, ComfyTimeout)
-
-
-def _code_of(exc: Exception) -> FailureCode:
-    if isinstance(exc, ComfyPromptLost):
-        return FailureCode.COMFY_LOST_PROMPT
-    return FailureCode.COMFY_UNREACHABLE
 
 
 def default_consumer_name() -> str:
@@ -264,8 +249,6 @@ class Worker:
         take removed it from the queue, one after it reached ``cancel_local``. A recovered job's cancel
         may have gone to the worker that died, so its flag is read."""
         rec = job.record
-        avoid: set[str] = set()
-        last_error: Exception | None = None
         try:
             by = job.cancel_by
             if by is None and recovered:
@@ -273,60 +256,13 @@ class Worker:
             if by is not None:
                 await self.finisher.cancelled(rec, by)
                 return
-            resuming = resume is not None
-            while True:
-                if resume is not None:
-                    server, resume = resume, None
-                elif last_error is None:
-                    reserved, job.reserved = job.reserved, False  # acquire consumes it, come what may
-                    server = await self.pool.acquire(
-                        job.workflow,
-                        rec.values,
-                        reserved=reserved,
-                        timeout_s=self.queue_timeout_s - self.positions.blocked_for(rec.job_id),
-                        on_blocked=functools.partial(self.positions.taken_blocked, rec),
-                    )
-                else:
-                    try:
-                        server = await self.pool.acquire(
-                            job.workflow, rec.values, avoid=avoid, timeout_s=self.retry_acquire_timeout_s
-                        )
-                    except NoBackend:  # every server that could take it is down
-                        await self.finisher.failed(rec, _code_of(last_error), f"{last_error}; no server left")
-                        return
-                slot = _Slot(self.pool, server)
-                job.prompt_done = slot.release
-                try:
-                    if resuming:
-                        resuming = False
-                        images = await self.executor.resume(job, server)
-                    else:
-                        images = await self.executor.run(job, server)
-                except _RETRYABLE as exc:
-                    last_error = exc
-                    if isinstance(exc, ComfyUnreachable):
-                        await self.pool.mark_down(server, str(exc))
-                    avoid.add(server.name)
-                    if rec.attempts >= self.max_attempts:
-                        await self.finisher.failed(rec, _code_of(exc), str(exc))
-                        return
-                    backoff = self.retry_backoff_s * 2 ** max(0, rec.attempts - 1)
-                    log.warning(
-                        "job_retry",
-                        attempt=rec.attempts,
-                        error=str(exc),
-                        error_type=type(exc).__name__,
-                        backoff_s=backoff,
-                    )
-                    await asyncio.sleep(backoff)
-                    continue
-                finally:
-                    await slot.release()
-                job.finishing = True  # the result is in: a cancel arriving now is too late
-                seed_param = job.workflow.seed_param
-                seed = rec.values.get(seed_param) if seed_param else None
-                await self.finisher.succeeded(rec, images, seed if isinstance(seed, int) else None)
-                return
+            images = await self._until_done(job, resume)
+            if images is None:
+                return  # failed after its retries; the finisher has been told
+            job.finishing = True  # the result is in: a cancel arriving now is too late
+            seed_param = job.workflow.seed_param
+            seed = rec.values.get(seed_param) if seed_param else None
+            await self.finisher.succeeded(rec, images, seed if isinstance(seed, int) else None)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if job.cancel_by is None or task is None:
@@ -334,26 +270,93 @@ class Worker:
             task.uncancel()
             await self.executor.stop_in_comfy(job)
             await self.finisher.cancelled(rec, job.cancel_by)
-        except ComfyRejected as exc:
-            await self.finisher.failed(rec, FailureCode.COMFY_REJECTED, exc.summary())
-        except ComfyExecutionError as exc:  # the client already logged comfyui_execution_error
-            await self.finisher.failed(rec, FailureCode.COMFY_EXECUTION_ERROR, str(exc))
-        except ComfyInterrupted as exc:  # interrupted by someone else (ComfyUI's own UI, an admin)
-            await self.finisher.failed(rec, FailureCode.COMFY_EXECUTION_ERROR, str(exc))
         except JobTimeout as exc:
             await self.finisher.timed_out(rec, exc.after_s)
-        except NoBackend as exc:
-            await self.finisher.failed(rec, FailureCode.NO_BACKEND, str(exc))
-        except ParamError as exc:
-            await self.finisher.failed(rec, FailureCode.INVALID_INPUT, f"{exc.field}: {exc.reason}")
-        except GatewayError as exc:  # e.g. an input image past its retention, an output that is no image
-            await self.finisher.failed(rec, exc.code, exc.detail)
-        except ComfyError as exc:  # an answer that is no outage: a 404 from /view, a 400 from /upload
-            await self.finisher.failed(rec, FailureCode.INTERNAL, str(exc))
         except Exception as exc:
+            failure = failure_of(exc)
+            if failure is not None:
+                await self.finisher.failed(rec, *failure)
+                return
             log.exception("job_crashed", error=repr(exc))
             with contextlib.suppress(Exception):
                 await self.finisher.failed(rec, FailureCode.INTERNAL, repr(exc))
+
+    async def _until_done(self, job: JobRun, resume: ComfyServer | None) -> list[ImageRef] | None:
+        """Run the job (resume it on ``resume`` first, when given) until it has its images; a
+        retryable error tries again, elsewhere when it can. None: it failed, and the finisher knows."""
+        avoid: set[str] = set()
+        last_error: Exception | None = None
+        resuming = resume is not None
+        while True:
+            server = resume if resume is not None else await self._server_for(job, last_error, avoid)
+            resume = None
+            if server is None:
+                assert last_error is not None
+                detail = f"{last_error}; no server left"
+                await self.finisher.failed(job.record, retry_failure(last_error), detail)
+                return None
+            try:
+                return await self._run_once(job, server, resuming=resuming)
+            except RETRYABLE as exc:
+                last_error = exc
+                if not await self._may_retry(job, server, exc, avoid):
+                    return None
+            resuming = False
+
+    async def _server_for(
+        self, job: JobRun, last_error: Exception | None, avoid: set[str]
+    ) -> ComfyServer | None:
+        """A server for the next attempt. The first waits its turn (the queue timeout, less what the
+        job already waited blocked); a retry takes another server, None when every one is down."""
+        rec = job.record
+        if last_error is None:
+            reserved, job.reserved = job.reserved, False  # acquire consumes it, come what may
+            return await self.pool.acquire(
+                job.workflow,
+                rec.values,
+                reserved=reserved,
+                timeout_s=self.queue_timeout_s - self.positions.blocked_for(rec.job_id),
+                on_blocked=functools.partial(self.positions.taken_blocked, rec),
+            )
+        try:
+            return await self.pool.acquire(
+                job.workflow, rec.values, avoid=avoid, timeout_s=self.retry_acquire_timeout_s
+            )
+        except NoBackend:  # every server that could take it is down
+            return None
+
+    async def _run_once(self, job: JobRun, server: ComfyServer, *, resuming: bool) -> list[ImageRef]:
+        """One attempt on ``server``: its slot is held until the prompt is done, and freed whatever
+        happens."""
+        slot = _Slot(self.pool, server)
+        job.prompt_done = slot.release
+        try:
+            if resuming:
+                return await self.executor.resume(job, server)
+            return await self.executor.run(job, server)
+        finally:
+            await slot.release()
+
+    async def _may_retry(self, job: JobRun, server: ComfyServer, exc: Exception, avoid: set[str]) -> bool:
+        """After a retryable error: mark a server that went away, wait the backoff and say True; when
+        the attempts are used up, fail the job and say False."""
+        rec = job.record
+        if isinstance(exc, ComfyUnreachable):
+            await self.pool.mark_down(server, str(exc))
+        avoid.add(server.name)
+        if rec.attempts >= self.max_attempts:
+            await self.finisher.failed(rec, retry_failure(exc), str(exc))
+            return False
+        backoff = self.retry_backoff_s * 2 ** max(0, rec.attempts - 1)
+        log.warning(
+            "job_retry",
+            attempt=rec.attempts,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            backoff_s=backoff,
+        )
+        await asyncio.sleep(backoff)
+        return True
 
 
 __all__ = ["Worker", "default_consumer_name"]
