@@ -8,7 +8,6 @@ on the server it was given and reports the outcome by returning the stored image
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import structlog
 from comfy import ComfyError, ComfyPromptLost, ComfyUnreachable, PromptResult
 from comfy import events as ce
 from comfy.workflows import Workflow
-from gateway.models import ImageRef, JobState, Preview, Started
+from gateway.models import ImageRef, Preview, Started
 from gateway.progress import ProgressModel
 from gateway.records import JobRecord
 from gateway.servers import ComfyServer
@@ -88,9 +87,7 @@ class Executor:
         """A fresh attempt: new prompt id, inputs uploaded, graph rendered and posted, then followed."""
         rec, client = job.record, server.client
         prompt_id = str(uuid.uuid4())
-        rec.prompt_id, rec.backend, rec.state = prompt_id, server.name, JobState.SUBMITTED
-        rec.attempts += 1
-        rec.submitted_at = time.time()
+        rec.submit(prompt_id, server.name)
         job.server, job.started = server, False
         # Saved BEFORE the POST: a worker that dies right after it leaves the prompt id to its successor,
         # which then finds the prompt in ComfyUI instead of running it twice. The save is sent first and
@@ -214,7 +211,7 @@ class Executor:
     async def _mark_started(self, job: JobRun, server: ComfyServer) -> None:
         rec = job.record
         job.started = True
-        rec.state, rec.started_at = JobState.RUNNING, time.time()
+        rec.start()
         await self.store.save(rec)
         await self.store.publish(
             rec.platform, Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name)
@@ -238,7 +235,7 @@ class Executor:
             raise failure
         rec = job.record
         if rec.started_at is None:  # the start was missed (history-only path)
-            rec.started_at = rec.submitted_at or time.time()
+            rec.start(at=rec.submitted_at)
         outputs = result.images_of(job.workflow.outputs) or [i for i in result.images if i.type == "output"]
         stored: list[ImageRef] = []
         for index, image in enumerate(outputs):

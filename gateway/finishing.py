@@ -71,9 +71,9 @@ class Finisher:
     def __init__(self, store: QueueRecords) -> None:
         self.store = store
 
-    async def _end(self, record: JobRecord, state: JobState, event: JobEvent) -> bool:
-        record.state = state
-        record.finished_at = record.finished_at or time.time()
+    async def _end(self, record: JobRecord, state: JobState, event: JobEvent | None = None) -> bool:
+        record.end(state)
+        event = outcome_of(record) if event is None else event
         first = await self.store.finish(record, event)
         await self.store.ack(record.job_id)
         if not first:
@@ -82,9 +82,7 @@ class Finisher:
 
     async def succeeded(self, record: JobRecord, images: list[ImageRef], seed: int | None) -> bool:
         record.images, record.seed = images, seed
-        record.finished_at = time.time()
-        record.state = JobState.SUCCEEDED
-        first = await self._end(record, JobState.SUCCEEDED, outcome_of(record))
+        first = await self._end(record, JobState.SUCCEEDED)
         if first:
             await self.store.add_duration(record.request.workflow, record.run_ms)
             log.info(
@@ -101,8 +99,7 @@ class Finisher:
 
     async def failed(self, record: JobRecord, code: FailureCode, detail: str) -> bool:
         record.failure, record.detail = code, detail
-        record.state = JobState.FAILED
-        first = await self._end(record, JobState.FAILED, outcome_of(record))
+        first = await self._end(record, JobState.FAILED)
         if first:
             level = log.error if code in _ERROR_CODES else log.warning
             level(
@@ -116,8 +113,7 @@ class Finisher:
 
     async def cancelled(self, record: JobRecord, by: str) -> bool:
         record.cancelled_by = by
-        record.state = JobState.CANCELLED
-        first = await self._end(record, JobState.CANCELLED, outcome_of(record))
+        first = await self._end(record, JobState.CANCELLED)
         if first:
             log.info("job_cancelled", by=by, was=("running" if record.prompt_id else "queued"))
         return first

@@ -23,6 +23,18 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
+class InvalidTransition(RuntimeError):
+    """A lifecycle step the record's state does not allow (a bug, never a user's doing)."""
+
+    def __init__(self, state: JobState, to: JobState) -> None:
+        super().__init__(f"job in state {state.value} cannot become {to.value}")
+        self.state, self.to = state, to
+
+
+_LIVE = frozenset({JobState.QUEUED, JobState.SUBMITTED, JobState.RUNNING})
+_POSTED = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+
+
 class JobRecord(BaseModel):
     """One job: request, state, attempts, placement, timestamps, result and failure."""
 
@@ -46,6 +58,33 @@ class JobRecord(BaseModel):
     failure: FailureCode | None = None
     detail: str = ""
     cancelled_by: str | None = None
+
+    # --- transitions: queued → submitted → running → one terminal state ------------------------------
+    # A retry posts the prompt again (running/submitted → submitted); nothing leaves a terminal state.
+
+    def submit(self, prompt_id: str, server: str) -> None:
+        """A prompt was (about to be) posted to ``server``: one more attempt."""
+        self._move(JobState.SUBMITTED, _LIVE)
+        self.prompt_id, self.backend = prompt_id, server
+        self.attempts += 1
+        self.submitted_at = time.time()
+
+    def start(self, at: float | None = None) -> None:
+        """ComfyUI began executing it (``at``: when, if known from an earlier moment)."""
+        self._move(JobState.RUNNING, _POSTED)
+        self.started_at = at or time.time()
+
+    def end(self, state: JobState) -> None:
+        """The job's one outcome: a terminal state, stamped with when it ended."""
+        if not state.terminal:
+            raise InvalidTransition(self.state, state)
+        self._move(state, _LIVE)
+        self.finished_at = self.finished_at or time.time()
+
+    def _move(self, to: JobState, allowed: frozenset[JobState]) -> None:
+        if self.state not in allowed:
+            raise InvalidTransition(self.state, to)
+        self.state = to
 
     @property
     def user_id(self) -> str:
@@ -84,4 +123,4 @@ class JobRecord(BaseModel):
         return cls.model_validate(orjson.loads(raw))
 
 
-__all__ = ["JobRecord", "new_job_id"]
+__all__ = ["InvalidTransition", "JobRecord", "new_job_id"]
