@@ -69,6 +69,14 @@ class _Entry:
     fuzzy: bool = False
 
 
+def _quoted(text: str, where: str, problem: str) -> str:
+    """The unescaped value of a PO string literal; ``problem`` is the error when it is none."""
+    m = _STRING_RE.match(text)
+    if m is None:
+        raise PoSyntaxError(f"{where}: {problem}")
+    return _unescape(m.group(1), where)
+
+
 def read_po(source: str | Path, *, name: str = "<po>") -> dict[str, str]:
     """Parse PO text (or a file path) into ``{msgid: msgstr}``; ``msgctxt`` entries become ``ctxt\\x04id``.
 
@@ -106,20 +114,14 @@ def read_po(source: str | Path, *, name: str = "<po>") -> dict[str, str]:
         if line.startswith('"'):
             if field is None:
                 raise PoSyntaxError(f"{where}: string continuation without a keyword")
-            m = _STRING_RE.match(line)
-            if m is None:
-                raise PoSyntaxError(f"{where}: malformed string")
-            value = _unescape(m.group(1), where)
+            value = _quoted(line, where, "malformed string")
             setattr(entry, field, (getattr(entry, field) or "") + value)
             continue
         if keyword in ("msgctxt", "msgid") and entry.msgstr is not None:
             flush()
         if keyword in ("msgctxt", "msgid", "msgstr"):
-            m = _STRING_RE.match(rest.strip())
-            if m is None:
-                raise PoSyntaxError(f"{where}: {keyword} needs a quoted string")
             field = {"msgctxt": "ctxt", "msgid": "msgid", "msgstr": "msgstr"}[keyword]
-            setattr(entry, field, _unescape(m.group(1), where))
+            setattr(entry, field, _quoted(rest.strip(), where, f"{keyword} needs a quoted string"))
             entry.fuzzy = entry.fuzzy or next_fuzzy
             next_fuzzy = False
             continue

@@ -216,18 +216,23 @@ def configure_logging(
     )
     _remove_installed()
     log_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = _SizeRotatingFileHandler(
-        log_dir / f"{process}.log", maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-    )
-    handlers: list[logging.Handler] = [file_handler]
+    handlers: list[logging.Handler] = [
+        _SizeRotatingFileHandler(
+            log_dir / f"{process}.log", maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+    ]
     if stdout:
         handlers.append(logging.StreamHandler(stream if stream is not None else sys.stdout))
+    _install(handlers, formatter, numeric)
+
+
+def _install(handlers: list[logging.Handler], formatter: logging.Formatter, level: int) -> None:
     root = logging.getLogger()
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
         _installed.append(handler)
-    root.setLevel(numeric)
+    root.setLevel(level)
 
 
 def _remove_installed() -> None:

@@ -187,6 +187,34 @@ def _encode(img: Image.Image, *, lossless: bool) -> tuple[bytes, str]:
     return out.getvalue(), "image/jpeg"
 
 
+def _decode(
+    data: bytes, formats: tuple[str, ...], max_pixels: int, max_side: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open, size-check and verify ``data``, then decode its first frame (JPEG at a reduced scale when
+    it will be shrunk anyway); with the size it had before that. Raises the refusals
+    :func:`inspect_and_clean` documents."""
+    probe_img = _open(data, formats)
+    fmt = probe_img.format or "?"
+    _check_size(probe_img, max_pixels)
+    try:
+        probe_img.verify()  # structural check (PNG chunk CRCs etc.) without decoding pixels
+    except Exception as exc:
+        raise _reject(FailureCode.INVALID_IMAGE, "verify_failed", format=fmt, error=repr(exc)) from exc
+
+    img = _open(data, formats)  # verify() leaves the image unusable: reopen
+    _check_size(img, max_pixels)
+    source = img.size
+    target = _target_size(*source, max_side)
+    if fmt == "JPEG" and target != source:
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (never below the target): less memory and time.
+        img.draft(img.mode, target)
+    try:
+        img.load()  # first frame only: animated GIF/APNG/WebP are taken as a still
+    except Exception as exc:
+        raise _reject(FailureCode.INVALID_IMAGE, "decode_failed", format=fmt, error=repr(exc)) from exc
+    return img, source
+
+
 def inspect_and_clean(
     data: bytes,
     *,
@@ -210,26 +238,8 @@ def inspect_and_clean(
     if not data:
         raise _reject(FailureCode.INVALID_IMAGE, "empty")
 
-    probe_img = _open(data, formats)
-    fmt = probe_img.format or "?"
-    _check_size(probe_img, max_pixels)
-    try:
-        probe_img.verify()  # structural check (PNG chunk CRCs etc.) without decoding pixels
-    except Exception as exc:
-        raise _reject(FailureCode.INVALID_IMAGE, "verify_failed", format=fmt, error=repr(exc)) from exc
-
-    img = _open(data, formats)  # verify() leaves the image unusable: reopen
-    _check_size(img, max_pixels)
-    width, height = img.size
-    target = _target_size(width, height, max_side)
-    if fmt == "JPEG" and target != (width, height):
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (never below the target): less memory and time.
-        img.draft(img.mode, target)
-    try:
-        img.load()  # first frame only: animated GIF/APNG/WebP are taken as a still
-    except Exception as exc:
-        raise _reject(FailureCode.INVALID_IMAGE, "decode_failed", format=fmt, error=repr(exc)) from exc
-
+    img, (width, height) = _decode(data, formats, max_pixels, max_side)
+    fmt = img.format or "?"
     orientation = _orientation(img)
     img = _normalise_mode(_to_srgb(img))
     transpose = _TRANSPOSE.get(orientation)

@@ -75,6 +75,15 @@ def _bound(command: app_commands.Command[Any, ..., Any], bounds: dict[str, tuple
             params[name] = dataclasses.replace(params[name], min_value=lo, max_value=hi)
 
 
+def _options(**given: Any) -> dict[str, Any]:
+    """The typed options as job parameters: an aspect ratio normalised, the negative prompt cleaned."""
+    ar = given.get("ar")
+    given["ar"] = (normalize_aspect(ar) or ar) if ar else None
+    if given.get("negative") is not None:
+        given["negative"] = clean_text(given["negative"])
+    return given
+
+
 class GenerateCog(commands.Cog):
     """The /generate command."""
 
@@ -136,27 +145,20 @@ class GenerateCog(commands.Cog):
             defaults,
             named=workflow,
             prompt=clean_text(prompt),  # cleaned here too, so the job's message shows what ComfyUI gets
-            params={
-                "ar": normalize_aspect(ar) or ar if ar else None,
-                "seed": seed,
-                "steps": steps,
-                "negative": clean_text(negative) if negative is not None else None,
-                "batch": batch,
-            },
+            params=_options(ar=ar, seed=seed, steps=steps, negative=negative, batch=batch),
             with_image=image is not None,
         )
         if isinstance(draft, Problem):
             log.info("validation_error", field=draft.field, reason=draft.reason, workflow=draft.workflow)
             await reply_error(interaction, self._problem_text(locale, draft), request)
             return
-        name, params = draft.workflow, draft.params
         image_input = draft.image_input or "image"
         if image is not None:
             refused = check_image(ctx, image, locale)
             if refused is not None:
                 await reply_error(interaction, refused, request)
                 return
-        req = job_request(ctx, interaction, request, name, params)
+        req = job_request(ctx, interaction, request, draft.workflow, draft.params)
         refusal = ctx.gateway.check(req, coming=[image_input] if image is not None else [])
         if refusal is not None:
             await refuse(ctx, interaction, request, req, refusal)
@@ -164,13 +166,13 @@ class GenerateCog(commands.Cog):
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
         inputs: dict[str, ImageRef] = {}
-        if image is not None:
-            got = await fetch_image(ctx, image, locale)
-            if isinstance(got, str):
-                await reply_error(interaction, got, request)
-                return
+        got = await fetch_image(ctx, image, locale) if image is not None else None
+        if isinstance(got, str):
+            await reply_error(interaction, got, request)
+            return
+        if got is not None:
             inputs[image_input] = got
-        await submit_job(ctx, interaction, request, name, params, inputs)
+        await submit_job(ctx, interaction, request, draft.workflow, draft.params, inputs)
 
     async def _defaults_or_defer(self, interaction: discord.Interaction[Any]) -> dict[str, Any]:
         """The user's saved settings. Discord wants an answer within 3 seconds: when the store takes
