@@ -105,6 +105,20 @@ def _row(
     }
 
 
+def _server_runs(stat: dict[str, Any], start: float) -> dict[str, Any]:
+    """One server's executed prompts in order, the idle gaps between them, and its first POST."""
+    runs = sorted(
+        (m for m in stat["timeline"].values() if "started" in m and "ended" in m),
+        key=lambda m: m["started"],
+    )
+    posts = (m["posted"] for m in stat["timeline"].values() if "posted" in m)
+    return {
+        "runs": runs,
+        "gaps": [b["started"] - a["ended"] for a, b in itertools.pairwise(runs)],
+        "first_post": min(posts, default=start),
+    }
+
+
 def where_time_went(
     stats: list[dict[str, Any]], run_time: float, jobs: int, start: float, end: float
 ) -> dict[str, Any]:
@@ -118,22 +132,7 @@ def where_time_went(
     ``run_time`` each; gaps: idle between one prompt ending and the next starting; tail: its last prompt
     ended → the last result is in the user's hands (``tail_detail``: when that prompt's history and image
     were asked for, from its end). Seconds; ``perf_counter`` is one clock across processes on Linux."""
-    servers: list[dict[str, Any]] = []
-    for stat in stats:
-        runs = sorted(
-            (m for m in stat["timeline"].values() if "started" in m and "ended" in m),
-            key=lambda m: m["started"],
-        )
-        gaps = [b["started"] - a["ended"] for a, b in itertools.pairwise(runs)]
-        servers.append(
-            {
-                "runs": runs,
-                "gaps": gaps,
-                "first_post": min(
-                    (m["posted"] for m in stat["timeline"].values() if "posted" in m), default=start
-                ),
-            }
-        )
+    servers = [_server_runs(stat, start) for stat in stats]
     executions = [m["ended"] - m["started"] for srv in servers for m in srv["runs"]]
     last = max(servers, key=lambda srv: srv["runs"][-1]["ended"])
     runs, gaps = last["runs"], last["gaps"]
