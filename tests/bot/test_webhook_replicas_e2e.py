@@ -218,8 +218,8 @@ async def test_an_update_posted_to_both_replicas_is_handled_once(
             fake = d.fake
             sent = [fake.send_text(user, user, "/help").update_id for user in users]
 
-            def dropped() -> list[object]:
-                return [e["update_id"] for e in logs if e["event"] == "telegram_update_duplicate"]
+            def dropped() -> list[int]:
+                return [int(e["update_id"]) for e in logs if e["event"] == "telegram_update_duplicate"]
 
             # Each update reached both replicas; the second copy of each was dropped before any handler.
             await fake.wait_until(lambda: len(dropped()) == len(users), timeout=30)
