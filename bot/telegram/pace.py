@@ -252,7 +252,7 @@ class RedisPace(LocalPace):
         bot_id: int,
         prefix: str = "comfybot:",
         clock: Clock = time.monotonic,
-        lease_s: float = 60.0,
+        lease_s: float = 30.0,
         poll_s: float = 0.05,
     ) -> None:
         super().__init__(limits, clock=clock)
