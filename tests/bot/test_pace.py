@@ -1,18 +1,20 @@
-"""RedisPace: two processes' paces (two clients, one real redis-server) keep one set of limits."""
+"""RedisPace: two processes' paces (two clients, one real redis-server) keep one set of limits; two
+senders of one bot, each with its own, together keep Telegram's limits (the fake Bot API enforces them)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from bot.telegram.pace import RedisPace, pace_prefix
-from bot.telegram.sender import SenderLimits
+from bot.telegram.sender import SenderLimits, TelegramSender
 from tests.conftest import RedisServer
-from tests.fakes.telegram import DEFAULT_TOKEN
+from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
 BOT_ID = int(DEFAULT_TOKEN.split(":")[0])
 LIMITS = SenderLimits(
@@ -131,3 +133,24 @@ async def test_without_redis_the_local_pace_goes_on(redis_server: RedisServer) -
         await pace.close()
     finally:
         await client.aclose()
+
+
+async def test_two_senders_of_one_bot_send_one_chat_no_faster_than_one(
+    clients: tuple[aioredis.Redis, aioredis.Redis],
+) -> None:
+    limits = SenderLimits()  # Telegram's: one a second per chat
+    async with FakeTelegram() as fake:
+        bots = [fake.make_bot(), fake.make_bot()]
+        paces = [RedisPace(c, limits, bot_id=BOT_ID) for c in clients]
+        async with (
+            TelegramSender(bots[0], limits=limits, pace=paces[0]) as one,
+            TelegramSender(bots[1], limits=limits, pace=paces[1]) as two,
+        ):
+            sends = [
+                sender.send(42, partial(bot.send_message, 42, f"{name} {i}"))
+                for i in range(3)
+                for sender, bot, name in ((one, bots[0], "one"), (two, bots[1], "two"))
+            ]
+            await asyncio.gather(*sends)
+        assert len(fake.bot_messages(42)) == 6, "every send once"
+        assert fake.count_429 == 0, [c.description for c in fake.calls if c.status == 429]
