@@ -43,6 +43,8 @@ __all__ = ["LocalPace", "Pace", "RedisPace", "pace_prefix"]
 Clock = Callable[[], float]
 log = get_logger("telegram")
 
+CALL_TIMEOUT_S = 2.0  # longer than this, and a send goes on with the local pace
+
 
 class Pace(Protocol):
     """The sender's limits: what it may dispatch now, what it did, what Telegram told it."""
@@ -285,8 +287,9 @@ class RedisPace(LocalPace):
         args = [member, _ms(self.lease_s), int(chat_id < 0), lim.group_max, _ms(lim.group_window_s)]
         args += [lim.global_max, _ms(lim.global_window_s), _ms(self.poll_s)]
         try:
-            wait_ms, scope = await self._take(keys=self._chat_keys(chat_id), args=args)
-        except RedisError as exc:
+            async with asyncio.timeout(CALL_TIMEOUT_S):  # a half-open connection never answers
+                wait_ms, scope = await self._take(keys=self._chat_keys(chat_id), args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("telegram_pace_unavailable", error=repr(exc))
             return True
         if int(wait_ms) == 0:
@@ -320,8 +323,9 @@ class RedisPace(LocalPace):
     def _write(self, what: str, call: Any) -> None:
         async def run() -> None:
             try:
-                await call
-            except RedisError as exc:
+                async with asyncio.timeout(CALL_TIMEOUT_S):
+                    await call
+            except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("telegram_pace_unavailable", step=what, error=repr(exc))
 
         task = asyncio.get_running_loop().create_task(run())
