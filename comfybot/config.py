@@ -12,6 +12,7 @@ the section and field names of the models below (``[telegram] bot_token = "..."`
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +69,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
 class TelegramSettings(_Section):
     """Telegram front end. Disabled when ``bot_token`` is None."""
 
@@ -89,6 +93,14 @@ class TelegramSettings(_Section):
             bot_id, sep, secret = token.partition(":")
             if not sep or not bot_id.isdigit() or not secret or any(c.isspace() for c in token):
                 raise ValueError("not a Telegram bot token (<bot id>:<secret>, as @BotFather gives it)")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram refuses any other secret_token at setWebhook time: say it at startup instead.
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
         return value
 
     @property

@@ -38,10 +38,13 @@ from bot.telegram.context import BotContext, PhotoLimits
 from bot.telegram.events import EventConsumer
 from bot.telegram.handlers import basic, buttons, errors, fallback, generate, jobs, settings
 from bot.telegram.middleware import RequestContextMiddleware
+from bot.telegram.pace import Pace, RedisPace
 from bot.telegram.sender import SenderLimits, TelegramSender
+from bot.telegram.webhook import OnceMiddleware, register_webhook, webhook_secret
 from comfy.workflows import WorkflowRegistry
 from comfybot.config import TelegramSettings
 from comfybot.logs import get_logger
+from gateway.redis_base import RedisBase
 from gateway.service import Gateway
 
 __all__ = ["MENU_COMMANDS", "TelegramFrontend", "build_dispatcher", "run_telegram"]
@@ -77,7 +80,9 @@ class TelegramFrontend:
     """Polling (or webhook) plus the gateway-event consumer of one bot; ``start``/``stop`` or ``async with``.
 
     ``bot`` may be given (tests, or a startup module that owns the session); otherwise one is built from
-    ``settings.bot_token`` and ``settings.api_base`` and closed by :meth:`stop`.
+    ``settings.bot_token`` and ``settings.api_base`` and closed by :meth:`stop`. With a Redis store the
+    sender's pace is shared by every process of the bot (:class:`~bot.telegram.pace.RedisPace`);
+    ``shared_pace=False`` keeps it in this process.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class TelegramFrontend:
         polling_timeout: int = 10,
         preview_interval_s: float = 3.0,
         startup_backoff: Backoff | None = None,
+        shared_pace: bool = True,
     ) -> None:
         self.settings = settings
         self._own_bot = bot is None
@@ -104,7 +110,13 @@ class TelegramFrontend:
             bot = Bot(settings.bot_token.get_secret_value(), session=session)
         self.bot = bot
         i18n = i18n or I18n.load()
-        self.sender = TelegramSender(bot, limits=sender_limits)
+        limits = sender_limits or SenderLimits()
+        self.store = gateway.store
+        pace: Pace | None = None
+        if shared_pace and isinstance(self.store, RedisBase):
+            pace = RedisPace(self.store.redis, limits, bot_id=bot.id, prefix=self.store.prefix)
+        self.sender = TelegramSender(bot, limits=limits, pace=pace)
+        self.webhook_secret: str | None = None  # in webhook mode: the one given to setWebhook
         self.ctx = BotContext(
             gateway=gateway,
             registry=registry,
@@ -166,9 +178,15 @@ class TelegramFrontend:
     async def _start_webhook(self) -> None:
         from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
-        secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
+        configured = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
         if self.settings.webhook_url is None:
             raise ValueError("telegram.mode=webhook needs telegram.webhook_url")
+        # Never open: no configured secret means a generated one (shared by the replicas through Redis).
+        secret = await self._retry(
+            "webhook_secret", functools.partial(webhook_secret, configured, self.store, self.bot.id)
+        )
+        self.webhook_secret = secret
+        self.dispatcher.update.outer_middleware(OnceMiddleware(self.store, self.bot.id))
         app = web.Application()
         path = "/telegram/webhook"
         SimpleRequestHandler(self.dispatcher, self.bot, secret_token=secret).register(app, path=path)
@@ -177,10 +195,12 @@ class TelegramFrontend:
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.webhook_host, self.settings.webhook_port).start()
         set_webhook = functools.partial(
-            self.bot.set_webhook,
+            register_webhook,
+            self.bot,
+            self.store,
             str(self.settings.webhook_url),
-            secret_token=secret,
-            allowed_updates=self.dispatcher.resolve_used_update_types(),
+            secret,
+            self.dispatcher.resolve_used_update_types(),
         )
         await self._retry("set_webhook", set_webhook)
 
@@ -218,8 +238,9 @@ class TelegramFrontend:
         with contextlib.suppress(RuntimeError):
             await self.dispatcher.stop_polling()
         if self._runner is not None:
-            with contextlib.suppress(TelegramAPIError):
-                await self.bot.delete_webhook()
+            if not self.store.shared:  # other replicas may still serve the webhook: leave it to them
+                with contextlib.suppress(TelegramAPIError):
+                    await self.bot.delete_webhook()
             await self._runner.cleanup()
         await self.consumer.settle()
         for task in self._tasks:

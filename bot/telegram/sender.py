@@ -42,6 +42,7 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 
+from bot.telegram.pace import LocalPace, Pace
 from comfybot.logs import get_logger
 
 __all__ = [
@@ -153,9 +154,6 @@ class _Chat:
     sends: deque[_Op[Any]] = field(default_factory=deque)
     edits: OrderedDict[Hashable, _Op[Any]] = field(default_factory=OrderedDict)
     busy: bool = False
-    next_at: float = 0.0
-    blocked_until: float = 0.0
-    group_done: deque[float] = field(default_factory=deque)
 
     @property
     def is_group(self) -> bool:
@@ -192,7 +190,9 @@ class TelegramSender:
 
     ``async with TelegramSender(bot) as sender:`` starts the scheduler and, on exit, lets queued sends
     and final edits finish (progress edits are dropped). ``clock``/``sleep`` are injectable so tests
-    can run minutes of rate limits in virtual time.
+    can run minutes of rate limits in virtual time. ``pace`` keeps the limits (:mod:`bot.telegram.pace`):
+    this process's own by default, or a :class:`~bot.telegram.pace.RedisPace` shared by every process
+    of the bot.
     """
 
     def __init__(
@@ -202,9 +202,11 @@ class TelegramSender:
         limits: SenderLimits | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        pace: Pace | None = None,
     ) -> None:
         self.bot = bot
         self.limits = limits or SenderLimits()
+        self._pace: Pace = pace or LocalPace(self.limits, clock=clock)
         self._clock = clock
         self._sleep = sleep
         self._chats: dict[int, _Chat] = {}
@@ -213,9 +215,6 @@ class TelegramSender:
         self._wake = asyncio.Event()
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._global_done: deque[float] = deque()
-        self._global_blocked_until = 0.0
-        self._recent_429: deque[tuple[float, int]] = deque()
         self._finalized: OrderedDict[tuple[int, Hashable], None] = OrderedDict()
         self._gone: OrderedDict[tuple[int, int], str] = OrderedDict()
         self._scheduler: asyncio.Task[None] | None = None
@@ -253,6 +252,7 @@ class TelegramSender:
                 op.fail(SenderClosed())
             chat.sends.clear()
             chat.edits.clear()
+        await self._pace.close()
 
     async def __aenter__(self) -> TelegramSender:
         await self.start()
@@ -405,31 +405,11 @@ class TelegramSender:
     # ------------------------------------------------------------------ scheduling
 
     def _ready_at(self, chat: _Chat, now: float) -> float:
-        t = max(chat.next_at, chat.blocked_until)
-        if chat.is_group:
-            horizon = now - self.limits.group_window_s
-            while chat.group_done and chat.group_done[0] <= horizon:
-                chat.group_done.popleft()
-            if len(chat.group_done) >= self.limits.group_max:
-                t = max(t, chat.group_done[0] + self.limits.group_window_s)
-        return t
+        return self._pace.ready_at(chat.chat_id, now)
 
     def _global_ready_at(self, now: float) -> float | None:
         """When the global budget allows one more dispatch; None: only after an in-flight op ends."""
-        lim = self.limits
-        while self._global_done and self._global_done[0] <= now - lim.global_window_s:
-            self._global_done.popleft()
-        t = self._global_blocked_until
-        if self._in_flight >= lim.global_max:
-            return None
-        if self._in_flight + len(self._global_done) >= lim.global_max:
-            # the oldest completions age out first
-            t = max(
-                t,
-                self._global_done[self._in_flight + len(self._global_done) - lim.global_max]
-                + lim.global_window_s,
-            )
-        return t
+        return self._pace.global_ready_at(now, self._in_flight)
 
     async def _run(self) -> None:
         while True:
@@ -498,22 +478,29 @@ class TelegramSender:
     # ------------------------------------------------------------------ execution
 
     async def _execute(self, chat: _Chat, op: _Op[Any]) -> None:
-        requeue = False
+        requeue = taken = False
         try:
-            requeue = await self._attempt(chat, op)
+            taken = await self._take(op)
+            requeue = await self._attempt(chat, op) if taken else True
         finally:
             done = self._clock()
             self._in_flight -= 1
-            self._global_done.append(done)
             chat.busy = False
-            chat.next_at = done + self.limits.per_chat_interval_s
-            if chat.is_group:
-                chat.group_done.append(done)
+            if taken:
+                self._pace.done(chat.chat_id, done)
             if requeue:
                 self._requeue(chat, op)
             elif chat.pending():
                 self._pending.add(chat.chat_id)
             self._wake.set()
+
+    async def _take(self, op: _Op[Any]) -> bool:
+        """The pace's slot for ``op`` (False: another process of the bot holds it; try again later)."""
+        try:
+            return await self._pace.take(op.chat_id)
+        except asyncio.CancelledError:
+            op.fail(SenderClosed())
+            raise
 
     async def _attempt(self, chat: _Chat, op: _Op[Any]) -> bool:
         """Run the op once; True when it must be retried (it was not applied)."""
@@ -528,7 +515,8 @@ class TelegramSender:
             retriable = isinstance(exc, TelegramServerError) or op.is_edit
             if retriable and op.retries_error < self.limits.max_server_errors:
                 op.retries_error += 1
-                chat.blocked_until = self._clock() + self.limits.server_error_backoff_s * op.retries_error
+                until = self._clock() + self.limits.server_error_backoff_s * op.retries_error
+                self._pace.back_off(chat.chat_id, until)
                 return True
             self._failed(op, exc)
         except asyncio.CancelledError:
@@ -545,17 +533,8 @@ class TelegramSender:
         return False
 
     def _on_retry_after(self, chat: _Chat, op: _Op[Any], exc: TelegramRetryAfter) -> bool:
-        now = self._clock()
-        until = now + exc.retry_after
-        chat.blocked_until = max(chat.blocked_until, until)
-        # Telegram does not say which limit it was. 429s in two different chats within a window
-        # mean the bot-wide limit: then every chat waits, not just this one.
-        while self._recent_429 and self._recent_429[0][0] <= now - self.limits.global_window_s:
-            self._recent_429.popleft()
-        is_global = any(c != op.chat_id for _, c in self._recent_429)
-        self._recent_429.append((now, op.chat_id))
-        if is_global:
-            self._global_blocked_until = max(self._global_blocked_until, until)
+        # The chat waits; 429s in two chats within the global window: the whole bot waits (see pace.py).
+        is_global = self._pace.retry_after(op.chat_id, exc.retry_after, self._clock())
         log.warning(
             "telegram_retry_after",
             method=exc.method.__api_method__,

@@ -312,6 +312,7 @@ def test_explicit_config_file_beats_env_path(tmp_path: Path) -> None:
     assert load_settings({"COMFYBOT_CONFIG": str(a)}, b).comfy.capacity == 6
 
 
+_SECRET_RULE = "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
 BAD_ENV = [
     ("COMFYUI_URLS", "ftp://x", "COMFYUI_URLS: 'ftp://x' is not an http(s) URL"),
     ("COMFYUI_URLS", "http://a:1,gpu-b", "COMFYUI_URLS: 'gpu-b' is not an http(s) URL"),
@@ -328,6 +329,8 @@ BAD_ENV = [
     ("COMFYBOT_STORE", "postgres", "COMFYBOT_STORE: 'postgres' is not one of 'sqlite' or 'memory'"),
     ("TELEGRAM_WEBHOOK_URL", "ftp://x", "TELEGRAM_WEBHOOK_URL: 'ftp://x' is not an http(s) URL"),
     ("TELEGRAM_WEBHOOK_PORT", "70000", "TELEGRAM_WEBHOOK_PORT: '70000' must be <= 65535"),
+    ("TELEGRAM_WEBHOOK_SECRET", "my secret!", f"TELEGRAM_WEBHOOK_SECRET: {_SECRET_RULE}"),
+    ("TELEGRAM_WEBHOOK_SECRET", "s" * 257, f"TELEGRAM_WEBHOOK_SECRET: {_SECRET_RULE}"),
     ("TELEGRAM_PREVIEWS", "maybe", "TELEGRAM_PREVIEWS: 'maybe' is not a boolean"),
     ("REDIS_URL", "http://user:hunter22@x", "REDIS_URL: 'http://user:***@x' is not a redis://"),
     ("REDIS_URL", "redis://h/abc", "REDIS_URL: 'redis://h/abc': database 'abc' is not a number"),
@@ -377,13 +380,13 @@ def test_bad_env_value_is_one_line_naming_the_variable(var: str, value: str, exp
     assert info.value.variable == var
     assert "validation error" not in message and "pydantic" not in message
     assert "hunter22" not in message and "pw@" not in message
+    assert "my secret!" not in message and "s" * 257 not in message  # a secret is never echoed
 
 
 def test_every_variable_has_a_bad_value_case() -> None:
     tested = {var for var, _, _ in BAD_ENV}
     skip = {  # free-form strings and paths: any value is acceptable
         "TELEGRAM_BOT_TOKEN",
-        "TELEGRAM_WEBHOOK_SECRET",
         "TELEGRAM_WEBHOOK_HOST",
         "DISCORD_BOT_TOKEN",
         "COMFYBOT_WORKFLOWS_DIR",

@@ -415,6 +415,7 @@ class FakeTelegram:
         self.count_429 = 0
         self.webhook_url = ""
         self.webhook_secret: str | None = None
+        self.webhook_allowed_updates: list[str] | None = None
         #: (update_id, HTTP status or 0 for a connection error) of every webhook delivery attempt
         self.webhook_deliveries: list[tuple[int, int]] = []
         self._webhook_task: asyncio.Task[None] | None = None
@@ -1118,6 +1119,8 @@ class FakeTelegram:
             raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
         self.webhook_url = url
         self.webhook_secret = call.params.get("secret_token") or None
+        allowed = call.params.get("allowed_updates")
+        self.webhook_allowed_updates = list(allowed) if isinstance(allowed, list) else None
         if call.params.get("drop_pending_updates"):
             self._updates.clear()
         if url and self._webhook_task is None:
@@ -1126,6 +1129,7 @@ class FakeTelegram:
 
     def _m_deleteWebhook(self, call: Call) -> Any:
         self.webhook_url = ""
+        self.webhook_allowed_updates = None
         if call.params.get("drop_pending_updates"):
             self._updates.clear()
         self._notify()  # the deliverer sees the URL gone and stops
@@ -1199,11 +1203,15 @@ class FakeTelegram:
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}, {}
 
     def _m_getWebhookInfo(self, call: Call) -> Any:
-        return {
+        # Like the Bot API: the secret is never shown; allowed_updates only when setWebhook gave them.
+        info: dict[str, Any] = {
             "url": self.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
+        if self.webhook_url and self.webhook_allowed_updates is not None:
+            info["allowed_updates"] = self.webhook_allowed_updates
+        return info
 
     @staticmethod
     def _commands_key(call: Call) -> tuple[str, str]:
