@@ -11,9 +11,11 @@ import shutil
 from pathlib import Path
 
 from bot.requests import VARIATIONS, Draft, Problem, choose_workflow, draft_job, follow_up
-from comfy.workflows import SHIPPED_DIR, WorkflowRegistry, load_workflows
+from comfy.workflow_params import IntParam
+from comfy.workflows import WorkflowRegistry, load_workflows
 from gateway.models import ImageRef, JobRequest
 from gateway.records import JobRecord
+from workflows import SHIPPED_DIR
 
 PICTURE = ImageRef(path="inputs/a.png", width=64, height=64, bytes=100)
 
@@ -105,8 +107,9 @@ def test_reroll_and_variations_draw_a_new_seed_and_variations_stay_within_batch(
     reroll = follow_up(registry, record, "reroll")
     assert reroll == Draft("txt2img", {"prompt": "a fox", "steps": 20})
     more = follow_up(registry, record, "variations")
-    top = registry.get("txt2img").params["batch"].max  # type: ignore[attr-defined]
-    assert isinstance(more, Draft) and more.params["batch"] == min(VARIATIONS, top)
+    batch = registry.get("txt2img").params["batch"]
+    assert isinstance(batch, IntParam)
+    assert isinstance(more, Draft) and more.params["batch"] == min(VARIATIONS, batch.max)
     no_batch = follow_up(registry, _record("hires", {"prompt": "a fox", "seed": 1}), "variations")
     assert isinstance(no_batch, Draft) and "batch" not in no_batch.params
     assert follow_up(registry, _record("retired", {}), "reroll") == Problem("job", "gone", workflow="retired")
