@@ -106,5 +106,19 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'ev', ARGV[3])
 return 1
 """
 
+LEASE_VIEW = """
+-- KEYS: the platform's open views zset, the job's view lease ; ARGV: job_id, owner, ttl_ms
+-- The lease goes to the owner when free, lapsed (PX expired it) or already its own; a closed view has none.
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return false
+end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then
+  return holder
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
+return ARGV[2]
+"""
 
-__all__ = ["ENQUEUE", "FINISH", "SAVE", "TAKE"]
+
+__all__ = ["ENQUEUE", "FINISH", "LEASE_VIEW", "SAVE", "TAKE"]

@@ -286,29 +286,35 @@ class RedisStore(RedisBase):
         await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
         cursor = "0"  # first our own unacknowledged events (a restart), then new ones
         handling: bytes | None = None  # acked once the consumer comes back for more, or stops cleanly
+        next_claim = 0.0  # when to renew our owed entries and take over those of a dead replica
         reader = self._connect()  # its own connection: a blocking read must not share the pool
         try:
             while True:
                 reraise_cancel()
-                try:
-                    async with asyncio.timeout(CALL_TIMEOUT_S):  # a half-open connection never answers
-                        reply = await reader.xreadgroup(
-                            "frontends", consumer, {stream: cursor}, count=100, block=1000
-                        )
-                except (*RETRYABLE, ResponseError) as exc:
-                    reraise_cancel()
-                    # The reply may have been lost with entries already assigned to us: read our own
-                    # pending entries again ("0") once Redis is back.
-                    log.warning("redis_unavailable", op="subscribe", error=repr(exc))
-                    cursor = "0"
-                    await asyncio.sleep(0.2)
-                    await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
-                    continue
-                entries: list[Any] = reply[0][1] if reply else []
-                if not entries and cursor != ">":
-                    cursor = ">"
+                claimed = time.monotonic() >= next_claim
+                if claimed:
+                    next_claim = time.monotonic() + self.event_lease_s / 3
+                    entries = await self._take_over(stream, consumer)
+                else:
+                    try:
+                        async with asyncio.timeout(CALL_TIMEOUT_S):  # a half-open connection never answers
+                            reply = await reader.xreadgroup(
+                                "frontends", consumer, {stream: cursor}, count=100, block=1000
+                            )
+                    except (*RETRYABLE, ResponseError) as exc:
+                        reraise_cancel()
+                        # The reply may have been lost with entries already assigned to us: read our own
+                        # pending entries again ("0") once Redis is back.
+                        log.warning("redis_unavailable", op="subscribe", error=repr(exc))
+                        cursor = "0"
+                        await asyncio.sleep(0.2)
+                        await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
+                        continue
+                    entries = reply[0][1] if reply else []
+                    if not entries and cursor != ">":
+                        cursor = ">"
                 for entry_id, fields in entries:
-                    if cursor != ">":
+                    if cursor != ">" and not claimed:
                         cursor = entry_id  # our pending entries: owed ones stay pending, so read on past them
                     event = event_from_json(fields[b"ev"])
                     if isinstance(event, TERMINAL_EVENTS):
@@ -317,7 +323,7 @@ class RedisStore(RedisBase):
                             self._owed[(stream, event.job_id)] = entry_id
                             yield event
                         continue
-                    if time.time() - event.at <= self.max_age_s:
+                    if time.time() - event.at <= self.max_age_s and not claimed:
                         handling = entry_id
                         yield event
                         handling = None
@@ -329,6 +335,37 @@ class RedisStore(RedisBase):
                     async with asyncio.timeout(2):
                         await self.redis.xack(stream, "frontends", handling)
             await reader.aclose()
+
+    async def _take_over(self, stream: str, consumer: str) -> list[Any]:
+        """Renew the entries ``consumer`` owes (terminal events read, not yet shown: XCLAIM to itself
+        resets their idle time) and take over every entry of the group idle for ``event_lease_s``: what
+        a replica that died had read and not acknowledged. A dead replica's progress is dropped (newer
+        comes); its outcomes are returned to be shown here."""
+        owned = [entry for (s, _), entry in self._owed.items() if s == stream]
+        if owned:
+            await self._retry(
+                lambda: self.redis.xclaim(
+                    stream, "frontends", consumer, min_idle_time=0, message_ids=owned, justid=True
+                ),
+                "renew_events",
+            )
+        taken: list[Any] = []
+        start: bytes | str = "0-0"
+        idle_ms = max(1, round(self.event_lease_s * 1000))
+        while True:
+            reply = await self._retry(
+                partial(
+                    self.redis.xautoclaim, stream, "frontends", consumer, idle_ms, start_id=start, count=100
+                ),
+                "take_over_events",
+            )
+            start = reply[0]
+            taken.extend((entry_id, fields) for entry_id, fields in reply[1] if fields)
+            if start in (b"0-0", "0-0"):
+                break
+        if taken:
+            log.info("events_taken_over", stream=stream, consumer=consumer, count=len(taken))
+        return taken
 
     async def event_handled(self, platform: str, job_id: str) -> None:
         stream = self._key("events", platform)
@@ -436,8 +473,21 @@ class RedisStore(RedisBase):
         raw = await self._retry(lambda: self.redis.get(self._key("view", job_id)), "close_view")
         platform = orjson.loads(raw).get("platform") if raw is not None else None
         if isinstance(platform, str):
-            key = self._key("views_open", platform)
-            await self._retry(lambda: self.redis.zrem(key, job_id), "close_view")
+            key, lease = self._key("views_open", platform), self._key("view_lease", job_id)
+
+            async def op() -> None:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(key, job_id)
+                    pipe.delete(lease)
+                    await pipe.execute()
+
+            await self._retry(op, "close_view")
+
+    async def lease_view(self, platform: str, job_id: str, owner: str, ttl_s: float) -> str | None:
+        keys = [self._key("views_open", platform), self._key("view_lease", job_id)]
+        args: list[str | int] = [job_id, owner, max(1, round(ttl_s * 1000))]
+        holder = await self._retry(lambda: self._scripts["LEASE_VIEW"](keys=keys, args=args), "lease_view")
+        return None if holder is None else text(holder)
 
     async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
         index = self._key("views_open", platform)
