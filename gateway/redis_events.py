@@ -96,7 +96,8 @@ class RedisEvents(RedisBase):
         """Renew the entries ``consumer`` owes (terminal events read, not yet shown: XCLAIM to itself
         resets their idle time) and take over every entry of the group idle for ``event_lease_s``: what
         a replica that died had read and not acknowledged. A dead replica's progress is dropped (newer
-        comes); its outcomes are returned to be shown here."""
+        comes); its outcomes are returned to be shown here. Consumers that owe nothing and have not read
+        for the lease are dropped from the group (a restart under ``<host>-<pid>`` is a new one)."""
         owned = [entry for (s, _), entry in self._owed.items() if s == stream]
         if owned:
             await self._retry(
@@ -121,6 +122,10 @@ class RedisEvents(RedisBase):
                 break
         if taken:
             log.info("events_taken_over", stream=stream, consumer=consumer, count=len(taken))
+        args: list[str | int] = ["frontends", consumer, idle_ms]
+        await self._retry(
+            lambda: self._scripts["DROP_IDLE_CONSUMERS"](keys=[stream], args=args), "drop_idle_consumers"
+        )
         return taken
 
     async def event_handled(self, platform: str, job_id: str) -> None:

@@ -120,5 +120,23 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
 return ARGV[2]
 """
 
+DROP_IDLE_CONSUMERS = """
+-- KEYS: an event stream ; ARGV: group, the caller's consumer name, min idle ms
+-- Consumers with nothing pending that have not read for the lease: replicas that are gone (one per
+-- restart under the default <host>-<pid> name). Checked and deleted atomically: never one that owes.
+local dropped = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do
+    f[c[i]] = c[i + 1]
+  end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
 
-__all__ = ["ENQUEUE", "FINISH", "LEASE_VIEW", "SAVE", "TAKE"]
+
+__all__ = ["DROP_IDLE_CONSUMERS", "ENQUEUE", "FINISH", "LEASE_VIEW", "SAVE", "TAKE"]

@@ -502,8 +502,12 @@ async def test_redis_outcomes_a_dead_replica_read_are_taken_over_by_a_live_one(r
                         await anext(third)
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
-        pending = await live.redis.xpending(live._key("events", "telegram"), "frontends")
+        stream = live._key("events", "telegram")
+        pending = await live.redis.xpending(stream, "frontends")
         assert pending["pending"] == 1  # j2, still owed (never handled)
+        names = {c["name"] for c in await live.redis.xinfo_consumers(stream, "frontends")}
+        assert b"replica-a" not in names, "a gone replica that owes nothing is dropped from the group"
+        assert b"replica-b" in names, "one that owes is kept"
 
 
 async def test_redis_owed_events_are_not_read_twice_by_one_process(redis_server) -> None:
