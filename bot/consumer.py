@@ -37,6 +37,8 @@ class JobTracker(Protocol):
 
     async def run(self) -> None: ...
 
+    async def renew_lease(self) -> None: ...
+
 
 T = TypeVar("T", bound=JobTracker)
 
@@ -78,6 +80,10 @@ class TrackerBase(abc.ABC):
         self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.last_preview_at = -math.inf
+        # Who holds the lease on this job's view (the message): only the holder shows progress, any
+        # replica shows the outcome. None: no open view (the job shows as in one process, unleased).
+        self.holder: str | None = None
+        self.finishing = False  # applying the terminal event: not to be stopped from outside
 
     @abc.abstractmethod
     async def _load(self, first: JobEvent) -> bool:
@@ -97,6 +103,29 @@ class TrackerBase(abc.ABC):
         except (OSError, StorageError) as exc:
             log.info("preview_unreadable", error=type(exc).__name__)
             return None
+
+    async def _reload_view(self) -> None:  # noqa: B027 - optional: a front end that keeps views
+        """Find the job's message again from its saved view: another replica may have moved it."""
+
+    async def renew_lease(self) -> None:
+        """Take or renew this replica's lease on the view. Taking it from a replica that stopped renewing
+        is the takeover: this one shows the progress from now on. A view closed elsewhere (the outcome is
+        shown by another replica) ends this tracker."""
+        before, me = self.holder, self.consumer.gateway.replica
+        try:
+            self.holder = await self.consumer.gateway.lease_view(self.consumer.platform, self.job_id)
+        except Exception as exc:  # keep the last state; the next renewal tries again
+            log.warning("view_lease_failed", job_id=self.job_id, error=repr(exc))
+            return
+        if self.holder == me and before not in (None, me):
+            log.info("view_taken_over", job_id=self.job_id, previous=before)
+            await self._reload_view()
+        elif self.holder is None and before is not None and not self.finishing and self.task is not None:
+            log.info("view_closed_elsewhere", job_id=self.job_id)
+            self.task.cancel()
+
+    def _shows(self, ev: JobEvent) -> bool:
+        return isinstance(ev, TERMINAL_EVENTS) or self.holder in (None, self.consumer.gateway.replica)
 
     async def _finish(self) -> None:  # noqa: B027 - optional hook: a front end may close its message here
         """Called once when tracking ends, however it ends."""
@@ -160,6 +189,13 @@ class TrackerBase(abc.ABC):
         except Exception as exc:
             log.warning("event_ack_failed", error=repr(exc))
 
+    async def _outcome(self, ev: JobEvent) -> None:
+        self.finishing = True
+        if self.holder != self.consumer.gateway.replica:
+            await self._reload_view()  # the holder may have moved the message (a preview)
+        await self._apply(ev)
+        await self._handled()
+
     async def run(self) -> None:
         first = await self.queue.get()
         with bound(request_id=first.request_id, job_id=self.job_id, platform=self.consumer.platform):
@@ -167,15 +203,16 @@ class TrackerBase(abc.ABC):
                 if not await self._load(first):
                     await self._handled()  # nothing to show it in: do not hand it to a restart either
                     return
+                await self.renew_lease()
                 pending: list[JobEvent] = [first]
                 while True:
                     while not self.queue.empty():
                         pending.append(self.queue.get_nowait())
-                    for ev in latest_only(pending):
-                        await self._apply(ev)
+                    for ev in filter(self._shows, latest_only(pending)):
                         if isinstance(ev, TERMINAL_EVENTS):
-                            await self._handled()
+                            await self._outcome(ev)
                             return
+                        await self._apply(ev)
                     pending = [await self.queue.get()]
             except asyncio.CancelledError:
                 raise
@@ -255,11 +292,28 @@ class EventConsumer(abc.ABC, Generic[T]):
             tracker.task = asyncio.create_task(tracker.run(), name=f"{self.platform}-job-{ev.job_id}")
         tracker.queue.put_nowait(ev)
 
+    async def keep_leases(self) -> None:
+        """Every third of the lease: renew (or take over) the view lease of every job followed here."""
+        while True:
+            await asyncio.sleep(self.gateway.replica_lease_s / 3)  # a lease heartbeat is a timer by nature
+            for tracker in list(self._trackers.values()):
+                await tracker.renew_lease()
+
     async def run(self) -> None:
-        """Consume forever; a broken subscription is re-opened after a short pause."""
+        """Consume forever, keeping the view leases; a broken subscription is re-opened after a pause."""
+        leases = asyncio.create_task(self.keep_leases(), name=f"{self.platform}-view-leases")
+        try:
+            await self._consume()
+        finally:
+            leases.cancel()
+            await asyncio.gather(leases, return_exceptions=True)
+
+    async def _consume(self) -> None:
         while True:
             try:
-                events = self.gateway.subscribe(self.platform)
+                # Our own consumer name: what a killed replica read and never acknowledged is taken over
+                # by a live one after the lease (one name shared by all would leave it pending for ever).
+                events = self.gateway.subscribe(self.platform, consumer=self.gateway.replica)
                 try:
                     async for ev in events:
                         self.dispatch(ev)

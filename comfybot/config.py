@@ -132,6 +132,10 @@ class ComfySettings(_Section):
     request_timeout_s: Seconds = Field(default=30.0, gt=0)
     # SIGTERM: how long running prompts may take to finish before the rest are handed back to the queue
     shutdown_grace_s: Seconds = Field(default=30.0, ge=0)
+    # With Redis: this process's name among the front ends (default <host>-<pid>), and how long a replica
+    # that stopped renewing keeps its jobs' messages and unshown outcomes before a live one takes them over
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    replica_lease_s: Seconds = Field(default=30.0, ge=1)
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -317,6 +321,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYUI_WS_STALL_TIMEOUT": ("comfy", "ws_stall_timeout_s"),
     "COMFYUI_REQUEST_TIMEOUT": ("comfy", "request_timeout_s"),
     "COMFYBOT_SHUTDOWN_GRACE_S": ("comfy", "shutdown_grace_s"),
+    "COMFYBOT_REPLICA_ID": ("comfy", "replica_id"),
+    "COMFYBOT_REPLICA_LEASE_S": ("comfy", "replica_lease_s"),
     "REDIS_URL": ("redis", "url"),
     "COMFYBOT_WORKFLOWS_DIR": ("paths", "workflows_dir"),
     "COMFYBOT_DATA_DIR": ("paths", "data_dir"),

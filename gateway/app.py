@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -50,6 +52,12 @@ class WorkerOptions:
     consumer: str | None = None
 
 
+def default_replica_id() -> str:
+    """``<host>-<pid>``: unique among live processes; a restart is a new replica (what the old one owed
+    is taken over after the lease, as from any dead replica)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
     """The gateway's limits and access policy from the ``limits`` settings section."""
     limits = Limits(
@@ -80,7 +88,7 @@ def store_from(settings: Settings) -> Store:
     """Redis when ``REDIS_URL`` is set; else the embedded store: SQLite under the data dir (the default)
     or, with ``COMFYBOT_STORE=memory``, this process's memory."""
     if settings.redis is not None:
-        return RedisStore(settings.redis.url())
+        return RedisStore(settings.redis.url(), event_lease_s=settings.comfy.replica_lease_s)
     if settings.paths.store == "memory":
         return MemoryStore()
     return SqliteStore(settings.paths.data_dir / "comfybot.db")
@@ -218,12 +226,15 @@ async def open_gateway(
                 options=options,
             )
         )
+        gateway.replica = comfy.replica_id or default_replica_id()
+        gateway.replica_lease_s = comfy.replica_lease_s
         yield gateway
 
 
 __all__ = [
     "WorkerOptions",
     "blobs_from",
+    "default_replica_id",
     "s3_client_from",
     "store_from",
     "limits_from",

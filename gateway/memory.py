@@ -110,6 +110,7 @@ class MemoryStore(LocalChannels, Store):
         self._delivered: set[str] = set()
         self._views: dict[str, bytes] = {}
         self._open_views: dict[str, dict[str, None]] = {}  # platform -> open job ids, oldest first
+        self._view_leases: dict[str, tuple[str, float]] = {}  # job id -> (holder, monotonic expiry)
         self._claims: dict[str, float] = {}  # key -> until (monotonic)
         self._durations: dict[str, deque[int]] = {}
         self._rates = MemoryRateLimiter()
@@ -260,6 +261,7 @@ class MemoryStore(LocalChannels, Store):
         self._views.pop(job_id, None)
         for open_ids in self._open_views.values():
             open_ids.pop(job_id, None)
+        self._view_leases.pop(job_id, None)
         self._leases.pop(job_id, None)
 
     async def publish(self, platform: str, event: JobEvent) -> None:
@@ -328,6 +330,17 @@ class MemoryStore(LocalChannels, Store):
     async def close_view(self, job_id: str) -> None:
         for open_ids in self._open_views.values():
             open_ids.pop(job_id, None)
+        self._view_leases.pop(job_id, None)
+
+    async def lease_view(self, platform: str, job_id: str, owner: str, ttl_s: float) -> str | None:
+        if job_id not in self._open_views.get(platform, {}):
+            return None
+        now = time.monotonic()
+        holder, until = self._view_leases.get(job_id, (owner, 0.0))
+        if holder == owner or until <= now:
+            self._view_leases[job_id] = (owner, now + ttl_s)
+            return owner
+        return holder
 
     async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
         ids = list(self._open_views.get(platform, {}))[:limit]

@@ -51,13 +51,22 @@ class RedisBase(Store):
     shared = True
 
     def __init__(
-        self, url: str, *, prefix: str = "comfybot:", retry_for_s: float = 60.0, max_age_s: float = 60.0
+        self,
+        url: str,
+        *,
+        prefix: str = "comfybot:",
+        retry_for_s: float = 60.0,
+        max_age_s: float = 60.0,
+        event_lease_s: float = 30.0,
     ) -> None:
         super().__init__()
         self.url = url
         self.prefix = prefix
         self.retry_for_s = retry_for_s
         self.max_age_s = max_age_s  # non-terminal events older than this are skipped on catch-up
+        # A subscriber's unacknowledged events idle this long are another live subscriber's to take:
+        # the replica that read them died (a live one renews what it owes every third of it).
+        self.event_lease_s = event_lease_s
         # Terminal events read but not yet shown in the chat: (stream, job_id) -> entry id, acked by
         # ``event_handled``. A process killed before that reads them again when it restarts.
         self._owed: dict[tuple[str, str], bytes] = {}
@@ -83,7 +92,7 @@ class RedisBase(Store):
             # No retries inside redis-py: a blocking XREADGROUP it silently re-sends after a reconnect can
             # lose entries already assigned to us; _retry and subscribe handle errors knowing that.
             self._redis = self._connect()
-            for name in ("ENQUEUE", "TAKE", "SAVE", "FINISH"):
+            for name in ("ENQUEUE", "TAKE", "SAVE", "FINISH", "LEASE_VIEW", "DROP_IDLE_CONSUMERS"):
                 self._scripts[name] = self._redis.register_script(getattr(redis_scripts, name))
         await self._retry(lambda: self._ensure_group(self._stream, "workers"), "start")
 

@@ -106,5 +106,37 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'ev', ARGV[3])
 return 1
 """
 
+LEASE_VIEW = """
+-- KEYS: the platform's open views zset, the job's view lease ; ARGV: job_id, owner, ttl_ms
+-- The lease goes to the owner when free, lapsed (PX expired it) or already its own; a closed view has none.
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return false
+end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then
+  return holder
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
+return ARGV[2]
+"""
 
-__all__ = ["ENQUEUE", "FINISH", "SAVE", "TAKE"]
+DROP_IDLE_CONSUMERS = """
+-- KEYS: an event stream ; ARGV: group, the caller's consumer name, min idle ms
+-- Consumers with nothing pending that have not read for the lease: replicas that are gone (one per
+-- restart under the default <host>-<pid> name). Checked and deleted atomically: never one that owes.
+local dropped = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do
+    f[c[i]] = c[i + 1]
+  end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+
+
+__all__ = ["DROP_IDLE_CONSUMERS", "ENQUEUE", "FINISH", "LEASE_VIEW", "SAVE", "TAKE"]

@@ -16,13 +16,15 @@ Keys (under ``prefix``, default ``comfybot:``):
   front end that restarts resumes from its pending entries. A progress event is acked once the next is
   asked for; a terminal one only by ``event_handled``, after the chat shows it, so an outcome read by a
   process that dies is read again by its successor. ``MAXLEN ~`` bounds it; stale progress is skipped on
-  catch-up (``max_age_s``).
+  catch-up (``max_age_s``). Each front-end replica reads as its own consumer; entries a dead one left
+  pending are taken over by a live one after ``event_lease_s`` (``gateway/redis_events.py``).
 * ``cancel:<id>`` + pub/sub channel ``cancels`` — cancel requests: broadcast to every worker, with the
   flag as the fallback for a worker that missed the broadcast.
 * ``rate:submit:<user>`` — sorted set, the sliding log of the user's submissions (enqueue script).
 * ``outcomes:<YYYYMMDDHH>`` — hash of counters of the jobs finished in that UTC hour (kept two days).
 * ``user:<id>:pending`` (set), ``user:<id>:recent`` (list), ``settings:<key>``, ``delivered:<id>`` (set
-  after the send), ``durations:<workflow>`` (list).
+  after the send), ``view:<id>`` + ``views_open:<platform>`` (the job's message; ``view_lease:<id>``, the
+  replica that edits it, ``PX`` the lease), ``durations:<workflow>`` (list).
 
 Connections and retries live in ``gateway/redis_base.py``: a Redis restart pauses the gateway, it
 does not lose jobs.
@@ -30,22 +32,20 @@ does not lose jobs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import Collection
 from functools import partial
 from typing import Any
 
 import orjson
 import structlog
-from redis.exceptions import ResponseError
 
 from gateway.limits import RateRule
-from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
+from gateway.models import JobEvent, event_to_json
 from gateway.records import JobRecord
-from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
+from gateway.redis_base import text
+from gateway.redis_events import RedisEvents
 from gateway.store import (
     DURATIONS_MAX,
     EVENTS_MAX,
@@ -63,7 +63,7 @@ log = structlog.get_logger(component="gateway")
 RELEASED_IDLE_MS = 10**9  # a released lease looks unrenewed for ~11 days: stale to every worker
 
 
-class RedisStore(RedisBase):
+class RedisStore(RedisEvents):
     """Queue and state in Redis; open with ``async with RedisStore(url) as backend``."""
 
     # --- records --------------------------------------------------------------------------------
@@ -274,103 +274,6 @@ class RedisStore(RedisBase):
                 total[text(name)] = total.get(text(name), 0) + int(count)
         return total
 
-    async def publish(self, platform: str, event: JobEvent) -> None:
-        stream = self._key("events", platform)
-        raw = event_to_json(event)
-        await self._retry(
-            lambda: self.redis.xadd(stream, {"ev": raw}, maxlen=EVENTS_MAX, approximate=True), "publish"
-        )
-
-    async def subscribe(self, platform: str, *, consumer: str = "main") -> AsyncGenerator[JobEvent, None]:
-        stream = self._key("events", platform)
-        await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
-        cursor = "0"  # first our own unacknowledged events (a restart), then new ones
-        handling: bytes | None = None  # acked once the consumer comes back for more, or stops cleanly
-        reader = self._connect()  # its own connection: a blocking read must not share the pool
-        try:
-            while True:
-                reraise_cancel()
-                try:
-                    async with asyncio.timeout(CALL_TIMEOUT_S):  # a half-open connection never answers
-                        reply = await reader.xreadgroup(
-                            "frontends", consumer, {stream: cursor}, count=100, block=1000
-                        )
-                except (*RETRYABLE, ResponseError) as exc:
-                    reraise_cancel()
-                    # The reply may have been lost with entries already assigned to us: read our own
-                    # pending entries again ("0") once Redis is back.
-                    log.warning("redis_unavailable", op="subscribe", error=repr(exc))
-                    cursor = "0"
-                    await asyncio.sleep(0.2)
-                    await self._retry(lambda: self._ensure_group(stream, "frontends"), "subscribe")
-                    continue
-                entries: list[Any] = reply[0][1] if reply else []
-                if not entries and cursor != ">":
-                    cursor = ">"
-                for entry_id, fields in entries:
-                    if cursor != ">":
-                        cursor = entry_id  # our pending entries: owed ones stay pending, so read on past them
-                    event = event_from_json(fields[b"ev"])
-                    if isinstance(event, TERMINAL_EVENTS):
-                        # At least once: acked by ``event_handled`` after the front end has shown it.
-                        if self._owed.get((stream, event.job_id)) != entry_id:
-                            self._owed[(stream, event.job_id)] = entry_id
-                            yield event
-                        continue
-                    if time.time() - event.at <= self.max_age_s:
-                        handling = entry_id
-                        yield event
-                        handling = None
-                    await self._retry(partial(self.redis.xack, stream, "frontends", entry_id), "subscribe")
-        finally:
-            # A process killed while handling never gets here: that event is delivered again on restart.
-            if handling is not None and self._redis is not None:
-                with contextlib.suppress(*RETRYABLE):
-                    async with asyncio.timeout(2):
-                        await self.redis.xack(stream, "frontends", handling)
-            await reader.aclose()
-
-    async def event_handled(self, platform: str, job_id: str) -> None:
-        stream = self._key("events", platform)
-        entry_id = self._owed.pop((stream, job_id), None)
-        if entry_id is not None:
-            await self._retry(partial(self.redis.xack, stream, "frontends", entry_id), "event_handled")
-
-    # --- cancel ---------------------------------------------------------------------------------
-    async def request_cancel(self, job_id: str, by: str) -> None:
-        async def op() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._key("cancel", job_id), by, ex=RECORD_TTL_S)
-                pipe.publish(self._key("cancels"), orjson.dumps([job_id, by]))
-                await pipe.execute()
-
-        await self._retry(op, "request_cancel")
-
-    async def cancel_requested(self, job_id: str) -> str | None:
-        by = await self._retry(lambda: self.redis.get(self._key("cancel", job_id)), "cancel_requested")
-        return None if by is None else text(by)
-
-    async def cancel_requests(self) -> AsyncGenerator[tuple[str, str], None]:
-        channel = self._key("cancels")
-        while True:
-            reraise_cancel()
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(channel)
-                while True:
-                    reraise_cancel()  # a cancel lost inside get_message's timeout must still stop us
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        job_id, by = orjson.loads(message["data"])
-                        yield str(job_id), str(by)
-            except RETRYABLE as exc:
-                reraise_cancel()
-                # Missed requests are caught by the workers' periodic cancel_requested check.
-                log.warning("redis_unavailable", op="cancel_requests", error=repr(exc))
-                await asyncio.sleep(0.5)
-            finally:
-                await pubsub.aclose()
-
     # --- per user and per workflow --------------------------------------------------------------
     async def pending_count(self, user_id: str) -> int:
         key = self._key("user", user_id, "pending")
@@ -436,8 +339,21 @@ class RedisStore(RedisBase):
         raw = await self._retry(lambda: self.redis.get(self._key("view", job_id)), "close_view")
         platform = orjson.loads(raw).get("platform") if raw is not None else None
         if isinstance(platform, str):
-            key = self._key("views_open", platform)
-            await self._retry(lambda: self.redis.zrem(key, job_id), "close_view")
+            key, lease = self._key("views_open", platform), self._key("view_lease", job_id)
+
+            async def op() -> None:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(key, job_id)
+                    pipe.delete(lease)
+                    await pipe.execute()
+
+            await self._retry(op, "close_view")
+
+    async def lease_view(self, platform: str, job_id: str, owner: str, ttl_s: float) -> str | None:
+        keys = [self._key("views_open", platform), self._key("view_lease", job_id)]
+        args: list[str | int] = [job_id, owner, max(1, round(ttl_s * 1000))]
+        holder = await self._retry(lambda: self._scripts["LEASE_VIEW"](keys=keys, args=args), "lease_view")
+        return None if holder is None else text(holder)
 
     async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
         index = self._key("views_open", platform)

@@ -128,6 +128,10 @@ class Gateway:
         self._durations = RecentDurations(store)
         self.worker: Worker | None = None  # set when this process also runs jobs
         self.closing = False  # set by :meth:`shut_down`
+        # This process's name among front ends sharing the store, and the lease on what it shows
+        # (:meth:`lease_view`, the event subscription); ``open_gateway`` sets both from the settings.
+        self.replica = "main"
+        self.replica_lease_s = 30.0
 
     @property
     def settings(self) -> SettingsStore:
@@ -337,6 +341,10 @@ class Gateway:
 
     async def close_view(self, job_id: str) -> None:
         await self.store.close_view(job_id)
+
+    async def lease_view(self, platform: str, job_id: str) -> str | None:
+        """Take or renew this replica's lease on the job's open view (see :meth:`Store.lease_view`)."""
+        return await self.store.lease_view(platform, job_id, self.replica, self.replica_lease_s)
 
     async def open_views(self, platform: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         return await self.store.open_views(platform, limit)

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS owed (
 CREATE INDEX IF NOT EXISTS owed_by_job ON owed (platform, job_id);
 CREATE TABLE IF NOT EXISTS cancels (job_id TEXT PRIMARY KEY, by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (
-    kind TEXT NOT NULL,  -- settings | view | open_view (value: platform) | delivered | claim (at: expiry)
+    -- settings | view | open_view (value: platform) | view_lease (value: holder, at: expiry)
+    -- | delivered | claim (at: expiry)
+    kind TEXT NOT NULL,
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     at REAL NOT NULL,
@@ -58,7 +60,8 @@ def purge(tx: sqlite3.Connection, now: float) -> None:
     hits, expired claims."""
     before = now - RECORD_TTL_S
     old = "SELECT job_id FROM records WHERE finished_at < ?"
-    tx.execute(f"DELETE FROM kv WHERE kind IN ('view', 'open_view') AND key IN ({old})", (before,))
+    views = "('view', 'open_view', 'view_lease')"
+    tx.execute(f"DELETE FROM kv WHERE kind IN {views} AND key IN ({old})", (before,))
     tx.execute(f"DELETE FROM cancels WHERE job_id IN ({old})", (before,))
     tx.execute("DELETE FROM records WHERE finished_at < ?", (before,))
     tx.execute("DELETE FROM kv WHERE kind = 'delivered' AND at < ?", (before,))

@@ -368,7 +368,26 @@ class SqliteStore(LocalChannels, Store):
 
     async def close_view(self, job_id: str) -> None:
         with self._tx() as tx:
-            tx.execute("DELETE FROM kv WHERE kind = 'open_view' AND key = ?", (job_id,))
+            tx.execute("DELETE FROM kv WHERE kind IN ('open_view', 'view_lease') AND key = ?", (job_id,))
+
+    async def lease_view(self, platform: str, job_id: str, owner: str, ttl_s: float) -> str | None:
+        now = time.time()  # ``at`` of a lease is when it lapses
+        with self._tx() as tx:
+            if not tx.execute(
+                "SELECT 1 FROM kv WHERE kind = 'open_view' AND key = ? AND value = ?",
+                (job_id, platform.encode()),
+            ).fetchone():
+                return None
+            row = tx.execute(
+                "SELECT value, at FROM kv WHERE kind = 'view_lease' AND key = ?", (job_id,)
+            ).fetchone()
+            if row is not None and bytes(row[0]) != owner.encode() and row[1] > now:
+                return bytes(row[0]).decode()
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (kind, key, value, at) VALUES ('view_lease', ?, ?, ?)",
+                (job_id, owner.encode(), now + ttl_s),
+            )
+            return owner
 
     async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.execute(

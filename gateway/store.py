@@ -237,6 +237,15 @@ class KeyValues(Protocol):
         brings to their job's true state (at most ``limit``)."""
 
     @abc.abstractmethod
+    async def lease_view(self, platform: str, job_id: str, owner: str, ttl_s: float) -> str | None:
+        """Take or renew the lease on an open view: who may edit the job's message. The lease goes to
+        ``owner`` when it is free, lapsed (not renewed for ``ttl_s``) or already ``owner``'s, and then
+        runs ``ttl_s`` from now. Returns the holder after the call (``owner`` when it got it, another
+        replica's id while that one's lease runs) or ``None`` when ``platform`` has no open view of the
+        job (never set, or closed: its outcome is shown). Atomic across processes; :meth:`close_view`
+        ends the lease."""
+
+    @abc.abstractmethod
     async def mark_delivered(self, job_id: str) -> bool:
         """Record that the result is in the chat (call it after the send): True the first time."""
 

@@ -99,7 +99,17 @@ class _Tracker(TrackerBase):
             log.warning("job_view_unavailable", error=repr(exc))
             return None
 
-    # --- loop -------------------------------------------------------------------------------------
+    async def _reload_view(self) -> None:
+        view = await self._saved_view()
+        if view is None:
+            return
+        msg = JobMessage(int(view["chat_id"]), int(view["message_id"]), media=bool(view.get("media")))
+        old = self.target.message
+        if old is not None and (old.chat_id, old.message_id) == (msg.chat_id, msg.message_id):
+            return
+        self.ctx.messages.moved(self.job_id, msg)
+        self.target.message = msg
+        self.last_text = ""  # what that message says now is not known here
 
     # --- rendering --------------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ FULL_ENV = {
     "COMFYUI_WS_STALL_TIMEOUT": "45s",
     "COMFYUI_REQUEST_TIMEOUT": "1m",
     "COMFYBOT_SHUTDOWN_GRACE_S": "45s",
+    "COMFYBOT_REPLICA_ID": "front-1",
+    "COMFYBOT_REPLICA_LEASE_S": "20s",
     "REDIS_URL": "redis://worker:s3cr%40t@redis.local:6380/2",
     "COMFYBOT_WORKFLOWS_DIR": "/srv/wf",
     "COMFYBOT_DATA_DIR": "/srv/data",
@@ -115,6 +117,7 @@ def test_every_variable_from_env() -> None:
     assert s.comfy.urls == ("http://gpu-a:8188", "https://gpu-b.example.org")
     assert (s.comfy.capacity, s.comfy.ws_stall_timeout_s, s.comfy.request_timeout_s) == (3, 45.0, 60.0)
     assert s.comfy.shutdown_grace_s == 45.0
+    assert (s.comfy.replica_id, s.comfy.replica_lease_s) == ("front-1", 20.0)
     assert s.redis is not None
     r = s.redis
     assert (r.host, r.port, r.database, r.username) == ("redis.local", 6380, 2, "worker")
@@ -322,6 +325,8 @@ BAD_ENV = [
     ("COMFYUI_WS_STALL_TIMEOUT", "soon", "COMFYUI_WS_STALL_TIMEOUT: 'soon' is not a duration"),
     ("COMFYUI_REQUEST_TIMEOUT", "0", "COMFYUI_REQUEST_TIMEOUT: '0' must be > 0"),
     ("COMFYBOT_SHUTDOWN_GRACE_S", "-1", "COMFYBOT_SHUTDOWN_GRACE_S: '-1' is not a duration"),
+    ("COMFYBOT_REPLICA_ID", "two words", "COMFYBOT_REPLICA_ID: 'two words' does not match"),
+    ("COMFYBOT_REPLICA_LEASE_S", "0.5", "COMFYBOT_REPLICA_LEASE_S: '0.5' must be >= 1"),
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
     ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE: 'discord.com' is not an http(s) URL"),
     ("DISCORD_GATEWAY_URL", "https://gw", "DISCORD_GATEWAY_URL: 'https://gw' is not a ws/wss URL"),

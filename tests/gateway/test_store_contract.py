@@ -396,6 +396,24 @@ class TestBackendContract:
         assert [j for j, _ in await backend.open_views("discord", 100)] == ["c"]
         assert await backend.get_view("a") == {"platform": "telegram", "chat_id": 1, "message_id": 5}
 
+    async def test_view_lease_has_one_holder_until_it_lapses(self, backend: Store) -> None:
+        assert await backend.lease_view("telegram", "j1", "a", 30) is None  # no view: nothing to lease
+        await backend.set_view("j1", {"platform": "telegram", "chat_id": 1, "message_id": 1})
+        assert await backend.lease_view("discord", "j1", "a", 30) is None  # not open on that platform
+        holders = await asyncio.gather(*(backend.lease_view("telegram", "j1", o, 30) for o in "abcab"))
+        first = holders[0]
+        assert first is not None and holders == [first] * 5  # one holder, whoever asks
+        other = "b" if first == "a" else "a"
+        assert await backend.lease_view("telegram", "j1", first, 0.05) == first  # renewed, shortened
+        await asyncio.sleep(0.3)  # not renewed: it lapses
+        assert await backend.lease_view("telegram", "j1", other, 30) == other  # taken over
+        assert await backend.lease_view("telegram", "j1", first, 30) == other
+        await backend.close_view("j1")  # the outcome is shown: no lease any more, for anyone
+        assert await backend.lease_view("telegram", "j1", other, 30) is None
+        assert await backend.lease_view("telegram", "j1", first, 30) is None
+        await backend.set_view("j1", {"platform": "telegram", "chat_id": 1, "message_id": 2})
+        assert await backend.lease_view("telegram", "j1", first, 30) == first  # a fresh lease
+
     async def test_durations_newest_first_bounded(self, backend: Store) -> None:
         for ms in range(30):
             await backend.add_duration("txt2img", ms)
@@ -457,6 +475,39 @@ async def test_redis_terminal_event_is_owed_until_the_front_end_has_shown_it(red
         last = Cancelled(job_id="j4", request_id="r4", by="u")
         await third.publish("telegram", last)
         assert await next_event(events) == last  # j1 and j3 were handled: not read again
+
+
+async def test_redis_outcomes_a_dead_replica_read_are_taken_over_by_a_live_one(redis_server) -> None:
+    """Two replicas, each its own consumer name: what one read and never showed (it was killed) goes
+    to the other once it has been idle for the lease; what a live replica owes it keeps (renewed)."""
+    lost = Cancelled(job_id="j1", request_id="r1", by="u")
+    kept = Cancelled(job_id="j2", request_id="r2", by="u")
+    async with (
+        RedisStore(redis_server.url, retry_for_s=10, event_lease_s=1.0) as dead,
+        RedisStore(redis_server.url, retry_for_s=10, event_lease_s=1.0) as live,
+    ):
+        await dead.publish("telegram", lost)
+        killed = dead.subscribe("telegram", consumer="replica-a")
+        assert await next_event(killed) == lost  # read, never shown: replica-a is killed here
+        async with contextlib.aclosing(live.subscribe("telegram", consumer="replica-b")) as events:
+            await live.publish("telegram", kept)
+            assert await next_event(events) == kept
+            assert await next_event(events) == lost  # replica-a's, after its lease lapsed
+            await live.event_handled("telegram", "j1")
+            # replica-b still owes j2 and renews it while it reads on: nobody takes it from a live replica
+            reading = asyncio.create_task(anext(events))
+            async with contextlib.aclosing(dead.subscribe("telegram", consumer="replica-c")) as third:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(2.5):
+                        await anext(third)
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        stream = live._key("events", "telegram")
+        pending = await live.redis.xpending(stream, "frontends")
+        assert pending["pending"] == 1  # j2, still owed (never handled)
+        names = {c["name"] for c in await live.redis.xinfo_consumers(stream, "frontends")}
+        assert b"replica-a" not in names, "a gone replica that owes nothing is dropped from the group"
+        assert b"replica-b" in names, "one that owes is kept"
 
 
 async def test_redis_owed_events_are_not_read_twice_by_one_process(redis_server) -> None:
