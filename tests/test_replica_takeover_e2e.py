@@ -108,7 +108,14 @@ async def replica(
             "COMFYBOT_REPLICA_LEASE_S": "3",
         },
     )
-    hooks = len(telegram.calls_of("setWebhook"))
+    hooks, infos = len(telegram.calls_of("setWebhook")), len(telegram.calls_of("getWebhookInfo"))
+
+    def registered() -> bool:
+        """It set the webhook, or found it set by the other replica (and so left it as it is)."""
+        if len(telegram.calls_of("setWebhook")) > hooks:
+            return True
+        return len(telegram.calls_of("getWebhookInfo")) > infos and telegram.webhook_url == PUBLIC_URL
+
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -120,7 +127,7 @@ async def replica(
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        await telegram.wait_until(lambda: len(telegram.calls_of("setWebhook")) > hooks, timeout=120)
+        await telegram.wait_until(registered, timeout=120)
         yield proc
     finally:
         if proc.returncode is None:
