@@ -214,6 +214,9 @@ class ApiSettings(_Section):
     #: signs outbound webhooks (``callback_url`` of ``POST /v1/jobs``): ``X-Comfybot-Signature:
     #: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``; without it a ``callback_url`` is refused
     webhook_secret: SecretStr | None = None
+    #: Prometheus ``/metrics`` on a port of its own, no token (None: only the API's ``/metrics``)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_bind: str = "127.0.0.1"
 
     @property
     def webhook_secret_value(self) -> str | None:
@@ -344,6 +347,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_API_PORT": ("api", "port"),
     "COMFYBOT_API_TOKEN": ("api", "token"),
     "COMFYBOT_WEBHOOK_SECRET": ("api", "webhook_secret"),
+    "COMFYBOT_METRICS_PORT": ("api", "metrics_port"),
+    "COMFYBOT_METRICS_BIND": ("api", "metrics_bind"),
 }
 # The AWS tools' own names, read when ours is unset (credentials already in the environment just work).
 ENV_FALLBACKS: dict[str, tuple[str, ...]] = {

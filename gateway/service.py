@@ -16,6 +16,7 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import Workflow, WorkflowRegistry
+from gateway import metrics
 from gateway.errors import (
     AccessDenied,
     GatewayError,
@@ -139,12 +140,17 @@ class Gateway:
         """Check the request against access, workflow bounds and limits, then queue it."""
         with structlog.contextvars.bound_contextvars(request_id=req.request_id):
             try:
-                return await self._submit(req)
+                result = await self._submit(req)
             except (GatewayError, ParamError, UnknownWorkflow) as exc:
-                return self._refused(exc, req)
+                result = self._refused(exc, req)
             except Exception as exc:  # the queue is unreachable: answer, do not crash the front end
                 log.error("submit_failed", error=repr(exc))
-                return Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
+                result = Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
+            if isinstance(result, Refused):
+                metrics.job_refused(result.code)
+            else:
+                metrics.JOBS_SUBMITTED.labels(req.workflow, req.platform).inc()
+            return result
 
     def check(self, req: JobRequest, *, coming: Collection[str] = ()) -> Refused | None:
         """What :meth:`submit` would refuse without asking the queue: the workflow, its parameters, the
@@ -408,7 +414,12 @@ class Gateway:
         Marked after the send, not before: a front end killed mid-send sends again on restart (the
         outcome is still owed, see :meth:`event_handled`) instead of leaving the message at "Sampling".
         """
-        return await self.store.mark_delivered(job_id)
+        first = await self.store.mark_delivered(job_id)
+        if first:
+            record = await self.store.get(job_id)
+            if record is not None:
+                metrics.delivered(record.request.platform, record.finished_at)
+        return first
 
     async def delivered(self, job_id: str) -> bool:
         """Whether this job's result is already in the chat (check before sending)."""

@@ -32,6 +32,7 @@ from comfy import (
 )
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
+from gateway import metrics
 from gateway.errors import GatewayError
 from gateway.execution import Executor, JobRun, JobTimeout
 from gateway.finishing import Finisher
@@ -244,6 +245,7 @@ class Worker:
             await self.store.ack(rec.job_id)
             return
         wait_ms = int((time.time() - rec.enqueued_at) * 1000)
+        metrics.WAIT_SECONDS.labels(rec.request.workflow).observe(wait_ms / 1000)
         log.info("job_dequeued", wait_ms=wait_ms, workflow=rec.request.workflow, consumer=self.consumer)
         await self._attempts(job, resume=None, recovered=False)
 

@@ -43,6 +43,7 @@ from aiogram.exceptions import (
 )
 
 from comfybot.logs import get_logger
+from gateway import metrics
 
 __all__ = [
     "EditOutcome",
@@ -556,6 +557,7 @@ class TelegramSender:
         self._recent_429.append((now, op.chat_id))
         if is_global:
             self._global_blocked_until = max(self._global_blocked_until, until)
+        metrics.chat_rate_limited("telegram")
         log.warning(
             "telegram_retry_after",
             method=exc.method.__api_method__,
@@ -602,6 +604,7 @@ class TelegramSender:
 
     def _failed(self, op: _Op[Any], exc: BaseException) -> None:
         method = getattr(getattr(exc, "method", None), "__api_method__", None)
+        metrics.chat_api_error("telegram", type(exc).__name__)
         log.warning(
             "telegram_send_failed",
             method=method,
