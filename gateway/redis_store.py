@@ -44,6 +44,7 @@ from redis.exceptions import ResponseError
 
 from gateway.limits import RateRule
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
+from gateway.quota_stores import RedisQuotas
 from gateway.records import JobRecord
 from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
 from gateway.store import (
@@ -63,7 +64,7 @@ log = structlog.get_logger(component="gateway")
 RELEASED_IDLE_MS = 10**9  # a released lease looks unrenewed for ~11 days: stale to every worker
 
 
-class RedisStore(RedisBase):
+class RedisStore(RedisQuotas, RedisBase):
     """Queue and state in Redis; open with ``async with RedisStore(url) as backend``."""
 
     # --- records --------------------------------------------------------------------------------
