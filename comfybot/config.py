@@ -173,6 +173,11 @@ class LimitSettings(_Section):
     admins: IdSet = frozenset()
     banned: IdSet = frozenset()
     remix_chats: IdSet = frozenset()  # chats where anyone may use anyone's result buttons
+    # jobs per user per UTC hour / day (None: no quota); admins have their own (None: none)
+    quota_hourly: int | None = Field(default=None, ge=1)
+    quota_daily: int | None = Field(default=None, ge=1)
+    admin_quota_hourly: int | None = Field(default=None, ge=1)
+    admin_quota_daily: int | None = Field(default=None, ge=1)
 
 
 class RetentionSettings(_Section):
@@ -332,6 +337,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_REMIX_CHATS": ("limits", "remix_chats"),
     "COMFYBOT_ADMINS": ("limits", "admins"),
     "COMFYBOT_BANNED": ("limits", "banned"),
+    "COMFYBOT_QUOTA_HOURLY": ("limits", "quota_hourly"),
+    "COMFYBOT_QUOTA_DAILY": ("limits", "quota_daily"),
+    "COMFYBOT_ADMIN_QUOTA_HOURLY": ("limits", "admin_quota_hourly"),
+    "COMFYBOT_ADMIN_QUOTA_DAILY": ("limits", "admin_quota_daily"),
     "COMFYBOT_RETENTION_INPUTS": ("retention", "inputs_s"),
     "COMFYBOT_RETENTION_OUTPUTS": ("retention", "outputs_s"),
     "COMFYBOT_RETENTION_SHARED": ("retention", "shared_s"),

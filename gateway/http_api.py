@@ -62,6 +62,7 @@ KEEPALIVE_EVERY = 7
 _STATUS = {
     FailureCode.RATE_LIMITED: 429,
     FailureCode.TOO_MANY_PENDING: 429,
+    FailureCode.QUOTA_EXCEEDED: 429,
     FailureCode.QUEUE_FULL: 503,
     FailureCode.ACCESS_DENIED: 403,
     FailureCode.UNKNOWN_WORKFLOW: 404,
