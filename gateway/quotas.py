@@ -9,7 +9,8 @@ back.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,6 +76,21 @@ class QuotaPolicy:
         return [c.key for _, c in counters]
 
 
+@asynccontextmanager
+async def quota_counted(
+    policy: QuotaPolicy | None, store: Quotas, job_id: str, user_id: str, role: Role
+) -> AsyncIterator[None]:
+    """Count the job (raising :class:`QuotaExceeded`) before the block; give it back if the block raises
+    (another limit refused the job)."""
+    keys = await policy.take(store, job_id, user_id, role) if policy is not None else []
+    try:
+        yield
+    except BaseException:
+        if keys:
+            await store.quota_give_back(job_id, keys)
+        raise
+
+
 async def usage(store: Quotas, now: float | None = None) -> dict[str, dict[Window, int]]:
     """Jobs counted this hour and today, per user (users with none are absent)."""
     now = time.time() if now is None else now
@@ -86,4 +102,4 @@ async def usage(store: Quotas, now: float | None = None) -> dict[str, dict[Windo
     return out
 
 
-__all__ = ["QuotaExceeded", "QuotaPolicy", "Window", "usage", "window_bucket", "window_end"]
+__all__ = ["QuotaExceeded", "QuotaPolicy", "Window", "quota_counted", "usage", "window_bucket", "window_end"]

@@ -30,7 +30,7 @@ from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits
 from gateway.models import Blocked, FailureCode, Held, ImageRef, JobEvent, JobRequest, JobState, Role
 from gateway.positions import RecentDurations, estimate_wait_s
-from gateway.quotas import QuotaExceeded
+from gateway.quotas import QuotaExceeded, quota_counted
 from gateway.quotas import usage as quota_usage
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
@@ -211,9 +211,8 @@ class Gateway:
             role = Role.USER  # a front end cannot promote anyone; the policy decides
         values = self._validate(req, req.inputs)
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
-        quota = self.limits.quotas  # counted first, atomically; given back if the enqueue refuses
-        counted = await quota.take(self.store, record.job_id, req.user_id, role) if quota else []
-        try:
+        # The quota is counted first (atomically), and given back if the enqueue refuses the job.
+        async with quota_counted(self.limits.quotas, self.store, record.job_id, req.user_id, role):
             where = await self.store.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
                 record,
                 max_depth=self.limits.queue_cap,
@@ -222,10 +221,6 @@ class Gateway:
             )
             if where is None:
                 raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
-        except BaseException:
-            if counted:
-                await self.store.quota_give_back(record.job_id, counted)
-            raise
         eta = None
         blocked = self.blocker(self.registry.get(req.workflow), values)
         if self.pool is not None and blocked is None:
