@@ -139,12 +139,15 @@ class RedisQuotas:
         async def op() -> dict[str, int]:
             start = len(self._quota_key(""))
             names = [k async for k in self.redis.scan_iter(match=self._quota_key(prefix) + "*", count=500)]
-            out: dict[str, int] = {}
-            for name in names:
-                n = int(await self.redis.hlen(name))
-                if n:
-                    out[(name.decode() if isinstance(name, bytes) else str(name))[start:]] = n
-            return out
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hlen(name)
+                lengths = await pipe.execute() if names else []
+            return {
+                (name.decode() if isinstance(name, bytes) else str(name))[start:]: int(n)
+                for name, n in zip(names, lengths, strict=True)
+                if int(n)
+            }
 
         return await self._retry(op, "quota_counts")
 
