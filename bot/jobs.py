@@ -266,4 +266,11 @@ async def stats_text(ctx: FrontEnd, locale: str, limit: int) -> str:
     )
     if codes:
         text += "\n" + t(locale, "stats.failures", codes=", ".join(f"{code} × {n}" for n, code in codes))
+    if stats.quota_usage:  # the heaviest users first
+        users = sorted(stats.quota_usage.items(), key=lambda u: (-u[1].get("day", 0), -u[1].get("hour", 0)))
+        text += "\n" + t(locale, "stats.quota")
+        for user, used in users:
+            text += "\n" + t(
+                locale, "stats.quota_user", user=user, hour=used.get("hour", 0), day=used.get("day", 0)
+            )
     return ctx.renderer.fit_list(locale, text.split("\n"), limit)

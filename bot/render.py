@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -272,11 +273,21 @@ class Renderer:
             fc = FailureCode.INTERNAL
         if fc is FailureCode.RATE_LIMITED and retry_after_s is not None and retry_after_s > 0:
             text = self.t(locale, "error.rate_limited_wait", seconds=max(1, math.ceil(retry_after_s)))
+        elif fc is FailureCode.QUOTA_EXCEEDED and retry_after_s is not None and retry_after_s > 0:
+            text = self.quota_reset(locale, retry_after_s)
         else:
             text = self.t(locale, f"error.{fc.value}")
         if request_id and fc not in _NO_REF:
             text += "\n" + self.t(locale, "error.ref", rid=short_id(request_id))
         return text
+
+    def quota_reset(self, locale: str, retry_after_s: float, now: float | None = None) -> str:
+        """A used-up quota: when it resets (``HH:MM`` UTC, the window's end) and how long that is."""
+        at = (time.time() if now is None else now) + retry_after_s
+        minutes = max(1, math.ceil(retry_after_s / 60))
+        wait = self.t(locale, "quota.wait", hours=minutes // 60, minutes=minutes % 60)
+        reset = time.strftime("%H:%M", time.gmtime(round(at / 60) * 60))
+        return self.t(locale, "error.quota_exceeded_wait", time=reset, wait=wait)
 
     def field_name(self, locale: str, field: str) -> str:
         key = f"field.{field}"
@@ -316,6 +327,7 @@ _NO_REF = frozenset(
     {
         FailureCode.RATE_LIMITED,
         FailureCode.TOO_MANY_PENDING,
+        FailureCode.QUOTA_EXCEEDED,
         FailureCode.QUEUE_FULL,
         FailureCode.ACCESS_DENIED,
         FailureCode.INVALID_INPUT,

@@ -70,6 +70,7 @@ async def run(settings: Settings) -> int:
     from bot.telegram.app import run_telegram
     from gateway.app import open_gateway
     from gateway.http_api import WebhookOptions, start_api
+    from gateway.metrics import start_metrics
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -98,6 +99,16 @@ async def run(settings: Settings) -> int:
                     f"({exc.strerror})"
                 )
             stack.push_async_callback(api.cleanup)
+        if settings.api.metrics_port is not None:
+            try:
+                metrics = await start_metrics(
+                    gateway, host=settings.api.metrics_bind, port=settings.api.metrics_port
+                )
+            except OSError as exc:
+                return _refuse(
+                    f"COMFYBOT_METRICS_PORT: cannot listen on {settings.api.metrics_port} ({exc.strerror})"
+                )
+            stack.push_async_callback(metrics.cleanup)
         tasks: list[asyncio.Task[None]] = []
         if settings.telegram.enabled:
             tasks.append(

@@ -189,6 +189,11 @@ class LimitSettings(_Section):
     admins: IdSet = frozenset()
     banned: IdSet = frozenset()
     remix_chats: IdSet = frozenset()  # chats where anyone may use anyone's result buttons
+    # jobs per user per UTC hour / day (None: no quota); admins have their own (None: none)
+    quota_hourly: int | None = Field(default=None, ge=1)
+    quota_daily: int | None = Field(default=None, ge=1)
+    admin_quota_hourly: int | None = Field(default=None, ge=1)
+    admin_quota_daily: int | None = Field(default=None, ge=1)
 
 
 class RetentionSettings(_Section):
@@ -230,6 +235,9 @@ class ApiSettings(_Section):
     #: signs outbound webhooks (``callback_url`` of ``POST /v1/jobs``): ``X-Comfybot-Signature:
     #: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``; without it a ``callback_url`` is refused
     webhook_secret: SecretStr | None = None
+    #: Prometheus ``/metrics`` on a port of its own, no token (None: only the API's ``/metrics``)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_bind: str = "127.0.0.1"
 
     @property
     def webhook_secret_value(self) -> str | None:
@@ -347,6 +355,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_REMIX_CHATS": ("limits", "remix_chats"),
     "COMFYBOT_ADMINS": ("limits", "admins"),
     "COMFYBOT_BANNED": ("limits", "banned"),
+    "COMFYBOT_QUOTA_HOURLY": ("limits", "quota_hourly"),
+    "COMFYBOT_QUOTA_DAILY": ("limits", "quota_daily"),
+    "COMFYBOT_ADMIN_QUOTA_HOURLY": ("limits", "admin_quota_hourly"),
+    "COMFYBOT_ADMIN_QUOTA_DAILY": ("limits", "admin_quota_daily"),
     "COMFYBOT_RETENTION_INPUTS": ("retention", "inputs_s"),
     "COMFYBOT_RETENTION_OUTPUTS": ("retention", "outputs_s"),
     "COMFYBOT_RETENTION_SHARED": ("retention", "shared_s"),
@@ -362,6 +374,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_API_PORT": ("api", "port"),
     "COMFYBOT_API_TOKEN": ("api", "token"),
     "COMFYBOT_WEBHOOK_SECRET": ("api", "webhook_secret"),
+    "COMFYBOT_METRICS_PORT": ("api", "metrics_port"),
+    "COMFYBOT_METRICS_BIND": ("api", "metrics_bind"),
 }
 # The AWS tools' own names, read when ours is unset (credentials already in the environment just work).
 ENV_FALLBACKS: dict[str, tuple[str, ...]] = {

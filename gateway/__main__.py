@@ -21,6 +21,7 @@ from comfybot.config import ConfigError, Settings, load_settings
 from comfybot.logs import configure_logging
 from gateway.app import WorkerOptions, open_gateway
 from gateway.http_api import WebhookOptions, start_api
+from gateway.metrics import start_metrics
 
 log = structlog.get_logger(component="gateway")
 
@@ -42,6 +43,9 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
                 port=settings.api.port,
                 webhooks=WebhookOptions(secret=settings.api.webhook_secret_value),
             )
+        metrics = None
+        if settings.api.metrics_port is not None:  # a worker-only process: Prometheus scrapes this port
+            metrics = await start_metrics(gw, host=settings.api.metrics_bind, port=settings.api.metrics_port)
         if settings.redis is None and runner is None:
             log.warning(
                 "gateway_unreachable",
@@ -58,6 +62,8 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
         finally:
             if runner is not None:
                 await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
     log.info("gateway_exit")
 
 

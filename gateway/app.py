@@ -27,6 +27,8 @@ from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.execution import Executor
 from gateway.limits import AccessPolicy, Limits, PromptFilter
 from gateway.memory import MemoryStore
+from gateway.models import Role
+from gateway.quotas import QuotaPolicy, Window
 from gateway.redis_store import RedisStore
 from gateway.s3 import Credentials, S3Client
 from gateway.servers import ServerPool
@@ -72,6 +74,7 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
         max_image_bytes=int(settings.max_image_bytes),
         max_image_pixels=settings.max_image_pixels,
         max_input_side=settings.max_input_side,
+        quotas=quota_policy(settings),
     )
     access = AccessPolicy(
         settings.access,
@@ -82,6 +85,23 @@ def limits_from(settings: LimitSettings) -> tuple[Limits, AccessPolicy]:
         banned=settings.banned,
     )
     return limits, access
+
+
+def quota_policy(settings: LimitSettings) -> QuotaPolicy | None:
+    """The hourly/daily job quotas of users and admins, or None when none is set."""
+    by_role: dict[Role, dict[Window, int]] = {}
+    for role, hourly, daily in (
+        (Role.USER, settings.quota_hourly, settings.quota_daily),
+        (Role.ADMIN, settings.admin_quota_hourly, settings.admin_quota_daily),
+    ):
+        windows: dict[Window, int] = {}
+        if hourly is not None:
+            windows["hour"] = hourly
+        if daily is not None:
+            windows["day"] = daily
+        if windows:
+            by_role[role] = windows
+    return QuotaPolicy(by_role) if by_role else None
 
 
 def store_from(settings: Settings) -> Store:

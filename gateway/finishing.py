@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from gateway import metrics
 from gateway.models import (
     Cancelled,
     Failed,
@@ -76,7 +77,9 @@ class Finisher:
         event = outcome_of(record) if event is None else event
         first = await self.store.finish(record, event)
         await self.store.ack(record.job_id)
-        if not first:
+        if first:
+            metrics.job_finished(record.request.workflow, event, record.run_ms)
+        else:
             log.warning("job_already_finished", state=state.value)
         return first
 

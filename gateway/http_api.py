@@ -23,6 +23,7 @@ Binds to 127.0.0.1 by default (a bind beyond loopback logs the warning ``http_ap
 * ``GET /v1/health`` — ``ready``, job store, queue depth, and each ComfyUI server's state; 503 and
   ``ready: false`` while none is up (jobs are still accepted: they wait, up to the queue timeout).
 * ``GET /v1/stats`` — queue depth, the last 24 h's outcomes, mean run time per workflow, the servers.
+* ``GET /metrics`` — Prometheus text (``gateway/metrics.py``, ``docs/METRICS.md``), behind the same token.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pydantic import ValidationError
 
 from gateway.errors import StorageError
 from gateway.http_events import IMAGE_ROUTE, OUTCOME_ID, JobEvents, outcome_from_record, sse
+from gateway.metrics import metrics_response
 from gateway.models import FailureCode, JobRequest, JobState, Queued
 from gateway.openapi import openapi_document
 from gateway.service import Accepted, Gateway
@@ -60,6 +62,7 @@ KEEPALIVE_EVERY = 7
 _STATUS = {
     FailureCode.RATE_LIMITED: 429,
     FailureCode.TOO_MANY_PENDING: 429,
+    FailureCode.QUOTA_EXCEEDED: 429,
     FailureCode.QUEUE_FULL: 503,
     FailureCode.ACCESS_DENIED: 403,
     FailureCode.UNKNOWN_WORKFLOW: 404,
@@ -246,6 +249,10 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    return await metrics_response(request.app[_GATEWAY])
+
+
 async def _stats(request: web.Request) -> web.Response:
     return _json(dataclasses.asdict(await request.app[_GATEWAY].stats()))
 
@@ -278,6 +285,7 @@ def make_app(gateway: Gateway, token: str, webhooks: WebhookOptions | None = Non
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/v1/stats", _stats)
     app.router.add_get("/v1/openapi.json", _openapi)
+    app.router.add_get("/metrics", _metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         hub = app[EVENTS]

@@ -20,13 +20,16 @@ import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
 from gateway.errors import AccessDenied, InputInvalid, LimitExceeded
 from gateway.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from gateway.models import FailureCode, Role
+
+if TYPE_CHECKING:
+    from gateway.quotas import QuotaPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -352,6 +355,7 @@ class Limits:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_input_side: int = DEFAULT_MAX_SIDE
     admins_exempt: bool = True
+    quotas: QuotaPolicy | None = None  # hourly/daily job quotas per role (gateway/quotas.py)
 
     @staticmethod
     def rate_key(user_id: str) -> str:

@@ -17,6 +17,7 @@ import orjson
 
 from gateway.limits import MemoryRateLimiter, RateRule
 from gateway.models import JobEvent, event_from_json, event_to_json
+from gateway.quota_stores import MemoryQuotas
 from gateway.records import JobRecord
 from gateway.store import (
     DURATIONS_MAX,
@@ -87,7 +88,7 @@ class LocalChannels:
             self._cancel_listeners.discard(listener)
 
 
-class MemoryStore(LocalChannels, Store):
+class MemoryStore(MemoryQuotas, LocalChannels, Store):
     """In-process queue, records and event channels. Leases work as in Redis, within this process."""
 
     name = "memory"

@@ -42,6 +42,7 @@ class FailureCode(enum.StrEnum):
     UNKNOWN_WORKFLOW = "unknown_workflow"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_PENDING = "too_many_pending"
+    QUOTA_EXCEEDED = "quota_exceeded"  # a per-user hourly/daily job quota is used up until it resets
     QUEUE_FULL = "queue_full"
     ACCESS_DENIED = "access_denied"
     SHUTTING_DOWN = "shutting_down"  # the process stopped before the job could run and nothing keeps it

@@ -18,6 +18,7 @@ _ERROR_CODES = [
     "unknown_workflow",
     "rate_limited",
     "too_many_pending",
+    "quota_exceeded",
     "queue_full",
     "access_denied",
     "shutting_down",
@@ -304,6 +305,18 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "Queue depth, the last 24 h's outcomes, mean run times, servers",
             "responses": {"200": _json_response("the numbers", "Stats"), "401": _UNAUTHORIZED},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics of this process (docs/METRICS.md)",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": _UNAUTHORIZED,
+            },
         }
     },
     "/v1/openapi.json": {

@@ -43,6 +43,7 @@ import structlog
 
 from gateway.limits import RateRule
 from gateway.models import JobEvent, event_to_json
+from gateway.quota_stores import RedisQuotas
 from gateway.records import JobRecord
 from gateway.redis_base import text
 from gateway.redis_events import RedisEvents
@@ -63,7 +64,7 @@ log = structlog.get_logger(component="gateway")
 RELEASED_IDLE_MS = 10**9  # a released lease looks unrenewed for ~11 days: stale to every worker
 
 
-class RedisStore(RedisEvents):
+class RedisStore(RedisQuotas, RedisEvents):
     """Queue and state in Redis; open with ``async with RedisStore(url) as backend``."""
 
     # --- records --------------------------------------------------------------------------------

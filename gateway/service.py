@@ -16,6 +16,7 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import Workflow, WorkflowRegistry
+from gateway import metrics
 from gateway.errors import (
     AccessDenied,
     GatewayError,
@@ -29,6 +30,8 @@ from gateway.images import inspect_and_clean_async
 from gateway.limits import AccessPolicy, Limits
 from gateway.models import Blocked, FailureCode, Held, ImageRef, JobEvent, JobRequest, JobState, Role
 from gateway.positions import RecentDurations, estimate_wait_s
+from gateway.quotas import QuotaExceeded, quota_counted
+from gateway.quotas import usage as quota_usage
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
 from gateway.storage import ImageStore
@@ -39,6 +42,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="gateway")
 
+_LIMIT_CODES = frozenset(
+    {
+        FailureCode.RATE_LIMITED,
+        FailureCode.TOO_MANY_PENDING,
+        FailureCode.QUEUE_FULL,
+        FailureCode.QUOTA_EXCEEDED,
+    }
+)
 #: presses of one button on one message within this many seconds are one press (:meth:`Gateway.first_press`)
 PRESS_WINDOW_S = 5.0
 
@@ -90,6 +101,7 @@ class GatewayStats:
     outcomes: dict[str, int]
     mean_run_s: dict[str, float]
     servers: list[ServerStatus]
+    quota_usage: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> {"hour": n, "day": n}
 
 
 @dataclass(frozen=True)
@@ -143,12 +155,17 @@ class Gateway:
         """Check the request against access, workflow bounds and limits, then queue it."""
         with structlog.contextvars.bound_contextvars(request_id=req.request_id):
             try:
-                return await self._submit(req)
+                result = await self._submit(req)
             except (GatewayError, ParamError, UnknownWorkflow) as exc:
-                return self._refused(exc, req)
+                result = self._refused(exc, req)
             except Exception as exc:  # the queue is unreachable: answer, do not crash the front end
                 log.error("submit_failed", error=repr(exc))
-                return Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
+                result = Refused(FailureCode.INTERNAL, "queue unavailable", retry_after_s=5.0)
+            if isinstance(result, Refused):
+                metrics.job_refused(result.code)
+            else:
+                metrics.JOBS_SUBMITTED.labels(req.workflow, req.platform).inc()
+            return result
 
     def check(self, req: JobRequest, *, coming: Collection[str] = ()) -> Refused | None:
         """What :meth:`submit` would refuse without asking the queue: the workflow, its parameters, the
@@ -198,14 +215,16 @@ class Gateway:
             role = Role.USER  # a front end cannot promote anyone; the policy decides
         values = self._validate(req, req.inputs)
         record = JobRecord(request=req.model_copy(update={"role": role}), values=values)
-        where = await self.store.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
-            record,
-            max_depth=self.limits.queue_cap,
-            max_pending=self.limits.pending_cap(role),
-            rate=self.limits.rate_rule(req.user_id, role),
-        )
-        if where is None:
-            raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
+        # The quota is counted first (atomically), and given back if the enqueue refuses the job.
+        async with quota_counted(self.limits.quotas, self.store, record.job_id, req.user_id, role):
+            where = await self.store.enqueue(  # queue cap, pending cap and rate: atomic, one round trip
+                record,
+                max_depth=self.limits.queue_cap,
+                max_pending=self.limits.pending_cap(role),
+                rate=self.limits.rate_rule(req.user_id, role),
+            )
+            if where is None:
+                raise LimitExceeded(f"queue cap {self.limits.queue_cap}", code=FailureCode.QUEUE_FULL)
         eta = None
         blocked = self.blocker(self.registry.get(req.workflow), values)
         if self.pool is not None and blocked is None:
@@ -243,9 +262,11 @@ class Gateway:
         retry_after = exc.retry_after_s if isinstance(exc, LimitExceeded) else None
         field_name = exc.field if isinstance(exc, InputInvalid) else None
         reason = exc.reason if isinstance(exc, InputInvalid) else None
+        if isinstance(exc, QuotaExceeded):
+            reason = exc.window  # "hour" or "day": the front end says which quota and when it resets
         if isinstance(exc, AccessDenied):
             pass  # AccessPolicy logs access_denied itself
-        elif exc.code in (FailureCode.RATE_LIMITED, FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL):
+        elif exc.code in _LIMIT_CODES:
             log.info(
                 "rate_limited",
                 code=exc.code.value,
@@ -408,7 +429,14 @@ class Gateway:
             outcomes=await self.store.outcomes(),
             mean_run_s=mean_run_s,
             servers=self.servers(),
+            quota_usage=await self._quota_usage(),
         )
+
+    async def _quota_usage(self) -> dict[str, dict[str, int]]:
+        if self.limits.quotas is None:
+            return {}
+        usage = await quota_usage(self.store)
+        return {user: {str(w): n for w, n in used.items()} for user, used in usage.items()}
 
     async def mark_delivered(self, job_id: str) -> bool:
         """Record, after the send, that the result is in the chat; True the first time.
@@ -416,7 +444,12 @@ class Gateway:
         Marked after the send, not before: a front end killed mid-send sends again on restart (the
         outcome is still owed, see :meth:`event_handled`) instead of leaving the message at "Sampling".
         """
-        return await self.store.mark_delivered(job_id)
+        first = await self.store.mark_delivered(job_id)
+        if first:
+            record = await self.store.get(job_id)
+            if record is not None:
+                metrics.delivered(record.request.platform, record.finished_at)
+        return first
 
     async def delivered(self, job_id: str) -> bool:
         """Whether this job's result is already in the chat (check before sending)."""

@@ -48,6 +48,9 @@ CREATE INDEX IF NOT EXISTS durations_by_workflow ON durations (workflow, id);
 CREATE TABLE IF NOT EXISTS outcomes (
     hour TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (hour, name)
 );
+CREATE TABLE IF NOT EXISTS quota (
+    key TEXT NOT NULL, job_id TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (key, job_id)
+);
 CREATE TABLE IF NOT EXISTS rate (key TEXT NOT NULL, at REAL NOT NULL, until REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rate_by_key ON rate (key, at);
 CREATE INDEX IF NOT EXISTS rate_by_until ON rate (until);

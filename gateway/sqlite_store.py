@@ -38,6 +38,7 @@ import structlog
 from gateway.limits import RateRule
 from gateway.memory import LocalChannels, kept
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_to_json
+from gateway.quota_stores import SqliteQuotas
 from gateway.records import JobRecord
 from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, lock, purge
 from gateway.store import (
@@ -54,7 +55,7 @@ log = structlog.get_logger(component="gateway")
 PURGE_EVERY = 1000  # finishes between purges of expired rows
 
 
-class SqliteStore(LocalChannels, Store):
+class SqliteStore(SqliteQuotas, LocalChannels, Store):
     """Queue, records, key-values and owed events in one SQLite file; open with ``async with``."""
 
     name = "sqlite"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -260,6 +260,34 @@ class KeyValues(Protocol):
         presses of one button, whichever front ends they reach, make one job."""
 
 
+@dataclass(frozen=True)
+class QuotaCounter:
+    """One quota window of one user: at most ``limit`` jobs counted under ``key`` until ``until`` (unix
+    seconds: the window's end, when the counter is dropped)."""
+
+    key: str
+    limit: int
+    until: float
+
+
+class Quotas(Protocol):
+    """Job quotas (``gateway/quotas.py``): fixed-window counters of job ids, checked and counted at once."""
+
+    @abc.abstractmethod
+    async def quota_take(self, job_id: str, counters: Sequence[QuotaCounter]) -> int | None:
+        """Count ``job_id`` in every counter, unless one is full: then nothing is counted and that
+        counter's index is returned (``None``: counted). Atomic across every process sharing the store;
+        idempotent per job id (a retry, or a job already counted, is not counted again)."""
+
+    @abc.abstractmethod
+    async def quota_give_back(self, job_id: str, keys: Sequence[str]) -> None:
+        """Uncount ``job_id`` (the job was refused after its quota was taken)."""
+
+    @abc.abstractmethod
+    async def quota_counts(self, prefix: str) -> dict[str, int]:
+        """The live counters whose key starts with ``prefix``: key → jobs counted."""
+
+
 class QueueRecords(Queue, Records, Protocol):
     """Ending a job: the terminal record and the ack (finishing, recovery)."""
 
@@ -272,7 +300,7 @@ class Jobs(Queue, Records, Events, Protocol):
     """Everything a worker touches: all but the front ends' key-values."""
 
 
-class Store(Queue, Records, Events, KeyValues):
+class Store(Queue, Records, Events, KeyValues, Quotas):
     """All four, behind one object: what an implementation provides and what ``app.py`` builds.
 
     Consumers ask for the narrow protocol they use (a worker needs the queue and events, the position
@@ -310,6 +338,8 @@ __all__ = [
     "Events",
     "KeyValues",
     "Queue",
+    "QuotaCounter",
+    "Quotas",
     "Records",
     "SettingsStore",
     "Store",

@@ -24,6 +24,7 @@ import structlog
 from comfy import ComfyUnreachable
 from comfy.workflow_errors import UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
+from gateway import metrics
 from gateway.execution import Executor, JobRun, JobTimeout
 from gateway.failures import RETRYABLE, failure_of, retry_failure
 from gateway.finishing import Finisher
@@ -229,6 +230,7 @@ class Worker:
             await self.store.ack(rec.job_id)
             return
         wait_ms = int((time.time() - rec.enqueued_at) * 1000)
+        metrics.WAIT_SECONDS.labels(rec.request.workflow).observe(wait_ms / 1000)
         log.info("job_dequeued", wait_ms=wait_ms, workflow=rec.request.workflow, consumer=self.consumer)
         await self._attempts(job, resume=None, recovered=False)
 

@@ -23,6 +23,7 @@ from bot.discord.cogs.settings import SettingsCog
 from bot.discord.context import DiscordContext
 from bot.discord.translator import CatalogueTranslator
 from comfybot.logs import get_logger
+from gateway import metrics
 
 __all__ = ["ComfyBot", "RateLimitLogFilter"]
 
@@ -82,6 +83,7 @@ class RateLimitLogFilter(logging.Filter):
         if "rate limited" in str(record.msg):
             args = record.args if isinstance(record.args, tuple) else ()
             numbers = [a for a in args if isinstance(a, float)]
+            metrics.chat_rate_limited("discord")
             log.warning(
                 "discord_rate_limited", retry_after=numbers[-1] if numbers else None, source=record.name
             )

@@ -26,6 +26,7 @@ from typing import Any
 import discord
 
 from comfybot.logs import get_logger
+from gateway import metrics
 
 __all__ = ["CannotPost", "JobMessage", "Render"]
 
@@ -162,6 +163,7 @@ class JobMessage:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                metrics.chat_api_error("discord", type(exc).__name__)
                 log.warning(
                     "job_message_failed", error=type(exc).__name__, detail=str(exc)[:200], final=final
                 )

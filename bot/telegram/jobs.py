@@ -36,7 +36,14 @@ class Origin:
     role: Role = Role.USER
 
 
-_BUSY = frozenset({FailureCode.RATE_LIMITED, FailureCode.TOO_MANY_PENDING, FailureCode.QUEUE_FULL})
+_BUSY = frozenset(
+    {
+        FailureCode.RATE_LIMITED,
+        FailureCode.TOO_MANY_PENDING,
+        FailureCode.QUEUE_FULL,
+        FailureCode.QUOTA_EXCEEDED,
+    }
+)
 
 
 def user_key(user_id: int | str) -> str:

@@ -44,6 +44,7 @@ from aiogram.exceptions import (
 
 from bot.telegram.pace import LocalPace, Pace
 from comfybot.logs import get_logger
+from gateway import metrics
 
 __all__ = [
     "EditOutcome",
@@ -535,6 +536,7 @@ class TelegramSender:
     def _on_retry_after(self, chat: _Chat, op: _Op[Any], exc: TelegramRetryAfter) -> bool:
         # The chat waits; 429s in two chats within the global window: the whole bot waits (see pace.py).
         is_global = self._pace.retry_after(op.chat_id, exc.retry_after, self._clock())
+        metrics.chat_rate_limited("telegram")
         log.warning(
             "telegram_retry_after",
             method=exc.method.__api_method__,
@@ -581,6 +583,7 @@ class TelegramSender:
 
     def _failed(self, op: _Op[Any], exc: BaseException) -> None:
         method = getattr(getattr(exc, "method", None), "__api_method__", None)
+        metrics.chat_api_error("telegram", type(exc).__name__)
         log.warning(
             "telegram_send_failed",
             method=method,

@@ -66,6 +66,12 @@ FULL_ENV = {
     "COMFYBOT_API_PORT": "9999",
     "COMFYBOT_API_TOKEN": "api-token-123",
     "COMFYBOT_WEBHOOK_SECRET": "hook-secret-123",
+    "COMFYBOT_METRICS_PORT": "9108",
+    "COMFYBOT_QUOTA_HOURLY": "5",
+    "COMFYBOT_QUOTA_DAILY": "20",
+    "COMFYBOT_ADMIN_QUOTA_HOURLY": "50",
+    "COMFYBOT_ADMIN_QUOTA_DAILY": "200",
+    "COMFYBOT_METRICS_BIND": "0.0.0.0",
     "COMFYBOT_MODEL_CHECKPOINT": "dreamshaper.safetensors",
     "COMFYBOT_MODEL_UPSCALE": "4x.pth",
 }
@@ -141,6 +147,14 @@ def test_every_variable_from_env() -> None:
     assert (s.api.enabled, s.api.bind, s.api.port) == (True, "127.0.0.2", 9999)
     assert s.api.token is not None and s.api.token.get_secret_value() == "api-token-123"
     assert s.api.webhook_secret_value == "hook-secret-123"
+    assert s.api.metrics_port == 9108 and s.api.metrics_bind == "0.0.0.0"
+    lim = s.limits
+    assert (lim.quota_hourly, lim.quota_daily, lim.admin_quota_hourly, lim.admin_quota_daily) == (
+        5,
+        20,
+        50,
+        200,
+    )
     assert s.models == {"checkpoint": "dreamshaper.safetensors", "upscale": "4x.pth"}
     s3 = s.s3
     assert (s3.enabled, s3.endpoint, s3.bucket, s3.region, s3.prefix) == (
@@ -371,6 +385,11 @@ BAD_ENV = [
     ("COMFYBOT_S3_PREFIX", "/abs", "COMFYBOT_S3_PREFIX: '/abs' does not match"),
     ("COMFYBOT_API_ENABLED", "sure", "COMFYBOT_API_ENABLED: 'sure' is not a boolean"),
     ("COMFYBOT_API_PORT", "http", "COMFYBOT_API_PORT: 'http' is not an integer"),
+    ("COMFYBOT_METRICS_PORT", "metrics", "COMFYBOT_METRICS_PORT: 'metrics' is not an integer"),
+    ("COMFYBOT_QUOTA_HOURLY", "lots", "COMFYBOT_QUOTA_HOURLY: 'lots' is not an integer"),
+    ("COMFYBOT_QUOTA_DAILY", "x", "COMFYBOT_QUOTA_DAILY: 'x' is not an integer"),
+    ("COMFYBOT_ADMIN_QUOTA_HOURLY", "y", "COMFYBOT_ADMIN_QUOTA_HOURLY: 'y' is not an integer"),
+    ("COMFYBOT_ADMIN_QUOTA_DAILY", "z", "COMFYBOT_ADMIN_QUOTA_DAILY: 'z' is not an integer"),
 ]
 
 
@@ -398,6 +417,7 @@ def test_every_variable_has_a_bad_value_case() -> None:
         "COMFYBOT_DATA_DIR",
         "LOG_DIR",
         "COMFYBOT_API_BIND",
+        "COMFYBOT_METRICS_BIND",
         "COMFYBOT_API_TOKEN",
         "COMFYBOT_WEBHOOK_SECRET",
         "COMFYBOT_S3_ACCESS_KEY_ID",

@@ -30,7 +30,7 @@ from gateway.models import (
 from gateway.records import JobRecord
 from gateway.redis_store import RedisStore
 from gateway.sqlite_store import SqliteStore
-from gateway.store import Store
+from gateway.store import QuotaCounter, Store
 
 
 def make_record(user: str = "u1", platform: str = "telegram", workflow: str = "txt2img") -> JobRecord:
@@ -269,6 +269,26 @@ class TestBackendContract:
     async def test_claim_once_is_atomic_under_concurrent_claims(self, backend: Store) -> None:
         results = await asyncio.gather(*(backend.claim_once("k", 60) for _ in range(20)))
         assert results.count(True) == 1
+
+    async def test_quota_counts_each_job_once_and_all_windows_or_none(self, backend: Store) -> None:
+        until = time.time() + 3600
+        hour, day = QuotaCounter("hour:1:u1", 2, until), QuotaCounter("day:1:u1", 3, until)
+        assert await backend.quota_take("j1", [hour, day]) is None
+        assert await backend.quota_take("j1", [hour, day]) is None, "a retry is not counted again"
+        assert await backend.quota_take("j2", [hour, day]) is None
+        assert await backend.quota_take("j3", [hour, day]) == 0, "the hour is full"
+        assert await backend.quota_counts("day:1:") == {"day:1:u1": 2}, "a refused take counts nowhere"
+        await backend.quota_give_back("j2", [hour.key, day.key])
+        assert await backend.quota_counts("") == {"hour:1:u1": 1, "day:1:u1": 1}
+        gone = QuotaCounter("hour:0:u1", 1, time.time() - 1)
+        assert await backend.quota_take("j4", [gone]) is None
+        assert await backend.quota_counts("hour:0:") == {}, "a window that ended is dropped"
+
+    async def test_quota_is_atomic_under_concurrent_takes(self, backend: Store) -> None:
+        counter = QuotaCounter("day:1:u9", 3, time.time() + 60)
+        results = await asyncio.gather(*(backend.quota_take(f"j{i}", [counter]) for i in range(20)))
+        assert results.count(None) == 3
+        assert await backend.quota_counts("day:1:u9") == {"day:1:u9": 3}
 
     async def test_pending_cap_is_atomic_with_enqueue(self, backend: Store) -> None:
         """Regression: checked before the enqueue only, a flood from several processes passed it at once."""
