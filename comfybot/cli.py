@@ -1,4 +1,4 @@
-"""The ``comfybot`` command: ``run``, ``doctor``, ``config``, ``monitor``, ``trace``.
+"""The ``comfybot`` command: ``run``, ``doctor``, ``config``, ``monitor``, ``trace``, ``workflow import``.
 
 ``run`` and ``doctor`` load the settings, configure logging and hand over to :mod:`comfybot.app` (imported
 lazily, so the other commands work without the bot and gateway stacks). A bad configuration is one line on
@@ -150,6 +150,45 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0 if entries else 1
 
 
+def _read_json_file(path: str) -> Any:
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def cmd_workflow_import(args: argparse.Namespace) -> int:
+    from comfy import workflow_import as wi  # lazy: the other commands need no pydantic workflow models
+
+    try:
+        name = wi.workflow_name(Path(args.graph), args.name)
+        proposal = wi.propose(_read_json_file(args.graph), name, source=Path(args.graph).name)
+        info = _read_json_file(args.object_info) if args.object_info else None
+        if info is not None and not isinstance(info, dict):
+            raise ValueError(f"{args.object_info} is not an /object_info answer (a JSON object)")
+        problems = wi.validate(proposal, info) if info is not None else []
+    except ValueError as exc:  # ImportRefused included
+        sys.stderr.write(f"comfybot workflow import: {exc}\n")
+        return 1
+    out = sys.stdout
+    out.write(f"workflow {name!r} from {args.graph}:\n" + "".join(f"  {line}\n" for line in proposal.found))
+    if problems:
+        out.write(f"not written: the server of {args.object_info} cannot run it:\n")
+        out.write("".join(f"  {line}\n" for line in problems))
+        return 1
+    directory = Path(args.dir) if args.dir else (_settings(args).paths.workflows_dir or Path.cwd())
+    try:
+        graph_path, manifest_path = wi.write_files(proposal, directory, force=args.force)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"comfybot workflow import: {exc}\n")
+        return 1
+    out.write("review before use:\n" + "".join(f"  {line}\n" for line in proposal.review))
+    out.write(f"wrote {graph_path} and {manifest_path}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="comfybot", description="ComfyUI in your chats.")
@@ -185,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", help="log files (default: every log in LOG_DIR, rotated ones too)")
     colour_flags(p)
     p.set_defaults(func=cmd_trace)
+
+    wf = sub.add_parser("workflow", help="workflow tools: import an API-format graph")
+    wf_sub = wf.add_subparsers(dest="workflow_command", metavar="ACTION", required=True)
+    p = wf_sub.add_parser("import", help="propose a manifest for an API-format graph and write both files")
+    p.add_argument("graph", help="API-format graph (ComfyUI: Export (API) / Save (API Format))")
+    p.add_argument("--name", help="workflow name, a-z0-9_ (default: from the file name)")
+    p.add_argument("--dir", metavar="DIR", help="where to write (default: COMFYBOT_WORKFLOWS_DIR, else .)")
+    p.add_argument("--object-info", metavar="FILE", help="a server's /object_info JSON to check against")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_workflow_import)
     return parser
 
 
