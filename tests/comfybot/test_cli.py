@@ -76,7 +76,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_help_lists_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("run", "doctor", "config", "monitor", "trace"):
+    for command in ("run", "doctor", "config", "monitor", "trace", "workflow"):
         assert f"    {command} " in result.stdout
 
 
