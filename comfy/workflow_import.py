@@ -236,7 +236,9 @@ def _latent_params(graph: Graph, p: Proposal) -> dict[str, Any]:
         params["batch"] |= {"targets": [f"{n}.inputs.batch_size"], "description": "Images per job"}
     if _literal(graph, n, "width", (int,)) and _literal(graph, n, "height", (int,)):
         w, h = graph[n]["inputs"]["width"], graph[n]["inputs"]["height"]
-        if w > 0 and h > 0:
+        if w <= 0 or h <= 0 or max(w, h) > 16 * min(w, h):
+            p.review.append(f"node {n}: size {w}x{h} is not a ratio an aspect parameter allows; not offered")
+        else:
             params["ar"] = _aspect(w, h) | {"width": [f"{n}.inputs.width"], "height": [f"{n}.inputs.height"]}
             params["ar"]["description"] = "Aspect ratio W:H"
     return params
@@ -332,7 +334,10 @@ def propose(raw: Any, name: str, info: Mapping[str, Any] | None = None, source: 
     if "prompt" in params:
         p.manifest["prompt_param"] = "prompt"
     _summarise(p, samplers)
-    to_workflow(p)  # the loader's own checks: a proposal that would not load is a bug here, not a file
+    try:
+        to_workflow(p)  # the loader's own checks, so what is written loads
+    except ValueError as exc:
+        raise ImportRefused(f"the proposed manifest would not load ({exc}); fix the graph's values") from None
     return p
 
 

@@ -162,3 +162,14 @@ def test_cli_refuses_a_ui_export(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "UI-format" in result.stderr and "Export (API)" in result.stderr
     assert not (tmp_path / "wf").exists()
+
+
+def test_unusable_values_are_reported_not_written() -> None:
+    graph = _graph("txt2img")
+    graph["5"]["inputs"] |= {"width": 4096, "height": 64}
+    proposal = propose(graph, "wide")
+    assert "ar" not in proposal.manifest["params"]
+    assert any("4096x64" in line for line in proposal.review)
+    graph["4"]["inputs"]["ckpt_name"] = "/etc/passwd"
+    with pytest.raises(ImportRefused, match="would not load"):
+        propose(graph, "abs")
