@@ -244,7 +244,7 @@ class RedisStore(RedisEvents):
             self._key("job", record.job_id),
             self._key("user", record.user_id, "pending"),
             self._waiting_key,
-            self._key("events", record.platform),
+            self._key("events", record.events_channel),
             self._key("outcomes", outcome_hour(time.time())),
         ]
         args: list[bytes | str | int] = [
