@@ -528,6 +528,22 @@ class FakeDiscord:
         """The identified connections Discord sends ``guild_id``'s events to."""
         return [ws for ws, (sid, n) in self._shards.items() if self.shard_of(guild_id, n) == sid]
 
+    def _text_channel(self, channel_id: int) -> JSON:
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(self.channel_guilds[channel_id]),
+            "name": f"channel-{channel_id}",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+
     def _guild_create(self, guild_id: int) -> JSON:
         guild = self.guilds[guild_id]
         return {
@@ -541,11 +557,7 @@ class FakeDiscord:
             "roles": [{"id": guild["id"], "name": "@everyone", "permissions": "0", "position": 0}],
             "emojis": [],
             "stickers": [],
-            "channels": [
-                {"id": str(c), "type": 0, "name": f"channel-{c}", "position": 0, "guild_id": guild["id"]}
-                for c, g in self.channel_guilds.items()
-                if g == guild_id
-            ],
+            "channels": [self._text_channel(c) for c, g in self.channel_guilds.items() if g == guild_id],
             "members": [],
             "voice_states": [],
             "presences": [],
@@ -598,7 +610,7 @@ class FakeDiscord:
                 "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
                 "guild_locale": "en-US",
                 "member": member,
-                "channel": {"id": str(inter.channel_id), "type": 0, "guild_id": str(guild_id)},
+                "channel": {**self._text_channel(inter.channel_id), "permissions": str(perms)},
                 "context": 0,
                 "authorizing_integration_owners": {"0": str(guild_id)},
             }
