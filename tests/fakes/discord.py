@@ -332,6 +332,7 @@ class FakeDiscord:
         token_ttl_s: float = TOKEN_TTL_S,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT,
         enforced_upload_limit: int | None = None,
+        recommended_shards: int = 1,
     ) -> None:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
@@ -363,7 +364,7 @@ class FakeDiscord:
         self.dms_closed: set[int] = set()  # users who do not accept DMs from the bot: 403 50007
         self.identified = 0
         self.identifies: list[tuple[int, int]] = []  # each IDENTIFY's (shard_id, shard_count)
-        self.recommended_shards = 1  # GET gateway/bot's "shards"
+        self.recommended_shards = recommended_shards  # GET gateway/bot's "shards"
         self.guilds: dict[int, JSON] = {}
         self.channel_guilds: dict[int, int] = {}  # a guild text channel -> its guild
         self._guild_seq = itertools.count(1000)
