@@ -142,7 +142,10 @@ class DiscordSettings(_Section):
             return "shard_count", "required when DISCORD_SHARD_IDS is set (every process must agree on it)"
         over = [i for i in self.shard_ids if i >= self.shard_count]
         if over:
-            return "shard_ids", f"shard {over[0]} does not exist with {self.shard_count} shard(s) (ids are 0..count-1)"
+            return (
+                "shard_ids",
+                f"shard {over[0]} does not exist with {self.shard_count} shard(s) (ids: 0..count-1)",
+            )
         return None
 
     @property

@@ -214,7 +214,8 @@ class Executor:
         rec.start()
         await self.store.save(rec)
         await self.store.publish(
-            rec.events_channel, Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name)
+            rec.events_channel,
+            Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name),
         )
 
     async def _preview(self, job: JobRun, event: ce.PreviewImage) -> None:

@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -76,9 +77,7 @@ async def test_each_shard_process_answers_its_guilds_and_shows_their_jobs(
         front = {
             s: child_env(
                 tmp_path / f"front{s}",
-                shared
-                | fake.env()
-                | {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": str(s)},
+                shared | fake.env() | {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": str(s)},
             )
             for s in SHARDS
         }
@@ -95,9 +94,7 @@ async def test_each_shard_process_answers_its_guilds_and_shows_their_jobs(
                 )
                 for s in SHARDS
             }
-            results = {
-                s: await fake.wait_for(lambda s=s: _result(fake, inters[s]), timeout=120) for s in SHARDS
-            }
+            results = {s: await fake.wait_for(partial(_result, fake, inters[s]), timeout=120) for s in SHARDS}
             for s in SHARDS:
                 history = [h["content"] for h in results[s].history]
                 assert any("queue" in c.lower() or "%" in c for c in history[:-1]), history  # progress
@@ -107,7 +104,7 @@ async def test_each_shard_process_answers_its_guilds_and_shows_their_jobs(
                 reroll = next(c for c in results[s].custom_ids if c.startswith("comfybot:r:"))
                 presses[s] = await fake.click(USERS[s], results[s].id, reroll)
             rerolled = {
-                s: await fake.wait_for(lambda s=s: _result(fake, presses[s]), timeout=120) for s in SHARDS
+                s: await fake.wait_for(partial(_result, fake, presses[s]), timeout=120) for s in SHARDS
             }
             assert all(presses[s].callback is not None for s in SHARDS)
             assert rerolled[0].channel_id == channels[0] and rerolled[1].channel_id == channels[1]

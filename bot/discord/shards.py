@@ -27,8 +27,11 @@ PLATFORM = "discord"
 
 
 class ShardedClient(Protocol):
-    shard_count: int | None
-    shard_ids: Sequence[int] | None
+    @property
+    def shard_count(self) -> int | None: ...
+
+    @property
+    def shard_ids(self) -> Sequence[int] | None: ...
 
 
 def shard_of(guild_id: int | None, count: int) -> int:

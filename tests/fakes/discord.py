@@ -2,9 +2,10 @@
 
 It speaks what ``/work/shared/PLATFORMS.md`` describes: a websocket at ``/gateway`` (HELLO, heartbeat ACK,
 IDENTIFY → READY, then ``INTERACTION_CREATE`` dispatches) and the REST routes a bot calls under
-``/api/v10``: ``gateway/bot`` (the recommended ``shards``), ``users/@me``, ``oauth2/applications/@me``, ``PUT applications/{app}/commands`` (echoed with
-ids), ``POST interactions/{id}/{token}/callback`` (``with_response``), ``PATCH/GET/DELETE
-webhooks/{app}/{token}/messages/@original|{id}`` (JSON or multipart ``payload_json`` + ``files[n]``),
+``/api/v10``: ``gateway/bot`` (the recommended ``shards``), ``users/@me``, ``oauth2/applications/@me``,
+``PUT applications/{app}/commands`` (echoed with ids), ``POST interactions/{id}/{token}/callback``
+(``with_response``), ``PATCH/GET/DELETE webhooks/{app}/{token}/messages/@original|{id}`` (JSON or
+multipart ``payload_json`` + ``files[n]``),
 ``POST webhooks/{app}/{token}`` (followups), ``POST/PATCH/DELETE channels/{id}/messages[/{id}]``, and the
 attachment download URLs it hands out (``/attachments/{id}/{filename}``). Every JSON answer has the
 Content-Type exactly ``application/json`` (discord.py decodes nothing else). Message content over 2000
@@ -617,7 +618,11 @@ class FakeDiscord:
             }
         else:
             place = {
-                "channel": {"id": str(inter.channel_id), "type": 1, "recipients": [self._user(inter.user_id)]},
+                "channel": {
+                    "id": str(inter.channel_id),
+                    "type": 1,
+                    "recipients": [self._user(inter.user_id)],
+                },
                 "user": self._user(inter.user_id),
                 "context": 1,
                 "authorizing_integration_owners": {},
@@ -777,9 +782,8 @@ class FakeDiscord:
                 op = frame.get("op")
                 if op == 1:
                     await ws.send_str(json.dumps({"op": 11}))
-                elif op == 2:
-                    if not await self._identify(ws, frame.get("d") or {}):
-                        break
+                elif op == 2 and not await self._identify(ws, frame.get("d") or {}):
+                    break
         finally:
             self._shards.pop(ws, None)
             if ws in self._sockets:

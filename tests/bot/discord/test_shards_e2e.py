@@ -5,6 +5,7 @@ version is tests/test_discord_shards_e2e.py)."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 import discord
@@ -130,7 +131,7 @@ async def test_two_front_ends_each_show_the_jobs_of_their_shard(
                 assert result.edits >= 2, "queued, then progress or the result, in the same response"
                 reroll = next(c for c in result.custom_ids if c.startswith("comfybot:r:"))
                 press = await b.fake.click(9100 + s, result.id, reroll)
-                again = await b.fake.wait_for(lambda press=press: _result(b.fake, press), 30)
+                again = await b.fake.wait_for(partial(_result, b.fake, press), 30)
                 assert again.channel_id == channels[s]
             assert not [
                 m for m in b.fake.messages.values() if m.interaction_id is None and not m.ephemeral
