@@ -75,9 +75,13 @@ class ComfyBot(commands.AutoShardedBot):
         await self.add_cog(ButtonsCog(self, self.ctx))
         await self.add_cog(HelpCog(self, self.ctx))
         await self.tree.set_translator(CatalogueTranslator(self.ctx.i18n))
-        if self.ctx.options.sync_commands:
+        if self.ctx.options.sync_commands and (self.shard_ids is None or 0 in self.shard_ids):
+            # The commands are the application's, not a shard's: one process (shard 0's) syncs them,
+            # not each of N on every rolling restart.
             synced = await self.tree.sync()
             log.info("discord_commands_synced", commands=[c.name for c in synced])
+        elif self.ctx.options.sync_commands:
+            log.info("discord_commands_sync_skipped", reason="shard 0 syncs them")
 
     async def on_ready(self) -> None:
         log.info(

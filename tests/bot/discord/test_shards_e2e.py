@@ -123,6 +123,7 @@ async def test_two_front_ends_each_show_the_jobs_of_their_shard(
                 await f.start()
                 await f.wait_ready()
             assert [f.consumer.channels for f in fronts] == [("discord",), ("discord:shard-1",)]
+            assert len(b.fake.calls_of("commands")) == 2, "the bench's front end and shard 0's synced"
             channels = [b.fake.add_channel(b.fake.add_guild(shard=s, shard_count=2)) for s in (0, 1)]
             results = await asyncio.gather(
                 *(_generate_in(b, channels[s], 9100 + s, f"a kite {s}") for s in (0, 1))
@@ -137,5 +138,5 @@ async def test_two_front_ends_each_show_the_jobs_of_their_shard(
                 m for m in b.fake.messages.values() if m.interaction_id is None and not m.ephemeral
             ], "no job continued on a channel message (its events went to the process with the token)"
         finally:
-            for f in fronts:
+            for f in reversed(fronts):  # each puts back the discord.py endpoints it found
                 await f.stop()
