@@ -10,7 +10,8 @@ Keys (under ``prefix``, default ``comfybot:``):
   both O(log n). ``ZREM`` is the arbiter between a worker taking a job and a user cancelling it.
 * ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id), ``taken`` (the entry a worker took
   it by), ``done`` (set once, by ``finish``).
-* ``events:<platform>`` — stream per platform, consumer group ``frontends``. One durable ordered channel for
+* ``events:<channel>`` — stream per event channel (the platform; a Discord shard N > 0: ``discord:shard-N``),
+  consumer group ``frontends``. One durable ordered channel for
   every event, progress included: the order queued → started → progress → succeeded holds by construction
   (pub/sub for progress plus a stream for terminal events could deliver a progress after the result), and a
   front end that restarts resumes from its pending entries. A progress event is acked once the next is
