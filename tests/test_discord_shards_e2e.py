@@ -119,7 +119,7 @@ async def test_each_shard_process_answers_its_guilds_and_shows_their_jobs(
             assert not [e for e in events if e["event"] == "job_message_continued"], (
                 "no job moved to a channel message: its events reached the process with its token"
             )
-            synced = [e["event"] for e in events if e["event"].startswith("discord_commands_sync")]
+            synced = [e["event"] for e in events if str(e["event"]).startswith("discord_commands_sync")]
             assert synced == ["discord_commands_synced" if s == 0 else "discord_commands_sync_skipped"]
             ready = next(e for e in events if e["event"] == "discord_ready")
             assert (ready["shard_count"], ready["shard_ids"]) == (2, [s])
