@@ -1,5 +1,6 @@
-"""The gateway-event consumer every chat front end runs: one subscription for the platform, one tracker
-task per live job (which turns that job's events into edits of its chat message)."""
+"""The gateway-event consumer every chat front end runs: one subscription per event channel it follows
+(the platform's own; a sharded Discord process follows one per shard), one tracker task per live job
+(which turns that job's events into edits of its chat message)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class JobTracker(Protocol):
 
     queue: asyncio.Queue[JobEvent]
     task: asyncio.Task[None] | None
+    channel: str  # the event channel its events come on (acknowledged there)
 
     async def run(self) -> None: ...
 
@@ -79,6 +81,7 @@ class TrackerBase(abc.ABC):
         self.job_id = job_id
         self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.channel = consumer.platform
         self.last_preview_at = -math.inf
         # Who holds the lease on this job's view (the message): only the holder shows progress, any
         # replica shows the outcome. None: no open view (the job shows as in one process, unleased).
@@ -184,7 +187,7 @@ class TrackerBase(abc.ABC):
     async def _handled(self) -> None:
         # Only after the chat effect: a process killed before this line gets the outcome again on restart.
         try:
-            await self.consumer.gateway.event_handled(self.consumer.platform, self.job_id)
+            await self.consumer.gateway.event_handled(self.channel, self.job_id)
             await self.consumer.gateway.close_view(self.job_id)
         except Exception as exc:
             log.warning("event_ack_failed", error=repr(exc))
@@ -224,11 +227,13 @@ class TrackerBase(abc.ABC):
 
 
 class EventConsumer(abc.ABC, Generic[T]):
-    """Reads ``platform``'s events from the gateway and hands each to the tracker of its job."""
+    """Reads ``platform``'s events from the gateway and hands each to the tracker of its job.
+    ``channels``: the event channels it reads (set before :meth:`run`; default the platform's own)."""
 
     def __init__(self, gateway: Gateway, platform: str) -> None:
         self.gateway = gateway
         self.platform = platform
+        self.channels: tuple[str, ...] = (platform,)
         self._trackers: dict[str, T] = {}
         self._last_event = -math.inf
         self.stopping = asyncio.Event()  # set by :meth:`drain`: trackers stop retrying sends
@@ -284,11 +289,12 @@ class EventConsumer(abc.ABC, Generic[T]):
     def forget(self, job_id: str) -> None:
         self._trackers.pop(job_id, None)
 
-    def dispatch(self, ev: JobEvent) -> None:
+    def dispatch(self, ev: JobEvent, channel: str | None = None) -> None:
         self._last_event = time.monotonic()
         tracker = self._trackers.get(ev.job_id)
         if tracker is None:
             tracker = self._trackers[ev.job_id] = self.new_tracker(ev.job_id)
+            tracker.channel = channel or self.platform
             tracker.task = asyncio.create_task(tracker.run(), name=f"{self.platform}-job-{ev.job_id}")
         tracker.queue.put_nowait(ev)
 
@@ -300,23 +306,29 @@ class EventConsumer(abc.ABC, Generic[T]):
                 await tracker.renew_lease()
 
     async def run(self) -> None:
-        """Consume forever, keeping the view leases; a broken subscription is re-opened after a pause."""
+        """Consume every channel forever, keeping the view leases; a broken subscription is re-opened
+        after a pause."""
         leases = asyncio.create_task(self.keep_leases(), name=f"{self.platform}-view-leases")
         try:
-            await self._consume()
+            if len(self.channels) == 1:
+                await self._consume(self.channels[0])
+                return
+            async with asyncio.TaskGroup() as group:
+                for channel in self.channels:
+                    group.create_task(self._consume(channel), name=f"{self.platform}-events-{channel}")
         finally:
             leases.cancel()
             await asyncio.gather(leases, return_exceptions=True)
 
-    async def _consume(self) -> None:
+    async def _consume(self, channel: str) -> None:
         while True:
             try:
                 # Our own consumer name: what a killed replica read and never acknowledged is taken over
                 # by a live one after the lease (one name shared by all would leave it pending for ever).
-                events = self.gateway.subscribe(self.platform, consumer=self.gateway.replica)
+                events = self.gateway.subscribe(channel, consumer=self.gateway.replica)
                 try:
                     async for ev in events:
-                        self.dispatch(ev)
+                        self.dispatch(ev, channel)
                 finally:
                     aclose = getattr(events, "aclose", None)  # an async generator: close it now, not at GC
                     if aclose is not None:
@@ -324,7 +336,7 @@ class EventConsumer(abc.ABC, Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("event_subscription_failed", platform=self.platform)
+                log.exception("event_subscription_failed", platform=self.platform, channel=channel)
             await asyncio.sleep(1.0)
 
     async def settle(self, quiet_s: float = 0.2, max_s: float = 5.0) -> None:

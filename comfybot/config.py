@@ -117,6 +117,36 @@ class DiscordSettings(_Section):
     bot_token: SecretStr | None = None
     api_base: HttpUrl = "https://discord.com"
     gateway_url: WsUrl = "wss://gateway.discord.gg"
+    # None: the count Discord recommends (GET /gateway/bot); every process of the bot must use one count.
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: tuple[int, ...] | None = None  # this process's shards; None: all of them
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        ids = parse_str_list(value)
+        for i in ids:
+            if not re.fullmatch(r"\d+", i):
+                raise ValueError(f"{i!r} is not a shard id (a number from 0)")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{','.join(ids)!r} names a shard twice")
+        return tuple(int(i) for i in ids) or None
+
+    def shard_problem(self) -> tuple[str, str] | None:
+        """``(field, problem)`` when the shard ids do not fit the count (checked with the other rules)."""
+        if self.shard_ids is None:
+            return None
+        if self.shard_count is None:
+            return "shard_count", "required when DISCORD_SHARD_IDS is set (every process must agree on it)"
+        over = [i for i in self.shard_ids if i >= self.shard_count]
+        if over:
+            return (
+                "shard_ids",
+                f"shard {over[0]} does not exist with {self.shard_count} shard(s) (ids: 0..count-1)",
+            )
+        return None
 
     @property
     def enabled(self) -> bool:
@@ -324,6 +354,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "DISCORD_BOT_TOKEN": ("discord", "bot_token"),
     "DISCORD_API_BASE": ("discord", "api_base"),
     "DISCORD_GATEWAY_URL": ("discord", "gateway_url"),
+    "DISCORD_SHARD_COUNT": ("discord", "shard_count"),
+    "DISCORD_SHARD_IDS": ("discord", "shard_ids"),
     "COMFYUI_URLS": ("comfy", "urls"),
     "COMFYUI_CAPACITY": ("comfy", "capacity"),
     "COMFYUI_WS_STALL_TIMEOUT": ("comfy", "ws_stall_timeout_s"),
@@ -506,6 +538,9 @@ def _check(settings: Settings, from_env: Mapping[tuple[str, str], str], path: Pa
         if not tg.webhook_url.startswith("https://"):
             name = _name(("telegram", "webhook_url"), from_env, path)
             raise ConfigError(name, f"{tg.webhook_url!r} must be https:// (Telegram only calls https)")
+    shards = settings.discord.shard_problem()
+    if shards is not None:
+        raise ConfigError(_name(("discord", shards[0]), from_env, path), shards[1])
     if api.enabled and (api.token is None or not api.token.get_secret_value()):
         raise ConfigError(_name(("api", "token"), from_env, path), "required when the HTTP API is enabled")
     limits = settings.limits

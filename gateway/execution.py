@@ -197,7 +197,7 @@ class Executor:
                     now = loop.time()
                     if update.node_label != last_label or now - last_progress >= self.progress_interval_s:
                         last_label, last_progress = update.node_label, now
-                        await self.store.publish(rec.platform, update)
+                        await self.store.publish(rec.events_channel, update)
         except TimeoutError:
             await self.stop_in_comfy(job)
             raise JobTimeout(timeout_s) from None
@@ -214,7 +214,8 @@ class Executor:
         rec.start()
         await self.store.save(rec)
         await self.store.publish(
-            rec.platform, Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name)
+            rec.events_channel,
+            Started(job_id=rec.job_id, request_id=rec.request.request_id, backend=server.name),
         )
 
     async def _preview(self, job: JobRun, event: ce.PreviewImage) -> None:
@@ -225,7 +226,7 @@ class Executor:
             log.warning("preview_dropped", error=repr(exc))
             return
         await self.store.publish(
-            rec.platform, Preview(job_id=rec.job_id, request_id=rec.request.request_id, image=ref)
+            rec.events_channel, Preview(job_id=rec.job_id, request_id=rec.request.request_id, image=ref)
         )
 
     async def collect(self, job: JobRun, server: ComfyServer, result: PromptResult) -> list[ImageRef]:

@@ -243,7 +243,7 @@ class MemoryStore(MemoryQuotas, LocalChannels, Store):
             bucket[name] = bucket.get(name, 0) + 1
         while len(self._outcomes) > OUTCOME_HOURS + 1:  # insertion order is time order
             self._outcomes.popitem(last=False)
-        await self.publish(record.platform, event)
+        await self.publish(record.events_channel, event)
         return True
 
     async def outcomes(self, now: float | None = None) -> dict[str, int]:

@@ -92,7 +92,9 @@ class JobRequest(_Model):
     ``params`` holds values already parsed by the front end (``--steps 30`` → ``{"steps": 30}``); the gateway
     validates them against the workflow's manifest. ``reply_to`` is opaque to the gateway: the front end that
     owns the chat message puts whatever it needs there (chat id, message id, interaction token) and gets it
-    back on every event.
+    back on every event. ``events_channel`` names the event channel the job's events go to (None: the
+    ``platform``'s own): a sharded Discord front end names its shard's, so the events reach the process
+    that took the interaction and holds its token.
     """
 
     request_id: str = Field(default_factory=new_request_id)
@@ -106,6 +108,7 @@ class JobRequest(_Model):
     reply_to: dict[str, Any] = Field(default_factory=dict)
     role: Role = Role.USER
     received_at: float = Field(default_factory=time.time)
+    events_channel: str | None = None
 
 
 # --- events -------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ class PositionNotifier:
                 eta_s=eta,
                 blocked=blocked,
             )
-            await self.store.publish(record.platform, event)
+            await self.store.publish(record.events_channel, event)
             if blocked is not None and (job_id not in self._sent or self._sent[job_id][1] != blocked):
                 with structlog.contextvars.bound_contextvars(
                     request_id=record.request.request_id, job_id=job_id
@@ -199,7 +199,7 @@ class PositionNotifier:
                     depth=depth + 1,
                     blocked=blocked,
                 )
-                await self.store.publish(record.platform, event)
+                await self.store.publish(record.events_channel, event)
             except Exception as exc:  # the job still waits and runs; only the notice is lost
                 log.warning("queue_positions_failed", error=repr(exc))
 

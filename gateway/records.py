@@ -95,6 +95,11 @@ class JobRecord(BaseModel):
         return self.request.platform
 
     @property
+    def events_channel(self) -> str:
+        """Where this job's events are published (``subscribe`` / ``event_handled`` take the same name)."""
+        return self.request.events_channel or self.request.platform
+
+    @property
     def wait_ms(self) -> int:
         """Time from enqueue to the start of execution in ComfyUI (0 until it started)."""
         if self.started_at is None:

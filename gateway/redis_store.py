@@ -10,7 +10,8 @@ Keys (under ``prefix``, default ``comfybot:``):
   both O(log n). ``ZREM`` is the arbiter between a worker taking a job and a user cancelling it.
 * ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id), ``taken`` (the entry a worker took
   it by), ``done`` (set once, by ``finish``).
-* ``events:<platform>`` — stream per platform, consumer group ``frontends``. One durable ordered channel for
+* ``events:<channel>`` — stream per event channel (the platform; a Discord shard N > 0: ``discord:shard-N``),
+  consumer group ``frontends``. One durable ordered channel for
   every event, progress included: the order queued → started → progress → succeeded holds by construction
   (pub/sub for progress plus a stream for terminal events could deliver a progress after the result), and a
   front end that restarts resumes from its pending entries. A progress event is acked once the next is
@@ -245,7 +246,7 @@ class RedisStore(RedisQuotas, RedisEvents):
             self._key("job", record.job_id),
             self._key("user", record.user_id, "pending"),
             self._waiting_key,
-            self._key("events", record.platform),
+            self._key("events", record.events_channel),
             self._key("outcomes", outcome_hour(time.time())),
         ]
         args: list[bytes | str | int] = [

@@ -306,7 +306,7 @@ class Gateway:
             ):
                 if durable:
                     held = Held(job_id=record.job_id, request_id=record.request.request_id)
-                    await self.store.publish(record.request.platform, held)
+                    await self.store.publish(record.events_channel, held)
                     log.info("job_held", running=record.job_id in running)
                 elif record.job_id in running or await self.store.remove_queued(record.job_id):
                     await self._finisher.failed(record, FailureCode.SHUTTING_DOWN, "process stopped")

@@ -266,11 +266,11 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
                 " ON CONFLICT (hour, name) DO UPDATE SET count = count + 1",
                 [(hour, name) for name in outcome_fields(event)],
             )
-            self._owe(tx, record.platform, event, raw, now)
+            self._owe(tx, record.events_channel, event, raw, now)
             self._finishes += 1
             if self._finishes % PURGE_EVERY == 0:
                 purge(tx, now)
-        self._channel(record.platform).put(kept(raw))
+        self._channel(record.events_channel).put(kept(raw))
         return True
 
     def _owe(self, tx: sqlite3.Connection, platform: str, event: JobEvent, raw: bytes, now: float) -> None:

@@ -16,6 +16,8 @@ Semantics shared by both:
 * **Events** — ``publish(platform, ev)`` appends to that platform's durable, ordered channel;
   ``subscribe(platform)`` reads it. Events published while no subscriber runs are kept (bounded) and
   delivered when one starts; subscribers of one platform share the channel (each event goes to one).
+  The channel's name is the job's ``JobRecord.events_channel``: the platform, unless the request names
+  another (a sharded Discord front end names its shard's, ``discord:shard-N``).
 * **Cancel requests** reach every worker (``cancel_requests``) and are also kept as a flag
   (``cancel_requested``) for a worker that missed the broadcast.
 """

@@ -28,6 +28,7 @@ import yarl
 from bot.discord.client import ComfyBot, RateLimitLogFilter
 from bot.discord.context import DiscordContext, DiscordOptions
 from bot.discord.events import EventConsumer
+from bot.discord.shards import owned_shards, shard_channel
 from bot.i18n import I18n
 from bot.lifecycle import wait_stopped_or_failed
 from bot.render import Renderer
@@ -93,11 +94,15 @@ class DiscordFrontend:
             renderer=Renderer(i18n),
             options=options or DiscordOptions(),
         )
-        self._client_options = client_options or {}
-        self.bot = ComfyBot(self.ctx, **self._client_options)
-        self.consumer = EventConsumer(self.ctx, self.bot)
+        self._client_options = {
+            "shard_count": settings.shard_count,
+            "shard_ids": list(settings.shard_ids) if settings.shard_ids is not None else None,
+            **(client_options or {}),
+        }
         self.drain_timeout_s = drain_timeout_s
         self.startup_backoff = startup_backoff or Backoff()
+        self.bot = self._new_bot()
+        self.consumer = EventConsumer(self.ctx, self.bot)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._endpoints: Endpoints | None = None  # discord.py's, put back on stop
@@ -127,40 +132,34 @@ class DiscordFrontend:
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="discord-events"))
         log.info("discord_started", application_id=self.bot.application_id)
 
+    def _new_bot(self) -> ComfyBot:
+        bot = ComfyBot(self.ctx, **self._client_options)
+        bot.backoff = self.startup_backoff
+        return bot
+
     async def _login(self, token: str) -> None:
+        """Log in; without ``DISCORD_SHARD_COUNT``, take the count Discord recommends (``GET
+        /gateway/bot``) here rather than in discord.py's connect, which would then also take that
+        answer's gateway URL over ``DISCORD_GATEWAY_URL``. The event consumer follows the channels of
+        this process's shards."""
         try:
             await self.bot.login(token)
+            if self.bot.shard_count is None:
+                self.bot.shard_count, _, _ = await self.bot.http.get_bot_gateway()
         except BaseException:
             await self.bot.close()  # closes the HTTP session login opened
             # A closed client cannot log in again: the next try gets a fresh one.
-            self.bot = ComfyBot(self.ctx, **self._client_options)
+            self.bot = self._new_bot()
             self.consumer = EventConsumer(self.ctx, self.bot)
             raise
+        shards = owned_shards(self.bot)
+        self.consumer.channels = tuple(shard_channel(i) for i in shards)
+        log.info("discord_shards", shard_count=self.bot.shard_count, shard_ids=list(shards))
 
     async def _connect(self) -> None:
-        """The gateway connection. discord.py reconnects one it has had; when the very first connection
-        fails, discord.py 2.7 trips over its missing websocket (``AttributeError`` on ``None``) after
-        its own pause, so that case is retried here."""
-        attempt = 0
-        while True:
-            try:
-                await self.bot.connect(reconnect=True)
-                return
-            except AttributeError as exc:
-                if self.bot.ws is not None or exc.__context__ is None:
-                    raise
-                error = exc.__context__
-            attempt += 1
-            delay = self.startup_backoff.delay(attempt)
-            log.warning(
-                "frontend_start_retry",
-                platform="discord",
-                step="gateway",
-                attempt=attempt,
-                delay_s=round(delay, 2),
-                error=f"{type(error).__name__}: {error}"[:300],
-            )
-            await asyncio.sleep(delay)
+        """The gateway connections of this process's shards (each first connection is retried with
+        ``startup_backoff``: :meth:`ComfyBot.launch_shard`); discord.py reconnects those it has had."""
+        await self.bot.connect(reconnect=True)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - bounded startup wait
         async with asyncio.timeout(timeout):
@@ -214,6 +213,8 @@ def _transient(exc: BaseException) -> float | None:
     """Discord unreachable, failing (5xx) or rate limiting the login: try again; anything else is final."""
     if isinstance(exc, discord.RateLimited):
         return exc.retry_after
+    if isinstance(exc, discord.GatewayNotFound):  # GET /gateway/bot failed (5xx, unreachable)
+        return 0.0
     if isinstance(exc, discord.DiscordServerError | OSError | aiohttp.ClientError | TimeoutError):
         return 0.0
     return None

@@ -10,6 +10,7 @@ import discord
 
 from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request
 from bot.discord.messages import JobMessage, Render
+from bot.discord.shards import events_channel
 from bot.discord.views import progress_view
 from bot.jobs import prompt_of, refusal_text
 from bot.render import JobView
@@ -68,6 +69,7 @@ def job_request(
         # process continues on a channel message instead.
         reply_to={"channel_id": channel_id, "interaction_id": interaction.id, "origin": ctx.instance},
         received_at=request.received_at,
+        events_channel=events_channel(interaction),  # back to this process: it holds the token
     )
 
 

@@ -98,7 +98,11 @@ class JobButton(
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         client = interaction.client
-        cog = client.get_cog("ButtonsCog") if isinstance(client, commands.Bot) else None
+        cog = (
+            client.get_cog("ButtonsCog")
+            if isinstance(client, commands.Bot | commands.AutoShardedBot)
+            else None
+        )
         if isinstance(cog, ButtonHandler):
             await cog.handle(interaction, self.action, self.job_id, self.idx)
 

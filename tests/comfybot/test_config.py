@@ -20,6 +20,8 @@ FULL_ENV = {
     "DISCORD_BOT_TOKEN": "discord-token-xyz",
     "DISCORD_API_BASE": "http://nirn-proxy:8080/",
     "DISCORD_GATEWAY_URL": "ws://gateway-proxy:7878",
+    "DISCORD_SHARD_COUNT": "4",
+    "DISCORD_SHARD_IDS": "2, 3",
     "COMFYUI_URLS": "http://gpu-a:8188/, https://gpu-b.example.org",
     "COMFYUI_CAPACITY": "3",
     "COMFYUI_WS_STALL_TIMEOUT": "45s",
@@ -120,6 +122,7 @@ def test_every_variable_from_env() -> None:
         "http://nirn-proxy:8080",
         "ws://gateway-proxy:7878",
     )
+    assert (s.discord.shard_count, s.discord.shard_ids) == (4, (2, 3))
     assert s.comfy.urls == ("http://gpu-a:8188", "https://gpu-b.example.org")
     assert (s.comfy.capacity, s.comfy.ws_stall_timeout_s, s.comfy.request_timeout_s) == (3, 45.0, 60.0)
     assert s.comfy.shutdown_grace_s == 45.0
@@ -175,6 +178,14 @@ def test_every_variable_from_env() -> None:
         "hook-secret-123",
         "s3cr@t",
     }
+
+
+def test_discord_shards_default_to_the_recommended_count() -> None:
+    discord = load_settings({}).discord
+    assert (discord.shard_count, discord.shard_ids) == (None, None)
+    discord = load_settings({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "[1]"}).discord
+    assert (discord.shard_count, discord.shard_ids) == (2, (1,))
+    assert load_settings({"DISCORD_SHARD_COUNT": "3"}).discord.shard_ids is None  # all three
 
 
 def test_every_documented_variable_is_in_the_table() -> None:
@@ -344,6 +355,10 @@ BAD_ENV = [
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
     ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE: 'discord.com' is not an http(s) URL"),
     ("DISCORD_GATEWAY_URL", "https://gw", "DISCORD_GATEWAY_URL: 'https://gw' is not a ws/wss URL"),
+    ("DISCORD_SHARD_COUNT", "0", "DISCORD_SHARD_COUNT: '0' must be >= 1"),
+    ("DISCORD_SHARD_IDS", "0,x", "DISCORD_SHARD_IDS: 'x' is not a shard id (a number from 0)"),
+    ("DISCORD_SHARD_IDS", "-1", "DISCORD_SHARD_IDS: '-1' is not a shard id"),
+    ("DISCORD_SHARD_IDS", "1,1", "DISCORD_SHARD_IDS: '1,1' names a shard twice"),
     ("TELEGRAM_MODE", "push", "TELEGRAM_MODE: 'push' is not one of 'polling' or 'webhook'"),
     ("COMFYBOT_STORE", "postgres", "COMFYBOT_STORE: 'postgres' is not one of 'sqlite' or 'memory'"),
     ("TELEGRAM_WEBHOOK_URL", "ftp://x", "TELEGRAM_WEBHOOK_URL: 'ftp://x' is not an http(s) URL"),
@@ -440,6 +455,11 @@ def test_every_variable_has_a_bad_value_case() -> None:
         ),
         ({"COMFYBOT_API_ENABLED": "1"}, "COMFYBOT_API_TOKEN: required when the HTTP API is enabled"),
         ({"COMFYBOT_ACCESS": "allowlist"}, "COMFYBOT_ACCESS: allowlist needs COMFYBOT_ALLOWED_USERS"),
+        ({"DISCORD_SHARD_IDS": "0"}, "DISCORD_SHARD_COUNT: required when DISCORD_SHARD_IDS is set"),
+        (
+            {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "0,2"},
+            "DISCORD_SHARD_IDS: shard 2 does not exist with 2 shard(s)",
+        ),
     ],
 )
 def test_cross_field_rules(env: dict[str, str], expected: str) -> None:

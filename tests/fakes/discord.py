@@ -2,9 +2,10 @@
 
 It speaks what ``/work/shared/PLATFORMS.md`` describes: a websocket at ``/gateway`` (HELLO, heartbeat ACK,
 IDENTIFY → READY, then ``INTERACTION_CREATE`` dispatches) and the REST routes a bot calls under
-``/api/v10``: ``users/@me``, ``oauth2/applications/@me``, ``PUT applications/{app}/commands`` (echoed with
-ids), ``POST interactions/{id}/{token}/callback`` (``with_response``), ``PATCH/GET/DELETE
-webhooks/{app}/{token}/messages/@original|{id}`` (JSON or multipart ``payload_json`` + ``files[n]``),
+``/api/v10``: ``gateway/bot`` (the recommended ``shards``), ``users/@me``, ``oauth2/applications/@me``,
+``PUT applications/{app}/commands`` (echoed with ids), ``POST interactions/{id}/{token}/callback``
+(``with_response``), ``PATCH/GET/DELETE webhooks/{app}/{token}/messages/@original|{id}`` (JSON or
+multipart ``payload_json`` + ``files[n]``),
 ``POST webhooks/{app}/{token}`` (followups), ``POST/PATCH/DELETE channels/{id}/messages[/{id}]``, and the
 attachment download URLs it hands out (``/attachments/{id}/{filename}``). Every JSON answer has the
 Content-Type exactly ``application/json`` (discord.py decodes nothing else). Message content over 2000
@@ -23,6 +24,13 @@ What tests get:
   ``click(user, message_id, custom_id)`` (``post_message`` leaves buttons of any ``custom_id``); each
   returns the :class:`FakeInteraction` whose callback and original message a test can inspect;
   ``wait_for(predicate)`` waits on any change;
+* guilds and shards, as Discord has them: ``add_guild(shard=, shard_count=)`` makes a guild whose id
+  Discord routes to that shard (``(guild_id >> 22) % count``), ``add_channel(guild_id)`` a text channel
+  in it; interactions in its channels carry ``guild_id`` and a ``member``. Each connection identifies as
+  ``shard: [id, count]`` (4010 Invalid shard when ``id >= count``) and gets only its shards' events: its
+  guilds in READY (unavailable) and, with the GUILDS intent, one GUILD_CREATE each; the interactions of
+  its guilds (DMs: shard 0). ``recommended_shards`` is what ``GET gateway/bot`` answers;
+  ``identifies`` records each IDENTIFY's ``(shard_id, shard_count)``;
 * faults: ``inject_429(kind, times, retry_after)`` (with a ``Via`` header, so discord.py retries),
   ``inject_error(kind, status, code, message)``, token
   expiry after ``token_ttl_s`` on the injectable ``clock`` or at once with ``expire_token``/
@@ -72,6 +80,9 @@ VIEW_CHANNEL, SEND_MESSAGES, EMBED_LINKS, ATTACH_FILES = 1 << 10, 1 << 11, 1 << 
 READ_MESSAGE_HISTORY = 1 << 16
 BOT_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY
 LOADING = 1 << 7
+GUILDS_INTENT = 1 << 0
+# A guild member's permissions in an interaction when a test names none: an ordinary member's.
+MEMBER_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY
 # Application command option types
 OPTION_TYPES = {"string": 3, "integer": 4, "boolean": 5, "number": 10, "attachment": 11}
 
@@ -322,6 +333,7 @@ class FakeDiscord:
         token_ttl_s: float = TOKEN_TTL_S,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT,
         enforced_upload_limit: int | None = None,
+        recommended_shards: int = 1,
     ) -> None:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
@@ -352,10 +364,16 @@ class FakeDiscord:
         self.dm_channels: dict[int, int] = {}  # user id -> the bot's DM channel with them
         self.dms_closed: set[int] = set()  # users who do not accept DMs from the bot: 403 50007
         self.identified = 0
+        self.identifies: list[tuple[int, int]] = []  # each IDENTIFY's (shard_id, shard_count)
+        self.recommended_shards = recommended_shards  # GET gateway/bot's "shards"
+        self.guilds: dict[int, JSON] = {}
+        self.channel_guilds: dict[int, int] = {}  # a guild text channel -> its guild
+        self._guild_seq = itertools.count(1000)
         self._ids = itertools.count(1_100_000_000_000_000_000)
         self._faults: list[_Fault] = []
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
+        self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # identified: (shard_id, count)
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -487,6 +505,69 @@ class FakeDiscord:
     def calls_of(self, kind: str) -> list[Call]:
         return [c for c in self.calls if c.kind == kind]
 
+    # --- guilds and shards -------------------------------------------------------------------------
+
+    def add_guild(self, *, shard: int = 0, shard_count: int = 1, name: str = "") -> int:
+        """A guild the bot is in, whose id Discord routes to ``shard`` of ``shard_count``."""
+        if not 0 <= shard < shard_count:
+            raise ValueError(f"shard {shard} of {shard_count}")
+        guild_id = ((next(self._guild_seq) * shard_count + shard) << 22) | 7
+        self.guilds[guild_id] = {"id": str(guild_id), "name": name or f"guild {len(self.guilds) + 1}"}
+        return guild_id
+
+    def add_channel(self, guild_id: int) -> int:
+        """A text channel of ``guild_id``."""
+        channel_id = next(self._ids)
+        self.channel_guilds[channel_id] = guild_id
+        return channel_id
+
+    @staticmethod
+    def shard_of(guild_id: int | None, shard_count: int) -> int:
+        """Discord's routing: a guild's events go to shard ``(guild_id >> 22) % count``, DMs to 0."""
+        return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+    def sockets_for(self, guild_id: int | None) -> list[web.WebSocketResponse]:
+        """The identified connections Discord sends ``guild_id``'s events to."""
+        return [ws for ws, (sid, n) in self._shards.items() if self.shard_of(guild_id, n) == sid]
+
+    def _text_channel(self, channel_id: int) -> JSON:
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(self.channel_guilds[channel_id]),
+            "name": f"channel-{channel_id}",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+
+    def _guild_create(self, guild_id: int) -> JSON:
+        guild = self.guilds[guild_id]
+        return {
+            **guild,
+            "unavailable": False,
+            "owner_id": "1",
+            "member_count": 1,
+            "large": False,
+            "joined_at": _iso(time.time()),
+            "features": [],
+            "roles": [{"id": guild["id"], "name": "@everyone", "permissions": "0", "position": 0}],
+            "emojis": [],
+            "stickers": [],
+            "channels": [self._text_channel(c) for c, g in self.channel_guilds.items() if g == guild_id],
+            "members": [],
+            "voice_states": [],
+            "presences": [],
+            "threads": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+        }
+
     # --- simulated users --------------------------------------------------------------------------
 
     def _user(self, user_id: int) -> JSON:
@@ -511,7 +592,41 @@ class FakeDiscord:
         self.interactions[inter.id] = inter
         return inter
 
-    def _interaction_payload(self, inter: FakeInteraction, data: JSON, locale: str) -> JSON:
+    def _interaction_payload(
+        self, inter: FakeInteraction, data: JSON, locale: str, member_permissions: int | None = None
+    ) -> JSON:
+        guild_id = self.channel_guilds.get(inter.channel_id)
+        if guild_id is not None:  # in a guild: guild_id and the member, not a bare user
+            perms = MEMBER_PERMISSIONS if member_permissions is None else member_permissions
+            member = {
+                "user": self._user(inter.user_id),
+                "roles": [],
+                "joined_at": _iso(time.time()),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": str(perms),
+            }
+            place: JSON = {
+                "guild_id": str(guild_id),
+                "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
+                "guild_locale": "en-US",
+                "member": member,
+                "channel": {**self._text_channel(inter.channel_id), "permissions": str(perms)},
+                "context": 0,
+                "authorizing_integration_owners": {"0": str(guild_id)},
+            }
+        else:
+            place = {
+                "channel": {
+                    "id": str(inter.channel_id),
+                    "type": 1,
+                    "recipients": [self._user(inter.user_id)],
+                },
+                "user": self._user(inter.user_id),
+                "context": 1,
+                "authorizing_integration_owners": {},
+            }
         return {
             "id": str(inter.id),
             "application_id": str(self.application_id),
@@ -520,14 +635,11 @@ class FakeDiscord:
             "version": 1,
             "attachment_size_limit": self.attachment_size_limit,
             "app_permissions": str(self.bot_permissions.get(inter.channel_id, BOT_PERMISSIONS)),
-            "channel": {"id": str(inter.channel_id), "type": 1, "recipients": [self._user(inter.user_id)]},
             "channel_id": str(inter.channel_id),
-            "user": self._user(inter.user_id),
             "locale": locale,
-            "context": 1,
-            "authorizing_integration_owners": {},
             "entitlements": [],
             "data": data,
+            **place,
         }
 
     def _option_specs(self, name: str) -> dict[str, JSON]:
@@ -598,7 +710,8 @@ class FakeDiscord:
         if resolved:
             data["resolved"] = {"attachments": resolved}
         inter = self._new_interaction(2, user_id, channel_id, name=name)
-        await self._dispatch("INTERACTION_CREATE", self._interaction_payload(inter, data, locale))
+        payload = self._interaction_payload(inter, data, locale, member_permissions)
+        await self._dispatch("INTERACTION_CREATE", payload)
         return inter
 
     async def autocomplete(
@@ -646,9 +759,13 @@ class FakeDiscord:
     # --- gateway ----------------------------------------------------------------------------------
 
     async def _dispatch(self, event: str, data: JSON) -> None:
+        """Send ``event`` to the connection(s) of the shard Discord routes it to (its ``guild_id``'s; DMs:
+        shard 0), waiting for one to be identified."""
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
         await self.wait_ready()
-        ws = self._sockets[-1]
-        await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
+        targets = await self.wait_for(lambda: self.sockets_for(guild_id), 10.0)
+        for ws in targets[-1:]:  # the newest session of that shard (an older one is being replaced)
+            await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         refused = self._fault("gateway")  # the websocket handshake fails (e.g. 503 from Discord's edge)
@@ -665,27 +782,45 @@ class FakeDiscord:
                 op = frame.get("op")
                 if op == 1:
                     await ws.send_str(json.dumps({"op": 11}))
-                elif op == 2:
-                    self.identified += 1
-                    self._sockets.append(ws)
-                    ready = {
-                        "v": 10,
-                        "user": self.bot_user,
-                        "guilds": [],
-                        "session_id": f"s{self.identified}",
-                        "resume_gateway_url": str(self.gateway_url),
-                        "shard": [0, 1],
-                        "application": {"id": str(self.application_id), "flags": 0},
-                    }
-                    await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
-                    self._ready.set()
-                    await self._notify()
+                elif op == 2 and not await self._identify(ws, frame.get("d") or {}):
+                    break
         finally:
+            self._shards.pop(ws, None)
             if ws in self._sockets:
                 self._sockets.remove(ws)
             if not self._sockets:
                 self._ready.clear()
         return ws
+
+    async def _identify(self, ws: web.WebSocketResponse, identify: JSON) -> bool:
+        """READY for the shard IDENTIFY names (``[0, 1]`` when it names none), then GUILD_CREATE of each
+        of its guilds when the GUILDS intent is on; False (closed 4010) for a shard outside its count."""
+        shard_id, count = (int(v) for v in identify.get("shard") or (0, 1))
+        if not 0 <= shard_id < count:
+            await ws.close(code=4010, message=b"Invalid shard")
+            return False
+        self.identified += 1
+        self.identifies.append((shard_id, count))
+        self._sockets.append(ws)
+        self._shards[ws] = (shard_id, count)
+        mine = [g for g in self.guilds if self.shard_of(g, count) == shard_id]
+        ready = {
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(g), "unavailable": True} for g in mine],
+            "session_id": f"s{self.identified}",
+            "resume_gateway_url": str(self.gateway_url),
+            "shard": [shard_id, count],
+            "application": {"id": str(self.application_id), "flags": 0},
+        }
+        await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
+        if int(identify.get("intents") or 0) & GUILDS_INTENT:
+            for g in mine:
+                frame = {"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": self._guild_create(g)}
+                await ws.send_str(json.dumps(frame))
+        self._ready.set()
+        await self._notify()
+        return True
 
     # --- REST -------------------------------------------------------------------------------------
 
@@ -752,6 +887,8 @@ class FakeDiscord:
 
     def _route(self, method: str, p: list[str]) -> tuple[str, Any]:
         n = len(p)
+        if method == "GET" and p == ["gateway", "bot"]:
+            return "gateway_bot", self._gateway_bot
         if method == "GET" and p == ["users", "@me"]:
             return "me", self._me
         if method == "POST" and p == ["users", "@me", "channels"]:
@@ -778,6 +915,22 @@ class FakeDiscord:
 
     async def _unknown(self, *_: Any) -> web.Response:
         return _error(404, 0, "404: Not Found")
+
+    async def _gateway_bot(self, *_: Any) -> web.Response:
+        if self.reject_token:
+            return _error(401, 0, "401: Unauthorized")
+        return _json(
+            {
+                "url": str(self.gateway_url),
+                "shards": self.recommended_shards,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 1000,
+                    "reset_after": 86_400_000,
+                    "max_concurrency": 1,
+                },
+            }
+        )
 
     async def _me(self, *_: Any) -> web.Response:
         if self.reject_token:

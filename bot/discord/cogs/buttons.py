@@ -39,7 +39,7 @@ _FOLLOW_UPS: dict[JobAction, FollowUpKind] = {
 class ButtonsCog(commands.Cog):
     """Handles every :class:`JobButton` press."""
 
-    def __init__(self, bot: commands.Bot, ctx: DiscordContext) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, ctx: DiscordContext) -> None:
         self.bot = bot
         self.ctx = ctx
 

@@ -55,7 +55,7 @@ def help_text(
 class HelpCog(commands.Cog):
     """The /help command."""
 
-    def __init__(self, bot: commands.Bot, ctx: DiscordContext) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, ctx: DiscordContext) -> None:
         self.bot = bot
         self.ctx = ctx
 
