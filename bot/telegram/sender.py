@@ -9,7 +9,9 @@ back to a new message when an edit was refused, escalated a 51 s wait to hours. 
   within the limits (per chat one at a time, so a chat's sends keep their order);
 * progress edits are **coalesced** per message: a pending edit is replaced by the newer one (the
   latest state wins), never queued behind it;
-* sends are never dropped; final results go before progress edits, in a chat and across chats;
+* sends are never dropped; a chat's queue is ordered by priority, then age (**results first**): a
+  result or failure (sent, or a final edit) goes before any pending queued notice, progress edit or
+  cleanup delete of that chat and of other chats; ops of one priority keep their order;
 * ``TelegramRetryAfter`` → wait exactly ``retry_after`` and retry the **same** operation — never a
   duplicate, never a new message. The chat waits; when 429s hit two chats within the global window
   the limit is the bot-wide one and every chat waits;
@@ -77,6 +79,7 @@ class Priority(enum.IntEnum):
     RESULT = 0  # a job's result (sent, or edited into its message)
     REPLY = 1  # an answer to a command: "queued #3", /help text
     PROGRESS = 2  # progress/preview edits: coalesced, may be superseded
+    CLEANUP = 3  # removing a finished job's status message: after everything people wait for
 
 
 class EditOutcome(enum.Enum):
@@ -163,20 +166,21 @@ class _Chat:
         return bool(self.sends or self.edits)
 
     def peek(self) -> _Op[Any] | None:
-        """Next op of this chat: sends in order, then edits by priority and age."""
-        while self.sends and self.sends[0].abandoned:
-            self.sends.popleft()  # its caller gave up before it ran
-        if self.sends:
-            return self.sends[0]
-        if self.edits:
-            return min(self.edits.values(), key=lambda op: (op.priority, op.seq))
-        return None
+        """Next op of this chat: sends and edits by priority, then age (results first)."""
+        if any(op.abandoned for op in self.sends):
+            self.sends = deque(op for op in self.sends if not op.abandoned)  # their callers gave up
+        ops = [*self.sends, *self.edits.values()]
+        if not ops:
+            return None
+        return min(ops, key=lambda op: (op.priority, op.seq))
 
     def pop(self, op: _Op[Any]) -> None:
-        if self.sends and self.sends[0] is op:
-            self.sends.popleft()
-        elif op.key is not None and self.edits.get(op.key) is op:
-            del self.edits[op.key]
+        if op.key is not None:
+            if self.edits.get(op.key) is op:
+                del self.edits[op.key]
+            return
+        with contextlib.suppress(ValueError):
+            self.sends.remove(op)
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
