@@ -429,7 +429,8 @@ async def test_in_a_busy_group_a_result_overtakes_queued_notices_progress_and_de
         for i in range(3)
     ]
     progress = [
-        sender.submit_edit(group, m.message_id, edit_text(bot, group, m.message_id, "50%")) for m in first[1:4]
+        sender.submit_edit(group, m.message_id, edit_text(bot, group, m.message_id, "50%"))
+        for m in first[1:4]
     ]
     await asyncio.sleep(0)  # the delete and the notices are queued before the result
     assert sender.queued == 7
