@@ -325,6 +325,14 @@ class TelegramSender:
             chat.edits.pop(key).resolve(EditOutcome.SUPERSEDED)
         return len(dropped)
 
+    def tight(self, chat_id: int) -> bool:
+        """A group whose budget is already spoken for: something of it is queued or in flight.
+
+        Callers skip what people do not wait for (a "queued" notice) there, so the group's 20 calls a
+        minute go to results (see docs/PACE.md)."""
+        chat = self._chats.get(chat_id)
+        return chat is not None and chat.is_group and (chat.busy or chat.pending())
+
     @property
     def queued(self) -> int:
         """Operations waiting to be dispatched (not counting the ones in flight)."""

@@ -75,3 +75,28 @@ async def test_result_failure_and_button_job_land_in_the_request_topic(
         await b.text_reply(GROUP, "Something failed while drawing")
         _assert_all_in_topic(b)
         assert b.fake.count_429 == 0
+
+
+async def test_a_busy_group_skips_queued_notices_and_each_result_answers_its_command(
+    data_dir: Path, registry: WorkflowRegistry
+) -> None:
+    async with bench(data_dir, registry, comfy_options={"step_delay_s": 0.05}) as b:
+        commands = [
+            b.fake.send_text(
+                USER + i,
+                GROUP,
+                f"/generate@comfy_test_bot fox {i} --steps 4",
+                chat_type="supergroup",
+                thread_id=TOPIC,
+            ).message
+            for i in range(6)
+        ]
+        await b.until(lambda: len(_results(b)) == 6, timeout=60)
+        results = _results(b)
+        assert {m.reply_to_message_id for m in results} == {c.message_id for c in commands if c is not None}
+        notices = [m for m in b.bot_msgs(GROUP) if m.text is not None]
+        assert len(notices) < 6, "a busy group does not get one queued notice per job"
+        for result in results:
+            _assert_no_edit_after_result(b, result)
+        _assert_all_in_topic(b)
+        assert b.fake.count_429 == 0
