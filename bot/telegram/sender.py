@@ -326,12 +326,18 @@ class TelegramSender:
         return len(dropped)
 
     def tight(self, chat_id: int) -> bool:
-        """A group whose budget is already spoken for: something of it is queued or in flight.
+        """A group whose budget is already spoken for: something of it is queued or in flight, or its
+        window is spent (the next call would wait longer than the per-chat interval).
 
         Callers skip what people do not wait for (a "queued" notice) there, so the group's 20 calls a
         minute go to results (see docs/PACE.md)."""
+        if chat_id >= 0:
+            return False
         chat = self._chats.get(chat_id)
-        return chat is not None and chat.is_group and (chat.busy or chat.pending())
+        if chat is not None and (chat.busy or chat.pending()):
+            return True
+        now = self._clock()
+        return self._pace.ready_at(chat_id, now) > now + self.limits.per_chat_interval_s
 
     @property
     def queued(self) -> int:
