@@ -110,7 +110,7 @@ class TelegramFrontend:
             bot = Bot(settings.bot_token.get_secret_value(), session=session)
         self.bot = bot
         i18n = i18n or I18n.load()
-        limits = sender_limits or SenderLimits()
+        limits = sender_limits or SenderLimits(group_max=settings.group_per_minute)
         self.store = gateway.store
         pace: Pace | None = None
         if shared_pace and isinstance(self.store, RedisBase):
