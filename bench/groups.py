@@ -25,6 +25,7 @@ from tests.bot.conftest import Bench, bench
 
 USERS, JOBS_PER_USER, SPREAD_S = 10, 2, 3.0
 GROUP, TOPIC = -100_777, 42
+NOTICES = "always"  # TELEGRAM_GROUP_NOTICES; --notices auto
 STEPS, STEP_DELAY_S = 10, 0.1  # about 1 s of fake ComfyUI run time per job
 
 
@@ -52,6 +53,7 @@ async def _case(case: str) -> dict[str, Any]:
             limits=bench_limits(),
             capacity=1,
             comfy_options={"step_delay_s": STEP_DELAY_S},
+            telegram_options={"group_notices": NOTICES},
         ) as b:
             await asyncio.sleep(1.0)
             rng = random.Random(17)
@@ -107,7 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", choices=["private", "group", "topic"], action="append")
     parser.add_argument("--name", default="groups")
+    parser.add_argument("--notices", choices=["always", "auto"], default="always")
     args = parser.parse_args()
+    global NOTICES  # noqa: PLW0603 - one setting for every case of this run
+    NOTICES = args.notices
     out: dict[str, Any] = {"machine": machine(), "cases": []}
     for case in args.case or ["private", "group", "topic"]:
         say(f"case {case} …")

@@ -124,6 +124,7 @@ class TelegramFrontend:
             sender=self.sender,
             renderer=Renderer(i18n),
             previews=settings.previews,
+            skip_busy_group_notices=settings.group_notices == "auto",
             default_workflow=default_workflow if default_workflow in registry else _first(registry),
             limits=photo_limits or PhotoLimits(upload_max_bytes=gateway.limits.max_image_bytes),
         )

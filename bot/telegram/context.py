@@ -133,6 +133,8 @@ class BotContext:
     sender: TelegramSender
     renderer: Renderer
     previews: bool = True
+    #: TELEGRAM_GROUP_NOTICES=auto: no "queued" message while a group's budget is spoken for
+    skip_busy_group_notices: bool = False
     default_workflow: str = "txt2img"
     limits: PhotoLimits = field(default_factory=PhotoLimits)
     #: identifies this process in ``JobRequest.reply_to`` so the event consumer knows its own jobs

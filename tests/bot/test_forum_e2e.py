@@ -80,7 +80,9 @@ async def test_result_failure_and_button_job_land_in_the_request_topic(
 async def test_a_busy_group_skips_queued_notices_and_each_result_answers_its_command(
     data_dir: Path, registry: WorkflowRegistry
 ) -> None:
-    async with bench(data_dir, registry, comfy_options={"step_delay_s": 0.05}) as b:
+    async with bench(
+        data_dir, registry, comfy_options={"step_delay_s": 0.05}, telegram_options={"group_notices": "auto"}
+    ) as b:
         commands = [
             b.fake.send_text(
                 USER + i,
