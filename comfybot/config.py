@@ -83,6 +83,10 @@ class TelegramSettings(_Section):
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8081, ge=1, le=65535)
     previews: EnvBool = True
+    #: calls a minute the bot makes in one group (Telegram's guidance: 20); docs/PACE.md
+    group_per_minute: int = Field(default=20, ge=1, le=600)
+    #: "auto": no per-job "queued" message while a group's budget is spoken for; "always": today's flow
+    group_notices: Literal["auto", "always"] = "always"
 
     @field_validator("bot_token")
     @classmethod
@@ -351,6 +355,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TELEGRAM_WEBHOOK_HOST": ("telegram", "webhook_host"),
     "TELEGRAM_WEBHOOK_PORT": ("telegram", "webhook_port"),
     "TELEGRAM_PREVIEWS": ("telegram", "previews"),
+    "TELEGRAM_GROUP_PER_MINUTE": ("telegram", "group_per_minute"),
+    "TELEGRAM_GROUP_NOTICES": ("telegram", "group_notices"),
     "DISCORD_BOT_TOKEN": ("discord", "bot_token"),
     "DISCORD_API_BASE": ("discord", "api_base"),
     "DISCORD_GATEWAY_URL": ("discord", "gateway_url"),

@@ -110,7 +110,7 @@ class TelegramFrontend:
             bot = Bot(settings.bot_token.get_secret_value(), session=session)
         self.bot = bot
         i18n = i18n or I18n.load()
-        limits = sender_limits or SenderLimits()
+        limits = sender_limits or SenderLimits(group_max=settings.group_per_minute)
         self.store = gateway.store
         pace: Pace | None = None
         if shared_pace and isinstance(self.store, RedisBase):
@@ -124,6 +124,7 @@ class TelegramFrontend:
             sender=self.sender,
             renderer=Renderer(i18n),
             previews=settings.previews,
+            skip_busy_group_notices=settings.group_notices == "auto",
             default_workflow=default_workflow if default_workflow in registry else _first(registry),
             limits=photo_limits or PhotoLimits(upload_max_bytes=gateway.limits.max_image_bytes),
         )

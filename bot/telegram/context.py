@@ -70,6 +70,9 @@ class JobMessages:
         self._by_job: OrderedDict[str, JobMessage] = OrderedDict()
         self._by_message: dict[tuple[int, int], str] = {}
         self._waiters: dict[str, asyncio.Future[JobMessage | None]] = {}
+        #: jobs registered without a message (a busy group's skipped notice, a failed send), so a
+        #: consumer that starts waiting after the registration does not wait out its timeout
+        self._without: OrderedDict[str, None] = OrderedDict()
 
     def register(self, job_id: str, msg: JobMessage | None) -> None:
         """``msg=None``: the job has no message (sending it failed); stop waiting for one."""
@@ -79,6 +82,10 @@ class JobMessages:
             while len(self._by_job) > self.capacity:
                 old_id, old = self._by_job.popitem(last=False)
                 self._by_message.pop((old.chat_id, old.message_id), None)
+        else:
+            self._without[job_id] = None
+            if len(self._without) > self.capacity:
+                self._without.popitem(last=False)
         fut = self._waiters.pop(job_id, None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
@@ -103,6 +110,8 @@ class JobMessages:
     async def wait(self, job_id: str, timeout: float) -> JobMessage | None:  # noqa: ASYNC109 - bounded wait
         if job_id in self._by_job:
             return self._by_job[job_id]
+        if job_id in self._without:
+            return None
         fut = self._waiters.get(job_id)
         if fut is None:
             fut = self._waiters[job_id] = asyncio.get_running_loop().create_future()
@@ -124,6 +133,8 @@ class BotContext:
     sender: TelegramSender
     renderer: Renderer
     previews: bool = True
+    #: TELEGRAM_GROUP_NOTICES=auto: no "queued" message while a group's budget is spoken for
+    skip_busy_group_notices: bool = False
     default_workflow: str = "txt2img"
     limits: PhotoLimits = field(default_factory=PhotoLimits)
     #: identifies this process in ``JobRequest.reply_to`` so the event consumer knows its own jobs

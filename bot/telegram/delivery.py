@@ -75,6 +75,13 @@ def _photo_refused(exc: TelegramAPIError) -> bool:
     )
 
 
+def _seal(ctx: BotContext, old: JobMessage | None) -> None:
+    """The result is out: drop the job message's pending progress edits before anything else runs
+    (no await between the result's send and this), so nothing of a finished job is edited after it."""
+    if old is not None:
+        ctx.sender.discard_edits(old.chat_id, old.message_id)
+
+
 async def remove_message(ctx: BotContext, bot: Bot, msg: JobMessage | None) -> None:
     """Delete a job's progress message after its result went out as a new message (best effort)."""
     if msg is None or msg.gone:
@@ -83,7 +90,7 @@ async def remove_message(ctx: BotContext, bot: Bot, msg: JobMessage | None) -> N
     msg.gone = True
     try:
         await ctx.sender.send(
-            msg.chat_id, lambda: bot.delete_message(msg.chat_id, msg.message_id), kind=Priority.RESULT
+            msg.chat_id, lambda: bot.delete_message(msg.chat_id, msg.message_id), kind=Priority.CLEANUP
         )
     except TelegramAPIError as exc:
         log.info("progress_message_not_deleted", error=type(exc).__name__, description=exc.message)
@@ -242,6 +249,7 @@ async def deliver_images(
     old = target.live_message
     if len(refs) == 1:
         sent, kind = await _send_single(ctx, bot, target, refs[0], blobs[0], caption, markup, oversize)
+        _seal(ctx, old)
         log_response(kind, size=total, received_at=received_at, images=1)
         await on_sent()
         if sent is not None:
@@ -250,6 +258,7 @@ async def deliver_images(
                 await remove_message(ctx, bot, old)
         return
     await _send_album(ctx, bot, target, refs, blobs, caption, markup, oversize, job_id)
+    _seal(ctx, old)
     log_response("album", size=total, received_at=received_at, images=len(refs))
     await on_sent()
     if old is not None:

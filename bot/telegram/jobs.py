@@ -123,6 +123,11 @@ async def submit_job(
         eta_s=result.eta_s,
         blocked=result.blocked,
     )
+    if ctx.skip_busy_group_notices and ctx.sender.tight(origin.chat_id):
+        # A busy group: its budget goes to results. No job message; the result answers the command.
+        log.info("queued_notice_skipped", job_id=job_id, reason="group_budget")
+        ctx.messages.register(job_id, None)
+        return job_id
     text = ctx.renderer.queued(origin.locale, view, queued)
     msg = await send_text(
         ctx,

@@ -9,7 +9,9 @@ back to a new message when an edit was refused, escalated a 51 s wait to hours. 
   within the limits (per chat one at a time, so a chat's sends keep their order);
 * progress edits are **coalesced** per message: a pending edit is replaced by the newer one (the
   latest state wins), never queued behind it;
-* sends are never dropped; final results go before progress edits, in a chat and across chats;
+* sends are never dropped; a chat's queue is ordered by priority, then age (**results first**): a
+  result or failure (sent, or a final edit) goes before any pending queued notice, progress edit or
+  cleanup delete of that chat and of other chats; ops of one priority keep their order;
 * ``TelegramRetryAfter`` → wait exactly ``retry_after`` and retry the **same** operation — never a
   duplicate, never a new message. The chat waits; when 429s hit two chats within the global window
   the limit is the bot-wide one and every chat waits;
@@ -78,6 +80,7 @@ class Priority(enum.IntEnum):
     RESULT = 0  # a job's result (sent, or edited into its message)
     REPLY = 1  # an answer to a command: "queued #3", /help text
     PROGRESS = 2  # progress/preview edits: coalesced, may be superseded
+    CLEANUP = 3  # removing a finished job's status message: after everything people wait for
 
 
 class EditOutcome(enum.Enum):
@@ -164,20 +167,21 @@ class _Chat:
         return bool(self.sends or self.edits)
 
     def peek(self) -> _Op[Any] | None:
-        """Next op of this chat: sends in order, then edits by priority and age."""
-        while self.sends and self.sends[0].abandoned:
-            self.sends.popleft()  # its caller gave up before it ran
-        if self.sends:
-            return self.sends[0]
-        if self.edits:
-            return min(self.edits.values(), key=lambda op: (op.priority, op.seq))
-        return None
+        """Next op of this chat: sends and edits by priority, then age (results first)."""
+        if any(op.abandoned for op in self.sends):
+            self.sends = deque(op for op in self.sends if not op.abandoned)  # their callers gave up
+        ops = [*self.sends, *self.edits.values()]
+        if not ops:
+            return None
+        return min(ops, key=lambda op: (op.priority, op.seq))
 
     def pop(self, op: _Op[Any]) -> None:
-        if self.sends and self.sends[0] is op:
-            self.sends.popleft()
-        elif op.key is not None and self.edits.get(op.key) is op:
-            del self.edits[op.key]
+        if op.key is not None:
+            if self.edits.get(op.key) is op:
+                del self.edits[op.key]
+            return
+        with contextlib.suppress(ValueError):
+            self.sends.remove(op)
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -321,6 +325,20 @@ class TelegramSender:
         for key in dropped:
             chat.edits.pop(key).resolve(EditOutcome.SUPERSEDED)
         return len(dropped)
+
+    def tight(self, chat_id: int) -> bool:
+        """A group whose budget is already spoken for: something of it is queued or in flight, or its
+        window is spent (the next call would wait longer than the per-chat interval).
+
+        Callers skip what people do not wait for (a "queued" notice) there, so the group's 20 calls a
+        minute go to results (see docs/PACE.md)."""
+        if chat_id >= 0:
+            return False
+        chat = self._chats.get(chat_id)
+        if chat is not None and (chat.busy or chat.pending()):
+            return True
+        now = self._clock()
+        return self._pace.ready_at(chat_id, now) > now + self.limits.per_chat_interval_s
 
     @property
     def queued(self) -> int:

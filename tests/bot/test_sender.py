@@ -413,3 +413,33 @@ async def test_other_errors_reach_the_caller_with_a_log_line(
     # the sender keeps working for that chat and others
     fake.block_bot(24, False)
     assert (await sender.send(24, send_text(bot, 24, "again"))).text == "again"
+
+
+async def test_in_a_busy_group_a_result_overtakes_queued_notices_progress_and_deletes(
+    fake: FakeTelegram, bot: Bot, sender: TelegramSender
+) -> None:
+    group = -100
+    first = await asyncio.gather(*(sender.send(group, send_text(bot, group, f"m{i}")) for i in range(20)))
+    # The group's budget is spent: everything below waits, and the result must go first.
+    cleanup = asyncio.ensure_future(
+        sender.send(group, lambda: bot.delete_message(group, first[0].message_id), kind=Priority.CLEANUP)
+    )
+    notices = [
+        asyncio.ensure_future(sender.send(group, send_text(bot, group, f"queued {i}"), kind=Priority.REPLY))
+        for i in range(3)
+    ]
+    progress = [
+        sender.submit_edit(group, m.message_id, edit_text(bot, group, m.message_id, "50%"))
+        for m in first[1:4]
+    ]
+    await asyncio.sleep(0)  # the delete and the notices are queued before the result
+    assert sender.queued == 7
+    result = await sender.send(group, send_text(bot, group, "result"), kind=Priority.RESULT)
+    await asyncio.gather(cleanup, *notices, *progress)
+    order = [(c.method, c.params.get("text")) for c in fake.calls if c.method != "getMe"][20:]
+    assert order[0] == ("sendMessage", "result")
+    assert [m for m, _ in order[1:4]] == ["sendMessage"] * 3  # the notices, in their order
+    assert [t for _, t in order[1:4]] == ["queued 0", "queued 1", "queued 2"]
+    assert [m for m, _ in order[4:7]] == ["editMessageText"] * 3
+    assert order[7][0] == "deleteMessage"
+    assert result.text == "result" and fake.count_429 == 0

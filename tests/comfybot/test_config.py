@@ -17,6 +17,8 @@ FULL_ENV = {
     "TELEGRAM_WEBHOOK_HOST": "0.0.0.0",
     "TELEGRAM_WEBHOOK_PORT": "9000",
     "TELEGRAM_PREVIEWS": "off",
+    "TELEGRAM_GROUP_PER_MINUTE": "12",
+    "TELEGRAM_GROUP_NOTICES": "auto",
     "DISCORD_BOT_TOKEN": "discord-token-xyz",
     "DISCORD_API_BASE": "http://nirn-proxy:8080/",
     "DISCORD_GATEWAY_URL": "ws://gateway-proxy:7878",
@@ -117,6 +119,7 @@ def test_every_variable_from_env() -> None:
     )
     assert tg.webhook_secret is not None and tg.webhook_secret.get_secret_value() == "whsecret-123"
     assert tg.previews is False
+    assert tg.group_per_minute == 12 and tg.group_notices == "auto"
     assert s.discord.bot_token is not None and s.discord.bot_token.get_secret_value() == "discord-token-xyz"
     assert (s.discord.api_base, s.discord.gateway_url) == (
         "http://nirn-proxy:8080",
@@ -366,6 +369,8 @@ BAD_ENV = [
     ("TELEGRAM_WEBHOOK_SECRET", "my secret!", f"TELEGRAM_WEBHOOK_SECRET: {_SECRET_RULE}"),
     ("TELEGRAM_WEBHOOK_SECRET", "s" * 257, f"TELEGRAM_WEBHOOK_SECRET: {_SECRET_RULE}"),
     ("TELEGRAM_PREVIEWS", "maybe", "TELEGRAM_PREVIEWS: 'maybe' is not a boolean"),
+    ("TELEGRAM_GROUP_PER_MINUTE", "0", "TELEGRAM_GROUP_PER_MINUTE: '0' must be >= 1"),
+    ("TELEGRAM_GROUP_NOTICES", "never", "TELEGRAM_GROUP_NOTICES: 'never' is not one of 'auto' or 'always'"),
     ("REDIS_URL", "http://user:hunter22@x", "REDIS_URL: 'http://user:***@x' is not a redis://"),
     ("REDIS_URL", "redis://h/abc", "REDIS_URL: 'redis://h/abc': database 'abc' is not a number"),
     ("REDIS_URL", "redis://:pw@", "REDIS_URL: 'redis://:***@' has no host"),

@@ -238,6 +238,8 @@ class StoredMessage:
     reply_to_message_id: int | None = None
     media_group_id: str | None = None
     edit_date: int | None = None
+    #: the forum topic the message is in (Bot API ``message_thread_id`` + ``is_topic_message``)
+    message_thread_id: int | None = None
     #: one entry per accepted edit: ``{"method": ..., "params": ..., "before": <json before>}``
     edits: list[dict[str, Any]] = field(default_factory=list)
     deleted: bool = False
@@ -278,10 +280,13 @@ class StoredMessage:
             "reply_markup",
             "media_group_id",
             "edit_date",
+            "message_thread_id",
         ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.message_thread_id is not None:
+            out["is_topic_message"] = True
         return out
 
 
@@ -728,9 +733,12 @@ class FakeTelegram:
         reply_to_message_id: int | None = None,
         chat_type: str = "private",
         language_code: str = "en",
+        thread_id: int | None = None,
     ) -> SentUpdate:
-        """A user types ``text`` (``/cmd`` and ``/cmd@Bot`` get a bot_command entity)."""
+        """A user types ``text`` (``/cmd`` and ``/cmd@Bot`` get a bot_command entity); ``thread_id``:
+        in that forum topic."""
         msg = self._user_message(user_id, chat_id, chat_type, language_code, reply_to_message_id)
+        msg.message_thread_id = thread_id
         msg.text = text
         msg.entities = _command_entities(text)
         return self._enqueue("message", self._user_json(msg), msg)
@@ -1258,6 +1266,12 @@ class FakeTelegram:
             reply_to = None
         msg = self._new_message(chat_id, self.bot_user, from_bot=True)
         msg.reply_to_message_id = reply_to
+        # Telegram: the topic named by message_thread_id, else the topic of the message replied to,
+        # else the forum's General topic (None here).
+        thread = call.params.get("message_thread_id")
+        if thread is None and replied is not None and reply_to is not None:
+            thread = replied.message_thread_id
+        msg.message_thread_id = thread if isinstance(thread, int) else None
         return msg
 
     def _m_sendMessage(self, call: Call) -> Any:
