@@ -54,6 +54,18 @@ CREATE INDEX IF NOT EXISTS rate_by_until ON rate (until);
 """
 
 
+def migrate(db: sqlite3.Connection) -> None:
+    """Give ``waiting`` the fair-queue columns (gateway/fair.py): a round and the job's user. Jobs
+    queued by an older version keep round 0, i.e. they go first, in their order."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(waiting)")}
+    if "round" not in columns:
+        db.execute("ALTER TABLE waiting ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+    if "user_id" not in columns:
+        db.execute("ALTER TABLE waiting ADD COLUMN user_id TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX IF NOT EXISTS waiting_by_turn ON waiting (round, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS waiting_by_user ON waiting (user_id, round)")
+
+
 def purge(tx: sqlite3.Connection, now: float) -> None:
     """Drop what Redis would have expired: finished jobs (and their views, markers, cancel flags, owed
     events) older than :data:`RECORD_TTL_S`, outcome hours older than :data:`OUTCOME_TTL_S`, spent rate
@@ -99,4 +111,4 @@ def lock(path: Path) -> int:
     return fd
 
 
-__all__ = ["SCHEMA", "StoreLocked", "Transaction", "lock", "purge"]
+__all__ = ["SCHEMA", "StoreLocked", "Transaction", "lock", "migrate", "purge"]

@@ -39,7 +39,7 @@ from gateway.limits import RateRule
 from gateway.memory import LocalChannels, kept
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_to_json
 from gateway.records import JobRecord
-from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, lock, purge
+from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, lock, migrate, purge
 from gateway.store import (
     DURATIONS_MAX,
     Enqueued,
@@ -78,6 +78,7 @@ class SqliteStore(LocalChannels, Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        migrate(db)
         self._db = db
         with self._tx() as tx:
             stale = tx.execute("UPDATE leases SET renewed = 0").rowcount
@@ -150,10 +151,24 @@ class SqliteStore(LocalChannels, Store):
                 "INSERT INTO records (job_id, user_id, enqueued, pending, data) VALUES (?, ?, 1, 1, ?)",
                 (job_id, record.user_id, record.to_json()),
             )
-            tx.execute("INSERT INTO waiting (job_id) VALUES (?)", (job_id,))
+            position = self._append(tx, job_id, record.user_id, depth)
         async with self._has_waiting:
             self._has_waiting.notify()
-        return Enqueued(position=depth + 1, depth=depth + 1)
+        return Enqueued(position=position, depth=depth + 1)
+
+    def _append(self, tx: sqlite3.Connection, job_id: str, user_id: str, depth: int) -> int:
+        """Queue ``job_id`` in its round (gateway/fair.py), in enqueue's transaction; its position."""
+        if self.fair.fifo:
+            tx.execute("INSERT INTO waiting (job_id, user_id) VALUES (?, ?)", (job_id, user_id))
+            return depth + 1
+        (current,) = tx.execute("SELECT coalesce(min(round), 0) FROM waiting").fetchone()
+        newest = tx.execute(
+            "SELECT round, count(*) FROM waiting WHERE user_id = ? GROUP BY round ORDER BY round DESC LIMIT 1",
+            (user_id,),
+        ).fetchone()
+        rnd = self.fair.round_for(user_id, current, None if newest is None else (newest[0], newest[1]))
+        tx.execute("INSERT INTO waiting (job_id, user_id, round) VALUES (?, ?, ?)", (job_id, user_id, rnd))
+        return int(tx.execute("SELECT count(*) FROM waiting WHERE round <= ?", (rnd,)).fetchone()[0])
 
     def _hit(self, tx: sqlite3.Connection, rate: RateRule) -> None:
         """The sliding log of ``rate.key``: raise when it is full, else log this hit (inside enqueue's
@@ -175,7 +190,7 @@ class SqliteStore(LocalChannels, Store):
             except TimeoutError:
                 return None
             with self._tx() as tx:
-                (job_id,) = tx.execute("SELECT job_id FROM waiting ORDER BY seq LIMIT 1").fetchone()
+                (job_id,) = tx.execute("SELECT job_id FROM waiting ORDER BY round, seq LIMIT 1").fetchone()
                 tx.execute("DELETE FROM waiting WHERE job_id = ?", (job_id,))
                 tx.execute(
                     "INSERT OR REPLACE INTO leases (job_id, consumer, renewed) VALUES (?, ?, ?)",
@@ -230,7 +245,9 @@ class SqliteStore(LocalChannels, Store):
 
     async def position(self, job_id: str) -> int | None:
         row = self.db.execute(
-            "SELECT count(*) FROM waiting WHERE seq <= (SELECT seq FROM waiting WHERE job_id = ?)", (job_id,)
+            "SELECT count(*) FROM waiting, (SELECT round AS r, seq AS s FROM waiting WHERE job_id = ?)"
+            " WHERE round < r OR (round = r AND seq <= s)",
+            (job_id,),
         ).fetchone()
         return row[0] or None
 
@@ -238,7 +255,7 @@ class SqliteStore(LocalChannels, Store):
         return int(self.db.execute("SELECT count(*) FROM waiting").fetchone()[0])
 
     async def waiting(self, limit: int) -> list[str]:
-        rows = self.db.execute("SELECT job_id FROM waiting ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        rows = self.db.execute("SELECT job_id FROM waiting ORDER BY round, seq LIMIT ?", (limit,)).fetchall()
         return [job_id for (job_id,) in rows]
 
     # --- outcome and events ---------------------------------------------------------------------
