@@ -133,7 +133,7 @@ class RedisStore(RedisEvents):
         keys = [self._waiting_key, self._stream, self._key("rounds"), self._key("taking", consumer)]
         while True:
             args = [consumer, self._key("job", ""), secrets.token_hex(8)]  # one nonce per attempt
-            reply = await self._retry(lambda: self._scripts["TAKE"](keys=keys, args=args), "take")
+            reply = await self._retry(partial(self._scripts["TAKE"], keys=keys, args=args), "take")
             if reply:
                 job_id, entry_id, raw = text(reply[0]), reply[1], reply[2]
                 self._entries[job_id] = entry_id
@@ -141,8 +141,7 @@ class RedisStore(RedisEvents):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            wake = [self._key("wake")]
-            await self._retry(lambda: self.redis.blpop(wake, timeout=max(0.01, left)), "take")
+            await self._retry(partial(self.redis.blpop, [self._key("wake")], timeout=max(0.01, left)), "take")
 
     async def _ack_entry(self, entry_id: bytes) -> None:
         async def op() -> None:

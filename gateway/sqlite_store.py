@@ -39,7 +39,7 @@ from gateway.limits import RateRule
 from gateway.memory import LocalChannels, kept
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_to_json
 from gateway.records import JobRecord
-from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, lock, migrate, purge
+from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, append_waiting, lock, migrate, purge
 from gateway.store import (
     DURATIONS_MAX,
     Enqueued,
@@ -151,24 +151,10 @@ class SqliteStore(LocalChannels, Store):
                 "INSERT INTO records (job_id, user_id, enqueued, pending, data) VALUES (?, ?, 1, 1, ?)",
                 (job_id, record.user_id, record.to_json()),
             )
-            position = self._append(tx, job_id, record.user_id, depth)
+            position = append_waiting(tx, self.fair, job_id, record.user_id, depth)
         async with self._has_waiting:
             self._has_waiting.notify()
         return Enqueued(position=position, depth=depth + 1)
-
-    def _append(self, tx: sqlite3.Connection, job_id: str, user_id: str, depth: int) -> int:
-        """Queue ``job_id`` in its round (gateway/fair.py), in enqueue's transaction; its position."""
-        if self.fair.fifo:
-            tx.execute("INSERT INTO waiting (job_id, user_id) VALUES (?, ?)", (job_id, user_id))
-            return depth + 1
-        (current,) = tx.execute("SELECT coalesce(min(round), 0) FROM waiting").fetchone()
-        newest = tx.execute(
-            "SELECT round, count(*) FROM waiting WHERE user_id = ? GROUP BY round ORDER BY round DESC LIMIT 1",
-            (user_id,),
-        ).fetchone()
-        rnd = self.fair.round_for(user_id, current, None if newest is None else (newest[0], newest[1]))
-        tx.execute("INSERT INTO waiting (job_id, user_id, round) VALUES (?, ?, ?)", (job_id, user_id, rnd))
-        return int(tx.execute("SELECT count(*) FROM waiting WHERE round <= ?", (rnd,)).fetchone()[0])
 
     def _hit(self, tx: sqlite3.Connection, rate: RateRule) -> None:
         """The sliding log of ``rate.key``: raise when it is full, else log this hit (inside enqueue's
