@@ -8,7 +8,8 @@ better than ~5 job lengths for the last of them (10 jobs on 2 servers). Wait = t
 ``started_at − enqueued_at``, in job lengths. Goal (issue 12): the light users' p95 wait ≤ 2 job
 lengths under ``fair`` with ``spread`` (FIFO: ~25).
 
-    .venv/bin/python -m bench.fairness [--backend redis|memory|sqlite] [--run-time 0.2] [--heavy 50] [--light 10]
+    .venv/bin/python -m bench.fairness [--backend redis|memory|sqlite] [--run-time 0.2]
+                                         [--heavy 50] [--light 10] [--every 1]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.common import (
 from comfy.workflows import load_workflows
 from gateway.fair import FairPolicy
 from gateway.models import TERMINAL_EVENTS
+from gateway.service import Accepted
 from gateway.store import Store
 
 
@@ -53,11 +55,13 @@ async def one_order(backend: Store, order: str, pattern: str, args: argparse.Nam
         start = time.perf_counter()
         for i in range(args.heavy):
             accepted = await rig.gateway.submit(bench_request(i, user="heavy", steps=4))
+            assert isinstance(accepted, Accepted)
             job_ids[accepted.job_id] = "heavy"
         for i in range(args.light):
             if pattern == "spread":
                 await asyncio.sleep(args.every * args.run_time)  # arrivals over time, by design
             accepted = await rig.gateway.submit(bench_request(args.heavy + i, user=f"light{i}", steps=4))
+            assert isinstance(accepted, Accepted)
             job_ids[accepted.job_id] = "light"
         left = set(job_ids)
         while left:
