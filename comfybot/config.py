@@ -228,6 +228,9 @@ class LimitSettings(_Section):
     quota_daily: int | None = Field(default=None, ge=1)
     admin_quota_hourly: int | None = Field(default=None, ge=1)
     admin_quota_daily: int | None = Field(default=None, ge=1)
+    # the take order (gateway/fair.py): round-robin over users with waiting jobs, or arrival
+    queue_order: Literal["fair", "fifo"] = "fair"
+    admin_queue_weight: int = Field(default=2, ge=1)  # an admin's jobs per round-robin turn (users: 1)
 
 
 class RetentionSettings(_Section):
@@ -381,6 +384,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_RATE_PER_USER": ("limits", "rate_per_user"),
     "COMFYBOT_QUEUE_CAP": ("limits", "queue_cap"),
     "COMFYBOT_QUEUE_TIMEOUT": ("limits", "queue_timeout_s"),
+    "COMFYBOT_QUEUE_ORDER": ("limits", "queue_order"),
+    "COMFYBOT_ADMIN_QUEUE_WEIGHT": ("limits", "admin_queue_weight"),
     "COMFYBOT_MAX_PROMPT_LENGTH": ("limits", "max_prompt_length"),
     "COMFYBOT_MAX_IMAGE_BYTES": ("limits", "max_image_bytes"),
     "COMFYBOT_MAX_IMAGE_PIXELS": ("limits", "max_image_pixels"),

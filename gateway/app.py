@@ -25,6 +25,7 @@ from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
 from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.execution import Executor
+from gateway.fair import FairPolicy
 from gateway.limits import AccessPolicy, Limits, PromptFilter
 from gateway.memory import MemoryStore
 from gateway.models import Role
@@ -106,12 +107,18 @@ def quota_policy(settings: LimitSettings) -> QuotaPolicy | None:
 
 def store_from(settings: Settings) -> Store:
     """Redis when ``REDIS_URL`` is set; else the embedded store: SQLite under the data dir (the default)
-    or, with ``COMFYBOT_STORE=memory``, this process's memory."""
+    or, with ``COMFYBOT_STORE=memory``, this process's memory. Its take order: ``COMFYBOT_QUEUE_ORDER``."""
+    store: Store
     if settings.redis is not None:
-        return RedisStore(settings.redis.url(), event_lease_s=settings.comfy.replica_lease_s)
-    if settings.paths.store == "memory":
-        return MemoryStore()
-    return SqliteStore(settings.paths.data_dir / "comfybot.db")
+        store = RedisStore(settings.redis.url(), event_lease_s=settings.comfy.replica_lease_s)
+    elif settings.paths.store == "memory":
+        store = MemoryStore()
+    else:
+        store = SqliteStore(settings.paths.data_dir / "comfybot.db")
+    limits = settings.limits
+    weights = dict.fromkeys(limits.admins, limits.admin_queue_weight)
+    store.fair = FairPolicy(order=limits.queue_order, weights=weights)
+    return store
 
 
 def blobs_from(settings: Settings, store: Store, session: aiohttp.ClientSession) -> Blobs | None:

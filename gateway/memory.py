@@ -7,6 +7,7 @@ record it got back never changes the stored one behind the backend's back.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections import OrderedDict, deque
@@ -101,7 +102,10 @@ class MemoryStore(MemoryQuotas, LocalChannels, Store):
         self._records: dict[str, bytes] = {}
         self._finished: set[str] = set()
         self._finished_order: deque[str] = deque()
-        self._waiting: OrderedDict[str, None] = OrderedDict()
+        self._waiting: dict[str, tuple[int, int, str]] = {}  # job_id -> (round, seq, user), gateway/fair.py
+        self._heap: list[tuple[int, int, str]] = []  # (round, seq, job_id); removed jobs dropped lazily
+        self._rounds: dict[str, dict[int, int]] = {}  # user -> round -> waiting jobs in it
+        self._seq = 0
         self._has_waiting = asyncio.Condition()
         self._leases: dict[str, tuple[str, float]] = {}  # job_id -> (consumer, last renewal, monotonic)
         self._cancels: dict[str, str] = {}
@@ -153,10 +157,9 @@ class MemoryStore(MemoryQuotas, LocalChannels, Store):
             recent = self._recent.setdefault(record.user_id, deque(maxlen=RECENT_MAX))
             recent.appendleft(job_id)
             async with self._has_waiting:
-                self._waiting[job_id] = None
+                position = self._append(job_id, record.user_id)
                 self._has_waiting.notify()
-                # Appended last: its position is the depth, no scan (submit stays O(1) at any depth).
-                return Enqueued(position=len(self._waiting), depth=len(self._waiting))
+                return Enqueued(position=position, depth=len(self._waiting))
         return Enqueued(position=await self.position(job_id) or 0, depth=len(self._waiting))
 
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
@@ -166,7 +169,7 @@ class MemoryStore(MemoryQuotas, LocalChannels, Store):
                     await self._has_waiting.wait_for(lambda: bool(self._waiting))
             except TimeoutError:
                 return None
-            job_id, _ = self._waiting.popitem(last=False)
+            job_id = self._pop()
         self._leases[job_id] = (consumer, time.monotonic())
         return await self.get(job_id)
 
@@ -204,28 +207,55 @@ class MemoryStore(MemoryQuotas, LocalChannels, Store):
     async def remove_queued(self, job_id: str) -> bool:
         if job_id not in self._waiting:
             return False
-        del self._waiting[job_id]
+        self._unwait(job_id)
         return True
 
     async def position(self, job_id: str) -> int | None:
         if job_id not in self._waiting:
             return None
         # O(depth), and depth is bounded by the global queue cap: fine for the embedded backend.
-        for index, waiting_id in enumerate(self._waiting):
-            if waiting_id == job_id:
-                return index + 1
-        return None
+        mine = self._waiting[job_id][:2]
+        return sum(1 for key in self._waiting.values() if key[:2] <= mine)
 
     async def depth(self) -> int:
         return len(self._waiting)
 
     async def waiting(self, limit: int) -> list[str]:
-        out: list[str] = []
-        for job_id in self._waiting:
-            if len(out) >= limit:
-                break
-            out.append(job_id)
-        return out
+        ordered = sorted(self._waiting.items(), key=lambda item: item[1][:2])
+        return [job_id for job_id, _ in ordered[:limit]]
+
+    def _append(self, job_id: str, user_id: str) -> int:
+        """Queue ``job_id`` in its round (gateway/fair.py); its 1-based position."""
+        rounds = self._rounds.setdefault(user_id, {})
+        newest = max(rounds.items()) if rounds else None
+        rnd = self.fair.round_for(user_id, self._current_round(), newest)
+        self._seq += 1
+        self._waiting[job_id] = (rnd, self._seq, user_id)
+        heapq.heappush(self._heap, (rnd, self._seq, job_id))
+        rounds[rnd] = rounds.get(rnd, 0) + 1
+        if self.fair.fifo:  # appended last: its position is the depth, no scan
+            return len(self._waiting)
+        return sum(1 for key in self._waiting.values() if key[0] <= rnd)
+
+    def _current_round(self) -> int:
+        while self._heap and self._heap[0][2] not in self._waiting:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else 0
+
+    def _pop(self) -> str:
+        self._current_round()  # drops removed jobs from the top
+        job_id = heapq.heappop(self._heap)[2]
+        self._unwait(job_id)
+        return job_id
+
+    def _unwait(self, job_id: str) -> None:
+        rnd, _, user_id = self._waiting.pop(job_id)
+        rounds = self._rounds[user_id]
+        rounds[rnd] -= 1
+        if not rounds[rnd]:
+            del rounds[rnd]
+        if not rounds:
+            del self._rounds[user_id]
 
     # --- outcome and events ---------------------------------------------------------------------
     async def finish(self, record: JobRecord, event: JobEvent) -> bool:

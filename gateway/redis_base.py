@@ -92,7 +92,15 @@ class RedisBase(Store):
             # No retries inside redis-py: a blocking XREADGROUP it silently re-sends after a reconnect can
             # lose entries already assigned to us; _retry and subscribe handle errors knowing that.
             self._redis = self._connect()
-            for name in ("ENQUEUE", "TAKE", "SAVE", "FINISH", "LEASE_VIEW", "DROP_IDLE_CONSUMERS"):
+            for name in (
+                "ENQUEUE",
+                "TAKE",
+                "REMOVE_QUEUED",
+                "SAVE",
+                "FINISH",
+                "LEASE_VIEW",
+                "DROP_IDLE_CONSUMERS",
+            ):
                 self._scripts[name] = self._redis.register_script(getattr(redis_scripts, name))
         await self._retry(lambda: self._ensure_group(self._stream, "workers"), "start")
 

@@ -2,19 +2,20 @@
 
 Keys (under ``prefix``, default ``comfybot:``):
 
-* ``queue`` — stream of ``{job: <id>}``, consumer group ``workers``. ``XREADGROUP`` takes, the pending
-  entries list (PEL) is the lease table: a live worker ``XCLAIM``\\ s its own entries to reset their
-  idle time, ``XAUTOCLAIM`` with ``min_idle`` hands a dead worker's entries to another, ``XACK`` +
-  ``XDEL`` end them.
-* ``waiting`` — sorted set job id → enqueue sequence: ``ZRANK`` is the queue position, ``ZCARD`` the depth,
-  both O(log n). ``ZREM`` is the arbiter between a worker taking a job and a user cancelling it.
-* ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id), ``taken`` (the entry a worker took
-  it by), ``done`` (set once, by ``finish``).
+* ``queue`` — stream of ``{job: <id>}``, consumer group ``workers``: the TAKE script adds a job's entry
+  and reads it for the taker in one step (no unread entries), the pending entries list (PEL) is the lease
+  table: a live worker ``XCLAIM``\\ s its own entries to reset their idle time, ``XAUTOCLAIM`` with
+  ``min_idle`` hands a dead worker's entries to another, ``XACK`` + ``XDEL`` end them.
+* ``waiting`` — sorted set job id → round * 2^24 + arrival in the round (``gateway/fair.py``; fifo: the
+  enqueue sequence): the take order, ``ZRANK`` the position, ``ZCARD`` the depth, all O(log n).
+  ``user:<id>:waiting`` holds the user's share of it (their newest round), ``rounds`` the arrivals per
+  round, ``wake`` a short list each enqueue pushes to, for a blocked take.
+* ``job:<id>`` — hash: ``rec`` (orjson record), ``entry`` (its stream id, once taken), ``uwait`` (its
+  user's waiting key), ``done`` (set once, by ``finish``).
 * ``events:<channel>`` — stream per event channel (the platform; a Discord shard N > 0: ``discord:shard-N``),
-  consumer group ``frontends``. One durable ordered channel for
-  every event, progress included: the order queued → started → progress → succeeded holds by construction
-  (pub/sub for progress plus a stream for terminal events could deliver a progress after the result), and a
-  front end that restarts resumes from its pending entries. A progress event is acked once the next is
+  consumer group ``frontends``. One durable ordered channel for every event, progress included: the
+  order queued → started → progress → succeeded holds by construction (pub/sub for progress plus a stream
+  for terminal events could deliver a progress after the result), and a front end that restarts resumes from its pending entries. A progress event is acked once the next is
   asked for; a terminal one only by ``event_handled``, after the chat shows it, so an outcome read by a
   process that dies is read again by its successor. ``MAXLEN ~`` bounds it; stale progress is skipped on
   catch-up (``max_age_s``). Each front-end replica reads as its own consumer; entries a dead one left
@@ -91,11 +92,13 @@ class RedisStore(RedisQuotas, RedisEvents):
         keys = [
             self._key("job", record.job_id),
             self._waiting_key,
-            self._stream,
             self._key("seq"),
             self._key("user", record.user_id, "pending"),
             self._key("user", record.user_id, "recent"),
             self._key("rate", rate.key if rate is not None else record.user_id),
+            self._key("user", record.user_id, "waiting"),
+            self._key("rounds"),
+            self._key("wake"),
         ]
         args: list[bytes | str | int] = [
             record.job_id,
@@ -113,6 +116,8 @@ class RedisStore(RedisQuotas, RedisEvents):
                     record.job_id,  # the log's member: unique, and the same if this call is retried
                 )
             ),
+            self.fair.order,
+            self.fair.weight(record.user_id),
         ]
         code, value = await self._retry(lambda: self._scripts["ENQUEUE"](keys=keys, args=args), "enqueue")
         if code == -3 and rate is not None:
@@ -122,21 +127,21 @@ class RedisStore(RedisQuotas, RedisEvents):
         return None if code < 0 else Enqueued(position=int(code), depth=int(value))
 
     async def take(self, consumer: str, timeout_s: float) -> JobRecord | None:
-        block_ms = max(1, int(timeout_s * 1000))
-        reply = await self._retry(
-            lambda: self.redis.xreadgroup("workers", consumer, {self._stream: ">"}, count=1, block=block_ms),
-            "take",
-        )
-        if not reply:
-            return None
-        entry_id, fields = reply[0][1][0]
-        job_id = text(fields[b"job"])
-        keys = [self._waiting_key, self._key("job", job_id), self._stream]
-        raw = await self._retry(lambda: self._scripts["TAKE"](keys=keys, args=[job_id, entry_id]), "take")
-        if raw is None:  # cancelled while it waited (the canceller finished it), or gone: acknowledged
-            return None
-        self._entries[job_id] = entry_id
-        return JobRecord.from_json(raw)
+        """TAKE picks the job (gateway/fair.py order); when none waits, block on the wake-up list that
+        every enqueue pushes to (a wake-up another worker beat us to just loops)."""
+        deadline = time.monotonic() + timeout_s
+        keys = [self._waiting_key, self._stream, self._key("rounds"), self._key("taking", consumer)]
+        while True:
+            args = [consumer, self._key("job", ""), secrets.token_hex(8)]  # one nonce per attempt
+            reply = await self._retry(partial(self._scripts["TAKE"], keys=keys, args=args), "take")
+            if reply:
+                job_id, entry_id, raw = text(reply[0]), reply[1], reply[2]
+                self._entries[job_id] = entry_id
+                return JobRecord.from_json(raw)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await self._retry(partial(self.redis.blpop, [self._key("wake")], timeout=max(0.01, left)), "take")
 
     async def _ack_entry(self, entry_id: bytes) -> None:
         async def op() -> None:
@@ -226,7 +231,10 @@ class RedisStore(RedisQuotas, RedisEvents):
                 return claimed
 
     async def remove_queued(self, job_id: str) -> bool:
-        removed = await self._retry(lambda: self.redis.zrem(self._waiting_key, job_id), "remove_queued")
+        keys = [self._waiting_key, self._key("job", job_id)]
+        removed = await self._retry(
+            lambda: self._scripts["REMOVE_QUEUED"](keys=keys, args=[job_id]), "remove_queued"
+        )
         return bool(removed)
 
     async def position(self, job_id: str) -> int | None:

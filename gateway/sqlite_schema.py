@@ -8,6 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from gateway.fair import FairPolicy
 from gateway.store import OUTCOME_TTL_S, RECORD_TTL_S, outcome_hour
 
 SCHEMA = """
@@ -57,6 +58,33 @@ CREATE INDEX IF NOT EXISTS rate_by_until ON rate (until);
 """
 
 
+def migrate(db: sqlite3.Connection) -> None:
+    """Give ``waiting`` the fair-queue columns (gateway/fair.py): a round and the job's user. Jobs
+    queued by an older version keep round 0, i.e. they go first, in their order."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(waiting)")}
+    if "round" not in columns:
+        db.execute("ALTER TABLE waiting ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+    if "user_id" not in columns:
+        db.execute("ALTER TABLE waiting ADD COLUMN user_id TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX IF NOT EXISTS waiting_by_turn ON waiting (round, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS waiting_by_user ON waiting (user_id, round)")
+
+
+def append_waiting(tx: sqlite3.Connection, fair: FairPolicy, job_id: str, user_id: str, depth: int) -> int:
+    """Queue ``job_id`` in its round (gateway/fair.py), in enqueue's transaction; its position."""
+    if fair.fifo:
+        tx.execute("INSERT INTO waiting (job_id, user_id) VALUES (?, ?)", (job_id, user_id))
+        return depth + 1
+    (current,) = tx.execute("SELECT coalesce(min(round), 0) FROM waiting").fetchone()
+    newest = tx.execute(
+        "SELECT round, count(*) FROM waiting WHERE user_id = ? GROUP BY round ORDER BY round DESC LIMIT 1",
+        (user_id,),
+    ).fetchone()
+    rnd = fair.round_for(user_id, current, None if newest is None else (newest[0], newest[1]))
+    tx.execute("INSERT INTO waiting (job_id, user_id, round) VALUES (?, ?, ?)", (job_id, user_id, rnd))
+    return int(tx.execute("SELECT count(*) FROM waiting WHERE round <= ?", (rnd,)).fetchone()[0])
+
+
 def purge(tx: sqlite3.Connection, now: float) -> None:
     """Drop what Redis would have expired: finished jobs (and their views, markers, cancel flags, owed
     events) older than :data:`RECORD_TTL_S`, outcome hours older than :data:`OUTCOME_TTL_S`, spent rate
@@ -102,4 +130,4 @@ def lock(path: Path) -> int:
     return fd
 
 
-__all__ = ["SCHEMA", "StoreLocked", "Transaction", "lock", "purge"]
+__all__ = ["SCHEMA", "StoreLocked", "Transaction", "append_waiting", "lock", "migrate", "purge"]

@@ -40,7 +40,7 @@ from gateway.memory import LocalChannels, kept
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_to_json
 from gateway.quota_stores import SqliteQuotas
 from gateway.records import JobRecord
-from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, lock, purge
+from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, append_waiting, lock, migrate, purge
 from gateway.store import (
     DURATIONS_MAX,
     Enqueued,
@@ -79,6 +79,7 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        migrate(db)
         self._db = db
         with self._tx() as tx:
             stale = tx.execute("UPDATE leases SET renewed = 0").rowcount
@@ -151,10 +152,10 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
                 "INSERT INTO records (job_id, user_id, enqueued, pending, data) VALUES (?, ?, 1, 1, ?)",
                 (job_id, record.user_id, record.to_json()),
             )
-            tx.execute("INSERT INTO waiting (job_id) VALUES (?)", (job_id,))
+            position = append_waiting(tx, self.fair, job_id, record.user_id, depth)
         async with self._has_waiting:
             self._has_waiting.notify()
-        return Enqueued(position=depth + 1, depth=depth + 1)
+        return Enqueued(position=position, depth=depth + 1)
 
     def _hit(self, tx: sqlite3.Connection, rate: RateRule) -> None:
         """The sliding log of ``rate.key``: raise when it is full, else log this hit (inside enqueue's
@@ -176,7 +177,7 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
             except TimeoutError:
                 return None
             with self._tx() as tx:
-                (job_id,) = tx.execute("SELECT job_id FROM waiting ORDER BY seq LIMIT 1").fetchone()
+                (job_id,) = tx.execute("SELECT job_id FROM waiting ORDER BY round, seq LIMIT 1").fetchone()
                 tx.execute("DELETE FROM waiting WHERE job_id = ?", (job_id,))
                 tx.execute(
                     "INSERT OR REPLACE INTO leases (job_id, consumer, renewed) VALUES (?, ?, ?)",
@@ -231,7 +232,9 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
 
     async def position(self, job_id: str) -> int | None:
         row = self.db.execute(
-            "SELECT count(*) FROM waiting WHERE seq <= (SELECT seq FROM waiting WHERE job_id = ?)", (job_id,)
+            "SELECT count(*) FROM waiting, (SELECT round AS r, seq AS s FROM waiting WHERE job_id = ?)"
+            " WHERE round < r OR (round = r AND seq <= s)",
+            (job_id,),
         ).fetchone()
         return row[0] or None
 
@@ -239,7 +242,7 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
         return int(self.db.execute("SELECT count(*) FROM waiting").fetchone()[0])
 
     async def waiting(self, limit: int) -> list[str]:
-        rows = self.db.execute("SELECT job_id FROM waiting ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        rows = self.db.execute("SELECT job_id FROM waiting ORDER BY round, seq LIMIT ?", (limit,)).fetchall()
         return [job_id for (job_id,) in rows]
 
     # --- outcome and events ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from gateway.errors import LimitExceeded
+from gateway.fair import FairPolicy
 from gateway.limits import RateRule
 from gateway.models import Failed, FailureCode, JobEvent
 from gateway.records import JobRecord
@@ -315,6 +316,7 @@ class Store(Queue, Records, Events, KeyValues, Quotas):
 
     def __init__(self) -> None:
         self.settings = SettingsStore(self)
+        self.fair = FairPolicy()  # the take order (gateway/fair.py); app.py sets it from the settings
 
     async def start(self) -> None:  # noqa: B027  # optional hook: the memory store opens nothing
         """Open connections / create groups. Idempotent."""

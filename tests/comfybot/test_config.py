@@ -43,6 +43,8 @@ FULL_ENV = {
     "COMFYBOT_RATE_PER_USER": "20/min",
     "COMFYBOT_QUEUE_CAP": "50",
     "COMFYBOT_QUEUE_TIMEOUT": "90s",
+    "COMFYBOT_QUEUE_ORDER": "fifo",
+    "COMFYBOT_ADMIN_QUEUE_WEIGHT": "3",
     "COMFYBOT_MAX_PROMPT_LENGTH": "1000",
     "COMFYBOT_MAX_IMAGE_BYTES": "10MB",
     "COMFYBOT_MAX_IMAGE_PIXELS": "16000000",
@@ -96,6 +98,7 @@ def test_defaults_from_empty_env() -> None:
     lim = s.limits
     assert (lim.max_pending_per_user, lim.queue_cap, lim.max_prompt_length) == (3, 100, 2000)
     assert lim.queue_timeout_s == 600
+    assert (lim.queue_order, lim.admin_queue_weight) == ("fair", 2)
     assert lim.rate_per_user == Rate(count=10, per_s=60)
     assert (lim.max_image_bytes, lim.max_image_pixels, lim.max_input_side) == (20 * 2**20, 40_000_000, 2048)
     assert lim.access == "open" and lim.admins == frozenset()
@@ -141,6 +144,7 @@ def test_every_variable_from_env() -> None:
     lim = s.limits
     assert (lim.max_pending_per_user, lim.queue_cap, lim.max_prompt_length) == (5, 50, 1000)
     assert lim.queue_timeout_s == 90
+    assert (lim.queue_order, lim.admin_queue_weight) == ("fifo", 3)
     assert lim.rate_per_user == Rate(count=20, per_s=60)
     assert (lim.max_image_bytes, lim.max_image_pixels, lim.max_input_side) == (10 * 2**20, 16_000_000, 1536)
     assert lim.blocklist_words == ("foo", "bar baz")
@@ -384,6 +388,8 @@ BAD_ENV = [
     ("COMFYBOT_QUEUE_CAP", "0", "COMFYBOT_QUEUE_CAP: '0' must be >= 1"),
     ("COMFYBOT_QUEUE_TIMEOUT", "0", "COMFYBOT_QUEUE_TIMEOUT: '0' must be > 0"),
     ("COMFYBOT_QUEUE_TIMEOUT", "soon", "COMFYBOT_QUEUE_TIMEOUT: 'soon' is not a duration"),
+    ("COMFYBOT_QUEUE_ORDER", "lifo", "COMFYBOT_QUEUE_ORDER: 'lifo' is not one of 'fair' or 'fifo'"),
+    ("COMFYBOT_ADMIN_QUEUE_WEIGHT", "0", "COMFYBOT_ADMIN_QUEUE_WEIGHT: '0' must be >= 1"),
     ("COMFYBOT_MAX_PROMPT_LENGTH", "1.5", "COMFYBOT_MAX_PROMPT_LENGTH: '1.5' is not an integer"),
     ("COMFYBOT_MAX_IMAGE_BYTES", "big", "COMFYBOT_MAX_IMAGE_BYTES: 'big' is not a size in bytes"),
     ("COMFYBOT_MAX_IMAGE_PIXELS", "-5", "COMFYBOT_MAX_IMAGE_PIXELS: '-5' must be >= 1"),
