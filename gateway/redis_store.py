@@ -18,8 +18,9 @@ Keys (under ``prefix``, default ``comfybot:``):
   for terminal events could deliver a progress after the result), and a front end that restarts resumes
   from its pending entries. A progress event is acked once the next is asked for; a terminal one only by
   ``event_handled``, after the chat shows it, so an outcome read by a process that dies is read again by
-  its successor. ``MAXLEN ~`` bounds it; stale progress is skipped on catch-up (``max_age_s``). Each front-end replica reads as its own consumer; entries a dead one left
-  pending are taken over by a live one after ``event_lease_s`` (``gateway/redis_events.py``).
+  its successor. ``MAXLEN ~`` bounds it; stale progress is skipped on catch-up (``max_age_s``). Each
+  front-end replica reads as its own consumer; entries a dead one left pending are taken over by a live
+  one after ``event_lease_s`` (``gateway/redis_events.py``).
 * ``cancel:<id>`` + pub/sub channel ``cancels`` — cancel requests: broadcast to every worker, with the
   flag as the fallback for a worker that missed the broadcast.
 * ``rate:submit:<user>`` — sorted set, the sliding log of the user's submissions (enqueue script).
