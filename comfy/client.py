@@ -34,17 +34,25 @@ from comfy.events import (
     parse_binary,
     parse_json,
 )
-from comfy.http import ComfyHTTP
+from comfy.jobs import ComfyJobs, Location, Where
 from comfy.results import OutputImage, PromptResult, QueueState
 from comfy.tracker import PromptTracker, Signal
 
-__all__ = ["ComfyClient", "OutputImage", "PromptResult", "PromptTracker", "QueueState"]
+__all__ = [
+    "ComfyClient",
+    "Location",
+    "OutputImage",
+    "PromptResult",
+    "PromptTracker",
+    "QueueState",
+    "Where",
+]
 
 _BACKOFF_FIRST_S = 0.05
 _CLIENT_FLAGS = {"supports_preview_metadata": True}
 
 
-class ComfyClient(ComfyHTTP):
+class ComfyClient(ComfyJobs):
     """Client of one ComfyUI server. Use as ``async with ComfyClient(url, session) as c:``.
 
     The aiohttp ``session`` is the caller's (not closed here). ``client_id`` is stable for the life of
@@ -141,8 +149,7 @@ class ComfyClient(ComfyHTTP):
         tracker = PromptTracker(
             prompt_id,
             backend=self.name,
-            history=self.history,
-            queue=self.queue,
+            locate=self.locate,
             untrack=self._untrack,
             stall_timeout_s=self._stall_timeout_s,
             timeout_s=timeout_s,
@@ -166,7 +173,7 @@ class ComfyClient(ComfyHTTP):
         extra_data: dict[str, Any] | None = None,
         front: bool = False,
     ) -> int:
-        """Queue ``graph`` (see :meth:`ComfyHTTP.submit`) and arm its tracker, if any.
+        """Queue ``graph`` (see :meth:`comfy.http.ComfyHTTP.submit`) and arm its tracker, if any.
 
         When the answer never comes (timeout, connection cut) the POST may still have reached ComfyUI:
         the prompt id is ours, so ``/queue`` and ``/history`` tell. A prompt found there counts as
@@ -187,7 +194,7 @@ class ComfyClient(ComfyHTTP):
     async def _landed(self, prompt_id: str) -> bool:
         """Whether ComfyUI knows ``prompt_id`` (queued, running or finished); False when it can't tell."""
         try:
-            return prompt_id in await self.queue() or await self.history(prompt_id) is not None
+            return (await self.locate(prompt_id)).known
         except ComfyError:
             return False
 
