@@ -14,7 +14,7 @@ import structlog
 from PIL import Image
 from structlog.testing import LogCapture, capture_logs
 
-from comfy.client import ComfyClient
+from comfy.client import ComfyClient, Where
 from comfy.errors import (
     ComfyExecutionError,
     ComfyInterrupted,
@@ -388,3 +388,29 @@ async def test_caller_context_reaches_client_lines(client: ComfyClient) -> None:
     mine = {e["event"] for e in capture.entries if e.get("request_id") == "req-ctx"}
     assert {"comfyui_prompt_sent", "comfyui_prompt_finished"} <= mine
     assert all(e["component"] == "comfy" for e in capture.entries if e["event"].startswith("comfyui_"))
+
+
+async def test_locate_every_state(fake: FakeComfyUI, client: ComfyClient) -> None:
+    """One lookup for queued / running / done / failed / cancelled / unknown, on both server versions."""
+    assert (await client.locate(pid("nobody"))).where is Where.UNKNOWN
+    assert client.jobs_api is (not fake.legacy)  # chosen from the first answer (404 route vs JSON)
+    await client.submit(slow(steps=500), prompt_id=pid("loc-run"))
+    await until(lambda: fake.running_prompt_id == pid("loc-run"))
+    await client.submit(txt2img(), prompt_id=pid("loc-wait"))
+    assert (await client.locate(pid("loc-run"))).where is Where.RUNNING
+    assert (await client.locate(pid("loc-wait"))).where is Where.QUEUED
+    assert await client.cancel(pid("loc-wait")) is True
+    assert (await client.locate(pid("loc-wait"))).where is Where.UNKNOWN  # dequeued before it ran
+    assert await client.cancel(pid("loc-run")) is True
+    await fake.wait_history(pid("loc-run"))
+    cancelled = await client.locate(pid("loc-run"))
+    assert cancelled.where is Where.CANCELLED and cancelled.finished
+    assert fake.cancels == ([] if fake.legacy else [pid("loc-wait"), pid("loc-run")])
+    await run(client, txt2img(), pid("loc-done"))
+    done = await client.locate(pid("loc-done"))
+    assert done.where is Where.DONE and done.result is not None and len(done.result.images) == 1
+    fake.fail_node("KSampler", "RuntimeError", "CUDA out of memory")
+    with pytest.raises(ComfyExecutionError):
+        await run(client, txt2img(seed=9), pid("loc-fail"))
+    failed = await client.locate(pid("loc-fail"))
+    assert failed.where is Where.FAILED and failed.result is not None

@@ -940,7 +940,9 @@ class FakeComfyUI:
         cancelled = False
         if self._running is not None and self._running.prompt_id == pid:
             self._interrupt = cancelled = True
+            self.interrupts.append(pid)
         elif any(item[1] == pid for item in self._queue):
+            self.deleted.append(pid)
             self._queue = [item for item in self._queue if item[1] != pid]
             heapq.heapify(self._queue)
             cancelled = True
