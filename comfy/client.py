@@ -70,6 +70,7 @@ class ComfyClient(ComfyJobs):
         request_timeout_s: float = 30.0,
         ws_max_msg_size: int = 256 * 1024 * 1024,
         reconnect_max_delay_s: float = 5.0,
+        preview_method: str | None = "auto",
     ) -> None:
         super().__init__(
             base_url,
@@ -77,6 +78,7 @@ class ComfyClient(ComfyJobs):
             name=name,
             client_id=client_id or uuid.uuid4().hex,
             request_timeout_s=request_timeout_s,
+            preview_method=preview_method,
         )
         self._stall_timeout_s = ws_stall_timeout_s
         # SaveImageWebsocket sends full-size PNGs in one frame; aiohttp's default cap is 4 MB.

@@ -135,11 +135,12 @@ async def test_success_events_in_order_and_images_downloaded(fake: FakeComfyUI, 
 async def test_request_id_and_client_id_are_posted(fake: FakeComfyUI, client: ComfyClient) -> None:
     await run(client, txt2img(), pid("p-req"), request_id="req-42")
     (posted,) = fake.received_prompts
-    assert posted["extra_data"] == {"request_id": "req-42"}
+    # preview_method: previews on a stock current ComfyUI (started without --preview-method)
+    assert posted["extra_data"] == {"request_id": "req-42", "preview_method": "auto"}
     assert posted["client_id"] == client.client_id and posted["prompt_id"] == pid("p-req")
     stored = dict(fake.history[pid("p-req")]["prompt"][3])
     assert isinstance(stored.pop("create_time", 0), int)  # current ComfyUI stamps it, 0.3.64 does not
-    assert stored == {"request_id": "req-42", "client_id": client.client_id}
+    assert stored == {"request_id": "req-42", "client_id": client.client_id, "preview_method": "auto"}
 
 
 async def test_cached_rerun_still_gives_images(client: ComfyClient) -> None:

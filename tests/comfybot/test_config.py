@@ -24,6 +24,7 @@ FULL_ENV = {
     "COMFYUI_CAPACITY": "3",
     "COMFYUI_WS_STALL_TIMEOUT": "45s",
     "COMFYUI_REQUEST_TIMEOUT": "1m",
+    "COMFYUI_PREVIEW_METHOD": "latent2rgb",
     "COMFYBOT_SHUTDOWN_GRACE_S": "45s",
     "REDIS_URL": "redis://worker:s3cr%40t@redis.local:6380/2",
     "COMFYBOT_WORKFLOWS_DIR": "/srv/wf",
@@ -114,6 +115,7 @@ def test_every_variable_from_env() -> None:
     )
     assert s.comfy.urls == ("http://gpu-a:8188", "https://gpu-b.example.org")
     assert (s.comfy.capacity, s.comfy.ws_stall_timeout_s, s.comfy.request_timeout_s) == (3, 45.0, 60.0)
+    assert s.comfy.preview_method == "latent2rgb"
     assert s.comfy.shutdown_grace_s == 45.0
     assert s.redis is not None
     r = s.redis
@@ -320,6 +322,7 @@ BAD_ENV = [
     ("COMFYUI_CAPACITY", "0", "COMFYUI_CAPACITY: '0' must be >= 1"),
     ("COMFYUI_WS_STALL_TIMEOUT", "soon", "COMFYUI_WS_STALL_TIMEOUT: 'soon' is not a duration"),
     ("COMFYUI_REQUEST_TIMEOUT", "0", "COMFYUI_REQUEST_TIMEOUT: '0' must be > 0"),
+    ("COMFYUI_PREVIEW_METHOD", "fancy", "COMFYUI_PREVIEW_METHOD: "),
     ("COMFYBOT_SHUTDOWN_GRACE_S", "-1", "COMFYBOT_SHUTDOWN_GRACE_S: '-1' is not a duration"),
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
     ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE: 'discord.com' is not an http(s) URL"),
