@@ -92,6 +92,8 @@ class ComfyClient(ComfyJobs):
         self._running_node: str | None = None
         #: queue_remaining of the last ``status`` message, None before the first.
         self.last_queue_remaining: int | None = None
+        #: websocket connections made so far: a change means a reconnect (the server may have restarted).
+        self.ws_connects = 0
         #: the server's answer to our feature_flags (e.g. ``max_upload_size``).
         self.server_features: dict[str, Any] = {}
 
@@ -221,6 +223,7 @@ class ComfyClient(ComfyJobs):
                 self._first_attempt.set()
                 continue
             self._ws = ws
+            self.ws_connects += 1
             self._log.info("comfyui_ws_connected", client_id=self.client_id, reconnect=ever_connected)
             self._first_attempt.set()
             if ever_connected:

@@ -221,12 +221,22 @@ def test_shorten_cuts_after_a_word_or_where_it_must() -> None:
 
 @pytest.mark.parametrize(
     ("locale", "text"),
-    [("en", "Loading model…"), ("ru", "Загрузка модели…"), ("ko", "모델 불러오는 중…"), ("zh_Hant", "正在載入模型…")],
+    [
+        ("en", "Loading model…"),
+        ("ru", "Загрузка модели…"),
+        ("ko", "모델 불러오는 중…"),
+        ("zh_Hant", "正在載入模型…"),
+    ],
 )
 def test_loading_activity_replaces_the_zero_percent_bar(r: Renderer, locale: str, text: str) -> None:
     """Current ComfyUI says ``activity: "loading"`` while weights move: no "0%" bar that seems stuck."""
     ev = Progress(
-        job_id="j", request_id="r", node_label="Loading model", done_nodes=0, total_nodes=7, activity="loading"
+        job_id="j",
+        request_id="r",
+        node_label="Loading model",
+        done_nodes=0,
+        total_nodes=7,
+        activity="loading",
     )
     p = r.progress(locale, VIEW, ev, now=101.0)
     assert text in p and "0%" not in p

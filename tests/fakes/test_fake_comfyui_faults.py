@@ -276,7 +276,10 @@ async def test_recordings(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) 
     assert fake_comfy.received_prompts == [body]
     entry = await fake_comfy.wait_history(p1)
     stored = dict(entry["prompt"][3])
-    assert isinstance(stored.pop("create_time", 0), int) and ("create_time" in entry["prompt"][3]) != fake_comfy.legacy
+    assert (
+        isinstance(stored.pop("create_time", 0), int)
+        and ("create_time" in entry["prompt"][3]) != fake_comfy.legacy
+    )
     assert stored == {"request_id": "r-1", "client_id": "cid"}
     assert ("POST", "/prompt") in fake_comfy.requests
     async with http.post(f"{fake_comfy.url}/api/interrupt", json={"prompt_id": "x"}):

@@ -12,7 +12,9 @@ from tests.fakes.comfyui import FakeComfyUI, WsRecorder
 from tests.fakes.test_fake_comfyui_faults import post, submit, txt2img
 
 
-async def test_prompt_id_must_be_a_canonical_uuid(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
+async def test_prompt_id_must_be_a_canonical_uuid(
+    fake_comfy: FakeComfyUI, http: aiohttp.ClientSession
+) -> None:
     status, body = await post(http, fake_comfy.url, {"prompt": txt2img(), "prompt_id": "comfybot-test-1"})
     if fake_comfy.legacy:
         assert status == 200 and body["prompt_id"] == "comfybot-test-1"

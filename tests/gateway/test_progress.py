@@ -139,7 +139,9 @@ def test_one_log_line_per_node_start_and_end_not_per_step() -> None:
 
 def test_loading_activity_is_passed_on_until_steps_come() -> None:
     pm, _ = model()
-    loading = ce.NodeState(value=0, max=1, state="running", node_id="4", display_node_id="4", activity="loading")
+    loading = ce.NodeState(
+        value=0, max=1, state="running", node_id="4", display_node_id="4", activity="loading"
+    )
     first = pm.feed(ce.ProgressState(prompt_id="p", nodes={"4": loading}))
     assert first is not None and first.activity == "loading" and first.node_label == "Loading model"
     sampling = pm.feed(ce.Executing(prompt_id="p", node="3", display_node="3"))
@@ -150,9 +152,15 @@ def test_loading_activity_is_passed_on_until_steps_come() -> None:
 
 
 def test_activity_is_parsed_from_progress_state() -> None:
-    frame = {"prompt_id": "p", "nodes": {"4": {"value": 0, "max": 1, "state": "running", "activity": "loading"}}}
+    frame = {
+        "prompt_id": "p",
+        "nodes": {"4": {"value": 0, "max": 1, "state": "running", "activity": "loading"}},
+    }
     event = ce.parse_json("progress_state", frame)
     assert isinstance(event, ce.ProgressState) and event.nodes["4"].activity == "loading"
-    assert ce.parse_json("progress_state", {"prompt_id": "p", "nodes": {"4": {"state": "running"}}}).nodes[
-        "4"
-    ].activity is None  # type: ignore[union-attr]
+    assert (
+        ce.parse_json("progress_state", {"prompt_id": "p", "nodes": {"4": {"state": "running"}}})
+        .nodes["4"]
+        .activity
+        is None
+    )  # type: ignore[union-attr]
