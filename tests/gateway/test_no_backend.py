@@ -176,7 +176,10 @@ async def test_object_info_is_re_read_when_a_prompt_is_refused_for_a_model(
     async with harness(session, registry, data_dir) as h:
         fake = h.fakes[0]
         model = fake.checkpoints[0]
-        reads = lambda: sum(1 for r in fake.requests if r == ("GET", "/object_info"))  # noqa: E731
+
+        def reads() -> int:
+            return sum(1 for r in fake.requests if r == ("GET", "/object_info"))
+
         before = reads()
         fake.set_models(checkpoints=[c for c in fake.checkpoints if c != model])
         first = await h.gateway.submit(request(checkpoint=model))
