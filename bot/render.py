@@ -213,7 +213,10 @@ class Renderer:
         ]
         if ev.max > 1:
             lines.append(self.t(locale, "progress.step", value=ev.value, max=ev.max))
-        lines.append(f"{progress_bar(ev.percent)} {int(min(100.0, max(0.0, ev.percent)))}%")
+        if ev.activity == "loading":  # current ComfyUI: weights moving, no step yet — not "0 %"
+            lines.append(self.t(locale, "progress.activity.loading"))
+        else:
+            lines.append(f"{progress_bar(ev.percent)} {int(min(100.0, max(0.0, ev.percent)))}%")
         elapsed = None if view.started_at is None else max(0.0, now - view.started_at)
         timing = [self.t(locale, "progress.elapsed", elapsed=format_duration(elapsed))]
         if ev.eta_s is not None and ev.eta_s >= 1:

@@ -11,6 +11,7 @@ from comfy.errors import (
     ComfyTimeout,
     ComfyUnreachable,
 )
+from comfy.jobs import Location, Where
 from comfy.results import OutputImage, PromptResult, QueueState
 from comfy.tracker import PromptTracker
 
@@ -24,8 +25,10 @@ __all__ = [
     "ComfyResponseError",
     "ComfyTimeout",
     "ComfyUnreachable",
+    "Location",
     "OutputImage",
     "PromptResult",
     "PromptTracker",
     "QueueState",
+    "Where",
 ]

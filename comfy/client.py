@@ -34,17 +34,25 @@ from comfy.events import (
     parse_binary,
     parse_json,
 )
-from comfy.http import ComfyHTTP
+from comfy.jobs import ComfyJobs, Location, Where
 from comfy.results import OutputImage, PromptResult, QueueState
 from comfy.tracker import PromptTracker, Signal
 
-__all__ = ["ComfyClient", "OutputImage", "PromptResult", "PromptTracker", "QueueState"]
+__all__ = [
+    "ComfyClient",
+    "Location",
+    "OutputImage",
+    "PromptResult",
+    "PromptTracker",
+    "QueueState",
+    "Where",
+]
 
 _BACKOFF_FIRST_S = 0.05
 _CLIENT_FLAGS = {"supports_preview_metadata": True}
 
 
-class ComfyClient(ComfyHTTP):
+class ComfyClient(ComfyJobs):
     """Client of one ComfyUI server. Use as ``async with ComfyClient(url, session) as c:``.
 
     The aiohttp ``session`` is the caller's (not closed here). ``client_id`` is stable for the life of
@@ -62,6 +70,7 @@ class ComfyClient(ComfyHTTP):
         request_timeout_s: float = 30.0,
         ws_max_msg_size: int = 256 * 1024 * 1024,
         reconnect_max_delay_s: float = 5.0,
+        preview_method: str | None = "auto",
     ) -> None:
         super().__init__(
             base_url,
@@ -69,6 +78,7 @@ class ComfyClient(ComfyHTTP):
             name=name,
             client_id=client_id or uuid.uuid4().hex,
             request_timeout_s=request_timeout_s,
+            preview_method=preview_method,
         )
         self._stall_timeout_s = ws_stall_timeout_s
         # SaveImageWebsocket sends full-size PNGs in one frame; aiohttp's default cap is 4 MB.
@@ -82,6 +92,8 @@ class ComfyClient(ComfyHTTP):
         self._running_node: str | None = None
         #: queue_remaining of the last ``status`` message, None before the first.
         self.last_queue_remaining: int | None = None
+        #: websocket connections made so far: a change means a reconnect (the server may have restarted).
+        self.ws_connects = 0
         #: the server's answer to our feature_flags (e.g. ``max_upload_size``).
         self.server_features: dict[str, Any] = {}
 
@@ -141,8 +153,7 @@ class ComfyClient(ComfyHTTP):
         tracker = PromptTracker(
             prompt_id,
             backend=self.name,
-            history=self.history,
-            queue=self.queue,
+            locate=self.locate,
             untrack=self._untrack,
             stall_timeout_s=self._stall_timeout_s,
             timeout_s=timeout_s,
@@ -166,7 +177,7 @@ class ComfyClient(ComfyHTTP):
         extra_data: dict[str, Any] | None = None,
         front: bool = False,
     ) -> int:
-        """Queue ``graph`` (see :meth:`ComfyHTTP.submit`) and arm its tracker, if any.
+        """Queue ``graph`` (see :meth:`comfy.http.ComfyHTTP.submit`) and arm its tracker, if any.
 
         When the answer never comes (timeout, connection cut) the POST may still have reached ComfyUI:
         the prompt id is ours, so ``/queue`` and ``/history`` tell. A prompt found there counts as
@@ -187,7 +198,7 @@ class ComfyClient(ComfyHTTP):
     async def _landed(self, prompt_id: str) -> bool:
         """Whether ComfyUI knows ``prompt_id`` (queued, running or finished); False when it can't tell."""
         try:
-            return prompt_id in await self.queue() or await self.history(prompt_id) is not None
+            return (await self.locate(prompt_id)).known
         except ComfyError:
             return False
 
@@ -212,6 +223,7 @@ class ComfyClient(ComfyHTTP):
                 self._first_attempt.set()
                 continue
             self._ws = ws
+            self.ws_connects += 1
             self._log.info("comfyui_ws_connected", client_id=self.client_id, reconnect=ever_connected)
             self._first_attempt.set()
             if ever_connected:

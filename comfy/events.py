@@ -94,6 +94,9 @@ class NodeState:
     display_node_id: str | None = None
     parent_node_id: str | None = None
     real_node_id: str | None = None
+    #: current ComfyUI: what a running node does before it reports steps, e.g. ``"loading"`` (weights
+    #: moving); None on 0.3.x and when the node just runs.
+    activity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ def _node_state(node_id: str, raw: Any) -> NodeState:
         display_node_id=_str(d.get("display_node_id")),
         parent_node_id=_str(d.get("parent_node_id")),
         real_node_id=_str(d.get("real_node_id")),
+        activity=_str(d.get("activity")),
     )
 
 

@@ -36,12 +36,15 @@ class ComfyHTTP:
         name: str | None = None,
         client_id: str,
         request_timeout_s: float = 30.0,
+        preview_method: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name or self.base_url.split("://", 1)[-1]
         self.client_id = client_id
         self._session = session
         self._request_timeout_s = request_timeout_s
+        #: ``extra_data.preview_method`` of every prompt unless the caller sets one (None: send none).
+        self.preview_method = preview_method
         # A lazy proxy with initial values (not `.bind()`, which would freeze today's configuration):
         # logging may be configured after the client is built and tests capture logs per test.
         self._log: FilteringBoundLogger = structlog.get_logger(__name__, component="comfy", backend=self.name)
@@ -122,6 +125,10 @@ class ComfyHTTP:
             "prompt_id": prompt_id,
             "extra_data": dict(extra_data or {}),
         }
+        if self.preview_method is not None:
+            # Current ComfyUI applies it per prompt (and resets to --preview-method without it); 0.3.64
+            # ignores the key. See docs/COMFYUI_VERSIONS.md.
+            body["extra_data"].setdefault("preview_method", self.preview_method)
         if front:
             body["front"] = True
         status, raw = await self._request("POST", "/prompt", json_body=body)

@@ -25,7 +25,8 @@ from comfy.events import (
     ExecutionInterrupted,
     ExecutionSuccess,
 )
-from comfy.results import PromptResult, QueueState, images_from_outputs
+from comfy.jobs import Location, Where
+from comfy.results import PromptResult, images_from_outputs
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -55,8 +56,7 @@ class PromptTracker:
         prompt_id: str,
         *,
         backend: str,
-        history: Callable[[str], Awaitable[PromptResult | None]],
-        queue: Callable[[], Awaitable[QueueState]],
+        locate: Callable[[str], Awaitable[Location]],
         untrack: Callable[[PromptTracker], None],
         stall_timeout_s: float,
         timeout_s: float | None,
@@ -68,8 +68,7 @@ class PromptTracker:
         #: True once the prompt was posted; before that a silent socket is no reason to ask /history.
         self.submitted = submitted
         self._backend = backend
-        self._history = history
-        self._queue_state = queue
+        self._locate = locate
         self._untrack = untrack
         self._stall_timeout_s = stall_timeout_s
         self._started = asyncio.get_running_loop().time()
@@ -212,20 +211,17 @@ class PromptTracker:
         if not self.submitted or self._done:
             return
         try:
-            result = await self._history(self.prompt_id)
-            if result is None:
-                queue = await self._queue_state()
-                if self.prompt_id in queue:
-                    self._log.info(
-                        "comfyui_history_checked",
-                        prompt_id=self.prompt_id,
-                        reason=reason,
-                        outcome="queued",
-                        position=queue.position(self.prompt_id),
-                    )
-                    return
-                # It may have left the queue between our two requests.
-                result = await self._history(self.prompt_id)
+            found = await self._locate(self.prompt_id)
+            if not found.finished and found.known:
+                self._log.info(
+                    "comfyui_history_checked",
+                    prompt_id=self.prompt_id,
+                    reason=reason,
+                    outcome="queued" if found.where is Where.QUEUED else "running",
+                    position=found.position,
+                )
+                return
+            result = found.result
         except (ComfyUnreachable, ComfyTimeout, ComfyResponseError) as exc:
             self._log.warning(
                 "comfyui_history_checked",

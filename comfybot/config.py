@@ -164,6 +164,9 @@ class ComfySettings(_Section):
     capacity: int = Field(default=2, ge=1, le=64)  # prompts in flight per server: one running + one pipelined
     ws_stall_timeout_s: Seconds = Field(default=30.0, gt=0)
     request_timeout_s: Seconds = Field(default=30.0, gt=0)
+    # extra_data.preview_method of every prompt (current ComfyUI): live previews on a stock server started
+    # without --preview-method. "default" sends none (the server's own setting; 0.3.x ignores the field).
+    preview_method: Literal["auto", "latent2rgb", "taesd", "none", "default"] = "auto"
     # SIGTERM: how long running prompts may take to finish before the rest are handed back to the queue
     shutdown_grace_s: Seconds = Field(default=30.0, ge=0)
     # With Redis: this process's name among the front ends (default <host>-<pid>), and how long a replica
@@ -369,6 +372,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYUI_CAPACITY": ("comfy", "capacity"),
     "COMFYUI_WS_STALL_TIMEOUT": ("comfy", "ws_stall_timeout_s"),
     "COMFYUI_REQUEST_TIMEOUT": ("comfy", "request_timeout_s"),
+    "COMFYUI_PREVIEW_METHOD": ("comfy", "preview_method"),
     "COMFYBOT_SHUTDOWN_GRACE_S": ("comfy", "shutdown_grace_s"),
     "COMFYBOT_REPLICA_ID": ("comfy", "replica_id"),
     "COMFYBOT_REPLICA_LEASE_S": ("comfy", "replica_lease_s"),

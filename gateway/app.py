@@ -228,6 +228,7 @@ async def open_gateway(
                     session,
                     ws_stall_timeout_s=comfy.ws_stall_timeout_s,
                     request_timeout_s=comfy.request_timeout_s,
+                    preview_method=None if comfy.preview_method == "default" else comfy.preview_method,
                 )
             )
             for url in comfy.urls

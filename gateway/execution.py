@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from comfy import ComfyError, ComfyPromptLost, ComfyUnreachable, PromptResult
+from comfy import ComfyError, ComfyPromptLost, ComfyUnreachable, PromptResult, Where
 from comfy import events as ce
 from comfy.workflows import Workflow
 from gateway.models import ImageRef, Preview, Started
@@ -115,7 +115,7 @@ class Executor:
         return await self.collect(job, server, result)
 
     async def resume(self, job: JobRun, server: ComfyServer) -> list[ImageRef]:
-        """Follow a prompt another worker posted (it died): poll ``/history`` until it finished."""
+        """Follow a prompt another worker posted (it died): poll ``locate`` until it finished."""
         rec = job.record
         assert rec.prompt_id is not None
         job.server = server
@@ -123,18 +123,13 @@ class Executor:
         structlog.contextvars.bind_contextvars(prompt_id=rec.prompt_id, backend=server.name)
         deadline = asyncio.get_running_loop().time() + job.workflow.timeout_s
         while True:
-            result = await server.client.history(rec.prompt_id)
-            if result is not None:
+            found = await server.client.locate(rec.prompt_id)
+            if found.result is not None:
                 await job._prompt_done()
-                return await self.collect(job, server, result)
-            queue = await server.client.queue()
-            if rec.prompt_id not in queue:
-                result = await server.client.history(rec.prompt_id)  # it may just have finished
-                if result is None:
-                    raise ComfyPromptLost(backend=server.name, prompt_id=rec.prompt_id)
-                await job._prompt_done()
-                return await self.collect(job, server, result)
-            if queue.position(rec.prompt_id) == 0 and not job.started:
+                return await self.collect(job, server, found.result)
+            if not found.known:
+                raise ComfyPromptLost(backend=server.name, prompt_id=rec.prompt_id)
+            if found.where is Where.RUNNING and not job.started:
                 await self._mark_started(job, server)
             if asyncio.get_running_loop().time() > deadline:
                 await self.stop_in_comfy(job)
@@ -251,11 +246,7 @@ class Executor:
             return
         try:
             async with asyncio.timeout(10):
-                queue = await server.client.queue()
-                if prompt_id in queue.pending:
-                    await server.client.delete_queued([prompt_id])
-                else:
-                    await server.client.interrupt(prompt_id)
+                await server.client.cancel(prompt_id)
         except (ComfyError, TimeoutError) as exc:
             log.warning("comfyui_stop_failed", prompt_id=prompt_id, error=repr(exc))
 

@@ -159,6 +159,7 @@ class Progress(_Event):
     max: int = 0
     percent: float = 0.0  # overall, 0..100
     eta_s: float | None = None
+    activity: str | None = None  # the running node's ComfyUI activity, e.g. "loading" (current ComfyUI)
 
 
 class Preview(_Event):

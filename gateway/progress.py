@@ -50,6 +50,7 @@ class ProgressModel:
         self._steps: dict[str, float] = {}  # node -> the step count it reported (progress max)
         self.value = 0.0
         self.max = 0.0
+        self.activity: str | None = None
         self._node_t0: dict[str, float] = {}  # node -> when it started; popped when its end is logged
 
     @property
@@ -82,6 +83,7 @@ class ProgressModel:
                     elif state.state == "running":
                         self._move_to(key)
                         self.value, self.max = state.value, state.max
+                        self.activity = state.activity
             case ce.Executing(node=node) if node is not None:
                 self._move_to(event.display_node or node)
             case ce.Progress(node=node, value=value, max=maximum):
@@ -90,6 +92,7 @@ class ProgressModel:
                     if maximum > 1:
                         self._steps[node] = maximum
                 self.value, self.max = value, maximum
+                self.activity = None  # steps come: the node is past its loading
             case ce.Executed(node=node):
                 if node in self._graph:
                     self._node_finished(node)
@@ -127,6 +130,7 @@ class ProgressModel:
             log.info("node_started", **self._node_fields(node))
         if self.current != node:
             self.value = self.max = 0.0
+            self.activity = None
         self.current = node
         self.last = node
 
@@ -179,6 +183,7 @@ class ProgressModel:
             max=int(self.max),
             percent=round(self.percent, 1),
             eta_s=None if eta is None else round(eta, 1),
+            activity=self.activity,
         )
 
 

@@ -46,10 +46,9 @@ async def recover(job: JobRun, pool: ServerPool, store: QueueRecords) -> tuple[R
         # prompt is lost, or a slow answer would send the same prompt twice.
         for attempt in range(CHECK_TRIES):
             try:
-                if await server.client.history(rec.prompt_id) is not None:
-                    where = "finished"
-                elif rec.prompt_id in await server.client.queue():
-                    where = "in_queue"
+                found = await server.client.locate(rec.prompt_id)
+                if found.known:
+                    where = "finished" if found.finished else "in_queue"
                 break
             except ComfyError as exc:
                 log.warning(

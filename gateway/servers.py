@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import structlog
 
-from comfy import ComfyClient, ComfyError
+from comfy import ComfyClient, ComfyError, ComfyRejected
 from comfy.workflow_check import combo_options, model_inputs
 from comfy.workflow_params import ChoiceParam, parse_target
 from comfy.workflows import Workflow
@@ -49,6 +49,8 @@ class Lack:
 
 
 _UNKNOWN = Lack("unknown", "", "object_info unknown")
+#: ComfyUI validation errors that mean our cached /object_info is wrong about the server
+_INFO_ERRORS = frozenset({"missing_node_type", "invalid_prompt", "value_not_in_list"})
 _BLOCKED_BY: dict[str, Literal["missing_model", "missing_node", "missing_option"]] = {
     "model": "missing_model",
     "node": "missing_node",
@@ -68,6 +70,10 @@ class ComfyServer:
     queue_remaining: int = 0  # ComfyUI's own count at the last health check (other processes' jobs too)
     down_reason: str = "not checked yet"
     object_info_at: float = 0.0  # loop time of the last /object_info
+    # /object_info is read on change, not on a timer (it may start an asset scan on current ComfyUI):
+    info_stale: bool = False  # a prompt was refused for a node type or model: re-read at the next check
+    info_connects: int = -1  # the client's websocket connection count at the last read (a reconnect
+    # may be a restarted server with other nodes or models)
     down_since: float | None = None  # loop time it was marked down
     _problems: dict[str, list[Lack]] = field(default_factory=dict, repr=False)
 
@@ -135,7 +141,7 @@ class ServerPool:
         *,
         capacity: int = 2,
         health_interval_s: float = 5.0,
-        object_info_max_age_s: float = 60.0,
+        object_info_max_age_s: float | None = None,
     ) -> None:
         self.servers = [ComfyServer(client=c, capacity=capacity) for c in clients]
         self.health_interval_s = health_interval_s
@@ -158,18 +164,22 @@ class ServerPool:
 
     # --- health -------------------------------------------------------------------------------------
     async def check(self, server: ComfyServer, *, fresh_info: bool = False) -> bool:
-        """Ask the server how it is; refresh ``object_info`` when it comes (back) up, when it is older than
-        ``object_info_max_age_s``, or when ``fresh_info`` asks for it."""
+        """Ask the server how it is; re-read ``object_info`` on change: when it comes (back) up, when its
+        websocket reconnected, after a prompt refused for a node type or model (:meth:`refused`), when
+        ``fresh_info`` asks for it, and (only if ``object_info_max_age_s`` is set) when older than that."""
         try:
             await server.client.system_stats()
             server.queue_remaining = await server.client.queue_remaining()
             now = asyncio.get_running_loop().time()
-            stale = fresh_info or now - server.object_info_at > self.object_info_max_age_s
+            aged = self.object_info_max_age_s is not None and (
+                now - server.object_info_at > self.object_info_max_age_s
+            )
+            connects = server.client.ws_connects
+            stale = fresh_info or server.info_stale or aged or connects != server.info_connects
             refreshed = not server.healthy or server.object_info is None or stale
             if refreshed:
-                # Models get installed and removed while servers run: re-read now and then.
                 server.object_info = await server.client.object_info()
-                server.object_info_at = now
+                server.object_info_at, server.info_connects, server.info_stale = now, connects, False
                 server._problems.clear()
         except ComfyError as exc:
             await self._set_health(server, False, f"{type(exc).__name__}: {exc}")
@@ -202,6 +212,21 @@ class ServerPool:
         # starts as soon as the operator installs it, not up to object_info_max_age_s later.
         fresh, self._lacking = self._lacking, False
         await asyncio.gather(*(self.check(s, fresh_info=fresh) for s in self.servers))
+
+    def refused(self, server: ComfyServer, exc: ComfyRejected) -> None:
+        """A prompt was refused: when for a node type or a model value, the cached ``object_info`` is out
+        of date (a node pack or model removed): re-read it at the next check, which comes at once."""
+        kinds = {exc.error_type} | {
+            str(e.get("type"))
+            for n in exc.node_errors.values()
+            if isinstance(n, Mapping)
+            for e in n.get("errors") or []
+            if isinstance(e, Mapping)
+        }
+        if kinds & _INFO_ERRORS:
+            log.info("object_info_stale", backend=server.name, reason=sorted(kinds & _INFO_ERRORS))
+            server.info_stale = True
+            self._recheck.set()
 
     async def mark_down(self, server: ComfyServer, reason: str) -> None:
         """A job saw the server fail: stop sending it work until a health check brings it back."""

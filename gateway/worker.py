@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from comfy import ComfyUnreachable
+from comfy import ComfyRejected, ComfyUnreachable
 from comfy.workflow_errors import UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
 from gateway import metrics
@@ -299,6 +299,9 @@ class Worker:
                 return None
             try:
                 return await self._run_once(job, server, resuming=resuming)
+            except ComfyRejected as exc:
+                self.pool.refused(server, exc)  # maybe a node or model gone: /object_info is re-read
+                raise
             except RETRYABLE as exc:
                 last_error = exc
                 if not await self._may_retry(job, server, exc, avoid):

@@ -217,3 +217,27 @@ def test_shorten_cuts_after_a_word_or_where_it_must() -> None:
     assert shorten("a picture from a prompt", 100) == "a picture from a prompt"
     assert shorten("a picture from a prompt", 16) == "a picture from…"
     assert shorten("文字生成圖片然後放大細節", 6) == "文字生成圖…"  # no spaces: cut where it must
+
+
+@pytest.mark.parametrize(
+    ("locale", "text"),
+    [
+        ("en", "Loading model…"),
+        ("ru", "Загрузка модели…"),
+        ("ko", "모델 불러오는 중…"),
+        ("zh_Hant", "正在載入模型…"),
+    ],
+)
+def test_loading_activity_replaces_the_zero_percent_bar(r: Renderer, locale: str, text: str) -> None:
+    """Current ComfyUI says ``activity: "loading"`` while weights move: no "0%" bar that seems stuck."""
+    ev = Progress(
+        job_id="j",
+        request_id="r",
+        node_label="Loading model",
+        done_nodes=0,
+        total_nodes=7,
+        activity="loading",
+    )
+    p = r.progress(locale, VIEW, ev, now=101.0)
+    assert text in p and "0%" not in p
+    assert "0%" in r.progress(locale, VIEW, ev.model_copy(update={"activity": None}), now=101.0)

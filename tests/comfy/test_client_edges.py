@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from comfy.client import ComfyClient
 from comfy.errors import ComfyPromptLost, ComfyRejected, ComfyTimeout, ComfyUnreachable
 from comfy.events import ComfyEvent, Executing, PreviewImage, Progress
+from tests.comfy.conftest import pid
 from tests.fakes.comfyui import FakeComfyUI
 
 from .test_client_fake import collect, slow, txt2img, until
@@ -38,41 +39,41 @@ async def http_server(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[s
 
 
 async def test_recover_finished_prompt_from_history(fake: FakeComfyUI, client: ComfyClient) -> None:
-    await client.submit(txt2img(), prompt_id="earlier")  # e.g. by a worker that died since
-    await fake.wait_history("earlier")
-    async with client.track("earlier", submitted=True) as tracker:
+    await client.submit(txt2img(), prompt_id=pid("earlier"))  # e.g. by a worker that died since
+    await fake.wait_history(pid("earlier"))
+    async with client.track(pid("earlier"), submitted=True) as tracker:
         result = await tracker.wait()
     assert result.status_str == "success" and len(result.images) == 1
 
 
 async def test_recover_running_prompt_follows_it(fake: FakeComfyUI, client: ComfyClient) -> None:
-    await client.submit(slow(steps=30), prompt_id="running")
-    await until(lambda: fake.running_prompt_id == "running")
-    async with client.track("running", submitted=True) as tracker:
+    await client.submit(slow(steps=30), prompt_id=pid("running"))
+    await until(lambda: fake.running_prompt_id == pid("running"))
+    async with client.track(pid("running"), submitted=True) as tracker:
         events = await collect(tracker, [])
-    assert events[-1] == Executing("running", None, None)
+    assert events[-1] == Executing(pid("running"), None, None)
 
 
 async def test_recover_unknown_prompt_is_lost(client: ComfyClient) -> None:
     with pytest.raises(ComfyPromptLost):
-        async with client.track("never-posted", submitted=True) as tracker:
+        async with client.track(pid("never-posted"), submitted=True) as tracker:
             await tracker.wait()
 
 
 async def test_track_timeout(client: ComfyClient) -> None:
     with pytest.raises(ComfyTimeout) as info:
-        async with client.track("too-slow", timeout_s=0.3) as tracker:
-            await client.submit(slow(steps=500), prompt_id="too-slow")
+        async with client.track(pid("too-slow"), timeout_s=0.3) as tracker:
+            await client.submit(slow(steps=500), prompt_id=pid("too-slow"))
             await tracker.wait()
-    assert info.value.prompt_id == "too-slow" and info.value.code == "timeout"
-    await client.interrupt("too-slow")
+    assert info.value.prompt_id == pid("too-slow") and info.value.code == "timeout"
+    await client.interrupt(pid("too-slow"))
 
 
 async def test_track_twice_is_an_error(client: ComfyClient) -> None:
-    async with client.track("dup"):
+    async with client.track(pid("dup")):
         with pytest.raises(ValueError, match="already tracked"):
-            client.track("dup")
-    async with client.track("dup"):  # free again after the first one exited
+            client.track(pid("dup"))
+    async with client.track(pid("dup")):  # free again after the first one exited
         pass
 
 
@@ -80,8 +81,8 @@ async def test_reconnect_replay_is_attributed_to_running_prompt(
     fake: FakeComfyUI, client: ComfyClient
 ) -> None:
     seen: list[ComfyEvent] = []
-    async with client.track("replayed", timeout_s=30) as tracker:
-        await client.submit(slow(steps=40, delay=0.02), prompt_id="replayed")
+    async with client.track(pid("replayed"), timeout_s=30) as tracker:
+        await client.submit(slow(steps=40, delay=0.02), prompt_id=pid("replayed"))
         consumer = asyncio.create_task(collect(tracker, seen))
         await until(lambda: any(isinstance(e, Progress) for e in seen))
         await fake.drop_websockets()
@@ -89,7 +90,7 @@ async def test_reconnect_replay_is_attributed_to_running_prompt(
     running = [e for e in seen if isinstance(e, Executing) and e.node == "2"]
     # Once from the run, once from the server's replay to the reconnected socket ({"node": "2"} only).
     assert len(running) == 2
-    assert {e.prompt_id for e in running} == {"replayed"}
+    assert {e.prompt_id for e in running} == {pid("replayed")}
 
 
 async def test_partial_validation_is_logged(client: ComfyClient) -> None:
@@ -98,8 +99,8 @@ async def test_partial_validation_is_logged(client: ComfyClient) -> None:
     graph["21"] = {"class_type": "ImageScale", "inputs": scale}
     graph["22"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "x"}}
     with capture_logs() as logs:
-        async with client.track("partial") as tracker:
-            await client.submit(graph, prompt_id="partial")
+        async with client.track(pid("partial")) as tracker:
+            await client.submit(graph, prompt_id=pid("partial"))
             await tracker.wait()
     (logged,) = [e for e in logs if e["event"] == "comfyui_partial_validation"]
     assert "node 21 (ImageScale): upscale_method: Value not in list" in logged["summary"]
@@ -182,21 +183,21 @@ async def test_big_binary_frame_is_received(session: aiohttp.ClientSession) -> N
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.receive()  # the client's feature_flags
-        await ws.send_json({"type": "execution_start", "data": {"prompt_id": "big", "timestamp": 1}})
+        await ws.send_json({"type": "execution_start", "data": {"prompt_id": pid("big"), "timestamp": 1}})
         await ws.send_json(
-            {"type": "executing", "data": {"node": "7", "display_node": "7", "prompt_id": "big"}}
+            {"type": "executing", "data": {"node": "7", "display_node": "7", "prompt_id": pid("big")}}
         )
         await ws.send_bytes(struct.pack(">II", 1, 2) + big)
-        await ws.send_json({"type": "execution_success", "data": {"prompt_id": "big", "timestamp": 2}})
-        await ws.send_json({"type": "executing", "data": {"node": None, "prompt_id": "big"}})
+        await ws.send_json({"type": "execution_success", "data": {"prompt_id": pid("big"), "timestamp": 2}})
+        await ws.send_json({"type": "executing", "data": {"node": None, "prompt_id": pid("big")}})
         async for _ in ws:
             pass
         return ws
 
     async with http_server({("GET", "/ws"): ws_handler}) as url:
         client = ComfyClient(url, session)
-        async with client.track("big") as tracker, client:
+        async with client.track(pid("big")) as tracker, client:
             events = await collect(tracker, [])
     (preview,) = [e for e in events if isinstance(e, PreviewImage)]
-    assert (preview.prompt_id, preview.node_id, preview.mime) == ("big", "7", "image/png")
+    assert (preview.prompt_id, preview.node_id, preview.mime) == (pid("big"), "7", "image/png")
     assert preview.data == big

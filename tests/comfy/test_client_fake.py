@@ -14,7 +14,7 @@ import structlog
 from PIL import Image
 from structlog.testing import LogCapture, capture_logs
 
-from comfy.client import ComfyClient
+from comfy.client import ComfyClient, Where
 from comfy.errors import (
     ComfyExecutionError,
     ComfyInterrupted,
@@ -36,6 +36,7 @@ from comfy.events import (
 )
 from comfy.results import OutputImage
 from comfy.tracker import PromptTracker
+from tests.comfy.conftest import pid
 from tests.fakes.comfyui import FakeComfyUI
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -97,28 +98,28 @@ def events_of(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str,
 
 async def test_success_events_in_order_and_images_downloaded(fake: FakeComfyUI, client: ComfyClient) -> None:
     with capture_logs() as logs:
-        async with client.track("p1") as tracker:
-            number = await client.submit(txt2img(), prompt_id="p1", extra_data={"request_id": "req-1"})
+        async with client.track(pid("p1")) as tracker:
+            number = await client.submit(txt2img(), prompt_id=pid("p1"), extra_data={"request_id": "req-1"})
             events = await collect(tracker, [])
         result = tracker.result
         assert result is not None
         data = await client.view(result.images[0])
     assert number == 0
-    assert isinstance(events[0], ExecutionStart) and events[0].prompt_id == "p1"
+    assert isinstance(events[0], ExecutionStart) and events[0].prompt_id == pid("p1")
     assert isinstance(events[1], ExecutionCached)
-    assert events[-1] == Executing("p1", None, None)
+    assert events[-1] == Executing(pid("p1"), None, None)
     assert isinstance(events[-2], ExecutionSuccess)
     executing = [e.node for e in events if isinstance(e, Executing) and e.node is not None]
     assert executing.index("3") < executing.index("8") < executing.index("9")
     assert [e.value for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]
     assert any(isinstance(e, Executed) and e.node == "9" for e in events)
-    assert result.status_str == "success" and result.prompt_id == "p1"
+    assert result.status_str == "success" and result.prompt_id == pid("p1")
     assert result.images == [OutputImage(result.images[0].filename, "comfybot", "output")]
     assert data.startswith(PNG_MAGIC)
     assert Image.open(io.BytesIO(data)).size == (64, 48)
     (sent,) = events_of(logs, "comfyui_prompt_sent")
     assert (sent["prompt_id"], sent["number"], sent["component"], sent["backend"]) == (
-        "p1",
+        pid("p1"),
         0,
         "comfy",
         "fake",
@@ -132,17 +133,20 @@ async def test_success_events_in_order_and_images_downloaded(fake: FakeComfyUI, 
 
 
 async def test_request_id_and_client_id_are_posted(fake: FakeComfyUI, client: ComfyClient) -> None:
-    await run(client, txt2img(), "p-req", request_id="req-42")
+    await run(client, txt2img(), pid("p-req"), request_id="req-42")
     (posted,) = fake.received_prompts
-    assert posted["extra_data"] == {"request_id": "req-42"}
-    assert posted["client_id"] == client.client_id and posted["prompt_id"] == "p-req"
-    assert fake.history["p-req"]["prompt"][3] == {"request_id": "req-42", "client_id": client.client_id}
+    # preview_method: previews on a stock current ComfyUI (started without --preview-method)
+    assert posted["extra_data"] == {"request_id": "req-42", "preview_method": "auto"}
+    assert posted["client_id"] == client.client_id and posted["prompt_id"] == pid("p-req")
+    stored = dict(fake.history[pid("p-req")]["prompt"][3])
+    assert isinstance(stored.pop("create_time", 0), int)  # current ComfyUI stamps it, 0.3.64 does not
+    assert stored == {"request_id": "req-42", "client_id": client.client_id, "preview_method": "auto"}
 
 
 async def test_cached_rerun_still_gives_images(client: ComfyClient) -> None:
-    await run(client, txt2img(), "first")
-    async with client.track("again") as tracker:
-        await client.submit(txt2img(), prompt_id="again")
+    await run(client, txt2img(), pid("first"))
+    async with client.track(pid("again")) as tracker:
+        await client.submit(txt2img(), prompt_id=pid("again"))
         events = await collect(tracker, [])
     cached = next(e for e in events if isinstance(e, ExecutionCached))
     assert set(cached.nodes) == {"3", "4", "5", "6", "7", "8", "9"}
@@ -152,18 +156,18 @@ async def test_cached_rerun_still_gives_images(client: ComfyClient) -> None:
 
 
 async def test_previews_type4_carry_prompt_id(client: ComfyClient) -> None:
-    events = await run(client, txt2img(steps=3), "p-prev")
+    events = await run(client, txt2img(steps=3), pid("p-prev"))
     previews = [e for e in events if isinstance(e, PreviewImage)]
     assert len(previews) == 3
-    assert {(p.prompt_id, p.node_id, p.mime) for p in previews} == {("p-prev", "3", "image/jpeg")}
+    assert {(p.prompt_id, p.node_id, p.mime) for p in previews} == {(pid("p-prev"), "3", "image/jpeg")}
     assert all(p.data.startswith(b"\xff\xd8") for p in previews)
     assert client.server_features.get("supports_preview_metadata") is True
 
 
 async def test_rejection_carries_node_errors_summary(fake: FakeComfyUI, client: ComfyClient) -> None:
     with capture_logs() as logs, pytest.raises(ComfyRejected) as info:
-        async with client.track("bad") as tracker:
-            await client.submit(txt2img(steps=99999), prompt_id="bad")
+        async with client.track(pid("bad")) as tracker:
+            await client.submit(txt2img(steps=99999), prompt_id=pid("bad"))
             await tracker.wait()
     exc = info.value
     assert exc.summary() == "node 3 (KSampler): steps: Value 99999 bigger than max of 10000"
@@ -178,14 +182,14 @@ async def test_runtime_execution_error(fake: FakeComfyUI, client: ComfyClient) -
     fake.fail_node("KSampler", "RuntimeError", "CUDA out of memory")
     seen: list[ComfyEvent] = []
     with capture_logs() as logs, pytest.raises(ComfyExecutionError) as info:
-        async with client.track("boom") as tracker:
-            await client.submit(txt2img(), prompt_id="boom")
+        async with client.track(pid("boom")) as tracker:
+            await client.submit(txt2img(), prompt_id=pid("boom"))
             await collect(tracker, seen)
     exc = info.value
-    assert (exc.prompt_id, exc.node_id, exc.node_type) == ("boom", "3", "KSampler")
+    assert (exc.prompt_id, exc.node_id, exc.node_type) == (pid("boom"), "3", "KSampler")
     assert exc.exception_type == "RuntimeError" and "CUDA out of memory" in exc.exception_message
     assert any(isinstance(e, ExecutionError) for e in seen)
-    assert seen[-1] == Executing("boom", None, None)
+    assert seen[-1] == Executing(pid("boom"), None, None)
     (logged,) = events_of(logs, "comfyui_execution_error")
     assert logged["log_level"] == "error" and logged["node_type"] == "KSampler"
 
@@ -193,22 +197,22 @@ async def test_runtime_execution_error(fake: FakeComfyUI, client: ComfyClient) -
 async def test_interrupt(fake: FakeComfyUI, client: ComfyClient) -> None:
     seen: list[ComfyEvent] = []
     with pytest.raises(ComfyInterrupted) as info:
-        async with client.track("stop-me") as tracker:
-            await client.submit(slow(), prompt_id="stop-me")
+        async with client.track(pid("stop-me")) as tracker:
+            await client.submit(slow(), prompt_id=pid("stop-me"))
             consumer = asyncio.create_task(collect(tracker, seen))
             await until(lambda: any(isinstance(e, Progress) for e in seen))
-            await client.interrupt("stop-me")
+            await client.interrupt(pid("stop-me"))
             await consumer
-    assert info.value.prompt_id == "stop-me"
-    assert fake.interrupts == ["stop-me"]
-    assert fake.history["stop-me"]["status"]["status_str"] == "error"
+    assert info.value.prompt_id == pid("stop-me")
+    assert fake.interrupts == [pid("stop-me")]
+    assert fake.history[pid("stop-me")]["status"]["status_str"] == "error"
 
 
 async def test_ws_dropped_mid_run_reconnects_and_completes(fake: FakeComfyUI, client: ComfyClient) -> None:
     fake.drop_ws_mid_run = True
     with capture_logs() as logs:
-        async with client.track("dropped", timeout_s=30) as tracker:
-            await client.submit(slow(steps=20), prompt_id="dropped")
+        async with client.track(pid("dropped"), timeout_s=30) as tracker:
+            await client.submit(slow(steps=20), prompt_id=pid("dropped"))
             result = await tracker.wait()
     assert result.status_str == "success" and len(result.images) == 1
     assert fake.ws_connections >= 2
@@ -219,26 +223,26 @@ async def test_ws_dropped_mid_run_reconnects_and_completes(fake: FakeComfyUI, cl
 async def test_outcome_from_history_after_outage(fake: FakeComfyUI, client: ComfyClient) -> None:
     seen: list[ComfyEvent] = []
     with capture_logs() as logs:
-        async with client.track("away", timeout_s=30) as tracker:
-            await client.submit(slow(steps=10, delay=0.02), prompt_id="away")
+        async with client.track(pid("away"), timeout_s=30) as tracker:
+            await client.submit(slow(steps=10, delay=0.02), prompt_id=pid("away"))
             consumer = asyncio.create_task(collect(tracker, seen))
             await until(lambda: any(isinstance(e, Progress) for e in seen))
             await fake.refuse_connections()  # the run goes on; its frames are lost to us
-            await fake.wait_history("away")
+            await fake.wait_history(pid("away"))
             await fake.accept_connections()
             await consumer
     assert not any(isinstance(e, ExecutionSuccess) for e in seen)
     assert tracker.result is not None and tracker.result.status_str == "success"
     assert len(tracker.result.images) == 1
     checked = events_of(logs, "comfyui_history_checked")
-    assert checked[-1]["outcome"] == "finished" and checked[-1]["prompt_id"] == "away"
+    assert checked[-1]["outcome"] == "finished" and checked[-1]["prompt_id"] == pid("away")
 
 
 async def test_stall_reconnects_and_completes(fake: FakeComfyUI, session: aiohttp.ClientSession) -> None:
     async with ComfyClient(fake.url, session, name="fake", ws_stall_timeout_s=0.2) as client:
         with capture_logs() as logs:
-            async with client.track("stalled", timeout_s=30) as tracker:
-                await client.submit(slow(steps=40, delay=0.02), prompt_id="stalled")
+            async with client.track(pid("stalled"), timeout_s=30) as tracker:
+                await client.submit(slow(steps=40, delay=0.02), prompt_id=pid("stalled"))
                 seen: list[ComfyEvent] = []
                 consumer = asyncio.create_task(collect(tracker, seen))
                 await until(lambda: any(isinstance(e, Progress) for e in seen))
@@ -251,24 +255,24 @@ async def test_stall_reconnects_and_completes(fake: FakeComfyUI, session: aiohtt
 async def test_server_forgot_prompt_is_lost(fake: FakeComfyUI, client: ComfyClient) -> None:
     seen: list[ComfyEvent] = []
     with pytest.raises(ComfyPromptLost) as info:
-        async with client.track("forgotten", timeout_s=30) as tracker:
-            await client.submit(slow(), prompt_id="forgotten")
+        async with client.track(pid("forgotten"), timeout_s=30) as tracker:
+            await client.submit(slow(), prompt_id=pid("forgotten"))
             consumer = asyncio.create_task(collect(tracker, seen))
             await until(lambda: any(isinstance(e, Progress) for e in seen))
             await fake.forget_all()
             await consumer
-    assert info.value.prompt_id == "forgotten" and info.value.backend == "fake"
+    assert info.value.prompt_id == pid("forgotten") and info.value.backend == "fake"
 
 
 async def test_server_down_at_submit_is_unreachable(fake: FakeComfyUI, client: ComfyClient) -> None:
     await fake.refuse_connections()
     with pytest.raises(ComfyUnreachable) as info:
-        await client.submit(txt2img(), prompt_id="nope")
+        await client.submit(txt2img(), prompt_id=pid("nope"))
     assert info.value.status is None and info.value.code == "comfy_unreachable"
     await fake.accept_connections()
     fake.reject_next(500)
     with pytest.raises(ComfyUnreachable) as info:
-        await client.submit(txt2img(), prompt_id="nope2")
+        await client.submit(txt2img(), prompt_id=pid("nope2"))
     assert info.value.status == 500
 
 
@@ -280,7 +284,7 @@ async def test_start_with_server_down_connects_later(
         assert not client.connected
         await fake.accept_connections()
         await until(lambda: client.connected)
-        events = await run(client, txt2img(), "late")
+        events = await run(client, txt2img(), pid("late"))
     assert isinstance(events[-1], Executing)
 
 
@@ -303,31 +307,31 @@ async def test_upload_dedup_and_load(fake: FakeComfyUI, client: ComfyClient) -> 
         "10": {"class_type": "LoadImage", "inputs": {"image": first}},
         "12": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "comfybot/up"}},
     }
-    await run(client, graph, "uses-upload")
-    (entry,) = [h for pid, h in fake.history.items() if pid == "uses-upload"]
+    await run(client, graph, pid("uses-upload"))
+    (entry,) = [h for p, h in fake.history.items() if p == pid("uses-upload")]
     assert entry["status"]["status_str"] == "success"
 
 
 async def test_queue_order_delete_and_remaining(fake: FakeComfyUI, client: ComfyClient) -> None:
-    await client.submit(slow(steps=100), prompt_id="running")
-    await until(lambda: fake.running_prompt_id == "running")
-    await client.submit(txt2img(seed=1), prompt_id="a")
-    await client.submit(txt2img(seed=2), prompt_id="b")
-    await client.submit(txt2img(seed=3), prompt_id="c", front=True)
+    await client.submit(slow(steps=100), prompt_id=pid("running"))
+    await until(lambda: fake.running_prompt_id == pid("running"))
+    await client.submit(txt2img(seed=1), prompt_id=pid("a"))
+    await client.submit(txt2img(seed=2), prompt_id=pid("b"))
+    await client.submit(txt2img(seed=3), prompt_id=pid("c"), front=True)
     state = await client.queue()
-    assert state.running == ["running"] and state.pending == ["c", "a", "b"]
-    assert state.position("a") == 2
+    assert state.running == [pid("running")] and state.pending == [pid("c"), pid("a"), pid("b")]
+    assert state.position(pid("a")) == 2
     assert await client.queue_remaining() == 4
-    await client.delete_queued(["a", "b", "c"])
+    await client.delete_queued([pid("a"), pid("b"), pid("c")])
     assert (await client.queue()).pending == []
-    assert fake.deleted == ["a", "b", "c"]
-    await client.interrupt("running")
+    assert fake.deleted == [pid("a"), pid("b"), pid("c")]
+    await client.interrupt(pid("running"))
 
 
 async def test_history_and_misc_endpoints(fake: FakeComfyUI, client: ComfyClient) -> None:
     assert await client.history("unknown") is None
-    await run(client, txt2img(), "h1")
-    result = await client.history("h1")
+    await run(client, txt2img(), pid("h1"))
+    result = await client.history(pid("h1"))
     assert result is not None and result.status_str == "success" and len(result.images) == 1
     assert (await client.system_stats())["system"]["comfyui_version"] == "0.3.64"
     info = await client.object_info()
@@ -341,13 +345,13 @@ async def test_history_and_misc_endpoints(fake: FakeComfyUI, client: ComfyClient
 
 
 async def test_two_prompts_in_flight_each_get_their_events(client: ComfyClient) -> None:
-    async def one(pid: str, seed: int) -> list[ComfyEvent]:
-        return await run(client, txt2img(seed=seed, prefix=f"comfybot/{pid}"), pid)
+    async def one(prompt_id: str, seed: int) -> list[ComfyEvent]:
+        return await run(client, txt2img(seed=seed, prefix=f"comfybot/{seed}"), prompt_id)
 
-    a, b = await asyncio.gather(one("pa", 1), one("pb", 2))
-    for pid, events in (("pa", a), ("pb", b)):
-        assert all(getattr(e, "prompt_id", pid) == pid for e in events)
-        assert events[-1] == Executing(pid, None, None)
+    a, b = await asyncio.gather(one(pid("pa"), 1), one(pid("pb"), 2))
+    for prompt_id, events in ((pid("pa"), a), (pid("pb"), b)):
+        assert all(getattr(e, "prompt_id", prompt_id) == prompt_id for e in events)
+        assert events[-1] == Executing(prompt_id, None, None)
 
 
 async def test_close_leaves_no_pending_tasks(fake: FakeComfyUI, session: aiohttp.ClientSession) -> None:
@@ -355,7 +359,7 @@ async def test_close_leaves_no_pending_tasks(fake: FakeComfyUI, session: aiohttp
     client = ComfyClient(fake.url, session)
     await client.start()
     assert client.connected
-    tracker = client.track("never-submitted")
+    tracker = client.track(pid("never-submitted"))
     await client.close()
     assert not client.connected
     leftover = [t for t in asyncio.all_tasks() - before if not t.done() and t.get_name().startswith("comfy-")]
@@ -368,7 +372,7 @@ async def test_close_leaves_no_pending_tasks(fake: FakeComfyUI, session: aiohttp
 async def test_graph_is_not_mutated(client: ComfyClient) -> None:
     graph = txt2img()
     frozen = copy.deepcopy(graph)
-    await run(client, graph, "immut")
+    await run(client, graph, pid("immut"))
     assert graph == frozen
 
 
@@ -379,9 +383,35 @@ async def test_caller_context_reaches_client_lines(client: ComfyClient) -> None:
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
     try:
         with structlog.contextvars.bound_contextvars(request_id="req-ctx", job_id="job-1"):
-            await run(client, txt2img(), "ctx", request_id="req-ctx")
+            await run(client, txt2img(), pid("ctx"), request_id="req-ctx")
     finally:
         structlog.configure(**old)
     mine = {e["event"] for e in capture.entries if e.get("request_id") == "req-ctx"}
     assert {"comfyui_prompt_sent", "comfyui_prompt_finished"} <= mine
     assert all(e["component"] == "comfy" for e in capture.entries if e["event"].startswith("comfyui_"))
+
+
+async def test_locate_every_state(fake: FakeComfyUI, client: ComfyClient) -> None:
+    """One lookup for queued / running / done / failed / cancelled / unknown, on both server versions."""
+    assert (await client.locate(pid("nobody"))).where is Where.UNKNOWN
+    assert client.jobs_api is (not fake.legacy)  # chosen from the first answer (404 route vs JSON)
+    await client.submit(slow(steps=500), prompt_id=pid("loc-run"))
+    await until(lambda: fake.running_prompt_id == pid("loc-run"))
+    await client.submit(txt2img(), prompt_id=pid("loc-wait"))
+    assert (await client.locate(pid("loc-run"))).where is Where.RUNNING
+    assert (await client.locate(pid("loc-wait"))).where is Where.QUEUED
+    assert await client.cancel(pid("loc-wait")) is True
+    assert (await client.locate(pid("loc-wait"))).where is Where.UNKNOWN  # dequeued before it ran
+    assert await client.cancel(pid("loc-run")) is True
+    await fake.wait_history(pid("loc-run"))
+    cancelled = await client.locate(pid("loc-run"))
+    assert cancelled.where is Where.CANCELLED and cancelled.finished
+    assert fake.cancels == ([] if fake.legacy else [pid("loc-wait"), pid("loc-run")])
+    await run(client, txt2img(), pid("loc-done"))
+    done = await client.locate(pid("loc-done"))
+    assert done.where is Where.DONE and done.result is not None and len(done.result.images) == 1
+    fake.fail_node("KSampler", "RuntimeError", "CUDA out of memory")
+    with pytest.raises(ComfyExecutionError):
+        await run(client, txt2img(seed=9), pid("loc-fail"))
+    failed = await client.locate(pid("loc-fail"))
+    assert failed.where is Where.FAILED and failed.result is not None

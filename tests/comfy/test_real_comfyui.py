@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from comfy.client import ComfyClient
+from comfy.client import ComfyClient, Where
 from comfy.errors import ComfyRejected
 from comfy.events import ComfyEvent, Executed, Executing, ExecutionStart, ExecutionSuccess
 
@@ -44,7 +44,7 @@ async def client(session: aiohttp.ClientSession) -> AsyncIterator[ComfyClient]:
 
 async def test_empty_image_end_to_end(client: ComfyClient) -> None:
     assert client.connected
-    pid = f"comfybot-test-{uuid.uuid4()}"
+    pid = str(uuid.uuid4())  # current ComfyUI takes only a canonical UUID (400 invalid_prompt_id)
     # A colour nobody else uses, so ComfyUI's cache cannot skip the run.
     graph = empty_image(color=uuid.uuid4().int & 0xFFFFFF)
     events: list[ComfyEvent] = []
@@ -60,12 +60,15 @@ async def test_empty_image_end_to_end(client: ComfyClient) -> None:
     assert Image.open(io.BytesIO(data)).size == (64, 48)
     history = await client.history(pid)
     assert history is not None and history.images == tracker.result.images
+    found = await client.locate(pid)  # /api/jobs on current ComfyUI, /history + /queue on 0.3.x
+    assert found.where is Where.DONE and found.result is not None
+    assert found.result.images == tracker.result.images
     assert client.server_features.get("supports_preview_metadata") is True
 
 
 async def test_rejection_summary(client: ComfyClient) -> None:
     with pytest.raises(ComfyRejected) as info:
-        await client.submit(empty_image(width=-5), prompt_id=f"comfybot-test-{uuid.uuid4()}")
+        await client.submit(empty_image(width=-5), prompt_id=str(uuid.uuid4()))
     assert info.value.summary() == "node 1 (EmptyImage): width: Value -5 smaller than min of 1"
 
 

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from comfy import ComfyClient, ComfyUnreachable
+from tests.comfy.conftest import pid
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 
 GRAPH = {
@@ -27,9 +28,9 @@ async def test_late_answer_counts_as_submitted_and_completes(comfy: FakeComfyUI)
     async with (
         aiohttp.ClientSession() as session,
         ComfyClient(comfy.url, session, request_timeout_s=0.3) as client,
-        client.track("late-1") as tracker,
+        client.track(pid("late-1")) as tracker,
     ):
-        number = await client.submit(GRAPH, prompt_id="late-1")
+        number = await client.submit(GRAPH, prompt_id=pid("late-1"))
         result = await tracker.wait()
     assert number == -1  # unconfirmed: found in ComfyUI's queue/history after the timeout
     assert result.images and len(comfy.received_prompts) == 1
@@ -39,4 +40,4 @@ async def test_timeout_of_a_prompt_that_never_landed_still_raises(comfy: FakeCom
     comfy.reject_next(500)  # the POST fails and nothing is queued
     async with aiohttp.ClientSession() as session, ComfyClient(comfy.url, session) as client:
         with pytest.raises(ComfyUnreachable):
-            await client.submit(GRAPH, prompt_id="never")
+            await client.submit(GRAPH, prompt_id=pid("never"))

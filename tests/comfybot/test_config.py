@@ -28,6 +28,7 @@ FULL_ENV = {
     "COMFYUI_CAPACITY": "3",
     "COMFYUI_WS_STALL_TIMEOUT": "45s",
     "COMFYUI_REQUEST_TIMEOUT": "1m",
+    "COMFYUI_PREVIEW_METHOD": "latent2rgb",
     "COMFYBOT_SHUTDOWN_GRACE_S": "45s",
     "COMFYBOT_REPLICA_ID": "front-1",
     "COMFYBOT_REPLICA_LEASE_S": "20s",
@@ -131,6 +132,7 @@ def test_every_variable_from_env() -> None:
     assert (s.discord.shard_count, s.discord.shard_ids) == (4, (2, 3))
     assert s.comfy.urls == ("http://gpu-a:8188", "https://gpu-b.example.org")
     assert (s.comfy.capacity, s.comfy.ws_stall_timeout_s, s.comfy.request_timeout_s) == (3, 45.0, 60.0)
+    assert s.comfy.preview_method == "latent2rgb"
     assert s.comfy.shutdown_grace_s == 45.0
     assert (s.comfy.replica_id, s.comfy.replica_lease_s) == ("front-1", 20.0)
     assert s.redis is not None
@@ -356,6 +358,7 @@ BAD_ENV = [
     ("COMFYUI_CAPACITY", "0", "COMFYUI_CAPACITY: '0' must be >= 1"),
     ("COMFYUI_WS_STALL_TIMEOUT", "soon", "COMFYUI_WS_STALL_TIMEOUT: 'soon' is not a duration"),
     ("COMFYUI_REQUEST_TIMEOUT", "0", "COMFYUI_REQUEST_TIMEOUT: '0' must be > 0"),
+    ("COMFYUI_PREVIEW_METHOD", "fancy", "COMFYUI_PREVIEW_METHOD: "),
     ("COMFYBOT_SHUTDOWN_GRACE_S", "-1", "COMFYBOT_SHUTDOWN_GRACE_S: '-1' is not a duration"),
     ("COMFYBOT_REPLICA_ID", "two words", "COMFYBOT_REPLICA_ID: 'two words' does not match"),
     ("COMFYBOT_REPLICA_LEASE_S", "0.5", "COMFYBOT_REPLICA_LEASE_S: '0.5' must be >= 1"),

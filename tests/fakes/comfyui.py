@@ -63,6 +63,8 @@ from aiohttp import WSMsgType, web
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from tests.fakes import comfyui_jobs as jobs
+
 JSON = dict[str, Any]
 
 COMFYUI_VERSION = "0.3.64"
@@ -399,6 +401,9 @@ class _Run:
     units_done: int = 0
     progress_sent: bool = False
 
+    def queue_item(self) -> list[Any]:
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
+
     @property
     def client_id(self) -> str | None:
         cid = self.extra_data.get("client_id")
@@ -573,7 +578,12 @@ class FakeComfyUI:
         max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
         origin_guard: bool = True,
         faithful_socket_pop: bool = True,
+        legacy: bool = False,
     ) -> None:
+        #: ``legacy=True`` behaves as ComfyUI 0.3.64 (any prompt_id, no /api/jobs routes, no ``activity``
+        #: in progress_state, no asset ids on outputs); the default follows the newest server.
+        self.legacy = legacy
+        self.cancels: list[str] = []
         self.node_delay_s = node_delay_s
         self.step_delay_s = step_delay_s
         self.run_time_s = run_time_s
@@ -900,7 +910,44 @@ class FakeComfyUI:
         for prefix in ("", "/api"):
             for method, path, handler in routes:
                 app.router.add_route(method, prefix + path, handler)
+        if not self.legacy:  # the jobs routes exist under /api only
+            app.router.add_route("GET", "/api/jobs", self._get_jobs)
+            app.router.add_route("GET", "/api/jobs/{job_id}", self._get_job)
+            app.router.add_route("POST", "/api/jobs/{job_id}/cancel", self._cancel_job)
         return app
+
+    # ---------------------------------------------------------------- jobs API (newest server)
+
+    def _queue_items(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        running = [] if self._running is None else [self._running.queue_item()]
+        return running, [list(i) for i in sorted(self._queue)]
+
+    async def _get_jobs(self, request: web.Request) -> web.Response:
+        running, queued = self._queue_items()
+        return web.json_response(jobs.all_jobs(running, queued, self._history))
+
+    async def _get_job(self, request: web.Request) -> web.Response:
+        running, queued = self._queue_items()
+        job = jobs.get_job(request.match_info["job_id"], running, queued, self._history)
+        if job is None:
+            return web.json_response({"error": "Job not found"}, status=404)
+        return web.json_response(job)
+
+    async def _cancel_job(self, request: web.Request) -> web.Response:
+        """Atomic: interrupt when running, dequeue when pending, no-op otherwise."""
+        pid = request.match_info["job_id"]
+        self.cancels.append(pid)
+        cancelled = False
+        if self._running is not None and self._running.prompt_id == pid:
+            self._interrupt = cancelled = True
+            self.interrupts.append(pid)
+        elif any(item[1] == pid for item in self._queue):
+            self.deleted.append(pid)
+            self._queue = [item for item in self._queue if item[1] != pid]
+            heapq.heapify(self._queue)
+            cancelled = True
+            await self._broadcast_status()
+        return web.json_response({"cancelled": cancelled})
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -951,7 +998,10 @@ class FakeComfyUI:
             err = _error("no_prompt", "No prompt provided", "No prompt provided", {})
             return web.json_response({"error": err, "node_errors": {}}, status=400)
         prompt = body["prompt"]
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        client_pid = body.get("prompt_id")
+        if not self.legacy and client_pid is not None and not jobs.valid_job_id(client_pid):
+            return web.json_response(jobs.INVALID_PROMPT_ID, status=400)
+        prompt_id = str(client_pid or uuid.uuid4())
         targets = body.get("partial_execution_targets")
         ok, error, good_outputs, node_errors = self._validate_prompt(prompt, targets)
         if not ok:
@@ -961,6 +1011,8 @@ class FakeComfyUI:
             extra_data["client_id"] = body["client_id"]
         for key in ("auth_token_comfy_org", "api_key_comfy_org"):
             extra_data.pop(key, None)
+        if not self.legacy:
+            extra_data["create_time"] = _now_ms()
         heapq.heappush(self._queue, (number, prompt_id, prompt, extra_data, good_outputs))
         self._idle.clear()
         self._wake.set()
@@ -1394,6 +1446,8 @@ class FakeComfyUI:
                     continue
                 run.current_node = nid
                 run.states[nid] = self._state(run, nid, 0.0, 1.0, "running")
+                if not self.legacy and node["class_type"] in jobs.LOADING_NODES:
+                    run.states[nid]["activity"] = "loading"  # weights moving: no step progress yet
                 await self._emit_progress_state(run)
                 await self._emit(run, "executing", {"node": nid, "display_node": nid, "prompt_id": pid})
                 if self._interrupt:  # ComfyUI checks the flag as the node starts (pre_execute_cb)
@@ -1651,7 +1705,10 @@ class FakeComfyUI:
             counter += 1
             data = await asyncio.to_thread(_encode_png, size, img.color + i, self.realistic_png, text)
             await asyncio.to_thread(_write_file, folder / filename, data)
-            results.append({"filename": filename, "subfolder": subfolder, "type": type_})
+            item: JSON = {"filename": filename, "subfolder": subfolder, "type": type_}
+            if not self.legacy and type_ == "output":
+                item["asset_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{subfolder}/{filename}"))
+            results.append(item)
         return results
 
     # ---------------------------------------------------------------- history and queue

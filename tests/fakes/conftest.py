@@ -10,10 +10,11 @@ import pytest
 from tests.fakes.comfyui import FakeComfyUI, running_fake_comfyui
 
 
-@pytest.fixture
-async def fake_comfy() -> AsyncIterator[FakeComfyUI]:
-    """A started fake with fast defaults (2 ms per node and per sampler step)."""
-    async with running_fake_comfyui() as fake:
+@pytest.fixture(params=[False, True], ids=["current", "v0.3.64"])
+async def fake_comfy(request: pytest.FixtureRequest) -> AsyncIterator[FakeComfyUI]:
+    """A started fake with fast defaults (2 ms per node and per sampler step), as the newest ComfyUI
+    and as 0.3.64 (``legacy=True``)."""
+    async with running_fake_comfyui(legacy=bool(request.param)) as fake:
         yield fake
 
 

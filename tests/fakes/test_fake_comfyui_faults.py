@@ -269,12 +269,18 @@ async def test_value_bounds_on_int_inputs(fake_comfy: FakeComfyUI, http: aiohttp
 
 
 async def test_recordings(fake_comfy: FakeComfyUI, http: aiohttp.ClientSession) -> None:
-    body = {"prompt": txt2img(), "client_id": "cid", "prompt_id": "p-1", "extra_data": {"request_id": "r-1"}}
+    p1 = "0b7e6e8e-4a2f-4d53-9d0e-3f1c2a5b6c7d"
+    body = {"prompt": txt2img(), "client_id": "cid", "prompt_id": p1, "extra_data": {"request_id": "r-1"}}
     status, answer = await post(http, fake_comfy.url, body)
-    assert answer["prompt_id"] == "p-1"
+    assert answer["prompt_id"] == p1
     assert fake_comfy.received_prompts == [body]
-    entry = await fake_comfy.wait_history("p-1")
-    assert entry["prompt"][3] == {"request_id": "r-1", "client_id": "cid"}
+    entry = await fake_comfy.wait_history(p1)
+    stored = dict(entry["prompt"][3])
+    assert (
+        isinstance(stored.pop("create_time", 0), int)
+        and ("create_time" in entry["prompt"][3]) != fake_comfy.legacy
+    )
+    assert stored == {"request_id": "r-1", "client_id": "cid"}
     assert ("POST", "/prompt") in fake_comfy.requests
     async with http.post(f"{fake_comfy.url}/api/interrupt", json={"prompt_id": "x"}):
         pass
@@ -344,6 +350,8 @@ async def test_img2img_upscale_graph(fake_comfy: FakeComfyUI, http: aiohttp.Clie
     pid = await submit(http, fake_comfy.url, graph)
     entry = await fake_comfy.wait_history(pid)
     (image,) = entry["outputs"]["5"]["images"]
+    assert ("asset_id" in image) != fake_comfy.legacy  # current ComfyUI's outputs carry an asset id
+    image.pop("asset_id", None)
     assert image == {"filename": "up_00001_.png", "subfolder": "", "type": "output"}
     assert image_size(fake_comfy.output_dir / "up_00001_.png") == (80, 60)
 

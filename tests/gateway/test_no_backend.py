@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from structlog.contextvars import merge_contextvars
@@ -145,7 +146,7 @@ async def test_blocked_notice_follows_the_servers_and_the_job_runs_once_the_mode
     back when it is up; once the operator installs the model it runs (without waiting for the
     ``object_info`` cache to age out)."""
     async with harness(session, registry, data_dir) as h:
-        assert h.gateway.pool is not None and h.gateway.pool.object_info_max_age_s >= 60
+        assert h.gateway.pool is not None and h.gateway.pool.object_info_max_age_s is None  # no timer
         missing = Blocked(reason="missing_model", name="sdxl-turbo.safetensors")
         job = await h.gateway.submit(request(checkpoint="sdxl-turbo.safetensors"))
         assert isinstance(job, Accepted) and job.blocked == missing
@@ -164,3 +165,30 @@ async def test_blocked_notice_follows_the_servers_and_the_job_runs_once_the_mode
         assert isinstance(done, Succeeded)
         [prompt] = h.fakes[0].received_prompts
         assert prompt["prompt"]["4"]["inputs"]["ckpt_name"] == "sdxl-turbo.safetensors"
+
+
+async def test_object_info_is_re_read_when_a_prompt_is_refused_for_a_model(
+    session, registry, data_dir
+) -> None:
+    """No timer: a model removed from the server shows when ComfyUI refuses a prompt for it; the pool
+    then re-reads ``/object_info`` and the next job with that model waits as blocked instead of being
+    sent to be refused again."""
+    async with harness(session, registry, data_dir) as h:
+        fake = h.fakes[0]
+        model = fake.checkpoints[0]
+
+        def reads() -> int:
+            return sum(1 for r in fake.requests if r == ("GET", "/object_info"))
+
+        before = reads()
+        fake.set_models(checkpoints=[c for c in fake.checkpoints if c != model])
+        first = await h.gateway.submit(request(checkpoint=model))
+        assert isinstance(first, Accepted) and first.blocked is None  # the cache still lists it
+        failed = await h.log.terminal(first.job_id)
+        assert isinstance(failed, Failed) and failed.code is FailureCode.COMFY_REJECTED
+        async with asyncio.timeout(10):
+            while reads() == before:  # noqa: ASYNC110  # the fake's request log has no Event
+                await asyncio.sleep(0.02)
+        second = await h.gateway.submit(request(checkpoint=model))
+        assert isinstance(second, Accepted) and second.blocked == Blocked(reason="missing_model", name=model)
+        assert len(fake.received_prompts) == 1

@@ -135,3 +135,28 @@ def test_one_log_line_per_node_start_and_end_not_per_step() -> None:
     sampled = node_lines[1]
     assert sampled["class_type"] == graph["3"]["class_type"] and sampled["node_label"] == "Sampling"
     assert sampled["duration_ms"] == 10000 and node_lines[3]["duration_ms"] == 1000
+
+
+def test_loading_activity_is_passed_on_until_steps_come() -> None:
+    pm, _ = model()
+    loading = ce.NodeState(
+        value=0, max=1, state="running", node_id="4", display_node_id="4", activity="loading"
+    )
+    first = pm.feed(ce.ProgressState(prompt_id="p", nodes={"4": loading}))
+    assert first is not None and first.activity == "loading" and first.node_label == "Loading model"
+    sampling = pm.feed(ce.Executing(prompt_id="p", node="3", display_node="3"))
+    assert sampling is not None and sampling.activity is None  # another node: its own state
+    pm.feed(ce.ProgressState(prompt_id="p", nodes={"3": state("3", 0, 1, "running")}))
+    step = pm.feed(ce.Progress(prompt_id="p", node="3", value=1, max=20))
+    assert step is not None and step.activity is None
+
+
+def test_activity_is_parsed_from_progress_state() -> None:
+    frame = {
+        "prompt_id": "p",
+        "nodes": {"4": {"value": 0, "max": 1, "state": "running", "activity": "loading"}},
+    }
+    event = ce.parse_json("progress_state", frame)
+    assert isinstance(event, ce.ProgressState) and event.nodes["4"].activity == "loading"
+    plain = ce.parse_json("progress_state", {"prompt_id": "p", "nodes": {"4": {"state": "running"}}})
+    assert isinstance(plain, ce.ProgressState) and plain.nodes["4"].activity is None  # 0.3.64
