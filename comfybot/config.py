@@ -120,6 +120,9 @@ class ComfySettings(_Section):
     request_timeout_s: Seconds = Field(default=30.0, gt=0)
     # SIGTERM: how long running prompts may take to finish before the rest are handed back to the queue
     shutdown_grace_s: Seconds = Field(default=30.0, ge=0)
+    # how long a job may wait for a busy server that has its checkpoint rather than swap models on a free
+    # one (gateway/affinity.py); 0: never wait (a free server with the model is still preferred)
+    affinity_wait_s: Seconds = Field(default=3.0, ge=0)
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -305,6 +308,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYUI_WS_STALL_TIMEOUT": ("comfy", "ws_stall_timeout_s"),
     "COMFYUI_REQUEST_TIMEOUT": ("comfy", "request_timeout_s"),
     "COMFYBOT_SHUTDOWN_GRACE_S": ("comfy", "shutdown_grace_s"),
+    "COMFYBOT_AFFINITY_WAIT_S": ("comfy", "affinity_wait_s"),
     "REDIS_URL": ("redis", "url"),
     "COMFYBOT_WORKFLOWS_DIR": ("paths", "workflows_dir"),
     "COMFYBOT_DATA_DIR": ("paths", "data_dir"),
