@@ -70,19 +70,21 @@ class Affinity:
         return model_key(workflow, values) if self.enabled else ()
 
     def choose(self, free: Sequence[ComfyServer], key: ModelKey) -> ComfyServer:
-        """The best free server: the most of the job's models loaded, then (for a swap) one whose models
-        no waiting job wants, then one that never loaded any, then the least busy."""
+        """The best free server: the most of the job's models loaded (a pipeline slot behind a prompt of
+        the same model beats a load), then one that never loaded a model (a first load swaps nothing out),
+        then one whose models no waiting job wants, then the least busy."""
 
-        def rank(s: ComfyServer) -> tuple[int, int, int, float, int]:
+        def rank(s: ComfyServer) -> tuple[int, bool, bool, float, int]:
             wanted = s.loaded is not None and self.waiting[s.loaded] > 0
-            return (-match(s, key), wanted, s.loaded is not None, s.load / s.capacity, s.inflight)
+            return (-match(s, key), s.loaded is not None, wanted, s.load / s.capacity, s.inflight)
 
         return min(free, key=rank)
 
     def may_wait(self, chosen: ComfyServer, able: Sequence[ComfyServer], key: ModelKey) -> bool:
-        """Worth waiting for a busy server: ``chosen`` (the best free one) would swap models while a busy
-        server that can run the job has them (its slot frees when its running prompt ends)."""
-        if not self.enabled or self.wait_s <= 0 or not key or match(chosen, key) > 0:
+        """Worth waiting for a busy server: ``chosen`` (the best free one) would swap out a loaded model
+        while a busy server that can run the job has the job's (its slot frees when its running prompt
+        ends). A server that never loaded a model is taken at once: its first load swaps nothing out."""
+        if not self.enabled or self.wait_s <= 0 or not key or chosen.loaded is None or match(chosen, key):
             return False
         return any(s.inflight >= s.capacity and match(s, key) > 0 for s in able)
 
