@@ -25,6 +25,7 @@ FULL_ENV = {
     "COMFYUI_WS_STALL_TIMEOUT": "45s",
     "COMFYUI_REQUEST_TIMEOUT": "1m",
     "COMFYBOT_SHUTDOWN_GRACE_S": "45s",
+    "COMFYBOT_AFFINITY_WAIT_S": "1.5s",
     "REDIS_URL": "redis://worker:s3cr%40t@redis.local:6380/2",
     "COMFYBOT_WORKFLOWS_DIR": "/srv/wf",
     "COMFYBOT_DATA_DIR": "/srv/data",
@@ -115,6 +116,7 @@ def test_every_variable_from_env() -> None:
     assert s.comfy.urls == ("http://gpu-a:8188", "https://gpu-b.example.org")
     assert (s.comfy.capacity, s.comfy.ws_stall_timeout_s, s.comfy.request_timeout_s) == (3, 45.0, 60.0)
     assert s.comfy.shutdown_grace_s == 45.0
+    assert s.comfy.affinity_wait_s == 1.5
     assert s.redis is not None
     r = s.redis
     assert (r.host, r.port, r.database, r.username) == ("redis.local", 6380, 2, "worker")
