@@ -323,6 +323,7 @@ BAD_ENV = [
     ("COMFYUI_WS_STALL_TIMEOUT", "soon", "COMFYUI_WS_STALL_TIMEOUT: 'soon' is not a duration"),
     ("COMFYUI_REQUEST_TIMEOUT", "0", "COMFYUI_REQUEST_TIMEOUT: '0' must be > 0"),
     ("COMFYBOT_SHUTDOWN_GRACE_S", "-1", "COMFYBOT_SHUTDOWN_GRACE_S: '-1' is not a duration"),
+    ("COMFYBOT_AFFINITY_WAIT_S", "-1", "COMFYBOT_AFFINITY_WAIT_S: '-1' is not a duration"),
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
     ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE: 'discord.com' is not an http(s) URL"),
     ("DISCORD_GATEWAY_URL", "https://gw", "DISCORD_GATEWAY_URL: 'https://gw' is not a ws/wss URL"),
