@@ -55,12 +55,12 @@ from tests.conftest import S3Server, free_port
 WARMUP = 10
 
 
-STAGES = ("job_enqueued", "job_dequeued", "backend_selected", "workflow_rendered", "comfyui_prompt_sent")
+STAGES = ("job_enqueued", "job_dequeued", "server_chosen", "workflow_rendered", "comfyui_prompt_sent")
 
 
 def stage_breakdown(log_dir: Path, request_ids: set[str]) -> dict[str, Any]:
     """Where submit → POST goes, from the gateway's own log lines (their timestamps, µs) for these jobs:
-    ``job_enqueued`` (end of submit) → ``job_dequeued`` (worker took it) → ``backend_selected`` →
+    ``job_enqueued`` (end of submit) → ``job_dequeued`` (worker took it) → ``server_chosen`` →
     ``workflow_rendered`` → ``comfyui_prompt_sent`` (after the record save and the POST's answer)."""
     seen: dict[str, dict[str, float]] = {}
     for path in sorted(log_dir.glob("*.log*")):

@@ -173,6 +173,9 @@ class ComfySettings(_Section):
     # that stopped renewing keeps its jobs' messages and unshown outcomes before a live one takes them over
     replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     replica_lease_s: Seconds = Field(default=30.0, ge=1)
+    # how long a job may wait for a busy server that has its checkpoint rather than swap models on a free
+    # one (gateway/affinity.py); 0: never wait (a free server with the model is still preferred)
+    affinity_wait_s: Seconds = Field(default=3.0, ge=0)
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -376,6 +379,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "COMFYBOT_SHUTDOWN_GRACE_S": ("comfy", "shutdown_grace_s"),
     "COMFYBOT_REPLICA_ID": ("comfy", "replica_id"),
     "COMFYBOT_REPLICA_LEASE_S": ("comfy", "replica_lease_s"),
+    "COMFYBOT_AFFINITY_WAIT_S": ("comfy", "affinity_wait_s"),
     "REDIS_URL": ("redis", "url"),
     "COMFYBOT_WORKFLOWS_DIR": ("paths", "workflows_dir"),
     "COMFYBOT_DATA_DIR": ("paths", "data_dir"),

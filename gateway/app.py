@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 import structlog
@@ -23,6 +23,7 @@ import structlog
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
 from comfybot.config import LimitSettings, Settings
+from gateway.affinity import Affinity
 from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.execution import Executor
 from gateway.fair import FairPolicy
@@ -53,6 +54,8 @@ class WorkerOptions:
     health_interval_s: float = 5.0
     cleanup_interval_s: float = 600.0
     consumer: str | None = None
+    affinity: bool = True  # False: plain least-busy choice of server (benchmarks compare)
+    affinity_wait_s: float = 3.0  # COMFYBOT_AFFINITY_WAIT_S (open_gateway sets it from the settings)
 
 
 def default_replica_id() -> str:
@@ -162,7 +165,10 @@ async def run_gateway(
     ``workers=False`` makes a front-end-only gateway (jobs run in other processes sharing Redis).
     """
     options = options or WorkerOptions()
-    pool = ServerPool(clients, capacity=capacity, health_interval_s=options.health_interval_s)
+    affinity = Affinity(wait_s=options.affinity_wait_s, enabled=options.affinity)
+    pool = ServerPool(
+        clients, capacity=capacity, health_interval_s=options.health_interval_s, affinity=affinity
+    )
     gateway = Gateway(store, registry, images, limits=limits, access=access, pool=pool)
     tasks: list[asyncio.Task[None]] = []
     if workers and clients:
@@ -251,7 +257,7 @@ async def open_gateway(
                 limits=limits,
                 access=access,
                 workers=workers,
-                options=options,
+                options=replace(options or WorkerOptions(), affinity_wait_s=comfy.affinity_wait_s),
             )
         )
         gateway.replica = comfy.replica_id or default_replica_id()

@@ -21,6 +21,7 @@ from comfy import ComfyClient, ComfyError, ComfyRejected
 from comfy.workflow_check import combo_options, model_inputs
 from comfy.workflow_params import ChoiceParam, parse_target
 from comfy.workflows import Workflow
+from gateway.affinity import Affinity, ModelKey, Pick
 from gateway.models import Blocked
 
 log = structlog.get_logger(component="gateway")
@@ -75,6 +76,7 @@ class ComfyServer:
     info_connects: int = -1  # the client's websocket connection count at the last read (a reconnect
     # may be a restarted server with other nodes or models)
     down_since: float | None = None  # loop time it was marked down
+    loaded: ModelKey | None = None  # checkpoints and LoRAs of the last job we gave it (gateway/affinity.py)
     _problems: dict[str, list[Lack]] = field(default_factory=dict, repr=False)
 
     @property
@@ -142,7 +144,9 @@ class ServerPool:
         capacity: int = 2,
         health_interval_s: float = 5.0,
         object_info_max_age_s: float | None = None,
+        affinity: Affinity | None = None,
     ) -> None:
+        self.affinity = affinity or Affinity()
         self.servers = [ComfyServer(client=c, capacity=capacity) for c in clients]
         self.health_interval_s = health_interval_s
         self.object_info_max_age_s = object_info_max_age_s
@@ -246,7 +250,11 @@ class ServerPool:
 
     # --- slots --------------------------------------------------------------------------------------
     def free_slots(self) -> int:
-        return sum(max(0, s.capacity - s.inflight) for s in self.servers if s.healthy) - self._reserved
+        """Slots a new job may be taken for. A job waiting for its model's busy server leaves its free slot
+        to the next job taken (the idle GPU may run it); more waiters than free slots take slots away."""
+        free = sum(max(0, s.capacity - s.inflight) for s in self.servers if s.healthy)
+        waiting = sum(self.affinity.waiting.values())
+        return free - self._reserved - max(0, waiting - free)
 
     async def reserve(self, timeout_s: float) -> bool:
         """Wait (up to ``timeout_s``) until a slot is free and hold it for a job not taken yet."""
@@ -309,19 +317,22 @@ class ServerPool:
         timeout_s: float = 60.0,
         on_blocked: Callable[[Blocked | None], Awaitable[None]] | None = None,
     ) -> ComfyServer:
-        """A slot on the least busy server that can run ``workflow``.
+        """A slot on the best free server that can run ``workflow``: one that has its model loaded
+        (:mod:`gateway.affinity`), else the least busy.
 
         Waiting for a busy server that can run it has no bound (the job is next in line). Waiting while
         *no* healthy server can run it (:meth:`blocker`) is bounded: after ``timeout_s`` of such time in
-        all, :class:`NoBackend` is raised. ``on_blocked`` hears each change of why it waits (None: no longer
-        blocked, only waiting for a busy server); it runs outside the pool's lock.
+        all, :class:`NoBackend` is raised. Waiting for a busy server that has the job's model while a free
+        one would swap models is bounded by ``affinity.wait_s``. ``on_blocked`` hears each change of why it
+        waits (None: no longer blocked, only waiting for a busy server); it runs outside the pool's lock.
 
         ``avoid`` names servers that just failed this job: used only when no other server can take it.
         ``reserved``: the caller holds a :meth:`reserve`\\ d slot, handed over here and consumed at once,
         so a job that has to wait does not keep other jobs from the free slots.
         """
         loop = asyncio.get_running_loop()
-        blocked_for = 0.0
+        key = self.affinity.key(workflow, values)
+        pick = Pick(workflow, values, avoid, key, loop.time() + self.affinity.wait_s, timeout_s)
         shown: Blocked | None = None
         while True:
             async with self._changed:
@@ -329,41 +340,65 @@ class ServerPool:
                     reserved = False
                     self._reserved = max(0, self._reserved - 1)
                     self._changed.notify_all()
-                while True:
-                    able = self.candidates(workflow, values)
-                    preferred = [s for s in able if s.name not in avoid] or able
-                    free = [s for s in preferred if s.inflight < s.capacity]
-                    if free:
-                        server = min(free, key=lambda s: (s.load / s.capacity, s.inflight))
-                        server.inflight += 1
-                        break
-                    blocked = None if able else self.blocker(workflow, values)
-                    if blocked != shown:
-                        break  # tell the caller first, outside the lock
-                    if blocked is None:
-                        await self._changed.wait()
-                        continue
-                    left = timeout_s - blocked_for
-                    if left <= 0:
-                        raise self._no_backend(workflow, values)
-                    began = loop.time()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._changed.wait()
-                    blocked_for += loop.time() - began
-            if free:
+                blocked = await self._pick(pick, shown)
+            if pick.server is not None:
                 break
             shown = blocked
             if on_blocked is not None:
                 await on_blocked(blocked)
-        if len(able) == 1:
-            reason = "only_capable" if len(self.servers) > 1 else "only_server"
-        elif avoid and server.name not in avoid:
-            reason = "retry_elsewhere"
-        else:
-            reason = "least_busy"
-        log.info("backend_selected", backend=server.name, reason=reason, load=server.load, capable=len(able))
-        return server
+        pick.log_choice(pick.server, len(self.servers))
+        return pick.server
+
+    async def _pick(self, pick: Pick, shown: Blocked | None) -> Blocked | None:
+        """Under the lock: wait until ``pick.server`` is set and its slot taken, or until why the job
+        waits differs from ``shown`` (returned, for the caller to tell outside the lock)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            pick.able = able = self.candidates(pick.workflow, pick.values)
+            preferred = [s for s in able if s.name not in pick.avoid] or able
+            free = [s for s in preferred if s.inflight < s.capacity]
+            if free:
+                server = self.affinity.choose(free, pick.key)
+                left = pick.affinity_until - loop.time()
+                if left > 0 and self.affinity.may_wait(server, able, pick.key):
+                    pick.waited = True
+                    await self._affinity_wait(pick.key, left)
+                    continue
+                pick.outcome = self.affinity.outcome(server, pick.key, pick.waited)
+                server.inflight += 1
+                if pick.key:
+                    server.loaded = pick.key
+                pick.server = server
+                self._changed.notify_all()  # a job waiting for this model may pipeline behind it now
+                return None
+            blocked = None if able else self.blocker(pick.workflow, pick.values)
+            if blocked != shown:
+                return blocked
+            if blocked is None:
+                await self._changed.wait()
+                continue
+            if pick.blocked_left <= 0:
+                raise self._no_backend(pick.workflow, pick.values)
+            began = loop.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pick.blocked_left):
+                    await self._changed.wait()
+            pick.blocked_left -= loop.time() - began
+
+    async def _affinity_wait(self, key: ModelKey, left: float) -> None:
+        """Under the lock: wait (at most ``left``) for a change, counted as a job waiting for ``key``,
+        which frees a slot for the worker to take another job that the idle GPU may run."""
+        waiting = self.affinity.waiting
+        waiting[key] += 1
+        self._changed.notify_all()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
+        finally:
+            waiting[key] -= 1
+            if waiting[key] <= 0:
+                del waiting[key]
 
     async def occupy(self, server: ComfyServer) -> None:
         """Count a prompt already in the server (a recovered job) as in flight, even past capacity."""

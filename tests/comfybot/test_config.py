@@ -32,6 +32,7 @@ FULL_ENV = {
     "COMFYBOT_SHUTDOWN_GRACE_S": "45s",
     "COMFYBOT_REPLICA_ID": "front-1",
     "COMFYBOT_REPLICA_LEASE_S": "20s",
+    "COMFYBOT_AFFINITY_WAIT_S": "1.5s",
     "REDIS_URL": "redis://worker:s3cr%40t@redis.local:6380/2",
     "COMFYBOT_WORKFLOWS_DIR": "/srv/wf",
     "COMFYBOT_DATA_DIR": "/srv/data",
@@ -135,6 +136,7 @@ def test_every_variable_from_env() -> None:
     assert s.comfy.preview_method == "latent2rgb"
     assert s.comfy.shutdown_grace_s == 45.0
     assert (s.comfy.replica_id, s.comfy.replica_lease_s) == ("front-1", 20.0)
+    assert s.comfy.affinity_wait_s == 1.5
     assert s.redis is not None
     r = s.redis
     assert (r.host, r.port, r.database, r.username) == ("redis.local", 6380, 2, "worker")
@@ -362,6 +364,7 @@ BAD_ENV = [
     ("COMFYBOT_SHUTDOWN_GRACE_S", "-1", "COMFYBOT_SHUTDOWN_GRACE_S: '-1' is not a duration"),
     ("COMFYBOT_REPLICA_ID", "two words", "COMFYBOT_REPLICA_ID: 'two words' does not match"),
     ("COMFYBOT_REPLICA_LEASE_S", "0.5", "COMFYBOT_REPLICA_LEASE_S: '0.5' must be >= 1"),
+    ("COMFYBOT_AFFINITY_WAIT_S", "-1", "COMFYBOT_AFFINITY_WAIT_S: '-1' is not a duration"),
     ("TELEGRAM_API_BASE", "api.telegram.org", "TELEGRAM_API_BASE: 'api.telegram.org' is not an http(s) URL"),
     ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE: 'discord.com' is not an http(s) URL"),
     ("DISCORD_GATEWAY_URL", "https://gw", "DISCORD_GATEWAY_URL: 'https://gw' is not a ws/wss URL"),

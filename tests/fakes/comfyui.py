@@ -557,6 +557,12 @@ class FakeComfyUI:
     classes, default all), ``preview_size``/``previews`` (sampler preview JPEGs on or off, like
     ``--preview-method``), ``cache`` (ComfyUI's output cache between prompts), ``max_upload_size`` (body
     cap → 413), ``origin_guard`` (403 on a foreign ``Origin``).
+
+    Model loads: ``load_time_s`` is charged (on top of the run time) when a CheckpointLoaderSimple runs
+    with another ``ckpt_name`` than the one this server loaded last, as a GPU pays for moving a checkpoint
+    into VRAM; the same checkpoint again costs nothing (ComfyUI's cache skips the node, and its model
+    management keeps the weights loaded). ``POST /free`` with ``unload_models`` forgets it.
+    ``model_loads`` records ``(prompt_id, ckpt_name)`` of every load.
     """
 
     def __init__(
@@ -579,6 +585,7 @@ class FakeComfyUI:
         origin_guard: bool = True,
         faithful_socket_pop: bool = True,
         legacy: bool = False,
+        load_time_s: float = 0.0,
     ) -> None:
         #: ``legacy=True`` behaves as ComfyUI 0.3.64 (any prompt_id, no /api/jobs routes, no ``activity``
         #: in progress_state, no asset ids on outputs); the default follows the newest server.
@@ -598,6 +605,9 @@ class FakeComfyUI:
         self.max_upload_size = max_upload_size
         self.origin_guard = origin_guard
         self.faithful_socket_pop = faithful_socket_pop
+        self.load_time_s = load_time_s
+        self.loaded_checkpoint: str | None = None
+        self.model_loads: list[tuple[str, str]] = []
         self._root_arg = root
         self._port = port
 
@@ -1612,6 +1622,16 @@ class FakeComfyUI:
                 name = f"{kind.__module__}.{name}"
             raise _NodeFailure(name, str(exc)) from exc
 
+    async def _load_checkpoint(self, run: _Run, name: str) -> None:
+        """Charge ``load_time_s`` when ``name`` is not the checkpoint loaded last (see the class doc)."""
+        if name == self.loaded_checkpoint:
+            return
+        self.loaded_checkpoint = name
+        self.model_loads.append((run.prompt_id, name))
+        if self.load_time_s > 0:
+            await asyncio.sleep(self.load_time_s)
+            run.started += self.load_time_s  # the run-time budget's deadlines start after the load
+
     async def _compute(
         self, run: _Run, nid: str, class_type: str, inputs: JSON
     ) -> tuple[list[Any], JSON | None]:
@@ -1619,6 +1639,7 @@ class FakeComfyUI:
         img = img if isinstance(img, FakeImage) else FakeImage(512, 512)
         if class_type == "CheckpointLoaderSimple":
             name = inputs["ckpt_name"]
+            await self._load_checkpoint(run, str(name))
             return [f"MODEL:{name}", f"CLIP:{name}", f"VAE:{name}"], None
         if class_type == "UpscaleModelLoader":
             return [f"UPSCALE_MODEL:{inputs['model_name']}"], None
@@ -1789,6 +1810,8 @@ class FakeComfyUI:
         self.frees.append(body if isinstance(body, dict) else {})
         if isinstance(body, dict) and body.get("free_memory"):
             self._cache.clear()
+        if isinstance(body, dict) and body.get("unload_models"):
+            self.loaded_checkpoint = None
         return web.Response(status=200)
 
     # ---------------------------------------------------------------- files

@@ -95,3 +95,33 @@ async def test_interrupt_lets_a_budgeted_node_finish(http: aiohttp.ClientSession
         await rec.wait_done(pid, timeout_s=1.0)
     (interrupted,) = rec.json_of("execution_interrupted")
     assert (interrupted["node_id"], interrupted["executed"]) == ("6", ["4"])
+
+
+async def test_checkpoint_change_charges_the_load_time(http: aiohttp.ClientSession) -> None:
+    """``load_time_s`` is paid when the checkpoint differs from the one loaded last, on top of the run
+    time; the same checkpoint again (cached or not) and a prompt without a loader pay nothing."""
+    checkpoints = ["sd15.safetensors", "sdxl_base.safetensors"]
+    async with _TimedFake(run_time_s=0.1, load_time_s=0.3, checkpoints=checkpoints) as fake:
+        order = ["sd15.safetensors", "sd15.safetensors", "sdxl_base.safetensors", "sd15.safetensors"]
+        pids = []
+        for seed, ckpt in enumerate(order):
+            pids.append(await submit(http, fake.url, txt2img(seed, ckpt=ckpt)))
+            await fake.wait_history(pids[-1])
+        fake.cache_enabled = False  # the loader node runs again: the weights are still in VRAM
+        again = await submit(http, fake.url, txt2img(9, ckpt="sd15.safetensors"))
+        await fake.wait_history(again)
+        async with http.post(f"{fake.url}/free", json={"unload_models": True, "free_memory": True}):
+            pass
+        after_free = await submit(http, fake.url, txt2img(10, ckpt="sd15.safetensors"))
+        await fake.wait_history(after_free)
+    assert fake.model_loads == [
+        (pids[0], "sd15.safetensors"),
+        (pids[2], "sdxl_base.safetensors"),
+        (pids[3], "sd15.safetensors"),
+        (after_free, "sd15.safetensors"),
+    ]
+    loaded = [0, 2, 3, 5]
+    for i, elapsed in enumerate(fake.executions):
+        if i in loaded:  # sleeps never end early: a lower bound is safe on a busy machine
+            assert elapsed >= 0.4
+    assert fake.loaded_checkpoint == "sd15.safetensors"

@@ -176,7 +176,7 @@ async def test_job_goes_only_to_a_server_with_its_model(session, registry, data_
                 done = await h.log.terminal(job.job_id)
                 assert isinstance(done, Succeeded) and done.backend == "comfy1"
         assert not h.fakes[0].received_prompts
-        selected = [e for e in logs if e["event"] == "backend_selected"]
+        selected = [e for e in logs if e["event"] == "server_chosen"]
         assert selected and all(e["backend"] == "comfy1" and e["reason"] == "only_capable" for e in selected)
 
 

@@ -68,7 +68,7 @@ async def test_logs_carry_request_id_through_the_job(session, registry, data_dir
         for expected in (
             "job_enqueued",
             "job_dequeued",
-            "backend_selected",
+            "server_chosen",
             "workflow_rendered",
             "comfyui_prompt_sent",
             "image_retrieved",
