@@ -32,7 +32,7 @@ from aiohttp import web
 
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
-from comfybot.logs import configure_logging, reset_logging
+from core.logs import configure_logging, reset_logging
 from gateway.app import WorkerOptions, run_gateway
 from gateway.blobs import Blobs, RedisBlobs
 from gateway.limits import Limits

@@ -248,7 +248,7 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "redis_appendfsync": args.appendfsync,
             "gap_ms": args.gap_ms,
             "fake": "1 idle FakeComfyUI in-loop, node_delay_s=0.001, step_delay_s=0.001, 20 steps",
-            "logging": f"JSON lines to a file (comfybot.logs), level {args.log_level}",
+            "logging": f"JSON lines to a file (core.logs), level {args.log_level}",
         },
         "goal": {"submit_to_post_p50_ms": 5.0},
         "results": results,

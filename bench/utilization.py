@@ -321,7 +321,7 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "fake": "BenchComfyUI servers in a child process (bench.fakeserver), realistic_png=True "
             "(704x704 noise PNG, ~1.49 MB, "
             "encoded once, unique tEXt per image), previews on",
-            "logging": "JSON lines to a file (comfybot.logs)",
+            "logging": "JSON lines to a file (core.logs)",
         },
         "goal": {"ours_utilization": 0.98},
         "results": rows,

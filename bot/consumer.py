@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from comfybot.logs import bound, get_logger
+from core.logs import bound, get_logger
 from gateway.errors import StorageError
 from gateway.finishing import outcome_of
 from gateway.models import TERMINAL_EVENTS, JobEvent, Preview, Progress, Queued, Started

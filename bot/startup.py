@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["Backoff", "StartupRefused", "Transient", "retry_startup"]
 

@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import aiohttp
-import structlog
 from structlog.typing import FilteringBoundLogger
 
 from comfy.errors import (
@@ -18,6 +17,7 @@ from comfy.errors import (
     ComfyUnreachable,
 )
 from comfy.results import OutputImage, PromptResult, QueueState
+from core.logs import get_logger
 
 __all__ = ["ComfyHTTP"]
 
@@ -47,7 +47,7 @@ class ComfyHTTP:
         self.preview_method = preview_method
         # A lazy proxy with initial values (not `.bind()`, which would freeze today's configuration):
         # logging may be configured after the client is built and tests capture logs per test.
-        self._log: FilteringBoundLogger = structlog.get_logger(__name__, component="comfy", backend=self.name)
+        self._log: FilteringBoundLogger = get_logger("comfy", backend=self.name)
 
     async def _request(
         self,

@@ -20,17 +20,17 @@ import sys
 from typing import TYPE_CHECKING
 
 import aiohttp
-import structlog
 
 from comfy import ComfyClient
 from comfy.errors import ComfyError
 from comfy.workflows import WorkflowRegistry, check_object_info, load_workflows
-from comfybot.config import Settings
+from core.config import Settings
+from core.logs import get_logger
 
 if TYPE_CHECKING:
-    from gateway.service import Gateway
+    pass
 
-log = structlog.get_logger(component="comfybot")
+log = get_logger("comfybot")
 
 EXIT_NOTHING_TO_DO = 2
 
@@ -68,7 +68,7 @@ async def run(settings: Settings) -> int:
     from bot.discord.app import run_discord
     from bot.startup import StartupRefused
     from bot.telegram.app import run_telegram
-    from gateway.app import open_gateway
+    from gateway.app import open_gateway, shut_down
     from gateway.http_api import WebhookOptions, start_api
     from gateway.metrics import start_metrics
 
@@ -145,21 +145,6 @@ async def run(settings: Settings) -> int:
     if refused:
         return _refuse(str(refused[0]))  # a bad token: one line, no traceback
     return 1 if failed else 0
-
-
-async def shut_down(gateway: Gateway, grace_s: float, again: asyncio.Event) -> None:
-    """Run :meth:`Gateway.shut_down` while the front ends still deliver; a second SIGTERM/SIGINT (the
-    event ``again``) cuts the grace period short. Shared by ``comfybot run`` and ``python -m gateway``."""
-    draining = asyncio.create_task(gateway.shut_down(grace_s), name="shutdown")
-    second = asyncio.create_task(again.wait(), name="stop-signal-again")
-    await asyncio.wait([draining, second], return_when=asyncio.FIRST_COMPLETED)
-    if not draining.done():
-        log.warning("shutdown_forced", detail="second stop signal: running jobs left to their leases")
-        draining.cancel()
-    second.cancel()
-    await asyncio.gather(draining, second, return_exceptions=True)
-    if not draining.cancelled() and (exc := draining.exception()) is not None:
-        log.error("shutdown_failed", error=repr(exc))
 
 
 async def _doctor_s3(settings: Settings) -> bool:

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 
 from comfybot import __version__
-from comfybot.config import ConfigError, Settings, load_settings
 from comfybot.logfiles import log_files, read_records
-from comfybot.logs import configure_logging
+from core.config import ConfigError, Settings, load_settings
+from core.logs import configure_logging
 
 EXIT_CONFIG = 2
 EXIT_USAGE = 2

@@ -14,16 +14,14 @@ import signal
 import sys
 
 import aiohttp
-import structlog
 
-from comfybot.app import shut_down
-from comfybot.config import ConfigError, Settings, load_settings
-from comfybot.logs import configure_logging
-from gateway.app import WorkerOptions, open_gateway
+from core.config import ConfigError, Settings, load_settings
+from core.logs import configure_logging, get_logger
+from gateway.app import WorkerOptions, open_gateway, shut_down
 from gateway.http_api import WebhookOptions, start_api
 from gateway.metrics import start_metrics
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 async def serve(settings: Settings, options: WorkerOptions | None = None) -> None:

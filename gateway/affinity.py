@@ -20,10 +20,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import structlog
-
 from comfy.workflow_check import model_inputs
 from comfy.workflows import Workflow
+from core.logs import get_logger
 
 if TYPE_CHECKING:
     from gateway.servers import ComfyServer
@@ -33,7 +32,7 @@ AFFINITY_FOLDERS = ("checkpoints", "loras")
 #: (folder, file) pairs of a job's checkpoints and LoRAs, sorted; () when the graph loads none
 ModelKey = tuple[tuple[str, str], ...]
 Outcome = Literal["hit", "miss", "waited", "none"]
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 def model_key(workflow: Workflow, values: Mapping[str, Any] | None) -> ModelKey:

@@ -18,11 +18,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
 import aiohttp
-import structlog
 
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
-from comfybot.config import LimitSettings, Settings
+from core.config import LimitSettings, Settings
+from core.logs import get_logger
 from gateway.affinity import Affinity
 from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.execution import Executor
@@ -40,7 +40,7 @@ from gateway.storage import ImageStore, Retention
 from gateway.store import Store
 from gateway.worker import Worker
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 @dataclass(frozen=True)
@@ -265,6 +265,21 @@ async def open_gateway(
         yield gateway
 
 
+async def shut_down(gateway: Gateway, grace_s: float, again: asyncio.Event) -> None:
+    """Run :meth:`Gateway.shut_down` while the front ends still deliver; a second SIGTERM/SIGINT (the
+    event ``again``) cuts the grace period short. Shared by ``comfybot run`` and ``python -m gateway``."""
+    draining = asyncio.create_task(gateway.shut_down(grace_s), name="shutdown")
+    second = asyncio.create_task(again.wait(), name="stop-signal-again")
+    await asyncio.wait([draining, second], return_when=asyncio.FIRST_COMPLETED)
+    if not draining.done():
+        log.warning("shutdown_forced", detail="second stop signal: running jobs left to their leases")
+        draining.cancel()
+    second.cancel()
+    await asyncio.gather(draining, second, return_exceptions=True)
+    if not draining.cancelled() and (exc := draining.exception()) is not None:
+        log.error("shutdown_failed", error=repr(exc))
+
+
 __all__ = [
     "WorkerOptions",
     "blobs_from",
@@ -274,4 +289,5 @@ __all__ = [
     "limits_from",
     "open_gateway",
     "run_gateway",
+    "shut_down",
 ]

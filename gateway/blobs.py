@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import structlog
-
+from core.logs import get_logger
 from gateway.redis_store import RedisStore
 from gateway.s3 import S3Client
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 SHARED_TTL_S = 24 * 3600.0  # default life of a shared input or output
 PREVIEW_TTL_S = 600.0

@@ -19,6 +19,7 @@ import structlog
 from comfy import ComfyError, ComfyPromptLost, ComfyUnreachable, PromptResult, Where
 from comfy import events as ce
 from comfy.workflows import Workflow
+from core.logs import get_logger
 from gateway.models import ImageRef, Preview, Started
 from gateway.progress import ProgressModel
 from gateway.records import JobRecord
@@ -26,7 +27,7 @@ from gateway.servers import ComfyServer
 from gateway.storage import ImageStore
 from gateway.store import RecordsEvents
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 def _preview_done(task: asyncio.Task[None]) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import structlog
-
+from core.logs import get_logger
 from gateway import metrics
 from gateway.models import (
     Cancelled,
@@ -25,7 +24,7 @@ from gateway.models import (
 from gateway.records import JobRecord
 from gateway.store import QueueRecords
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 # Failures of the servers are errors an operator must look at; the rest are the user's or expected.
 _ERROR_CODES = frozenset(

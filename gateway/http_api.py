@@ -43,6 +43,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from core.logs import get_logger
 from gateway.errors import StorageError
 from gateway.http_events import IMAGE_ROUTE, OUTCOME_ID, JobEvents, outcome_from_record, sse
 from gateway.metrics import metrics_response
@@ -51,7 +52,7 @@ from gateway.openapi import openapi_document
 from gateway.service import Accepted, Gateway
 from gateway.webhooks import WebhookSender, callback_url_problem
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 _GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 EVENTS: web.AppKey[JobEvents] = web.AppKey("events", JobEvents)

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import structlog
 
+from core.logs import get_logger
 from gateway.finishing import outcome_of
 from gateway.models import (
     TERMINAL_EVENTS,
@@ -36,7 +37,7 @@ from gateway.records import JobRecord
 from gateway.service import Gateway
 from gateway.webhooks import WebhookSender, callback_url_problem
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 #: the SSE id of a job's outcome event, whichever process sends it
 OUTCOME_ID = "outcome"

@@ -25,15 +25,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import structlog
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from core.logs import get_logger
 from gateway.errors import ImageRejected
 from gateway.models import FailureCode
 
-log = structlog.get_logger(__name__)
+log = get_logger("gateway")
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # same defaults as comfybot.config.LimitSettings
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # same defaults as core.config.LimitSettings
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 2048
 #: Formats we are willing to parse. Pillow knows dozens (EPS runs Ghostscript, TIFF has a long CVE

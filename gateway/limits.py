@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-import structlog
-
+from core.logs import get_logger
 from gateway.errors import AccessDenied, InputInvalid, LimitExceeded
 from gateway.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from gateway.models import FailureCode, Role
@@ -31,7 +30,7 @@ from gateway.models import FailureCode, Role
 if TYPE_CHECKING:
     from gateway.quotas import QuotaPolicy
 
-log = structlog.get_logger(__name__)
+log = get_logger("gateway")
 
 # --- access ---------------------------------------------------------------------------------------
 
@@ -342,7 +341,7 @@ class MemoryRateLimiter(RateLimiter):
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The limits the gateway applies on submit. Plain values; the startup module builds them from
-    ``comfybot.config.LimitSettings`` (same field names; ``rate_per_user`` becomes ``rate_count`` and
+    ``core.config.LimitSettings`` (same field names; ``rate_per_user`` becomes ``rate_count`` and
     ``rate_window_s``). Admins skip the per-user rate and pending limits when ``admins_exempt``."""
 
     max_pending_per_user: int = 3

@@ -18,18 +18,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.logs import get_logger
 from gateway.models import Failed, FailureCode, JobEvent
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 #: the process-wide counters and histograms; :func:`render` adds the scrape-time gauges
 REGISTRY = CollectorRegistry(auto_describe=True)

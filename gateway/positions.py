@@ -17,13 +17,14 @@ from collections.abc import Callable
 import structlog
 
 from comfy.workflows import WorkflowRegistry
+from core.logs import get_logger
 from gateway.finishing import Finisher
 from gateway.models import Blocked, FailureCode, Queued
 from gateway.records import JobRecord
 from gateway.servers import ServerPool
 from gateway.store import Jobs, Records
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 class RecentDurations:

@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import structlog
-
 from comfy import events as ce
 from comfy.workflows import Workflow
+from core.logs import get_logger
 from gateway.models import Progress
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 class ProgressModel:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import enum
 
-import structlog
-
 from comfy import ComfyError
+from core.logs import get_logger
 from gateway.execution import JobRun
 from gateway.servers import ComfyServer, ServerPool
 from gateway.store import QueueRecords
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 CHECK_TRIES = 4  # asks of the dead worker's server (1 s, 2 s, 4 s apart) before its prompt counts as lost
 CHECK_BACKOFF_S = 1.0
 

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -22,10 +21,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.logs import get_logger
 from gateway import redis_scripts
 from gateway.store import Store
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 T = TypeVar("T")
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # OSError covers TimeoutError
 CALL_TIMEOUT_S = 10.0  # every call blocks for at most 1 s server-side; more means the link is dead

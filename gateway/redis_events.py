@@ -17,14 +17,14 @@ from functools import partial
 from typing import Any
 
 import orjson
-import structlog
 from redis.exceptions import ResponseError
 
+from core.logs import get_logger
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_from_json, event_to_json
 from gateway.redis_base import CALL_TIMEOUT_S, RETRYABLE, RedisBase, reraise_cancel, text
 from gateway.store import EVENTS_MAX, RECORD_TTL_S
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 
 class RedisEvents(RedisBase):

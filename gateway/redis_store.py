@@ -42,8 +42,8 @@ from functools import partial
 from typing import Any
 
 import orjson
-import structlog
 
+from core.logs import get_logger
 from gateway.limits import RateRule
 from gateway.models import JobEvent, event_to_json
 from gateway.quota_stores import RedisQuotas
@@ -63,7 +63,7 @@ from gateway.store import (
     too_many_pending,
 )
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 RELEASED_IDLE_MS = 10**9  # a released lease looks unrenewed for ~11 days: stale to every worker
 
 

@@ -27,12 +27,12 @@ from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import structlog
 from yarl import URL
 
+from core.logs import get_logger
 from gateway.errors import StorageError
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 T = TypeVar("T")
 
 ALGORITHM = "AWS4-HMAC-SHA256"

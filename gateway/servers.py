@@ -14,15 +14,14 @@ import contextlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
-import structlog
-
 from comfy import ComfyClient, ComfyError, ComfyRejected
 from comfy.workflows import Workflow
+from core.logs import get_logger
 from gateway.affinity import Affinity, ModelKey, Pick
 from gateway.comfy_server import ComfyServer, Lack, NoBackend, runnable_problems
 from gateway.models import Blocked
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 #: ComfyUI validation errors that mean our cached /object_info is wrong about the server
 _INFO_ERRORS = frozenset({"missing_node_type", "invalid_prompt", "value_not_in_list"})

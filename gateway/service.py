@@ -16,6 +16,7 @@ import structlog
 
 from comfy.workflow_errors import ParamError, UnknownWorkflow
 from comfy.workflows import Workflow, WorkflowRegistry
+from core.logs import get_logger
 from gateway import metrics
 from gateway.errors import (
     AccessDenied,
@@ -40,7 +41,7 @@ from gateway.store import SettingsStore, Store
 if TYPE_CHECKING:
     from gateway.worker import Worker
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 
 _LIMIT_CODES = frozenset(
     {

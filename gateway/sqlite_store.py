@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
 
+from core.logs import get_logger
 from gateway.limits import RateRule
 from gateway.memory import LocalChannels, kept
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_to_json
@@ -51,7 +51,7 @@ from gateway.store import (
     too_many_pending,
 )
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 PURGE_EVERY = 1000  # finishes between purges of expired rows
 
 

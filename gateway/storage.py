@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import structlog
-
+from core.logs import get_logger
 from gateway.blobs import PREVIEW_TTL_S, SHARED_TTL_S, Blobs
 from gateway.errors import StorageError
 from gateway.images import CleanImage, probe
 from gateway.models import FailureCode, ImageRef
 
-log = structlog.get_logger(__name__)
+log = get_logger("gateway")
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 _MIMES = {ext: mime for mime, ext in _EXTENSIONS.items()}

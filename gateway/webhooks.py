@@ -27,7 +27,9 @@ import aiohttp
 import orjson
 import structlog
 
-log = structlog.get_logger(component="gateway")
+from core.logs import get_logger
+
+log = get_logger("gateway")
 
 SIGNATURE_HEADER = "X-Comfybot-Signature"
 TIMESTAMP_HEADER = "X-Comfybot-Timestamp"

@@ -24,6 +24,7 @@ import structlog
 from comfy import ComfyRejected, ComfyUnreachable
 from comfy.workflow_errors import UnknownWorkflow
 from comfy.workflows import WorkflowRegistry
+from core.logs import get_logger
 from gateway import metrics
 from gateway.execution import Executor, JobRun, JobTimeout
 from gateway.failures import RETRYABLE, failure_of, retry_failure
@@ -35,7 +36,7 @@ from gateway.recovery import Recovery, recover
 from gateway.servers import ComfyServer, NoBackend, ServerPool
 from gateway.store import Jobs
 
-log = structlog.get_logger(component="gateway")
+log = get_logger("gateway")
 EARLY_CANCELS_MAX = 1024  # cancel requests remembered for jobs this worker does not (yet) hold
 
 

@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 
 from bot.discord.context import DiscordContext, begin_request
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 if TYPE_CHECKING:
     from bot.discord.client import ComfyBot

@@ -34,8 +34,8 @@ from bot.lifecycle import wait_stopped_or_failed
 from bot.render import Renderer
 from bot.startup import Backoff, StartupRefused, retry_startup
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import DiscordSettings
-from comfybot.logs import get_logger, register_secret
+from core.config import DiscordSettings
+from core.logs import get_logger, register_secret
 from gateway.service import Gateway
 
 __all__ = ["DiscordFrontend", "restore_endpoints", "run_discord", "use_endpoints"]

@@ -32,7 +32,7 @@ from bot.discord.cogs.settings import SettingsCog
 from bot.discord.context import DiscordContext
 from bot.discord.translator import CatalogueTranslator
 from bot.startup import Backoff
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway import metrics
 
 __all__ = ["ComfyBot", "RateLimitLogFilter"]

@@ -20,7 +20,7 @@ from bot.i18n import I18n
 from bot.jobs import may_use
 from bot.render import Renderer
 from comfy.workflows import WorkflowRegistry
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import Role, new_request_id
 from gateway.service import Gateway
 

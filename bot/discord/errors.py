@@ -8,7 +8,7 @@ import discord
 import structlog
 
 from bot.discord.context import DiscordContext
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["command_failed"]
 

@@ -23,7 +23,7 @@ from bot.discord.messages import CannotPost, JobMessage, Render
 from bot.discord.views import progress_view, result_view
 from bot.jobs import prompt_of, upscale_workflow
 from bot.render import JobView
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import (
     Cancelled,
     Failed,

@@ -6,7 +6,7 @@ import aiohttp
 import discord
 
 from bot.discord.context import DiscordContext
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.errors import ImageRejected
 from gateway.models import ImageRef
 

@@ -14,7 +14,7 @@ from bot.discord.shards import events_channel
 from bot.discord.views import progress_view
 from bot.jobs import prompt_of, refusal_text
 from bot.render import JobView
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import ImageRef, JobRequest, Queued
 from gateway.service import Refused
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import discord
 
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway import metrics
 
 __all__ = ["CannotPost", "JobMessage", "Render"]

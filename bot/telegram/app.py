@@ -42,8 +42,8 @@ from bot.telegram.pace import Pace, RedisPace
 from bot.telegram.sender import SenderLimits, TelegramSender
 from bot.telegram.webhook import OnceMiddleware, register_webhook, webhook_secret
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
-from comfybot.logs import get_logger
+from core.config import TelegramSettings
+from core.logs import get_logger
 from gateway.redis_base import RedisBase
 from gateway.service import Gateway
 

@@ -24,7 +24,7 @@ from aiogram.types import (
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.replies import log_response
 from bot.telegram.sender import MessageGone, Priority
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import ImageRef
 
 __all__ = ["ResultTarget", "deliver_images", "finish_text", "remove_message"]

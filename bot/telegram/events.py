@@ -24,7 +24,7 @@ from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.delivery import ResultTarget, deliver_images, finish_text, remove_message
 from bot.telegram.keyboards import again_keyboard, progress_keyboard, result_keyboard
 from bot.telegram.sender import MessageGone, Priority
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import (
     Cancelled,
     Failed,

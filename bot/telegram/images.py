@@ -10,7 +10,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import Message
 
 from bot.telegram.context import BotContext
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.errors import ImageRejected
 from gateway.models import FailureCode, ImageRef
 

@@ -13,7 +13,7 @@ from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.keyboards import progress_keyboard
 from bot.telegram.replies import send_text
 from bot.telegram.sender import Priority
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import FailureCode, ImageRef, JobRequest, Queued, Role
 from gateway.service import Refused
 

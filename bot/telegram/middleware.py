@@ -19,7 +19,7 @@ from aiogram.types import TelegramObject, Update, User
 from bot.telegram.context import BotContext
 from bot.telegram.jobs import user_key
 from bot.telegram.replies import reply_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import new_request_id
 
 __all__ = ["RequestContextMiddleware"]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 if TYPE_CHECKING:
     from bot.telegram.sender import SenderLimits

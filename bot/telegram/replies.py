@@ -11,7 +11,7 @@ from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
 
 from bot.telegram.context import BotContext
 from bot.telegram.sender import Priority
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["log_response", "reply_text", "send_text"]
 

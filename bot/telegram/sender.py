@@ -45,7 +45,7 @@ from aiogram.exceptions import (
 )
 
 from bot.telegram.pace import LocalPace, Pace
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway import metrics
 
 __all__ = [

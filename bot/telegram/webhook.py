@@ -22,7 +22,7 @@ from typing import Any
 from aiogram import BaseMiddleware, Bot
 from aiogram.types import TelegramObject, Update
 
-from comfybot.logs import get_logger, register_secret
+from core.logs import get_logger, register_secret
 from gateway.redis_base import RedisBase, text
 from gateway.store import KeyValues, Store
 

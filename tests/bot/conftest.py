@@ -20,7 +20,7 @@ from bot.telegram.app import TelegramFrontend
 from bot.telegram.sender import SenderLimits
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry, load_workflows
-from comfybot.config import TelegramSettings
+from core.config import TelegramSettings
 from gateway.app import WorkerOptions, run_gateway
 from gateway.limits import AccessPolicy, Limits
 from gateway.memory import MemoryStore

@@ -11,7 +11,7 @@ import pytest
 
 from comfy.workflows import WorkflowRegistry
 from comfybot import trace
-from comfybot.logs import configure_logging, reset_logging
+from core.logs import configure_logging, reset_logging
 from tests.bot.conftest import bench, jpeg
 
 USER, CHAT = 8008, 8008

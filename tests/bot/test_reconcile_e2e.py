@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from bot.telegram.app import TelegramFrontend
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
+from core.config import TelegramSettings
 from gateway.app import WorkerOptions, run_gateway
 from gateway.finishing import Finisher
 from gateway.models import FailureCode

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
+from core.config import TelegramSettings
 from gateway.app import run_gateway
 from gateway.redis_store import RedisStore
 from gateway.storage import ImageStore

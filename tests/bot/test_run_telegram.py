@@ -10,7 +10,7 @@ import aiohttp
 from bot.telegram.app import run_telegram
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
+from core.config import TelegramSettings
 from gateway.app import run_gateway
 from gateway.memory import MemoryStore
 from gateway.storage import ImageStore

@@ -21,7 +21,7 @@ from bot.startup import Backoff
 from bot.telegram.app import run_telegram
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
+from core.config import TelegramSettings
 from gateway.app import run_gateway
 from gateway.memory import MemoryStore
 from gateway.models import JobRequest, JobState

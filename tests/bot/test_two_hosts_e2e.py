@@ -17,7 +17,7 @@ import pytest
 
 from bot.telegram.app import TelegramFrontend
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings, load_settings
+from core.config import TelegramSettings, load_settings
 from gateway.app import blobs_from, run_gateway
 from gateway.blobs import RedisBlobs
 from gateway.redis_store import RedisStore

@@ -24,7 +24,7 @@ from bot.telegram.app import TelegramFrontend
 from bot.telegram.sender import SenderLimits
 from comfy import ComfyClient
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import TelegramSettings
+from core.config import TelegramSettings
 from gateway.app import run_gateway
 from gateway.redis_store import RedisStore
 from gateway.storage import ImageStore

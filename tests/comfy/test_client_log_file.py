@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from comfy.client import ComfyClient
-from comfybot.logs import bind_request, bound, clear_request, configure_logging, get_logger, reset_logging
+from core.logs import bind_request, bound, clear_request, configure_logging, get_logger, reset_logging
 from tests.fakes.comfyui import running_fake_comfyui
 
 #: Lines of the connection, not of any request: the websocket reader writes them for every prompt it serves.

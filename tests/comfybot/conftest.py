@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from comfybot.logs import reset_logging
+from core.logs import reset_logging
 
 
 @pytest.fixture(autouse=True)

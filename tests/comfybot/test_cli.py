@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from comfybot.cli import main
-from comfybot.config import CONFIG_ENV, ENV_VARS, MODEL_PREFIX, Settings
+from core.config import CONFIG_ENV, ENV_VARS, MODEL_PREFIX, Settings
 
 from .samples import RID, rec, write, write_request
 

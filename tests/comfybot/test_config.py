@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from comfybot.config import ENV_VARS, ConfigError, Rate, RedisSettings, Settings, load_settings
+from core.config import ENV_VARS, ConfigError, Rate, RedisSettings, Settings, load_settings
 
 FULL_ENV = {
     "TELEGRAM_BOT_TOKEN": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",

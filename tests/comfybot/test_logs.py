@@ -14,8 +14,8 @@ import orjson
 import pytest
 import structlog
 
-from comfybot.config import load_settings
-from comfybot.logs import (
+from core.config import load_settings
+from core.logs import (
     bind_request,
     bound,
     clear_request,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfybot.logs import configure_logging
+from core.logs import configure_logging
 
 INTERACTION_TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDExMjM0NTY3ODpYeVo1dGhJc0lzU2VjcmV0"
 

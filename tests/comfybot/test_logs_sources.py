@@ -22,7 +22,7 @@ from aiogram import Bot, Dispatcher, Router
 from aiogram.client.telegram import PRODUCTION
 from aiogram.types import Message
 
-from comfybot.logs import bind_request, configure_logging, get_logger
+from core.logs import bind_request, configure_logging, get_logger
 
 with warnings.catch_warnings():
     # discord.py 2.7 imports audioop (deprecated since 3.11); filterwarnings=error would fail collection.

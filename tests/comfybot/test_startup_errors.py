@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from comfybot.config import ConfigError, load_settings
+from core.config import ConfigError, load_settings
 
 TOKEN = "123456:" + "A" * 35
 

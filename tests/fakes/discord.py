@@ -53,7 +53,7 @@ import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
 if TYPE_CHECKING:
-    from comfybot.config import DiscordSettings
+    from core.config import DiscordSettings
 
 JSON = dict[str, Any]
 
@@ -424,7 +424,7 @@ class FakeDiscord:
     def settings(self, **values: Any) -> DiscordSettings:
         """``DiscordSettings`` for a front end talking to this fake (``DISCORD_API_BASE``,
         ``DISCORD_GATEWAY_URL``), with ``values`` on top."""
-        from comfybot.config import DiscordSettings  # the fake itself needs nothing of comfybot
+        from core.config import DiscordSettings  # the fake itself needs nothing of comfybot
 
         return DiscordSettings(
             **{"bot_token": self.token, "api_base": self.url, "gateway_url": str(self.gateway_url), **values}

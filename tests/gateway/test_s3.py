@@ -17,7 +17,7 @@ from aiohttp import web
 from PIL import Image
 from structlog.testing import capture_logs
 
-from comfybot.config import load_settings
+from core.config import load_settings
 from gateway.app import blobs_from
 from gateway.blobs import Blobs, RedisBlobs, S3Blobs, SplitBlobs
 from gateway.errors import StorageError

@@ -22,7 +22,7 @@ from bot.discord.jobs import submit_job
 from bot.discord.views import JobAction, JobButton, dispatched
 from bot.jobs import info_text
 from bot.requests import FollowUpKind, Problem, follow_up
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import Role
 
 __all__ = ["ButtonsCog"]

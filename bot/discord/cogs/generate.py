@@ -27,7 +27,7 @@ from bot.requests import Problem, draft_job
 from comfy.text import clean_text
 from comfy.workflow_params import RANDOM_SEED_BOUND, IntParam, SeedParam, TextParam
 from comfy.workflows import WorkflowRegistry
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.limits import Limits
 from gateway.models import ImageRef
 

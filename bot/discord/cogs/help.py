@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.discord.context import MESSAGE_LIMIT, DiscordContext, begin_request
 from bot.discord.errors import command_failed
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import Role
 
 __all__ = ["HelpCog", "help_text"]

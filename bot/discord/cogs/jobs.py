@@ -15,7 +15,7 @@ from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request, begin_re
 from bot.discord.errors import command_failed
 from bot.discord.views import reroll_view
 from bot.jobs import queue_text, stats_text, user_history, workflows_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import JobState, Role
 
 __all__ = ["JobsCog"]

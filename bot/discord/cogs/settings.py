@@ -16,7 +16,7 @@ from bot.discord.cogs.generate import ASPECT_CHOICES, MAX_CHOICES
 from bot.discord.context import DiscordContext, begin_request, user_key
 from bot.discord.errors import command_failed
 from bot.parsing import normalize_aspect
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["SettingsCog"]
 

@@ -16,7 +16,7 @@ from bot.telegram.filters import Addressed
 from bot.telegram.jobs import user_key
 from bot.telegram.keyboards import language_keyboard
 from bot.telegram.replies import reply_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["answer_callback", "make_router"]
 

@@ -15,7 +15,7 @@ from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.jobs import Origin, submit_job
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import ImageRef, Role
 
 __all__ = ["make_router"]

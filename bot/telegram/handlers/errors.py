@@ -8,7 +8,7 @@ from aiogram.types import ErrorEvent, Message
 from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.replies import reply_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["make_router"]
 

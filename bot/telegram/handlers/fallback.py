@@ -11,7 +11,7 @@ from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
 from bot.telegram.handlers.generate import start_generation
 from bot.telegram.replies import reply_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["make_router"]
 

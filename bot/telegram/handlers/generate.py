@@ -15,7 +15,7 @@ from bot.telegram.filters import Addressed
 from bot.telegram.images import fetch_image, image_source
 from bot.telegram.jobs import Origin, submit_job
 from bot.telegram.replies import reply_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import ImageRef
 
 __all__ = ["make_router", "start_generation"]

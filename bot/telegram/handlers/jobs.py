@@ -11,7 +11,7 @@ from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import MESSAGE_LIMIT, BotContext
 from bot.telegram.filters import Addressed
 from bot.telegram.replies import reply_text
-from comfybot.logs import get_logger
+from core.logs import get_logger
 from gateway.models import JobState, Role
 
 __all__ = ["make_router"]

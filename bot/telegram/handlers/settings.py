@@ -22,7 +22,7 @@ from bot.telegram.keyboards import (
 )
 from bot.telegram.replies import reply_text
 from bot.telegram.sender import MessageGone
-from comfybot.logs import get_logger
+from core.logs import get_logger
 
 __all__ = ["make_router", "settings_text"]
 

@@ -19,7 +19,7 @@ from bot.discord.app import DiscordFrontend, run_discord
 from bot.discord.client import RateLimitLogFilter
 from bot.startup import Backoff, StartupRefused
 from comfy.workflows import WorkflowRegistry
-from comfybot.config import DiscordSettings
+from core.config import DiscordSettings
 from gateway.memory import MemoryStore
 from gateway.service import Gateway
 from gateway.storage import ImageStore

@@ -1,7 +1,7 @@
 """Parsers for the value syntaxes that environment variables use, as annotated pydantic types.
 
 Each parser accepts the TOML form too (a real list, int or bool) and raises ``ValueError`` with a short,
-one-line message that :mod:`comfybot.config` puts after the variable's name.
+one-line message that :mod:`core.config` puts after the variable's name.
 """
 
 from __future__ import annotations

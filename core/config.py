@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from comfybot._values import (
+from core._values import (
     ByteSize,
     EnvBool,
     HttpUrl,
@@ -35,7 +35,7 @@ from comfybot._values import (
     parse_str_list,
     parse_url,
 )
-from comfybot.redis_settings import RedisSettings
+from core.redis_settings import RedisSettings
 
 __all__ = [
     "ApiSettings",
@@ -194,7 +194,7 @@ class PathSettings(_Section):
 
 
 class LoggingSettings(_Section):
-    """JSON-lines logging (see :mod:`comfybot.logs`)."""
+    """JSON-lines logging (see :mod:`core.logs`)."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     max_bytes: ByteSize = Field(default=5 * 1024 * 1024, ge=1024)
@@ -336,7 +336,7 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     def secrets(self) -> list[str]:
-        """Every secret value configured, for :func:`comfybot.logs.register_secret`."""
+        """Every secret value configured, for :func:`core.logs.register_secret`."""
         tg = self.telegram
         values = [
             tg.bot_token,
