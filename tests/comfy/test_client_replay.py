@@ -56,7 +56,7 @@ async def test_success_legacy_previews_attributed_to_running_prompt(session: aio
     assert fake.first_messages == [{"type": "feature_flags", "data": {"supports_preview_metadata": True}}]
     assert all("Origin" not in h for h in fake.ws_headers)
     (posted,) = fake.received_prompts
-    assert posted["extra_data"] == {"request_id": "req-1"}
+    assert posted["extra_data"] == {"request_id": "req-1", "preview_method": "auto"}
     assert posted["client_id"] == client.client_id and posted["prompt_id"] == "p-legacy"
 
     kinds = [type(e).__name__ for e in events]
@@ -180,7 +180,8 @@ async def test_drop_mid_run_while_still_running_keeps_following(session: aiohttp
                 await until(lambda: any(e["event"] == "comfyui_history_checked" for e in logs))
                 fake.hold.set()
                 events = await consumer
-    assert [e for e in logs if e["event"] == "comfyui_history_checked"][0]["outcome"] == "queued"
+    # locate() tells a prompt ComfyUI is executing from one still waiting in its queue
+    assert [e for e in logs if e["event"] == "comfyui_history_checked"][0]["outcome"] == "running"
     assert isinstance(events[-1], Executing) and events[-1].node is None
     assert any(isinstance(e, Executed) for e in events)
     assert tracker.result is not None and len(tracker.result.images) == 1
