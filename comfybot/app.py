@@ -28,7 +28,10 @@ from core.config import Settings
 from core.logs import get_logger
 
 if TYPE_CHECKING:
-    pass
+    from aiohttp import web
+
+    from bot.startup import StartupRefused
+    from gateway.service import Gateway
 
 log = get_logger("comfybot")
 
@@ -59,18 +62,95 @@ def _refuse(reason: str) -> int:
     return EXIT_NOTHING_TO_DO
 
 
+class _PortTaken(Exception):
+    """A port to listen on is in use; the message is the refusal's one line."""
+
+
+async def _start_http(
+    settings: Settings, gateway: Gateway, stack: contextlib.AsyncExitStack
+) -> web.AppRunner | None:
+    """Start the HTTP API (when enabled) and the metrics endpoint (when a port is set), both cleaned
+    up by ``stack``; returns the API's runner, or None without one. Raises :class:`_PortTaken`."""
+    from gateway.http_api import WebhookOptions, start_api
+    from gateway.metrics import start_metrics
+
+    api = None
+    if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
+        try:
+            api = await start_api(
+                gateway,
+                settings.api.token.get_secret_value(),
+                host=settings.api.bind,
+                port=settings.api.port,
+                webhooks=WebhookOptions(secret=settings.api.webhook_secret_value),
+            )
+        except OSError as exc:  # the port is taken: say so in one line
+            raise _PortTaken(
+                f"COMFYBOT_API_PORT: cannot listen on {settings.api.bind}:{settings.api.port} "
+                f"({exc.strerror})"
+            ) from exc
+        stack.push_async_callback(api.cleanup)
+    if settings.api.metrics_port is not None:
+        try:
+            metrics = await start_metrics(
+                gateway, host=settings.api.metrics_bind, port=settings.api.metrics_port
+            )
+        except OSError as exc:
+            raise _PortTaken(
+                f"COMFYBOT_METRICS_PORT: cannot listen on {settings.api.metrics_port} ({exc.strerror})"
+            ) from exc
+        stack.push_async_callback(metrics.cleanup)
+    return api
+
+
+def _start_front_ends(settings: Settings, gateway: Gateway) -> list[asyncio.Task[None]]:
+    """One task per configured chat front end (Telegram, Discord)."""
+    from bot.discord.app import run_discord
+    from bot.telegram.app import run_telegram
+
+    tasks: list[asyncio.Task[None]] = []
+    if settings.telegram.enabled:
+        tasks.append(
+            asyncio.create_task(run_telegram(settings.telegram, gateway, gateway.registry), name="telegram")
+        )
+    if settings.discord.enabled:
+        tasks.append(
+            asyncio.create_task(run_discord(settings.discord, gateway, gateway.registry), name="discord")
+        )
+    return tasks
+
+
+async def _wait_and_stop(
+    settings: Settings, gateway: Gateway, tasks: list[asyncio.Task[None]], stop: asyncio.Event
+) -> tuple[bool, list[StartupRefused]]:
+    """Wait for a stop signal or a front end to end, shut the gateway down, stop the front ends.
+
+    Returns whether a front end failed and, of their errors, the startup refusals (a bad token)."""
+    from bot.startup import StartupRefused
+    from gateway.app import shut_down
+
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+    stop.clear()
+    await shut_down(gateway, settings.comfy.shutdown_grace_s, stop)
+    for task in [stopper, *tasks]:
+        task.cancel()
+    await asyncio.gather(stopper, *tasks, return_exceptions=True)
+    refused = [e for t in failed if isinstance(e := t.exception(), StartupRefused)]
+    for task in failed:
+        if not isinstance(task.exception(), StartupRefused):
+            log.error("front_end_crashed", task=task.get_name(), exc_info=task.exception())
+    return bool(failed), refused
+
+
 async def run(settings: Settings) -> int:
     """Run everything the settings configure until SIGINT/SIGTERM. Returns the exit status."""
     reason = plan(settings)
     if reason is not None:
         return _refuse(reason)
     # Imported here so `comfybot --help`, `monitor` and `trace` stay fast and import no chat library.
-    from bot.discord.app import run_discord
-    from bot.startup import StartupRefused
-    from bot.telegram.app import run_telegram
-    from gateway.app import open_gateway, shut_down
-    from gateway.http_api import WebhookOptions, start_api
-    from gateway.metrics import start_metrics
+    from gateway.app import open_gateway
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,43 +163,11 @@ async def run(settings: Settings) -> int:
         gateway = await stack.enter_async_context(
             open_gateway(settings, session, workers=bool(settings.comfy.urls))
         )
-        api = None
-        if settings.api.enabled and settings.api.token is not None:  # load_settings demands the token
-            try:
-                api = await start_api(
-                    gateway,
-                    settings.api.token.get_secret_value(),
-                    host=settings.api.bind,
-                    port=settings.api.port,
-                    webhooks=WebhookOptions(secret=settings.api.webhook_secret_value),
-                )
-            except OSError as exc:  # the port is taken: say so in one line
-                return _refuse(
-                    f"COMFYBOT_API_PORT: cannot listen on {settings.api.bind}:{settings.api.port} "
-                    f"({exc.strerror})"
-                )
-            stack.push_async_callback(api.cleanup)
-        if settings.api.metrics_port is not None:
-            try:
-                metrics = await start_metrics(
-                    gateway, host=settings.api.metrics_bind, port=settings.api.metrics_port
-                )
-            except OSError as exc:
-                return _refuse(
-                    f"COMFYBOT_METRICS_PORT: cannot listen on {settings.api.metrics_port} ({exc.strerror})"
-                )
-            stack.push_async_callback(metrics.cleanup)
-        tasks: list[asyncio.Task[None]] = []
-        if settings.telegram.enabled:
-            tasks.append(
-                asyncio.create_task(
-                    run_telegram(settings.telegram, gateway, gateway.registry), name="telegram"
-                )
-            )
-        if settings.discord.enabled:
-            tasks.append(
-                asyncio.create_task(run_discord(settings.discord, gateway, gateway.registry), name="discord")
-            )
+        try:
+            api = await _start_http(settings, gateway, stack)
+        except _PortTaken as exc:
+            return _refuse(str(exc))
+        tasks = _start_front_ends(settings, gateway)
         if not tasks and api is None:
             log.info("worker_only", detail="no front end configured; running jobs from the shared queue")
         front_ends = [t.get_name() for t in tasks] + (["http_api"] if api is not None else [])
@@ -129,18 +177,7 @@ async def run(settings: Settings) -> int:
             servers=len(settings.comfy.urls),
             store=gateway.store.name,
         )
-        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
-        stop.clear()
-        await shut_down(gateway, settings.comfy.shutdown_grace_s, stop)
-        for task in [stopper, *tasks]:
-            task.cancel()
-        await asyncio.gather(stopper, *tasks, return_exceptions=True)
-        refused = [e for t in failed if isinstance(e := t.exception(), StartupRefused)]
-        for task in failed:
-            if not isinstance(task.exception(), StartupRefused):
-                log.error("front_end_crashed", task=task.get_name(), exc_info=task.exception())
+        failed, refused = await _wait_and_stop(settings, gateway, tasks, stop)
     log.info("comfybot_stopped")
     if refused:
         return _refuse(str(refused[0]))  # a bad token: one line, no traceback

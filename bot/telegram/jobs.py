@@ -58,19 +58,15 @@ def open_view(req: JobRequest) -> dict[str, Any]:
     return {"platform": "telegram", "again": again}
 
 
-async def submit_job(
+def _build_request(
     ctx: BotContext,
-    bot: Bot,
     origin: Origin,
     workflow: str,
     params: dict[str, Any],
-    inputs: dict[str, ImageRef] | None = None,
-) -> str | None:
-    """Submit; on acceptance send the job message (queue position + Cancel) and register it.
-
-    Returns the job id, or ``None`` when the gateway refused (the user got the reason).
-    """
-    req = JobRequest(
+    inputs: dict[str, ImageRef] | None,
+) -> JobRequest:
+    """The gateway's request for this command: who, where, what, and which message to answer."""
+    return JobRequest(
         request_id=origin.request_id,
         platform="telegram",
         user_id=str(origin.user_id),
@@ -88,46 +84,48 @@ async def submit_job(
         role=origin.role,
         received_at=origin.received_at,
     )
-    result = await ctx.gateway.submit(req)
-    if isinstance(result, Refused):
-        code = result.code
-        if code in _BUSY:
-            log.info("rate_limited", code=code.value, retry_after_s=result.retry_after_s)
-            if not ctx.should_notify_rate_limit(f"{origin.user_id}:{code.value}"):
-                return None  # one "slow down" per window, not one per command: replies cost rate too
-        elif result.field:
-            log.info("validation_error", field=result.field, reason=result.reason)
-        elif code is FailureCode.ACCESS_DENIED:
-            log.info("access_denied")
-        else:
-            log.info("job_refused", code=code.value)
-        await send_text(
-            ctx,
-            bot,
-            origin.chat_id,
-            refusal_text(ctx, origin.locale, result, req),
-            reply_to=origin.reply_to_message_id,
-            kind="refusal",
-            received_at=origin.received_at,
-            thread_id=origin.thread_id,
-        )
-        return None
-    job_id: str = result.job_id
-    wf = ctx.registry.get(workflow) if workflow in ctx.registry else None
-    view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=origin.request_id)
-    queued = Queued(
-        job_id=job_id,
-        request_id=origin.request_id,
-        position=max(1, result.position),
-        depth=result.depth,
-        eta_s=result.eta_s,
-        blocked=result.blocked,
+
+
+async def _show_refusal(ctx: BotContext, bot: Bot, origin: Origin, result: Refused, req: JobRequest) -> None:
+    """Log why the gateway refused and tell the user (a busy refusal at most once per window)."""
+    code = result.code
+    if code in _BUSY:
+        log.info("rate_limited", code=code.value, retry_after_s=result.retry_after_s)
+        if not ctx.should_notify_rate_limit(f"{origin.user_id}:{code.value}"):
+            return  # one "slow down" per window, not one per command: replies cost rate too
+    elif result.field:
+        log.info("validation_error", field=result.field, reason=result.reason)
+    elif code is FailureCode.ACCESS_DENIED:
+        log.info("access_denied")
+    else:
+        log.info("job_refused", code=code.value)
+    await send_text(
+        ctx,
+        bot,
+        origin.chat_id,
+        refusal_text(ctx, origin.locale, result, req),
+        reply_to=origin.reply_to_message_id,
+        kind="refusal",
+        received_at=origin.received_at,
+        thread_id=origin.thread_id,
     )
+
+
+async def _show_queued(
+    ctx: BotContext,
+    bot: Bot,
+    origin: Origin,
+    req: JobRequest,
+    view: JobView,
+    queued: Queued,
+) -> None:
+    """Send the job message (queue position + Cancel), register it, and save its view."""
+    job_id = queued.job_id
     if ctx.skip_busy_group_notices and ctx.sender.tight(origin.chat_id):
         # A busy group: its budget goes to results. No job message; the result answers the command.
         log.info("queued_notice_skipped", job_id=job_id, reason="group_budget")
         ctx.messages.register(job_id, None)
-        return job_id
+        return
     text = ctx.renderer.queued(origin.locale, view, queued)
     msg = await send_text(
         ctx,
@@ -150,4 +148,35 @@ async def submit_job(
             await ctx.gateway.set_view(job_id, shown)
         except Exception as exc:  # the job runs anyway; only a restart mid-job would lose the message
             log.warning("job_view_not_saved", job_id=job_id, error=repr(exc))
+
+
+async def submit_job(
+    ctx: BotContext,
+    bot: Bot,
+    origin: Origin,
+    workflow: str,
+    params: dict[str, Any],
+    inputs: dict[str, ImageRef] | None = None,
+) -> str | None:
+    """Submit; on acceptance send the job message (queue position + Cancel) and register it.
+
+    Returns the job id, or ``None`` when the gateway refused (the user got the reason).
+    """
+    req = _build_request(ctx, origin, workflow, params, inputs)
+    result = await ctx.gateway.submit(req)
+    if isinstance(result, Refused):
+        await _show_refusal(ctx, bot, origin, result, req)
+        return None
+    job_id: str = result.job_id
+    wf = ctx.registry.get(workflow) if workflow in ctx.registry else None
+    view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=origin.request_id)
+    queued = Queued(
+        job_id=job_id,
+        request_id=origin.request_id,
+        position=max(1, result.position),
+        depth=result.depth,
+        eta_s=result.eta_s,
+        blocked=result.blocked,
+    )
+    await _show_queued(ctx, bot, origin, req, view, queued)
     return job_id

@@ -27,14 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import enum
-import itertools
 import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -45,6 +40,19 @@ from aiogram.exceptions import (
 )
 
 from bot.telegram.pace import LocalPace, Pace
+from bot.telegram.sender_queue import SenderQueue
+from bot.telegram.sender_types import (
+    _GONE_MARKERS,
+    _NOT_MODIFIED,
+    EditOutcome,
+    MessageGone,
+    Priority,
+    SenderClosed,
+    SenderLimits,
+    _Chat,
+    _consume_exception,
+    _Op,
+)
 from core.logs import get_logger
 from gateway import metrics
 
@@ -63,134 +71,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 log = get_logger("telegram")
 
-_GONE_MARKERS = (
-    "message to edit not found",
-    "message can't be edited",
-    "message_id_invalid",
-    "there is no text in the message to edit",
-    "there is no caption in the message to edit",
-)
-_NOT_MODIFIED = "message is not modified"
-_MEMORY = 10_000  # finalized slots and gone messages remembered (oldest forgotten first)
 
-
-class Priority(enum.IntEnum):
-    """Lower runs first when the limits force a choice."""
-
-    RESULT = 0  # a job's result (sent, or edited into its message)
-    REPLY = 1  # an answer to a command: "queued #3", /help text
-    PROGRESS = 2  # progress/preview edits: coalesced, may be superseded
-    CLEANUP = 3  # removing a finished job's status message: after everything people wait for
-
-
-class EditOutcome(enum.Enum):
-    """What became of an :meth:`TelegramSender.edit`."""
-
-    EDITED = "edited"
-    NOT_MODIFIED = "not_modified"  # Telegram said nothing changed: success
-    SUPERSEDED = "superseded"  # a final edit of that message already won; this progress was dropped
-
-
-class MessageGone(Exception):
-    """The message can no longer be edited (deleted, too old, not ours): send a new one instead."""
-
-    def __init__(self, chat_id: int, message_id: int, description: str) -> None:
-        super().__init__(f"message {message_id} in chat {chat_id} is gone: {description}")
-        self.chat_id = chat_id
-        self.message_id = message_id
-        self.description = description
-
-
-class SenderClosed(Exception):
-    """The sender was closed before the operation could run."""
-
-
-@dataclass(frozen=True)
-class SenderLimits:
-    """Throttling; the defaults are Telegram's published guidance."""
-
-    per_chat_interval_s: float = 1.0
-    group_max: int = 20
-    group_window_s: float = 60.0
-    global_max: int = 30
-    global_window_s: float = 1.0
-    max_retry_after: int = 8  # 429s for one operation before it fails to its caller
-    max_server_errors: int = 3  # 5xx retries (sends and edits), network-error retries (edits only)
-    server_error_backoff_s: float = 1.0
-
-
-@dataclass(eq=False)
-class _Op(Generic[T]):
-    chat_id: int
-    factory: Callable[[], Awaitable[T]]
-    priority: Priority
-    seq: int
-    waiters: list[asyncio.Future[Any]] = field(default_factory=list)
-    message_id: int | None = None  # edits only
-    key: Hashable | None = None  # edits only: the coalescing slot
-    retries_429: int = 0
-    retries_error: int = 0
-    #: the submitter's log context (request_id, job_id): lines about this op carry them
-    context: contextvars.Context = field(default_factory=contextvars.copy_context)
-
-    @property
-    def is_edit(self) -> bool:
-        return self.key is not None
-
-    @property
-    def abandoned(self) -> bool:
-        return bool(self.waiters) and all(w.done() for w in self.waiters)
-
-    def resolve(self, value: Any) -> None:
-        for w in self.waiters:
-            if not w.done():
-                w.set_result(value)
-
-    def fail(self, exc: BaseException) -> None:
-        for w in self.waiters:
-            if not w.done():
-                w.set_exception(exc)
-
-
-@dataclass(eq=False)
-class _Chat:
-    chat_id: int
-    sends: deque[_Op[Any]] = field(default_factory=deque)
-    edits: OrderedDict[Hashable, _Op[Any]] = field(default_factory=OrderedDict)
-    busy: bool = False
-
-    @property
-    def is_group(self) -> bool:
-        return self.chat_id < 0
-
-    def pending(self) -> bool:
-        return bool(self.sends or self.edits)
-
-    def peek(self) -> _Op[Any] | None:
-        """Next op of this chat: sends and edits by priority, then age (results first)."""
-        if any(op.abandoned for op in self.sends):
-            self.sends = deque(op for op in self.sends if not op.abandoned)  # their callers gave up
-        ops = [*self.sends, *self.edits.values()]
-        if not ops:
-            return None
-        return min(ops, key=lambda op: (op.priority, op.seq))
-
-    def pop(self, op: _Op[Any]) -> None:
-        if op.key is not None:
-            if self.edits.get(op.key) is op:
-                del self.edits[op.key]
-            return
-        with contextlib.suppress(ValueError):
-            self.sends.remove(op)
-
-
-def _consume_exception(fut: asyncio.Future[Any]) -> None:
-    """For fire-and-forget edits: mark the outcome as seen so asyncio does not log it at GC."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-class TelegramSender:
+class TelegramSender(SenderQueue):
     """Throttled, coalescing, ``retry_after``-honouring outlet for one bot's sends and edits.
 
     ``async with TelegramSender(bot) as sender:`` starts the scheduler and, on exit, lets queued sends
@@ -209,21 +91,15 @@ class TelegramSender:
         sleep: Sleep = asyncio.sleep,
         pace: Pace | None = None,
     ) -> None:
+        super().__init__()
         self.bot = bot
         self.limits = limits or SenderLimits()
         self._pace: Pace = pace or LocalPace(self.limits, clock=clock)
         self._clock = clock
         self._sleep = sleep
-        self._chats: dict[int, _Chat] = {}
-        self._pending: set[int] = set()
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._finalized: OrderedDict[tuple[int, Hashable], None] = OrderedDict()
-        self._gone: OrderedDict[tuple[int, int], str] = OrderedDict()
         self._scheduler: asyncio.Task[None] | None = None
-        self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -316,16 +192,6 @@ class TelegramSender:
         """
         return await self._submit_edit(chat_id, message_id, factory, coalesce_key=coalesce_key, final=final)
 
-    def discard_edits(self, chat_id: int, message_id: int) -> int:
-        """Drop pending edits of a message (e.g. its result went out as a new message)."""
-        chat = self._chats.get(chat_id)
-        if chat is None:
-            return 0
-        dropped = [k for k, op in chat.edits.items() if op.message_id == message_id]
-        for key in dropped:
-            chat.edits.pop(key).resolve(EditOutcome.SUPERSEDED)
-        return len(dropped)
-
     def tight(self, chat_id: int) -> bool:
         """A group whose budget is already spoken for: something of it is queued or in flight, or its
         window is spent (the next call would wait longer than the per-chat interval).
@@ -339,87 +205,6 @@ class TelegramSender:
             return True
         now = self._clock()
         return self._pace.ready_at(chat_id, now) > now + self.limits.per_chat_interval_s
-
-    @property
-    def queued(self) -> int:
-        """Operations waiting to be dispatched (not counting the ones in flight)."""
-        return sum(len(c.sends) + len(c.edits) for c in self._chats.values())
-
-    # ------------------------------------------------------------------ queueing
-
-    def _chat(self, chat_id: int) -> _Chat:
-        chat = self._chats.get(chat_id)
-        if chat is None:
-            chat = self._chats[chat_id] = _Chat(chat_id)
-        return chat
-
-    def _enqueued(self, chat_id: int) -> None:
-        self._pending.add(chat_id)
-        self._wake.set()
-
-    def _submit_edit(
-        self,
-        chat_id: int,
-        message_id: int,
-        factory: Callable[[], Awaitable[Any]],
-        *,
-        coalesce_key: Hashable,
-        final: bool,
-    ) -> asyncio.Future[EditOutcome]:
-        fut: asyncio.Future[EditOutcome] = asyncio.get_running_loop().create_future()
-        if self._closing:
-            fut.set_exception(SenderClosed())
-            return fut
-        key = (message_id, coalesce_key)
-        chat = self._chat(chat_id)
-        gone = self._gone.get((chat_id, message_id))
-        if gone is not None:
-            # Telegram already said so: don't spend the chat's budget to hear it again.
-            fut.set_exception(MessageGone(chat_id, message_id, gone))
-            return fut
-        if not final and (chat_id, key) in self._finalized:
-            fut.set_result(EditOutcome.SUPERSEDED)
-            return fut
-        priority = Priority.RESULT if final else Priority.PROGRESS
-        pending = chat.edits.get(key)
-        if pending is not None:
-            if pending.priority is Priority.RESULT and not final:
-                fut.set_result(EditOutcome.SUPERSEDED)  # progress never overwrites a pending result
-                return fut
-            # Latest state wins: swap the operation, keep its place in line, share the outcome.
-            pending.factory = factory
-            pending.context = contextvars.copy_context()  # log lines follow the newest request
-            pending.priority = min(pending.priority, priority)
-            pending.waiters.append(fut)
-            return fut
-        op: _Op[Any] = _Op(
-            chat_id=chat_id,
-            factory=factory,
-            priority=priority,
-            seq=next(self._seq),
-            waiters=[fut],
-            message_id=message_id,
-            key=key,
-        )
-        chat.edits[key] = op
-        self._enqueued(chat_id)
-        return fut
-
-    def _requeue(self, chat: _Chat, op: _Op[Any]) -> None:
-        """Put an op that got a 429 back at the head of its chat, unless a newer edit replaced it."""
-        if op.key is None:
-            chat.sends.appendleft(op)
-        else:
-            newer = chat.edits.get(op.key)
-            if newer is None:
-                chat.edits[op.key] = op
-                chat.edits.move_to_end(op.key, last=False)
-            else:
-                # A newer state of the same message is already waiting: it is the retry.
-                newer.waiters.extend(op.waiters)
-                newer.priority = min(newer.priority, op.priority)
-                newer.seq = min(newer.seq, op.seq)
-        self._enqueued(chat.chat_id)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -588,16 +373,6 @@ class TelegramSender:
                     other.fail(MessageGone(op.chat_id, op.message_id, exc.message))
             return
         self._failed(op, exc)
-
-    def _edited(self, op: _Op[Any]) -> None:
-        if op.priority is Priority.RESULT and op.key is not None:
-            self._remember(self._finalized, (op.chat_id, op.key), None)
-
-    @staticmethod
-    def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        memory[key] = value
-        if len(memory) > _MEMORY:
-            memory.popitem(last=False)
 
     def _failed(self, op: _Op[Any], exc: BaseException) -> None:
         method = getattr(getattr(exc, "method", None), "__api_method__", None)
