@@ -16,7 +16,8 @@ from contextlib import AsyncExitStack
 
 import orjson
 
-from bench.common import CHECKPOINTS, BenchComfyUI, LoopStalls
+from bench.common import LoopStalls
+from bench.fake_comfy import CHECKPOINTS, BenchComfyUI
 
 
 async def serve(

@@ -237,6 +237,38 @@ def _node_state(node_id: str, raw: Any) -> NodeState:
     )
 
 
+def _status(data: Mapping[str, Any]) -> Status:
+    status = data.get("status")
+    info = status.get("exec_info") if isinstance(status, Mapping) else None
+    remaining = _int(info.get("queue_remaining")) if isinstance(info, Mapping) else None
+    return Status(queue_remaining=remaining or 0, sid=_str(data.get("sid")))
+
+
+def _progress_state(pid: str, data: Mapping[str, Any]) -> ProgressState:
+    nodes = data.get("nodes")
+    states = {str(k): _node_state(str(k), v) for k, v in nodes.items()} if isinstance(nodes, Mapping) else {}
+    return ProgressState(pid, states)
+
+
+def _execution_error(pid: str, data: Mapping[str, Any]) -> ExecutionError:
+    return ExecutionError(
+        prompt_id=pid,
+        node_id=_str(data.get("node_id")),
+        node_type=_str(data.get("node_type")),
+        exception_type=str(data.get("exception_type", "")),
+        exception_message=str(data.get("exception_message", "")),
+        traceback=_strs(data.get("traceback")),
+        executed=_strs(data.get("executed")),
+        timestamp=_int(data.get("timestamp")),
+    )
+
+
+def _logs(data: Mapping[str, Any]) -> Logs:
+    entries = data.get("entries")
+    rows = tuple(e for e in entries if isinstance(e, Mapping)) if isinstance(entries, list) else ()
+    return Logs(rows, data.get("size"))
+
+
 def parse_json(type_: str, data: Any) -> ComfyEvent:
     """Turn one JSON frame ``{"type": type_, "data": data}`` into a typed event."""
     if not isinstance(data, Mapping):
@@ -244,10 +276,7 @@ def parse_json(type_: str, data: Any) -> ComfyEvent:
     pid = str(data.get("prompt_id", ""))
     match type_:
         case "status":
-            status = data.get("status")
-            info = status.get("exec_info") if isinstance(status, Mapping) else None
-            remaining = _int(info.get("queue_remaining")) if isinstance(info, Mapping) else None
-            return Status(queue_remaining=remaining or 0, sid=_str(data.get("sid")))
+            return _status(data)
         case "execution_start":
             return ExecutionStart(pid, _int(data.get("timestamp")))
         case "execution_cached":
@@ -264,13 +293,7 @@ def parse_json(type_: str, data: Any) -> ComfyEvent:
                 _num(data.get("max")),
             )
         case "progress_state":
-            nodes = data.get("nodes")
-            states = (
-                {str(k): _node_state(str(k), v) for k, v in nodes.items()}
-                if isinstance(nodes, Mapping)
-                else {}
-            )
-            return ProgressState(pid, states)
+            return _progress_state(pid, data)
         case "executed":
             output = data.get("output")
             return Executed(
@@ -282,16 +305,7 @@ def parse_json(type_: str, data: Any) -> ComfyEvent:
         case "execution_success":
             return ExecutionSuccess(pid, _int(data.get("timestamp")))
         case "execution_error":
-            return ExecutionError(
-                prompt_id=pid,
-                node_id=_str(data.get("node_id")),
-                node_type=_str(data.get("node_type")),
-                exception_type=str(data.get("exception_type", "")),
-                exception_message=str(data.get("exception_message", "")),
-                traceback=_strs(data.get("traceback")),
-                executed=_strs(data.get("executed")),
-                timestamp=_int(data.get("timestamp")),
-            )
+            return _execution_error(pid, data)
         case "execution_interrupted":
             return ExecutionInterrupted(
                 pid, _str(data.get("node_id")), _str(data.get("node_type")), _strs(data.get("executed"))
@@ -299,9 +313,7 @@ def parse_json(type_: str, data: Any) -> ComfyEvent:
         case "feature_flags":
             return FeatureFlags(dict(data))
         case "logs":
-            entries = data.get("entries")
-            rows = tuple(e for e in entries if isinstance(e, Mapping)) if isinstance(entries, list) else ()
-            return Logs(rows, data.get("size"))
+            return _logs(data)
         case _:
             return UnknownEvent(type_, data)
 

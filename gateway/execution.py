@@ -141,7 +141,6 @@ class Executor:
         self, job: JobRun, server: ComfyServer, graph: dict[str, Any], tracker: Any
     ) -> PromptResult:
         rec = job.record
-        dead_after_s = self.dead_after_s
         timeout_s = job.workflow.timeout_s
         progress = ProgressModel(
             job.workflow,
@@ -160,20 +159,7 @@ class Executor:
         previewing: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(timeout_s) as scope:
-                while True:
-                    try:
-                        # Wake now and then to look at the server's health; rarely, this cuts short a
-                        # /history check of the tracker, which then simply checks again later.
-                        async with asyncio.timeout(max(1.0, dead_after_s / 3)):
-                            event = await anext(events)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        # Quiet is normal (a long node); a server the health checks hold down is not.
-                        if not server.healthy and server.down_for() > dead_after_s:
-                            detail = f"down for {server.down_for():.0f} s: {server.down_reason}"
-                            raise ComfyUnreachable(detail, backend=server.name) from None
-                        continue
+                while (event := await self._next_event(events, server)) is not None:
                     if isinstance(event, ce.ExecutionStart):
                         # The clock runs from the start of execution, not from the wait in ComfyUI's queue.
                         scope.reschedule(loop.time() + timeout_s)
@@ -203,6 +189,23 @@ class Executor:
         assert tracker.result is not None
         result: PromptResult = tracker.result
         return result
+
+    async def _next_event(self, events: Any, server: ComfyServer) -> Any:
+        """The tracker's next event, or None at its end; raises ComfyUnreachable once the server is
+        held down longer than dead_after_s."""
+        while True:
+            try:
+                # Wake now and then to look at the server's health; rarely, this cuts short a
+                # /history check of the tracker, which then simply checks again later.
+                async with asyncio.timeout(max(1.0, self.dead_after_s / 3)):
+                    return await anext(events)
+            except StopAsyncIteration:
+                return None
+            except TimeoutError:
+                # Quiet is normal (a long node); a server the health checks hold down is not.
+                if not server.healthy and server.down_for() > self.dead_after_s:
+                    detail = f"down for {server.down_for():.0f} s: {server.down_reason}"
+                    raise ComfyUnreachable(detail, backend=server.name) from None
 
     async def _mark_started(self, job: JobRun, server: ComfyServer) -> None:
         rec = job.record

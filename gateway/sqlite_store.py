@@ -30,9 +30,6 @@ import sqlite3
 import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from core.logs import get_logger
 from gateway.limits import RateRule
@@ -40,6 +37,7 @@ from gateway.memory import LocalChannels, kept
 from gateway.models import TERMINAL_EVENTS, JobEvent, event_to_json
 from gateway.quota_stores import SqliteQuotas
 from gateway.records import JobRecord
+from gateway.sqlite_kv import SqliteKeyValues
 from gateway.sqlite_schema import SCHEMA, StoreLocked, Transaction, append_waiting, lock, migrate, purge
 from gateway.store import (
     DURATIONS_MAX,
@@ -55,7 +53,7 @@ log = get_logger("gateway")
 PURGE_EVERY = 1000  # finishes between purges of expired rows
 
 
-class SqliteStore(SqliteQuotas, LocalChannels, Store):
+class SqliteStore(SqliteKeyValues, SqliteQuotas, LocalChannels, Store):
     """Queue, records, key-values and owed events in one SQLite file; open with ``async with``."""
 
     name = "sqlite"
@@ -329,92 +327,6 @@ class SqliteStore(SqliteQuotas, LocalChannels, Store):
             (user_id, limit),
         ).fetchall()
         return [JobRecord.from_json(data) for (data,) in rows]
-
-    async def get_settings(self, user_key: str) -> dict[str, Any]:
-        raw = self._value("settings", user_key)
-        return {} if raw is None else dict(orjson.loads(raw))
-
-    async def set_settings(self, user_key: str, values: dict[str, Any]) -> None:
-        self._put("settings", user_key, orjson.dumps(values))
-
-    async def mark_delivered(self, job_id: str) -> bool:
-        with self._tx() as tx:
-            return (
-                tx.execute(
-                    "INSERT OR IGNORE INTO kv (kind, key, value, at) VALUES ('delivered', ?, x'', ?)",
-                    (job_id, time.time()),
-                ).rowcount
-                > 0
-            )
-
-    async def delivered(self, job_id: str) -> bool:
-        return self._value("delivered", job_id) is not None
-
-    async def claim_once(self, key: str, ttl_s: float) -> bool:
-        now = time.time()
-        with self._tx() as tx:  # ``at`` of a claim is when it expires; expired ones go on every claim
-            tx.execute("DELETE FROM kv WHERE kind = 'claim' AND at <= ?", (now,))
-            return (
-                tx.execute(
-                    "INSERT OR IGNORE INTO kv (kind, key, value, at) VALUES ('claim', ?, x'', ?)",
-                    (key, now + ttl_s),
-                ).rowcount
-                > 0
-            )
-
-    async def set_view(self, job_id: str, view: dict[str, Any]) -> None:
-        now, platform = time.time(), view.get("platform")
-        with self._tx() as tx:
-            put = "INSERT OR REPLACE INTO kv (kind, key, value, at) VALUES (?, ?, ?, ?)"
-            tx.execute(put, ("view", job_id, orjson.dumps(view), now))
-            if isinstance(platform, str):
-                tx.execute(put, ("open_view", job_id, platform.encode(), now))
-
-    async def close_view(self, job_id: str) -> None:
-        with self._tx() as tx:
-            tx.execute("DELETE FROM kv WHERE kind IN ('open_view', 'view_lease') AND key = ?", (job_id,))
-
-    async def lease_view(self, platform: str, job_id: str, owner: str, ttl_s: float) -> str | None:
-        now = time.time()  # ``at`` of a lease is when it lapses
-        with self._tx() as tx:
-            if not tx.execute(
-                "SELECT 1 FROM kv WHERE kind = 'open_view' AND key = ? AND value = ?",
-                (job_id, platform.encode()),
-            ).fetchone():
-                return None
-            row = tx.execute(
-                "SELECT value, at FROM kv WHERE kind = 'view_lease' AND key = ?", (job_id,)
-            ).fetchone()
-            if row is not None and bytes(row[0]) != owner.encode() and row[1] > now:
-                return bytes(row[0]).decode()
-            tx.execute(
-                "INSERT OR REPLACE INTO kv (kind, key, value, at) VALUES ('view_lease', ?, ?, ?)",
-                (job_id, owner.encode(), now + ttl_s),
-            )
-            return owner
-
-    async def open_views(self, platform: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
-        rows = self.db.execute(
-            "SELECT o.key, v.value FROM kv o JOIN kv v ON v.kind = 'view' AND v.key = o.key "
-            "WHERE o.kind = 'open_view' AND o.value = ? ORDER BY o.at LIMIT ?",
-            (platform.encode(), limit),
-        ).fetchall()
-        return [(str(key), dict(orjson.loads(bytes(raw)))) for key, raw in rows]
-
-    async def get_view(self, job_id: str) -> dict[str, Any] | None:
-        raw = self._value("view", job_id)
-        return None if raw is None else dict(orjson.loads(raw))
-
-    def _value(self, kind: str, key: str) -> bytes | None:
-        row = self.db.execute("SELECT value FROM kv WHERE kind = ? AND key = ?", (kind, key)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def _put(self, kind: str, key: str, value: bytes) -> None:
-        with self._tx() as tx:
-            tx.execute(
-                "INSERT OR REPLACE INTO kv (kind, key, value, at) VALUES (?, ?, ?, ?)",
-                (kind, key, value, time.time()),
-            )
 
     async def add_duration(self, workflow: str, run_ms: int) -> None:
         with self._tx() as tx:
