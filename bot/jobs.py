@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot import requests
-from bot.render import Renderer, format_duration, shorten, text_length, truncate
+from bot.render import JobView, Renderer, format_duration, shorten, text_length, truncate
 from comfy.workflow_params import SEED_MAX
 from comfy.workflows import Workflow, WorkflowRegistry
 from gateway.errors import AccessDenied
-from gateway.models import FailureCode, JobRequest, JobState, short_id
+from gateway.models import FailureCode, JobRequest, JobState, Queued, short_id
 from gateway.records import JobRecord
-from gateway.service import Gateway, QueueInfo, Refused
+from gateway.service import Accepted, Gateway, QueueInfo, Refused
 
 __all__ = [
     "HISTORY_SIZE",
@@ -110,6 +110,24 @@ def prompt_of(workflow: Workflow | None, params: dict[str, Any]) -> str:
     name = workflow.prompt_param if workflow is not None else "prompt"
     value = params.get(name or "prompt", "")
     return value if isinstance(value, str) else ""
+
+
+def first_view(
+    registry: WorkflowRegistry, workflow: str, params: dict[str, Any], request_id: str, accepted: Accepted
+) -> tuple[JobView, Queued]:
+    """What a just-accepted job's message shows first: its view (prompt, workflow, request) and the
+    ``Queued`` state its ``Accepted`` answer stands for."""
+    wf = registry.get(workflow) if workflow in registry else None
+    view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=request_id)
+    queued = Queued(
+        job_id=accepted.job_id,
+        request_id=request_id,
+        position=max(1, accepted.position),
+        depth=accepted.depth,
+        eta_s=accepted.eta_s,
+        blocked=accepted.blocked,
+    )
+    return view, queued
 
 
 def upscale_workflow(ctx: FrontEnd) -> str | None:

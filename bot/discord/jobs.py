@@ -12,10 +12,9 @@ from bot.discord.context import MESSAGE_LIMIT, DiscordContext, Request
 from bot.discord.messages import JobMessage, Render
 from bot.discord.shards import events_channel
 from bot.discord.views import progress_view
-from bot.jobs import prompt_of, refusal_text
-from bot.render import JobView
+from bot.jobs import first_view, refusal_text
 from core.logs import get_logger
-from gateway.models import ImageRef, JobRequest, Queued
+from gateway.models import ImageRef, JobRequest
 from gateway.service import Refused
 
 __all__ = ["job_request", "refuse", "reply_error", "submit_job"]
@@ -129,16 +128,7 @@ async def submit_job(
         log.info("channel_not_postable", channel_id=channel_id, permissions=perms.value)
         with contextlib.suppress(discord.HTTPException):
             await interaction.followup.send(ctx.t(request.locale, "discord.cannot_post"), ephemeral=True)
-    wf = ctx.registry.get(workflow) if workflow in ctx.registry else None
-    view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=request.request_id)
-    queued = Queued(
-        job_id=job_id,
-        request_id=request.request_id,
-        position=max(1, result.position),
-        depth=result.depth,
-        eta_s=result.eta_s,
-        blocked=result.blocked,
-    )
+    view, queued = first_view(ctx.registry, workflow, params, request.request_id, result)
     msg.show(
         Render(
             ctx.renderer.queued(request.locale, view, queued), progress_view(ctx.i18n, request.locale, job_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiogram import Bot
 
-from bot.jobs import prompt_of, refusal_text
+from bot.jobs import first_view, refusal_text
 from bot.render import JobView
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.keyboards import progress_keyboard
@@ -168,15 +168,6 @@ async def submit_job(
         await _show_refusal(ctx, bot, origin, result, req)
         return None
     job_id: str = result.job_id
-    wf = ctx.registry.get(workflow) if workflow in ctx.registry else None
-    view = JobView(prompt=prompt_of(wf, params), workflow=workflow, request_id=origin.request_id)
-    queued = Queued(
-        job_id=job_id,
-        request_id=origin.request_id,
-        position=max(1, result.position),
-        depth=result.depth,
-        eta_s=result.eta_s,
-        blocked=result.blocked,
-    )
+    view, queued = first_view(ctx.registry, workflow, params, origin.request_id, result)
     await _show_queued(ctx, bot, origin, req, view, queued)
     return job_id
