@@ -1,11 +1,34 @@
-"""Running a front end: wait until it is stopped, or until one of its tasks dies."""
+"""Running a front end: ``async with`` it, and wait until it is stopped or one of its tasks dies."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Self
 
-__all__ = ["wait_stopped_or_failed"]
+__all__ = ["FrontendLifecycle", "wait_stopped_or_failed"]
+
+
+class FrontendLifecycle:
+    """``async with frontend:`` is ``start()`` … ``stop()``; a start that fails part way (a refused token,
+    a stop while the platform was still unreachable) is stopped before the error goes on."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 async def wait_stopped_or_failed(stopped: asyncio.Event, tasks: Sequence[asyncio.Task[object]]) -> None:

@@ -8,6 +8,7 @@ job it was running is recovered by another worker.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import signal
@@ -65,8 +66,22 @@ async def serve(settings: Settings, options: WorkerOptions | None = None) -> Non
     log.info("gateway_exit")
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway", description="a worker (and the HTTP API when enabled), no front ends"
+    )
+    parser.add_argument(
+        "--lease-s",
+        type=float,
+        metavar="S",
+        help="job lease: how soon another worker recovers this one's jobs",
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load settings, configure logging, serve. Returns the exit status."""
+    args = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -80,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.logging.backups,
         secrets=settings.secrets(),
     )
-    options = WorkerOptions()
-    args = argv if argv is not None else sys.argv[1:]
-    if "--lease-s" in args:  # for tests and operators who want faster recovery
-        options = WorkerOptions(lease_s=float(args[args.index("--lease-s") + 1]))
+    options = WorkerOptions() if args.lease_s is None else WorkerOptions(lease_s=args.lease_s)
     asyncio.run(serve(settings, options))
     return 0
 

@@ -30,7 +30,7 @@ from bot.discord.context import DiscordContext, DiscordOptions
 from bot.discord.events import EventConsumer
 from bot.discord.shards import owned_shards, shard_channel
 from bot.i18n import I18n
-from bot.lifecycle import wait_stopped_or_failed
+from bot.lifecycle import FrontendLifecycle, wait_stopped_or_failed
 from bot.render import Renderer
 from bot.startup import Backoff, StartupRefused, retry_startup
 from comfy.workflows import WorkflowRegistry
@@ -68,7 +68,7 @@ def restore_endpoints(saved: Endpoints) -> None:
     discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
 
 
-class DiscordFrontend:
+class DiscordFrontend(FrontendLifecycle):
     """The bot's gateway connection plus the event consumer; ``start``/``stop`` or ``async with``."""
 
     def __init__(
@@ -196,17 +196,6 @@ class DiscordFrontend:
         if self._endpoints is not None:
             restore_endpoints(self._endpoints)
             self._endpoints = None
-
-    async def __aenter__(self) -> DiscordFrontend:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()  # a refused token, or a stop while Discord was still unreachable
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 def _transient(exc: BaseException) -> float | None:

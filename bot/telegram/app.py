@@ -31,7 +31,7 @@ from aiogram.types import BotCommand, BotCommandScopeDefault
 from aiohttp import web
 
 from bot.i18n import I18n
-from bot.lifecycle import wait_stopped_or_failed
+from bot.lifecycle import FrontendLifecycle, wait_stopped_or_failed
 from bot.render import Renderer
 from bot.startup import Backoff, StartupRefused, retry_startup
 from bot.telegram.context import BotContext, PhotoLimits
@@ -76,7 +76,7 @@ def build_dispatcher(ctx: BotContext) -> Dispatcher:
     return dp
 
 
-class TelegramFrontend:
+class TelegramFrontend(FrontendLifecycle):
     """Polling (or webhook) plus the gateway-event consumer of one bot; ``start``/``stop`` or ``async with``.
 
     ``bot`` may be given (tests, or a startup module that owns the session); otherwise one is built from
@@ -256,17 +256,6 @@ class TelegramFrontend:
         if self._own_bot:
             await self.bot.session.close()
         log.info("telegram_stopped")
-
-    async def __aenter__(self) -> TelegramFrontend:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()  # a refused token, or a stop while Telegram was still unreachable
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 def _transient(exc: BaseException) -> float | None:
