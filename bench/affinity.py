@@ -147,7 +147,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for mode in ("least_busy", "affinity"):
             row = await one_mode(make_backend(), mode, order, args)
             say(
-                f"{mode}: {row['model_loads']} loads (min {row['min_loads']}), makespan {row['makespan_s']} s "
+                f"{mode}: {row['model_loads']} loads (min {row['min_loads']}), "
+                f"makespan {row['makespan_s']} s "
                 f"(ideal {row['ideal_makespan_s']}), useful/avoidable {row['useful_of_avoidable']:.1%}, "
                 f"wait p50 {row['wait_s']['p50']} p95 {row['wait_s']['p95']} s"
             )
@@ -172,7 +173,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--backend", default="redis", choices=("memory", "sqlite", "redis"))
     parser.add_argument("--jobs", type=int, default=72)
     parser.add_argument("--mix", default="2:1:1", help="ratio of the three checkpoints")
