@@ -237,16 +237,18 @@ async def gateway_rig(
     subscribe: bool = True,
     urls: Sequence[str] | None = None,
     shared: Callable[[Store], Blobs | None] | None = None,
+    options: WorkerOptions = BENCH_OPTIONS,
 ) -> AsyncIterator[Rig]:
     """A gateway with ``servers`` instrumented fakes, built like the tests' harness; with ``urls``, over
     ComfyUI servers running elsewhere (``bench.fakeserver`` in another process) instead. ``shared`` builds
-    where images are shared from the backend (default: Redis when the backend is Redis)."""
+    where images are shared from the backend (default: Redis when the backend is Redis). ``fake_options``
+    may set the fakes' ``checkpoints`` (default :data:`CHECKPOINTS`)."""
     data_dir = Path(tempfile.mkdtemp(prefix="comfybot-bench-data-"))
     async with AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, data_dir, True)
         fakes: list[BenchComfyUI] = []
         for _ in range(servers if urls is None else 0):
-            fake = BenchComfyUI(checkpoints=CHECKPOINTS, **(fake_options or {}))
+            fake = BenchComfyUI(**{"checkpoints": CHECKPOINTS, **(fake_options or {})})
             fakes.append(await stack.enter_async_context(fake))
         backend = await stack.enter_async_context(backend)
         # As in production (gateway/app.py): with Redis, images are shared through it.
@@ -267,7 +269,7 @@ async def gateway_rig(
                 clients,
                 capacity=capacity,
                 limits=limits or bench_limits(),
-                options=BENCH_OPTIONS,
+                options=options,
             )
         )
         inbox: asyncio.Queue[tuple[float, float, JobEvent]] = asyncio.Queue()
@@ -301,6 +303,7 @@ async def _collect(gateway: Gateway, inbox: asyncio.Queue[tuple[float, float, Jo
 
 
 __all__ = [
+    "BENCH_OPTIONS",
     "LoopStalls",
     "Rig",
     "backend_factory",
