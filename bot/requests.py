@@ -12,6 +12,7 @@ picture, a button whose job is gone.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,7 +22,9 @@ from gateway.models import ImageRef
 from gateway.records import JobRecord
 
 __all__ = [
+    "FOLLOW_UPS",
     "VARIATIONS",
+    "JobAction",
     "Draft",
     "FollowUpKind",
     "Problem",
@@ -35,6 +38,26 @@ __all__ = [
 VARIATIONS = 4
 
 FollowUpKind = Literal["reroll", "variations", "upscale"]
+
+
+class JobAction(enum.StrEnum):
+    """A button under a job message: the same letters in Telegram's callback data and Discord's custom
+    ids."""
+
+    CANCEL = "c"
+    REROLL = "r"
+    VARIATIONS = "v"
+    UPSCALE = "u"
+    INFO = "i"
+    AGAIN = "a"  # under a job whose record was lost (Telegram): submit its request again
+
+
+#: the buttons that start a job, and which follow-up they are
+FOLLOW_UPS: dict[JobAction, FollowUpKind] = {
+    JobAction.REROLL: "reroll",
+    JobAction.VARIATIONS: "variations",
+    JobAction.UPSCALE: "upscale",
+}
 
 
 @dataclass(frozen=True)

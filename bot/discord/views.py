@@ -7,7 +7,6 @@ on a message sent by an earlier process still reaches :meth:`ButtonsCog.handle` 
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -16,6 +15,7 @@ import discord
 from discord.ext import commands
 
 from bot.i18n import I18n
+from bot.requests import JobAction
 
 __all__ = [
     "PREFIX",
@@ -28,14 +28,6 @@ __all__ = [
 ]
 
 PREFIX = "comfybot"
-
-
-class JobAction(enum.StrEnum):
-    CANCEL = "c"
-    REROLL = "r"
-    VARIATIONS = "v"
-    UPSCALE = "u"
-    INFO = "i"
 
 
 @runtime_checkable

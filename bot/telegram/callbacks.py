@@ -10,18 +10,11 @@ import enum
 
 from aiogram.filters.callback_data import CallbackData
 
+from bot.requests import JobAction
+
 __all__ = ["MAX_CALLBACK_BYTES", "JobAction", "JobCb", "LangCb", "SetCb", "SettingKey", "fits"]
 
 MAX_CALLBACK_BYTES = 64
-
-
-class JobAction(enum.StrEnum):
-    CANCEL = "c"
-    REROLL = "r"
-    VARIATIONS = "v"
-    UPSCALE = "u"
-    INFO = "i"
-    AGAIN = "a"  # under a job whose record was lost: submit its request again
 
 
 class JobCb(CallbackData, prefix="j"):

@@ -21,19 +21,13 @@ from bot.discord.errors import command_failed
 from bot.discord.jobs import submit_job
 from bot.discord.views import JobAction, JobButton, dispatched
 from bot.jobs import info_text
-from bot.requests import FollowUpKind, Problem, follow_up
+from bot.requests import FOLLOW_UPS, Problem, follow_up
 from core.logs import get_logger
 from gateway.models import Role
 
 __all__ = ["ButtonsCog"]
 
 log = get_logger("discord")
-
-_FOLLOW_UPS: dict[JobAction, FollowUpKind] = {
-    JobAction.REROLL: "reroll",
-    JobAction.VARIATIONS: "variations",
-    JobAction.UPSCALE: "upscale",
-}
 
 
 class ButtonsCog(commands.Cog):
@@ -107,7 +101,7 @@ class ButtonsCog(commands.Cog):
         if action is JobAction.INFO:
             await self._ephemeral(interaction, info_text(self.ctx, locale, record, 2000, admin=admin))
             return
-        draft = follow_up(ctx.registry, record, _FOLLOW_UPS[action], idx)
+        draft = follow_up(ctx.registry, record, FOLLOW_UPS[action], idx)
         if isinstance(draft, Problem):
             text = "button.no_upscale" if draft.reason == "no_upscale" else "button.gone"
             await self._ephemeral(interaction, ctx.t(locale, text))

@@ -10,7 +10,7 @@ from aiogram import Router
 from aiogram.types import CallbackQuery, Message
 
 from bot.jobs import info_text
-from bot.requests import FollowUpKind, Problem, follow_up
+from bot.requests import FOLLOW_UPS, Problem, follow_up
 from bot.telegram.callbacks import JobAction, JobCb
 from bot.telegram.context import BotContext
 from bot.telegram.handlers.basic import answer_callback
@@ -21,12 +21,6 @@ from gateway.models import ImageRef, Role
 __all__ = ["make_router"]
 
 log = get_logger("telegram")
-
-_FOLLOW_UPS: dict[JobAction, FollowUpKind] = {
-    JobAction.REROLL: "reroll",
-    JobAction.VARIATIONS: "variations",
-    JobAction.UPSCALE: "upscale",
-}
 
 
 async def job_button(
@@ -63,7 +57,7 @@ async def job_button(
     if not isinstance(msg, Message) or msg.bot is None:
         await answer_callback(query, ctx.t(locale, "button.gone"), alert=True)
         return
-    draft = follow_up(ctx.registry, record, _FOLLOW_UPS[action], callback_data.idx)
+    draft = follow_up(ctx.registry, record, FOLLOW_UPS[action], callback_data.idx)
     if isinstance(draft, Problem):
         text = "button.no_upscale" if draft.reason == "no_upscale" else "button.gone"
         await answer_callback(query, ctx.t(locale, text), alert=True)
