@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["FrontendLifecycle", "wait_stopped_or_failed"]
 
 
 class FrontendLifecycle:
     """``async with frontend:`` is ``start()`` … ``stop()``; a start that fails part way (a refused token,
-    a stop while the platform was still unreachable) is stopped before the error goes on."""
+    a stop while the platform was still unreachable) is stopped before the error goes on. ``wait`` runs
+    until ``stop`` sets ``_stopped``, or raises the error of the first of ``_tasks`` that dies."""
+
+    _stopped: asyncio.Event
+    _tasks: list[asyncio.Task[Any]]
+
+    async def wait(self) -> None:
+        """Until :meth:`stop`, or until a task of the front end (its connection, its consumer) dies."""
+        await wait_stopped_or_failed(self._stopped, self._tasks)
 
     async def start(self) -> None:
         raise NotImplementedError

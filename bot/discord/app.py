@@ -30,7 +30,7 @@ from bot.discord.context import DiscordContext, DiscordOptions
 from bot.discord.events import EventConsumer
 from bot.discord.shards import owned_shards, shard_channel
 from bot.i18n import I18n
-from bot.lifecycle import FrontendLifecycle, wait_stopped_or_failed
+from bot.lifecycle import FrontendLifecycle
 from bot.render import Renderer
 from bot.startup import Backoff, StartupRefused, retry_startup
 from comfy.workflows import WorkflowRegistry
@@ -103,7 +103,7 @@ class DiscordFrontend(FrontendLifecycle):
         self.startup_backoff = startup_backoff or Backoff()
         self.bot = self._new_bot()
         self.consumer = EventConsumer(self.ctx, self.bot)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._endpoints: Endpoints | None = None  # discord.py's, put back on stop
 
@@ -164,10 +164,6 @@ class DiscordFrontend(FrontendLifecycle):
     async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - bounded startup wait
         async with asyncio.timeout(timeout):
             await self.bot.wait_until_ready()
-
-    async def wait(self) -> None:
-        """Until :meth:`stop`, or until the connection or the consumer dies (then its error is raised)."""
-        await wait_stopped_or_failed(self._stopped, self._tasks)
 
     async def stop(self) -> None:
         """Stop taking interactions, let results in flight go out, close what we opened."""

@@ -31,7 +31,7 @@ from aiogram.types import BotCommand, BotCommandScopeDefault
 from aiohttp import web
 
 from bot.i18n import I18n
-from bot.lifecycle import FrontendLifecycle, wait_stopped_or_failed
+from bot.lifecycle import FrontendLifecycle
 from bot.render import Renderer
 from bot.startup import Backoff, StartupRefused, retry_startup
 from bot.telegram.context import BotContext, PhotoLimits
@@ -226,10 +226,6 @@ class TelegramFrontend(FrontendLifecycle):
         return await self.bot.set_my_commands(
             commands, scope=BotCommandScopeDefault(), language_code=language
         )
-
-    async def wait(self) -> None:
-        """Until :meth:`stop`, or until polling or the consumer dies (then its error is raised)."""
-        await wait_stopped_or_failed(self._stopped, self._tasks)
 
     async def stop(self) -> None:
         """Stop taking updates, let results in flight go out, close what we opened."""
