@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot import requests
 from bot.render import JobView, Renderer, format_duration, shorten, text_length, truncate
 from comfy.workflow_params import SEED_MAX
 from comfy.workflows import Workflow, WorkflowRegistry
@@ -27,7 +26,6 @@ __all__ = [
     "queue_text",
     "refusal_text",
     "stats_text",
-    "upscale_workflow",
     "user_history",
     "workflow_description",
     "workflows_text",
@@ -128,11 +126,6 @@ def first_view(
         blocked=accepted.blocked,
     )
     return view, queued
-
-
-def upscale_workflow(ctx: FrontEnd) -> str | None:
-    """The workflow the ⬆️ button runs (see :func:`bot.requests.upscale_workflow`)."""
-    return requests.upscale_workflow(ctx.registry)
 
 
 def param_bounds(

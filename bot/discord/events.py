@@ -21,8 +21,9 @@ from bot.consumer import SendErrors, TrackerBase
 from bot.discord.context import DiscordContext
 from bot.discord.messages import CannotPost, JobMessage, Render
 from bot.discord.views import progress_view, result_view
-from bot.jobs import prompt_of, upscale_workflow
+from bot.jobs import prompt_of
 from bot.render import JobView
+from bot.requests import upscale_workflow
 from core.logs import get_logger
 from gateway.models import (
     Cancelled,
@@ -219,7 +220,7 @@ class _Tracker(TrackerBase):
         if shrunk:
             caption += "\n" + self.ctx.t(self.locale, "discord.result_too_large")
             log.info("result_shrunk", limit=limit)
-        upscale = self.kind != "upscale" and upscale_workflow(self.ctx) is not None
+        upscale = self.kind != "upscale" and upscale_workflow(self.ctx.registry) is not None
         view = result_view(
             self.ctx.i18n,
             self.locale,

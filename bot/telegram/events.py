@@ -18,8 +18,9 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPho
 
 from bot.consumer import EventConsumer as BaseConsumer
 from bot.consumer import SendErrors, TrackerBase
-from bot.jobs import prompt_of, upscale_workflow
+from bot.jobs import prompt_of
 from bot.render import JobView
+from bot.requests import upscale_workflow
 from bot.telegram.context import BotContext, JobMessage
 from bot.telegram.delivery import ResultTarget, deliver_images, finish_text, remove_message
 from bot.telegram.keyboards import again_keyboard, progress_keyboard, result_keyboard
@@ -253,7 +254,7 @@ class _Tracker(TrackerBase):
             self.locale,
             self.job_id,
             images=len(ev.images),
-            upscale=self.kind != "upscale" and upscale_workflow(self.ctx) is not None,
+            upscale=self.kind != "upscale" and upscale_workflow(self.ctx.registry) is not None,
             reroll=self.rerollable,
         )
         send = functools.partial(
